@@ -1,0 +1,73 @@
+"""`napari-muvit` command line.
+
+Each sub-command lives in its own module of this package with two functions:
+``add_parser(subparsers)`` (registers flags and help) and ``run(args) -> int``.
+Problems a user can fix raise ``ValueError``/``FileNotFoundError``; they are printed as one
+line and the process exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module (imported lazily so `napari-muvit --help` stays fast and napari-free)
+COMMANDS = {
+    "demo": "demo",
+    "synth": "synth",
+    "predict": "predict",
+    "attention": "attention",
+    "rois": "rois",
+    "pretrain": "pretrain",
+    "finetune": "finetune",
+    "info": "info",
+}
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, like every other bad input
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="napari-muvit",
+        description="MuViT multi-resolution vision transformers for pyramidal microscopy slides.",
+    )
+    from napari_muvit import __version__
+
+    parser.add_argument("--version", action="version", version=f"napari-muvit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"{__name__}.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module_name}":
+                raise
+            continue  # command not available in this build
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    module = importlib.import_module(f"{__name__}.{COMMANDS[args.command]}")
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"napari-muvit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("napari-muvit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

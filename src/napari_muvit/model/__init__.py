@@ -1,0 +1,1 @@
+"""napari-muvit model package."""
