@@ -1,0 +1,289 @@
+"""The one layer builder: world coordinates -> napari layers.
+
+World coordinates are level-1 (full resolution) pixel units (see docs/architecture.md). A level of
+downsample factor ``f`` is shown with ``scale = f * pixel_size`` and ``translate = (f - 1) / 2 * pixel_size``
+so pixel centres line up across levels. Vector layers (points, shapes) hold their vertices in world pixels
+and get ``scale = pixel_size``, so their data can be exported as slide pixel coordinates unchanged.
+
+Every builder returns a napari ``LayerDataTuple`` ``(data, kwargs, layer_type)`` whose ``metadata["muvit"]``
+records ``pixel_size``, ``unit``, ``level`` and ``kind``; ``add_or_update`` puts it in a viewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+META_KEY = "muvit"
+# one distinct colour per level for crop outlines (finest first)
+LEVEL_COLORS = ("#ffd700", "#00e5ff", "#ff4df0", "#7cff4d", "#ff8c1a", "#ffffff")
+CHANNEL_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+
+
+def _per_axis(value, ndim: int) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(value, dtype=float))
+    if arr.size == 1:
+        return np.full(ndim, float(arr[0]))
+    if arr.size != ndim:
+        raise ValueError(f"expected 1 or {ndim} values per axis, got {arr.size}")
+    return arr
+
+
+def level_transform(level, pixel_size=None, ndim: int = 2) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """napari ``(scale, translate)`` for an array whose pixels are ``level``-downsampled.
+
+    ``level``: downsample factor (scalar or one per spatial axis); ``pixel_size``: physical size of a
+    level-1 pixel per spatial axis (None = 1, i.e. napari world = level-1 pixels).
+    """
+    f = _per_axis(level, ndim)
+    ps = _per_axis(1.0 if pixel_size is None else pixel_size, ndim)
+    scale = f * ps
+    translate = (f - 1.0) / 2.0 * ps
+    return tuple(float(s) for s in scale), tuple(float(t) for t in translate)
+
+
+def world_to_napari(world, pixel_size=None) -> np.ndarray:
+    """World pixels ``(..., ndim)`` -> napari world units (times the physical pixel size)."""
+    world = np.asarray(world, dtype=float)
+    return world * _per_axis(1.0 if pixel_size is None else pixel_size, world.shape[-1])
+
+
+def napari_to_world(coords, pixel_size=None) -> np.ndarray:
+    """napari world units ``(..., ndim)`` -> world pixels."""
+    coords = np.asarray(coords, dtype=float)
+    return coords / _per_axis(1.0 if pixel_size is None else pixel_size, coords.shape[-1])
+
+
+def layer_pixel_size(layer) -> tuple[float, ...] | None:
+    """The level-1 pixel size a layer was built with (None when not built here)."""
+    meta = getattr(layer, "metadata", {}) or {}
+    ps = (meta.get(META_KEY) or {}).get("pixel_size")
+    return None if ps is None else tuple(float(p) for p in ps)
+
+
+def _meta(kind: str, level, pixel_size, unit, extra: Mapping | None = None) -> dict:
+    info = {
+        "kind": kind,
+        "level": level,
+        "pixel_size": None if pixel_size is None else [float(p) for p in np.atleast_1d(pixel_size)],
+        "unit": unit,
+    }
+    info.update(extra or {})
+    return {META_KEY: info}
+
+
+def _units(unit, ndim):
+    return None if not unit else (unit,) * ndim
+
+
+def _levels_list(data) -> list:
+    """A single array or a coarse-to-fine-ordered list -> list of arrays (finest first)."""
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    return [data]
+
+
+def _multiscale_data(arrays: list):
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+# ----------------------------------------------------------------------------------------- images
+def _contrast_limits(arrays: list, rgb: bool):
+    """Contrast from the coarsest level (small); dtype range when it is still big."""
+    coarse = arrays[-1]
+    dtype = np.dtype(coarse.dtype)
+    if dtype == np.uint8:
+        return (0.0, 255.0)
+    if int(np.prod(coarse.shape)) > 4_000_000:
+        if np.issubdtype(dtype, np.integer):
+            return (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max))
+        return (0.0, 1.0)
+    values = np.asarray(coarse)
+    lo, hi = np.percentile(values, (0.5, 99.8))
+    return (float(lo), float(hi if hi > lo else lo + 1))
+
+
+def image_layers(pyramid, name: str | None = None, source: str | None = None, colormaps=None) -> list[tuple]:
+    """A ``Pyramid`` -> one multiscale image layer (RGB or one channel) or one per channel.
+
+    Channels-first pyramid arrays ``(C, [Z,] Y, X)``; RGB pyramids are shown channels-last.
+    ``metadata["muvit"]["source"]`` keeps the path so the widgets reopen the full pyramid.
+    """
+    ndim = int(pyramid.spatial_ndim)
+    level0 = pyramid.factors[0] if getattr(pyramid, "factors", None) else 1
+    scale, translate = level_transform(level0, pyramid.pixel_size, ndim)
+    name = name or pyramid.name or "image"
+    meta = _meta("image", level0, pyramid.pixel_size, pyramid.unit,
+                 {"source": source, "levels": [float(f) for f in pyramid.level_factors]})
+    common = {"scale": scale, "translate": translate, "units": _units(pyramid.unit, ndim), "metadata": meta}
+    arrays = list(pyramid.arrays)
+    if pyramid.rgb:
+        rgb_arrays = [a.transpose(*range(1, a.ndim), 0) for a in arrays]
+        kwargs = dict(common, name=name, rgb=True, multiscale=len(arrays) > 1,
+                      contrast_limits=_contrast_limits(rgb_arrays, True))
+        return [(_multiscale_data(rgb_arrays), kwargs, "image")]
+    n = int(pyramid.n_channels)
+    if n == 1:
+        data = [a[0] for a in arrays]
+        kwargs = dict(common, name=name, multiscale=len(arrays) > 1, colormap="gray",
+                      contrast_limits=_contrast_limits(data, False))
+        return [(_multiscale_data(data), kwargs, "image")]
+    names = list(pyramid.channel_names or [f"ch{c}" for c in range(n)])
+    colormaps = colormaps or [CHANNEL_COLORMAPS[c % len(CHANNEL_COLORMAPS)] for c in range(n)]
+    out = []
+    for c in range(n):
+        data = [a[c] for a in arrays]
+        kwargs = dict(common, name=f"{name} [{names[c]}]", multiscale=len(arrays) > 1,
+                      colormap=colormaps[c], blending="additive",
+                      contrast_limits=_contrast_limits(data, False))
+        kwargs["metadata"] = {META_KEY: dict(meta[META_KEY], channel=c)}
+        out.append((_multiscale_data(data), kwargs, "image"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- outputs
+def labels_layer(data, level=1, pixel_size=None, unit=None, name="MuViT labels", class_names=None,
+                 class_colors=None, extra_meta: Mapping | None = None) -> tuple:
+    """Integer class map ``(Y, X)`` (or finest-first multiscale list) at downsample ``level`` -> Labels."""
+    arrays = _levels_list(data)
+    ndim = arrays[0].ndim
+    scale, translate = level_transform(level, pixel_size, ndim)
+    kwargs: dict[str, Any] = {
+        "name": name, "scale": scale, "translate": translate, "units": _units(unit, ndim),
+        "multiscale": len(arrays) > 1, "opacity": 0.5,
+        "metadata": _meta("labels", level, pixel_size, unit, dict(extra_meta or {}, class_names=class_names)),
+    }
+    if class_colors:
+        colors = {None: "transparent", 0: "transparent"}
+        for k, color in enumerate(class_colors):
+            if k > 0 or (class_names and class_names[0].lower() not in ("background", "bg")):
+                colors[k] = color
+        kwargs["colormap"] = colors
+    return (_multiscale_data(arrays), kwargs, "labels")
+
+
+def probability_layers(data, level=1, pixel_size=None, unit=None, class_names=None, prefix="MuViT p",
+                       skip_background=True, extra_meta: Mapping | None = None) -> list[tuple]:
+    """Class probabilities ``(K, Y, X)`` (or finest-first multiscale list) -> one heatmap layer per class.
+
+    Values are probabilities in [0, 1] (uint8 stores are 0..255, shown with matching contrast limits).
+    """
+    arrays = _levels_list(data)
+    k_classes = int(arrays[0].shape[0])
+    ndim = arrays[0].ndim - 1
+    scale, translate = level_transform(level, pixel_size, ndim)
+    names = list(class_names or [str(k) for k in range(k_classes)])
+    top = 255.0 if np.dtype(arrays[0].dtype) == np.uint8 else 1.0
+    out = []
+    for k in range(k_classes):
+        if skip_background and k == 0 and k_classes > 1 and names[0].lower() in ("background", "bg"):
+            continue
+        kwargs = {
+            "name": f"{prefix}({names[k]})", "scale": scale, "translate": translate,
+            "units": _units(unit, ndim), "multiscale": len(arrays) > 1, "colormap": "inferno",
+            "contrast_limits": (0.0, top), "blending": "additive", "opacity": 0.6,
+            "metadata": _meta("probability", level, pixel_size, unit, dict(extra_meta or {}, class_index=k)),
+        }
+        out.append((_multiscale_data([a[k] for a in arrays]), kwargs, "image"))
+    return out
+
+
+def _features(features) -> dict:
+    if features is None:
+        return {}
+    if hasattr(features, "to_dict"):  # pandas DataFrame
+        return {c: np.asarray(features[c]) for c in features.columns}
+    return {k: np.asarray(v) for k, v in dict(features).items()}
+
+
+def roi_points_layer(centers_yx, features=None, pixel_size=None, unit=None, name="MuViT ROIs",
+                     size_px: float = 32.0, extra_meta: Mapping | None = None) -> tuple:
+    """ROI centres ``(N, 2)`` world px with a features table (e.g. score, rank) -> Points."""
+    centers = np.asarray(centers_yx, dtype=float).reshape(-1, 2)
+    ps = pixel_size
+    scale, _ = level_transform(1, ps, 2)
+    feats = _features(features)
+    kwargs = {
+        "name": name, "scale": scale, "units": _units(unit, 2), "features": feats, "size": size_px,
+        "face_color": "transparent", "border_color": "#00ff88", "border_width": 0.15,
+        "metadata": _meta("rois", 1, ps, unit, extra_meta),
+    }
+    if "rank" in feats:
+        kwargs["text"] = {"string": "{rank}", "color": "#00ff88", "anchor": "upper_left", "size": 10}
+    return (centers, kwargs, "points")
+
+
+def rectangle(y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
+    """Corners ``(4, 2)`` of an axis-aligned rectangle (y, x)."""
+    return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
+
+
+def roi_shapes_layer(boxes, features=None, pixel_size=None, unit=None, name="MuViT ROI boxes",
+                     extra_meta: Mapping | None = None) -> tuple:
+    """ROI boxes ``(N, 4)`` ``(y0, x0, y1, x1)`` world px (pixel edges) with features -> Shapes."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    scale, _ = level_transform(1, pixel_size, 2)
+    kwargs = {
+        "name": name, "scale": scale, "units": _units(unit, 2), "shape_type": "rectangle",
+        "features": _features(features), "edge_color": "#00ff88", "face_color": "transparent",
+        "edge_width": 2.0, "metadata": _meta("rois", 1, pixel_size, unit, extra_meta),
+    }
+    return ([rectangle(*b) for b in boxes], kwargs, "shapes")
+
+
+def bbox_edges(bbox, level) -> tuple[float, float, float, float]:
+    """Crop bbox ``[[y_first, x_first], [y_last, x_last]]`` (pixel centres, world px) at downsample
+    ``level`` -> the outline ``(y0, x0, y1, x1)`` at the outer pixel edges."""
+    bbox = np.asarray(bbox, dtype=float)
+    half = _per_axis(level, 2) / 2.0
+    return (bbox[0, 0] - half[0], bbox[0, 1] - half[1], bbox[1, 0] + half[0], bbox[1, 1] + half[1])
+
+
+def crop_outlines_layer(bboxes, levels: Sequence, pixel_size=None, unit=None, name="MuViT context",
+                        extra_meta: Mapping | None = None) -> tuple:
+    """Nested model crops ``(L, 2, 2)`` (one per level, world px pixel centres) -> Shapes outlines,
+    one colour per level, with a ``level`` feature."""
+    bboxes = np.asarray(bboxes, dtype=float).reshape(-1, 2, 2)
+    if len(levels) != len(bboxes):
+        raise ValueError(f"{len(bboxes)} crop boxes but {len(levels)} levels were given")
+    scale, _ = level_transform(1, pixel_size, 2)
+    rects = [rectangle(*bbox_edges(b, f)) for b, f in zip(bboxes, levels)]
+    colors = [LEVEL_COLORS[i % len(LEVEL_COLORS)] for i in range(len(levels))]
+    kwargs = {
+        "name": name, "scale": scale, "units": _units(unit, 2), "shape_type": "rectangle",
+        "edge_color": colors, "face_color": "transparent", "edge_width": 2.0,
+        "features": {"level": np.asarray([float(f) for f in levels])},
+        "text": {"string": "x{level:g}", "color": "white", "anchor": "upper_left", "size": 9},
+        "metadata": _meta("crops", 1, pixel_size, unit, extra_meta),
+    }
+    return (rects, kwargs, "shapes")
+
+
+# ----------------------------------------------------------------------------------------- viewer
+def add_or_update(viewer, layer_tuple: tuple):
+    """Add the layer, or replace data and transform of an existing layer with the same name
+    (keeps the user's display tweaks and layer order). Returns the layer."""
+    data, kwargs, layer_type = layer_tuple
+    name = kwargs.get("name")
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        if layer._type_string == layer_type and _same_structure(layer, data):
+            layer.scale = kwargs.get("scale", layer.scale)
+            layer.translate = kwargs.get("translate", layer.translate)
+            layer.metadata = kwargs.get("metadata", layer.metadata)
+            if layer_type in ("points", "shapes"):
+                viewer.layers.remove(layer)  # features/colours per item: rebuild
+            else:
+                layer.data = data
+                return layer
+        else:
+            viewer.layers.remove(layer)
+    add = getattr(viewer, f"add_{layer_type}")
+    return add(data, **kwargs)
+
+
+def _same_structure(layer, data) -> bool:
+    new_multi = isinstance(data, (list, tuple)) and layer._type_string in ("image", "labels")
+    return bool(getattr(layer, "multiscale", False)) == bool(new_multi)
