@@ -1,0 +1,292 @@
+"""`Pyramid`: lazy multi-resolution image in world coordinates, and nested MuViT crops from it.
+
+A pyramid is a list of *stored* levels (arrays that exist in a file or in memory, read window by
+window straight from the underlying zarr/tifffile/numpy array) and, when the source has too few
+levels, *virtual* levels computed lazily by area-averaging a stored level. Public levels are dask
+arrays, channels-first ``(C, Y, X)`` or ``(C, Z, Y, X)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from .geometry import crop_bbox, crop_start_index, validate_crop_size, validate_levels
+
+SPATIAL = "zyx"
+
+
+@dataclass
+class Level:
+    """One pyramid level.
+
+    raw: array-like with numpy slicing (zarr.Array, numpy, dask), axes given by ``layout``
+        (letters from ``t c z y x``; ``c`` = channels or RGB samples; ``t`` is read at index 0).
+    factor: downsample factor per spatial axis relative to level 0 (ints).
+    source: index of the stored level a virtual level is averaged from (None when stored).
+    """
+
+    raw: Any
+    layout: str
+    factor: tuple[int, ...]
+    source: int | None = None
+
+
+def _spatial_axes(layout: str) -> str:
+    return "".join(a for a in layout if a in SPATIAL)
+
+
+def _to_channels_first(block: np.ndarray, layout: str) -> np.ndarray:
+    """Reorder an array read in ``layout`` (without ``t``) to ``(C, *spatial)``."""
+    layout = layout.replace("t", "")
+    if "c" not in layout:
+        return block[None]
+    return np.moveaxis(block, layout.index("c"), 0)
+
+
+def _block_mean(img: np.ndarray, ratio: Sequence[int]) -> np.ndarray:
+    """Area-average ``img (C, *S)`` by integer ``ratio`` per spatial axis (shapes must divide)."""
+    if all(r == 1 for r in ratio):
+        return img
+    shape = [img.shape[0]]
+    for n, r in zip(img.shape[1:], ratio):
+        shape += [n // r, r]
+    return img.reshape(shape).mean(axis=tuple(range(2, 2 + 2 * len(ratio), 2)), dtype=np.float32)
+
+
+class Pyramid:
+    """Lazy image pyramid in world coordinates (level-1 pixel units).
+
+    Attributes: ``arrays`` (dask, channels-first), ``factors`` (per-level per-spatial-axis factors),
+    ``level_factors`` (Y/X factor per level, float), ``shape`` (level-0 spatial shape), ``n_channels``,
+    ``rgb``, ``dtype``, ``pixel_size`` (level-0 physical size per spatial axis, or None), ``unit``,
+    ``name``, ``spatial_ndim``, ``channel_names``.
+    """
+
+    def __init__(
+        self,
+        levels: list[Level],
+        *,
+        name: str = "image",
+        pixel_size: tuple[float, ...] | None = None,
+        unit: str | None = None,
+        channel_names: list[str] | None = None,
+        rgb: bool = False,
+    ):
+        if not levels:
+            raise ValueError("the pyramid has no levels; give at least one image array.")
+        self._levels = levels
+        self.name = name
+        self.pixel_size = tuple(float(p) for p in pixel_size) if pixel_size is not None else None
+        self.unit = unit
+        self.rgb = bool(rgb)
+        self.spatial_ndim = len(levels[0].factor)
+        self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self.metadata: dict = {}
+        self.arrays: list[da.Array] = []
+        for i in range(len(levels)):
+            self.arrays.append(self._as_dask(i))
+        self.n_channels = int(self.arrays[0].shape[0])
+        self.shape = tuple(int(n) for n in self.arrays[0].shape[1:])
+        self.dtype = np.dtype(self.arrays[0].dtype) if levels[0].source is None else np.dtype(levels[0].raw.dtype)
+        self.channel_names = list(channel_names) if channel_names else [f"channel {i}" for i in range(self.n_channels)]
+        if self.rgb:
+            self.channel_names = ["red", "green", "blue", "alpha"][: self.n_channels]
+
+    # ---- descriptive properties -------------------------------------------------------------
+    @property
+    def factors(self) -> list[tuple[int, ...]]:
+        return [lv.factor for lv in self._levels]
+
+    @property
+    def level_factors(self) -> list[float]:
+        return [float(lv.factor[-1]) for lv in self._levels]
+
+    @property
+    def downsamples_z(self) -> bool:
+        return self.spatial_ndim == 3 and any(f[0] > 1 for f in self.factors)
+
+    def level_shape(self, level_index: int) -> tuple[int, ...]:
+        """Spatial shape of a level (pixels)."""
+        return tuple(int(n) for n in self.arrays[level_index].shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Pyramid(name={self.name!r}, shape={self.shape}, channels={self.n_channels}, "
+            f"factors={self.level_factors}, dtype={self.dtype})"
+        )
+
+    # ---- lazy dask levels -------------------------------------------------------------------
+    def _as_dask(self, i: int) -> da.Array:
+        lv = self._levels[i]
+        if lv.source is None:
+            raw = lv.raw if isinstance(lv.raw, da.Array) else da.from_array(lv.raw, chunks=_chunks_of(lv.raw))
+            if "t" in lv.layout:
+                raw = raw[(slice(None),) * lv.layout.index("t") + (0,)]
+            layout = lv.layout.replace("t", "")
+            arr = raw[None] if "c" not in layout else da.moveaxis(raw, layout.index("c"), 0)
+            return arr
+        # chain from the previous level: a mean of equal-sized block means is the block mean
+        src = self.arrays[i - 1]
+        ratio = [f // g for f, g in zip(lv.factor, self._levels[i - 1].factor)]
+        trimmed = src[(slice(None),) + tuple(slice(0, (n // r) * r) for n, r in zip(src.shape[1:], ratio))]
+        axes = {1 + k: r for k, r in enumerate(ratio)}
+        return da.coarsen(np.mean, trimmed.astype(np.float32), axes, trim_excess=True)
+
+    # ---- window reading ---------------------------------------------------------------------
+    def _target_factor(self, level: int) -> tuple[int, ...]:
+        if self.spatial_ndim == 3 and not self.downsamples_z:
+            return (1, int(level), int(level))
+        return (int(level),) * self.spatial_ndim
+
+    def _stored_source_for(self, target: tuple[int, ...]) -> int:
+        """Index of the stored level with the largest factor that divides ``target`` on every axis."""
+        best = None
+        for i, lv in enumerate(self._levels):
+            if lv.source is not None:
+                continue
+            if all(t % f == 0 for t, f in zip(target, lv.factor)):
+                if best is None or np.prod(lv.factor) > np.prod(self._levels[best].factor):
+                    best = i
+        if best is None:
+            raise ValueError(
+                f"no pyramid level can produce downsample factor {target}; available factors are "
+                f"{self.factors} and a requested level must be a multiple of one of them."
+            )
+        return best
+
+    def _read_stored(self, i: int, start: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``(C, *size)`` float32 from stored level ``i`` at pixel ``start``; zero outside."""
+        lv = self._levels[i]
+        shape = np.asarray(self.level_shape(i))
+        lo = np.clip(start, 0, shape)
+        hi = np.clip(start + size, 0, shape)
+        out = np.zeros((self.n_channels, *size.tolist()), dtype=np.float32)
+        valid = np.zeros(tuple(size.tolist()), dtype=bool)
+        if np.any(hi <= lo):
+            return out, valid
+        spatial = dict(zip(_spatial_axes(lv.layout), zip(lo.tolist(), hi.tolist())))
+        key = tuple(
+            0 if a == "t" else slice(None) if a == "c" else slice(*spatial[a]) for a in lv.layout
+        )
+        block = _to_channels_first(np.asarray(lv.raw[key]), lv.layout)
+        dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))
+        out[(slice(None),) + dst] = block
+        valid[dst] = True
+        return out, valid
+
+    def _read(self, target: tuple[int, ...], start: np.ndarray, size: np.ndarray):
+        i = self._stored_source_for(target)
+        ratio = np.asarray(target) // np.asarray(self._levels[i].factor)
+        if np.all(ratio == 1):
+            return self._read_stored(i, start, size)
+        if isinstance(self._levels[i].raw, np.ndarray):
+            # in-memory source: averaging it once costs less memory than the source itself
+            return _slice_padded(self._cached_virtual(i, target, ratio), start, size)
+        fine, _ = self._read_stored(i, start * ratio, size * ratio)
+        img = _block_mean(fine, ratio.tolist())
+        # a coarse pixel exists only when its whole block lies inside the finer level (dask trim)
+        n_coarse = np.asarray(self.level_shape(i)) // ratio
+        valid = np.ones(tuple(size.tolist()), dtype=bool)
+        for ax in range(len(size)):
+            idx = start[ax] + np.arange(size[ax])
+            ok = (idx >= 0) & (idx < n_coarse[ax])
+            shape = [1] * len(size)
+            shape[ax] = -1
+            valid &= ok.reshape(shape)
+        return img, valid
+
+    def _cached_virtual(self, i: int, target: tuple[int, ...], ratio: np.ndarray) -> np.ndarray:
+        """Level ``target`` of an in-memory source, averaged once and kept, ``(C, *S)`` float32."""
+        if target not in self._cache:
+            lv = self._levels[i]
+            src = np.asarray(lv.raw)
+            if "t" in lv.layout:
+                src = src[(slice(None),) * lv.layout.index("t") + (0,)]
+            src = _to_channels_first(src, lv.layout)
+            n = np.asarray(src.shape[1:]) // ratio
+            trimmed = src[(slice(None),) + tuple(slice(0, int(k * r)) for k, r in zip(n, ratio))]
+            self._cache[target] = _block_mean(trimmed.astype(np.float32), ratio.tolist())
+        return self._cache[target]
+
+    def read_window(self, level: int, world_start_yx: Sequence[int], size: int | Sequence[int]):
+        """Raw values of a window at downsample ``level``.
+
+        world_start_yx: world coordinate of the top-left *corner* of the first pixel, a multiple of the
+            level's factor per axis (pixel index ``k`` starts at world ``k*f``).
+        Returns ``(img (C, *size) float32, valid (*size) bool)``; pixels outside the slide are 0.
+        """
+        target = self._target_factor(level)
+        size_arr = np.broadcast_to(np.asarray(size, dtype=np.int64), (self.spatial_ndim,)).copy()
+        world = np.asarray(world_start_yx, dtype=np.int64)
+        if np.any(world % np.asarray(target)):
+            raise ValueError(f"window start {tuple(world.tolist())} is not a multiple of the level factor {target}.")
+        return self._read(target, world // np.asarray(target), size_arr)
+
+    # ---- nested crops -----------------------------------------------------------------------
+    def crops(self, center_yx, levels, size, normalizer=None, return_valid=False, patch_size=None):
+        """Nested crops centred on a world point, one per level.
+
+        center_yx: world coordinate ``(y, x)`` (``(z, y, x)`` for 3D), level-1 pixel units.
+        levels: ascending nested downsample factors, e.g. ``(1, 4, 16)``.
+        size: crop side in pixels (same for every level); ``patch_size`` optionally checks divisibility.
+        Returns ``img (L, C, size, size) float32`` (3D: ``(L, C, size, size, size)``),
+        ``bbox (L, 2, ndim) float32`` world px (centres of first and last pixel), and with
+        ``return_valid`` also ``valid (L, size, size) bool`` (False = zero padding outside the slide).
+        """
+        levels = validate_levels(levels)
+        size = validate_crop_size(size, patch_size)
+        center = np.asarray(center_yx, dtype=np.float64).reshape(-1)
+        if center.shape[0] != self.spatial_ndim or not np.all(np.isfinite(center)):
+            raise ValueError(
+                f"crop centre {tuple(center.tolist())} must be {self.spatial_ndim} finite world coordinates."
+            )
+        size_arr = np.full(self.spatial_ndim, size, dtype=np.int64)
+        L = len(levels)
+        img = np.zeros((L, self.n_channels, *size_arr.tolist()), dtype=np.float32)
+        valid = np.zeros((L, *size_arr.tolist()), dtype=bool)
+        bbox = np.zeros((L, 2, self.spatial_ndim), dtype=np.float32)
+        for j, level in enumerate(levels):
+            target = self._target_factor(level)
+            start = crop_start_index(center, target, size_arr)
+            bbox[j] = crop_bbox(start, target, size_arr)
+            img[j], valid[j] = self._read(target, start, size_arr)
+            if j == 0 and not valid[0].any():
+                raise ValueError(
+                    f"crop centre {tuple(np.round(center, 1).tolist())} is outside the slide "
+                    f"(world extent {self.shape}); pick a point on the image."
+                )
+        if np.isnan(img).any():
+            raise ValueError(
+                f"the image contains NaN values near world point {tuple(np.round(center, 1).tolist())}; "
+                "replace them (e.g. with 0) before running MuViT."
+            )
+        if normalizer is not None:
+            img = normalizer(img)
+            img *= valid[:, None]  # zero padding stays exactly zero after normalisation
+        return (img, bbox, valid) if return_valid else (img, bbox)
+
+
+def _slice_padded(arr: np.ndarray, start: np.ndarray, size: np.ndarray):
+    """Window ``(C, *size)`` of an in-memory ``(C, *S)`` array, zero outside; plus validity mask."""
+    shape = np.asarray(arr.shape[1:])
+    lo = np.clip(start, 0, shape)
+    hi = np.clip(start + size, 0, shape)
+    out = np.zeros((arr.shape[0], *size.tolist()), dtype=np.float32)
+    valid = np.zeros(tuple(size.tolist()), dtype=bool)
+    if np.all(hi > lo):
+        dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))
+        out[(slice(None),) + dst] = arr[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo.tolist(), hi.tolist()))]
+        valid[dst] = True
+    return out, valid
+
+
+def _chunks_of(raw) -> Any:
+    chunks = getattr(raw, "chunks", None)
+    if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks):
+        return chunks
+    return "auto"

@@ -1,0 +1,183 @@
+"""`open_pyramid`: one entry point from any source (path, zarr group, arrays) to a `Pyramid`.
+
+Arrays and napari multiscale lists are handled here; OME-Zarr in `ome_zarr.py`; TIFF, whole-slide
+formats and everything bioio reads in `slide_readers.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .pyramid import SPATIAL, Level, Pyramid
+
+DEFAULT_MIN_SIZE = 256
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".vms", ".vmu", ".qptiff")
+
+
+def open_pyramid(
+    source,
+    name: str | None = None,
+    *,
+    axes: str | None = None,
+    min_size: int = DEFAULT_MIN_SIZE,
+    downsample_z: bool = False,
+) -> Pyramid:
+    """Open an image as a lazy `Pyramid` in world coordinates.
+
+    source: a path (OME-Zarr v0.4/v0.5 directory, pyramidal OME-TIFF/TIFF, SVS/NDPI, any bioio format),
+        a ``zarr.Group`` holding OME-Zarr multiscales, a list of arrays (napari multiscale data, finest
+        first) or one array (numpy/dask/zarr).
+    axes: axis letters of array inputs, e.g. ``"yx"``, ``"yxc"`` (RGB), ``"cyx"``, ``"zyx"``, ``"czyx"``;
+        guessed from the shape when omitted (a trailing axis of 3 or 4 is RGB; a leading axis of
+        at most 8 on a 3-D array is channels).
+    min_size: arrays without levels are coarsened by 2 until the smallest Y/X side is below this.
+    downsample_z: 3-D arrays without levels are also coarsened along Z.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(Path(source), name)
+    try:
+        import zarr
+
+        if isinstance(source, zarr.Group):
+            from .ome_zarr import open_ome_zarr_group
+
+            return open_ome_zarr_group(source, name=name or "image")
+    except ImportError:  # pragma: no cover - zarr is a dependency
+        pass
+    if isinstance(source, (list, tuple)):
+        return pyramid_from_arrays(list(source), name=name or "image", axes=axes)
+    if hasattr(source, "shape") and hasattr(source, "dtype"):
+        return pyramid_from_array(source, name=name or "image", axes=axes, min_size=min_size,
+                                  downsample_z=downsample_z)
+    raise ValueError(
+        f"cannot open {type(source).__name__!r} as an image; give a file path, an array or a list of arrays."
+    )
+
+
+def _open_path(path: Path, name: str | None) -> Pyramid:
+    if not path.exists():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist; check the path.")
+    name = name or path.name.split(".")[0] or "image"
+    lower = path.name.lower()
+    if path.is_dir():
+        if any((path / f).exists() for f in ("zarr.json", ".zattrs", ".zgroup")):
+            from .ome_zarr import open_ome_zarr
+
+            return open_ome_zarr(path, name=name)
+        raise ValueError(f"folder {str(path)!r} is not an OME-Zarr image (no zarr.json or .zattrs inside).")
+    from . import slide_readers
+
+    if lower.endswith(SLIDE_SUFFIXES):
+        return slide_readers.open_slide(path, name=name)
+    if lower.endswith(TIFF_SUFFIXES):
+        return slide_readers.open_tiff(path, name=name)
+    return slide_readers.open_with_bioio(path, name=name)
+
+
+def guess_axes(shape: Sequence[int]) -> str:
+    """Axis letters for an array of ``shape`` when the caller gave none."""
+    nd = len(shape)
+    if nd == 2:
+        return "yx"
+    if nd == 3:
+        if shape[-1] in (3, 4) and shape[0] > 4:
+            return "yxc"
+        return "cyx" if shape[0] <= 8 else "zyx"
+    if nd == 4:
+        return "czyx"
+    raise ValueError(
+        f"an image array of shape {tuple(shape)} is not supported; use 2-D (Y, X), RGB (Y, X, 3), "
+        "(C, Y, X), (Z, Y, X) or (C, Z, Y, X)."
+    )
+
+
+def _check_axes(axes: str, shape) -> str:
+    axes = axes.lower()
+    if len(axes) != len(shape) or set(axes) - set("tczyx") or len(set(axes)) != len(axes) or not (
+        "y" in axes and "x" in axes
+    ):
+        raise ValueError(
+            f"axes {axes!r} do not describe an array of shape {tuple(shape)}; use letters from 'tczyx' "
+            "with y and x, one per dimension."
+        )
+    return axes
+
+
+def _is_rgb(axes: str, shape, dtype) -> bool:
+    """RGB(A) = samples on the last axis (how napari, TIFF and PNG store colour)."""
+    return axes.endswith("c") and shape[-1] in (3, 4)
+
+
+def pyramid_from_array(
+    array, *, name="image", axes=None, min_size=DEFAULT_MIN_SIZE, downsample_z=False
+) -> Pyramid:
+    """A single-resolution array with lazily area-averaged coarser levels (factor 2 steps)."""
+    axes = _check_axes(axes or guess_axes(array.shape), array.shape)
+    spatial = [a for a in axes if a in SPATIAL]
+    sizes = [array.shape[axes.index(a)] for a in spatial]
+    if min(sizes) < 1:
+        raise ValueError(f"the image of shape {tuple(array.shape)} is empty.")
+    levels = [Level(array, axes, (1,) * len(spatial))]
+    yx = sizes[-2:]
+    f = 1
+    while min(n // f for n in yx) >= min_size and min(n // (2 * f) for n in yx) >= 1:
+        f *= 2
+        factor = tuple(f if (a != "z" or downsample_z) else 1 for a in spatial)
+        levels.append(Level(None, axes, factor, source=0))
+    return Pyramid(levels, name=name, rgb=_is_rgb(axes, array.shape, array.dtype))
+
+
+def pyramid_from_arrays(arrays: list, *, name="image", axes=None) -> Pyramid:
+    """Levels given as arrays (finest first); factors are the level-0 / level shape ratios."""
+    if not arrays:
+        raise ValueError("the pyramid has no levels; give at least one image array.")
+    shape0 = arrays[0].shape
+    axes = _check_axes(axes or guess_axes(shape0), shape0)
+    spatial_idx = [i for i, a in enumerate(axes) if a in SPATIAL]
+    levels = []
+    for k, arr in enumerate(arrays):
+        if len(arr.shape) != len(shape0):
+            raise ValueError(f"pyramid level {k} has shape {tuple(arr.shape)} but level 0 has {tuple(shape0)}.")
+        factor = factors_from_shapes([shape0[i] for i in spatial_idx], [arr.shape[i] for i in spatial_idx], k)
+        levels.append(Level(arr, axes, factor))
+    check_levels_ascending([lv.factor for lv in levels])
+    return Pyramid(levels, name=name, rgb=_is_rgb(axes, shape0, arrays[0].dtype))
+
+
+def factors_from_shapes(shape0: Sequence[int], shape: Sequence[int], level_index: int) -> tuple[int, ...]:
+    """Integer downsample factor per spatial axis; every axis must be consistent with rounding."""
+    factors = []
+    for n0, n in zip(shape0, shape):
+        if n < 1:
+            raise ValueError(f"pyramid level {level_index} has an empty axis (shape {tuple(shape)}).")
+        f = max(1, int(round(n0 / n)))
+        # a level of factor f has floor or ceil(n0/f) pixels
+        if n not in (n0 // f, math.ceil(n0 / f)):
+            raise ValueError(
+                f"pyramid level {level_index} of shape {tuple(shape)} is not a whole-number downsampling of "
+                f"level 0 {tuple(shape0)}; every level must shrink each axis by an integer factor."
+            )
+        factors.append(f)
+    yx = factors[-2:]
+    if yx[0] != yx[1]:
+        raise ValueError(
+            f"pyramid level {level_index} is downsampled {yx[0]}x in Y but {yx[1]}x in X (shape {tuple(shape)} "
+            f"vs level 0 {tuple(shape0)}); levels must keep the aspect ratio."
+        )
+    return tuple(factors)
+
+
+def check_levels_ascending(factors: list[tuple[int, ...]]) -> None:
+    """Stored levels must start at factor 1 and grow strictly (Y/X) with each level."""
+    if any(f != 1 for f in factors[0]):
+        raise ValueError(f"the first pyramid level must be full resolution (factor 1), got {factors[0]}.")
+    for k in range(1, len(factors)):
+        if factors[k][-1] <= factors[k - 1][-1]:
+            raise ValueError(
+                f"pyramid levels must go from fine to coarse; level {k} has factor {factors[k]} after "
+                f"{factors[k - 1]}."
+            )
