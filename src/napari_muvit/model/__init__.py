@@ -1,1 +1,17 @@
-"""napari-muvit model package."""
+"""napari-muvit model package: pure torch MuViT encoder, MAE, heads and checkpoint I/O."""
+
+from .card import ModelCard
+from .checkpoint import load_model, model_hash, save_model
+from .encoder import MuViTEncoder
+from .heads import MuViTClassifier, MuViTSegmenter, TokenProbe
+
+__all__ = [
+    "ModelCard",
+    "MuViTClassifier",
+    "MuViTEncoder",
+    "MuViTSegmenter",
+    "TokenProbe",
+    "load_model",
+    "model_hash",
+    "save_model",
+]

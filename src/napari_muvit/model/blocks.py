@@ -1,0 +1,153 @@
+"""Transformer blocks of the MuViT encoder and MAE decoders (pre-norm, RoPE on q and k, level masks).
+
+Module names mirror the reference checkpoint layout (``attn.to_q``, ``norm1``, ``ff.ff.0.0`` ...) so
+a reference ``state_dict`` loads unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .rope import apply_rope, make_axis_frequencies, rope_angles, rope_rotation, split_rope_dims
+
+ATTENTION_MODES = ("all", "causal", "same")
+
+
+def level_mask(level_q: Tensor, level_k: Tensor, mode: str) -> Tensor | None:
+    """Boolean "may attend" mask ``(B, 1, Nq, Nk)`` (or ``(1, 1, Nq, Nk)``) from token level indices.
+
+    ``level_q (B|1, Nq)``, ``level_k (B|1, Nk)``; ``all`` gives ``None`` (no mask).
+    """
+    if mode == "all":
+        return None
+    q = level_q[:, None, :, None]
+    k = level_k[:, None, None, :]
+    if mode == "causal":
+        return q >= k
+    if mode == "same":
+        return q == k
+    raise ValueError(f"attention_mode {mode!r} is not supported; use one of {', '.join(ATTENTION_MODES)}.")
+
+
+class Attention(nn.Module):
+    """Multi-head attention with bias-free q/k/v/out projections (out is identity for one head)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim // heads
+        self.scale = self.dim_head**-0.5
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.Linear(dim, dim, bias=False) if heads > 1 else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        rotation: Tensor | None = None,
+        mask: Tensor | None = None,
+        context: Tensor | None = None,
+        context_rotation: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x (B, N, dim)`` -> ``(out (B, N, dim), attn (B, heads, N, Nk) or None)``.
+
+        ``rotation (B, N, 1, dh/2)`` complex RoPE of the queries (and keys unless ``context`` is given,
+        then ``context_rotation`` rotates the keys); ``mask`` boolean, True = may attend.
+        """
+        B, N, _ = x.shape
+        h, dh = self.heads, self.dim_head
+        if context is None:
+            # one GEMM for q, k and v is cheaper than three
+            w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+            qkv = F.linear(x, w).view(B, N, 3, h, dh)
+            if rotation is not None:
+                qk = apply_rope(qkv[:, :, :2], rotation.unsqueeze(2))
+                q, k = qk.unbind(2)
+            else:
+                q, k = qkv[:, :, 0], qkv[:, :, 1]
+            v = qkv[:, :, 2]
+        else:
+            Nk = context.shape[1]
+            q = self.to_q(x).view(B, N, h, dh)
+            kv = F.linear(context, torch.cat([self.to_k.weight, self.to_v.weight])).view(B, Nk, 2, h, dh)
+            k, v = kv[:, :, 0], kv[:, :, 1]
+            if rotation is not None:
+                q = apply_rope(q, rotation)
+            if context_rotation is not None:
+                k = apply_rope(k, context_rotation)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        p = self.dropout if self.training else 0.0
+        if return_attention:
+            logits = (q @ k.transpose(-1, -2)) * self.scale
+            if mask is not None:
+                logits = logits.masked_fill(~mask, float("-inf"))
+            attn = logits.softmax(dim=-1)
+            out = F.dropout(attn, p) @ v
+        else:
+            attn = None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        out = out.transpose(1, 2).reshape(B, N, h * dh)
+        return self.to_out(out), attn
+
+
+class FeedForward(nn.Module):
+    """``Linear(dim, mult*dim)`` -> exact GELU -> dropout -> ``Linear(mult*dim, dim)``."""
+
+    def __init__(self, dim: int, mult: int = 2, dropout: float = 0.0):
+        super().__init__()
+        inner = dim * mult
+        self.ff = nn.Sequential(
+            nn.Sequential(nn.Linear(dim, inner), nn.GELU()), nn.Dropout(dropout), nn.Linear(inner, dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ff(x)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x += Attn(LN1(x))``, ``x += FF(LN2(x))``; RoPE frequencies own or shared."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ndim: int,
+        rotary: nn.ModuleList | None | str = "own",
+        rotary_base: float = 10000,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.attn = Attention(dim, heads, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, 2, dropout)
+        if isinstance(rotary, str):
+            rotary = make_axis_frequencies(split_rope_dims(dim, heads, ndim), rotary_base, True)
+        # a shared ModuleList is registered here too, as in the reference layout
+        self.rotary_pos_embs = rotary
+
+    def rotation(self, coords: Tensor | None) -> Tensor | None:
+        """Complex RoPE rotations ``(B, N, 1, dh/2)`` for world ``coords (B, N, ndim)``."""
+        if coords is None or self.rotary_pos_embs is None:
+            return None
+        return rope_rotation(rope_angles(coords, self.rotary_pos_embs)).unsqueeze(-2)
+
+    def forward(
+        self,
+        x: Tensor,
+        rotation: Tensor | None = None,
+        mask: Tensor | None = None,
+        context: Tensor | None = None,
+        context_rotation: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x (B, N, dim)`` -> ``(x, attn or None)``; with ``context`` the attention is cross-attention."""
+        a, attn = self.attn(self.norm1(x), rotation, mask, context, context_rotation, return_attention)
+        x = x + a
+        x = x + self.ff(self.norm2(x))
+        return x, attn

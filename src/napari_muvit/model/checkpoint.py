@@ -1,0 +1,235 @@
+"""Model folders: reference layout (``config.yaml`` + ``model.pth``) plus our ``muvit.yaml`` card.
+
+Loading never executes code from the folder: YAML goes through a safe loader that knows only the
+``!!python/tuple`` tag beyond safe YAML, weights through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .card import ModelCard
+from .encoder import MuViTEncoder
+from .heads import MuViTClassifier, MuViTSegmenter
+
+DEMO_DIR = Path(__file__).parent / "demo"
+ENCODER_KEYS = {
+    "attention_mode", "dim", "dropout", "heads", "in_channels", "input_space", "levels", "ndim",
+    "num_layers", "patch_size", "rotary_base", "rotary_mode", "use_level_embed",
+}
+MAE_KEYS = {"decoder_mode", "dim_decoder", "loss", "masking_mode", "masking_ratio", "num_layers_decoder"}
+
+
+class _TupleSafeLoader(yaml.SafeLoader):
+    """Safe YAML plus the ``!!python/tuple`` tag the reference writes for tuples."""
+
+
+_TupleSafeLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
+)
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping safely; errors name the file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"The model folder {path.parent} has no {path.name}.") from None
+    try:
+        data = yaml.load(text, Loader=_TupleSafeLoader)
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0]
+        raise ValueError(
+            f"{path} is not plain YAML (only the !!python/tuple tag is accepted beyond safe YAML): {first}."
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, not {type(data).__name__}.")
+    return data
+
+
+def read_state_dict(path: Path, device="cpu") -> dict:
+    """Load a plain ``state_dict`` with ``weights_only=True``; refuses pickled objects without running them."""
+    if not path.is_file():
+        raise FileNotFoundError(f"The model folder {path.parent} has no {path.name}.")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} contains Python objects other than tensors, so it was refused without running it."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is truncated or corrupt and cannot be read as weights ({first}).") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
+    return state
+
+
+def encoder_kwargs(config: dict, source: Path) -> tuple[dict, dict]:
+    """Split a reference config into ``(encoder kwargs, MAE-only kwargs)``; unknown keys are errors."""
+    config = dict(config)
+    if "use_rotary_embed" in config:
+        if "rotary_mode" in config:
+            raise ValueError(f"{source} sets both the old 'use_rotary_embed' and 'rotary_mode'; keep only 'rotary_mode'.")
+        config["rotary_mode"] = "per_layer" if config.pop("use_rotary_embed") else "none"
+    unknown = sorted(set(config) - ENCODER_KEYS - MAE_KEYS)
+    if unknown:
+        raise ValueError(f"{source} has unknown keys {unknown}; known keys are {sorted(ENCODER_KEYS | MAE_KEYS)}.")
+    enc = {k: v for k, v in config.items() if k in ENCODER_KEYS}
+    mae = {k: v for k, v in config.items() if k in MAE_KEYS}
+    return enc, mae
+
+
+def check_state_matches(model: nn.Module, state: dict, source: Path) -> None:
+    """Raise ``ValueError`` naming the first key whose presence or shape differs between config and weights."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise ValueError(
+                f"{source} lacks the weight {key!r} (shape {tuple(tensor.shape)}) that config.yaml implies."
+            )
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"{source} and config.yaml disagree on {key!r}: weights have shape {tuple(state[key].shape)}, "
+                f"config implies {tuple(tensor.shape)}."
+            )
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ValueError(f"{source} has the weight {extra[0]!r} that config.yaml does not describe.")
+
+
+def resolve_folder(path) -> Path:
+    """``"demo"`` -> the packaged demo model folder; otherwise ``Path(path)``, which must be a folder."""
+    if str(path) == "demo":
+        if not (DEMO_DIR / "model.pth").is_file():
+            raise FileNotFoundError(f"The built-in demo model is not installed (expected it in {DEMO_DIR}).")
+        return DEMO_DIR
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"The model folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is a file, but a model is a folder with config.yaml and model.pth.")
+    return folder
+
+
+def _build(task: str, enc_kw: dict, mae_kw: dict, card: ModelCard, folder: Path) -> nn.Module:
+    if task == "mae":
+        from .mae import MuViTMAE
+
+        return MuViTMAE(**enc_kw, **mae_kw)
+    if mae_kw:
+        raise ValueError(f"{folder / 'config.yaml'} has MAE settings {sorted(mae_kw)} but muvit.yaml says task {task!r}.")
+    encoder = MuViTEncoder(**enc_kw)
+    if task == "encoder":
+        return encoder
+    head = dict(card.head)
+    try:
+        if task == "segmentation":
+            return MuViTSegmenter(encoder, **head)
+        return MuViTClassifier(encoder, **head)
+    except TypeError as err:
+        raise ValueError(f"{folder / 'muvit.yaml'} has a head configuration that does not fit: {err}.") from None
+
+
+def load_model(path, device="cpu") -> nn.Module:
+    """Load a reference encoder/MAE folder or a napari-muvit model folder (``"demo"`` = built-in model).
+
+    Returns a :class:`MuViTEncoder`, ``MuViTMAE``, :class:`MuViTSegmenter` or :class:`MuViTClassifier`
+    in eval mode on ``device``, with ``.card`` (a :class:`ModelCard`) and ``.encoder``.
+    """
+    folder = resolve_folder(path)
+    cfg_path, pth_path, card_path = folder / "config.yaml", folder / "model.pth", folder / "muvit.yaml"
+    config = read_yaml(cfg_path)
+    if not pth_path.is_file():
+        raise FileNotFoundError(f"The model folder {folder} has no model.pth.")
+    enc_kw, mae_kw = encoder_kwargs(config, cfg_path)
+    card = ModelCard.from_dict(read_yaml(card_path), str(card_path)) if card_path.is_file() else None
+    if card is None:
+        card = ModelCard(task="mae" if mae_kw else "encoder", levels=tuple(enc_kw.get("levels", (1, 4))),
+                         in_channels=enc_kw.get("in_channels", 1))
+    try:
+        model = _build(card.task, enc_kw, mae_kw, card, folder)
+    except ValueError as err:
+        raise ValueError(f"{cfg_path}: {err}") from None
+    state = read_state_dict(pth_path, device)
+    check_state_matches(model, state, pth_path)
+    model.load_state_dict(state)
+    model.card = card
+    return model.to(device).eval()
+
+
+def _task_of(model: nn.Module) -> str:
+    if isinstance(model, MuViTEncoder):
+        return "encoder"
+    return getattr(model, "task", "mae")
+
+
+def _plain_config(config: dict) -> dict:
+    """Config values as YAML-friendly builtins (tuples stay tuples for the reference's tag)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, (tuple, list)):
+            v = tuple(x.item() if hasattr(x, "item") else x for x in v)
+        out[k] = v
+    return dict(sorted(out.items()))
+
+
+def save_model(model: nn.Module, path, card: ModelCard | None = None, overwrite: bool = False) -> Path:
+    """Write ``config.yaml``, ``model.pth`` and ``muvit.yaml`` to folder ``path`` atomically.
+
+    Files are written to a temporary sibling folder which is then renamed into place, so a crash never
+    leaves a half-written model. Encoder and MAE folders stay loadable by the reference package.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"The model folder {path} already exists; choose another name or allow overwriting.")
+    task = _task_of(model)
+    encoder = model.encoder
+    if card is None:
+        card = getattr(model, "card", None) or ModelCard(task=task, levels=encoder.levels, in_channels=encoder.in_channels)
+    fields = card.to_dict()
+    fields["task"] = task
+    if task in ("segmentation", "classification"):
+        fields["head"] = dict(model.head_config)
+    config = model.config if task == "mae" else encoder.config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        with open(tmp / "config.yaml", "w") as f:
+            yaml.dump(_plain_config(config), f, Dumper=yaml.Dumper)  # Dumper writes tuples as !!python/tuple
+        with open(tmp / "muvit.yaml", "w") as f:
+            yaml.safe_dump(fields, f, sort_keys=False)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        torch.save(state, tmp / "model.pth")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    model.card = ModelCard.from_dict(fields)
+    return path
+
+
+def model_hash(path) -> str:
+    """Short sha256 (16 hex digits) of a model folder's ``model.pth`` and ``config.yaml``."""
+    folder = resolve_folder(path)
+    h = hashlib.sha256()
+    for name in ("model.pth", "config.yaml"):
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
