@@ -1,0 +1,206 @@
+"""`predict`: run a model over a region of a slide into a resumable OME-Zarr store.
+
+Pipeline: tile grid -> prefetcher thread (crops, normalisation) -> batched model -> scratch predictions ->
+blended owned chunks -> store. Napari-free and callback driven: ``progress(done, total)`` after every
+batch, ``cancel()`` polled between batches (a cancelled run leaves a store that ``resume=True`` finishes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .book import TileBook
+from .context import IDENTITY, RunContext, foreground_tiles, package_versions, resolve
+from .device import auto_batch_size, autocast, configure_threads
+from .prefetch import Prefetcher
+from .recipe import Recipe
+from .store import BACKGROUND, DONE, OutputStore, prepare_output
+from .tileops import PredictionCache, commit_batch, finalise_tile, read_batch, run_batch
+
+PCA_SAMPLE_TILES = 32
+
+
+@dataclass
+class PredictionResult:
+    """Where the output went and how far the run got (``complete`` False after a cancel)."""
+
+    path: Path
+    task: str
+    complete: bool
+    cancelled: bool = False
+    tiles_total: int = 0
+    tiles_done: int = 0
+    tiles_background: int = 0
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=None) -> PredictionResult:
+    """Predict ``recipe`` into ``recipe.out``.
+
+    progress : ``callable(done, total)`` in tiles (background tiles count as done).
+    cancel : ``callable() -> bool`` polled between batches; True stops the run, leaving a resumable store.
+    model / pyramid : an already loaded model (with ``.card``) or opened `Pyramid`, instead of
+    ``recipe.model`` / ``recipe.source`` (the widgets pass what the viewer already holds).
+    """
+    if not isinstance(recipe, Recipe):
+        raise ValueError("predict needs a Recipe; build one with Recipe(source=..., model=..., out=...).")
+    recipe.validate()
+    if recipe.workers or recipe.scheduler:
+        from .distributed import predict_distributed
+
+        return predict_distributed(recipe, progress=progress, cancel=cancel)
+    t0 = time.perf_counter()
+    configure_threads()
+    resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
+    ctx = resolve(recipe, model=model, pyramid=pyramid)
+    store, book = open_run(ctx, resuming, recipe.normalization is not None)
+    cancelled = _run_local(ctx, store, book, progress, cancel)
+    if not cancelled and book.complete:
+        finish(ctx, store, book)
+    else:
+        book.save(force=True)
+        store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
+    return result_of(ctx, store, book, cancelled, time.perf_counter() - t0)
+
+
+def result_of(ctx, store, book, cancelled, seconds) -> PredictionResult:
+    return PredictionResult(
+        path=store.path, task=ctx.task, complete=book.complete and not cancelled, cancelled=cancelled,
+        tiles_total=book.total, tiles_done=int(np.count_nonzero(book.state == DONE)),
+        tiles_background=int(np.count_nonzero(book.state == BACKGROUND)), seconds=seconds,
+        info={"batch_size": store.meta.get("batch_size"), "grid_shape": list(ctx.grid.grid_shape),
+              "oom_halvings": ctx.extra.get("oom_halvings", 0)},
+    )
+
+
+# ---- store set-up ------------------------------------------------------------------------------------
+def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) -> tuple[OutputStore, TileBook]:
+    """Create the store (or reopen it when resuming, checking it was started with the same recipe)."""
+    out = ctx.recipe.out
+    if resuming:
+        store = OutputStore(out)
+        old = store.meta.get("recipe", {})
+        for key in IDENTITY:
+            new_v = ctx.recipe.to_dict()[key]
+            if key == "normalization" and not given_normalization:
+                continue  # resolved from the slide again: the stored values are used below
+            if _norm(old.get(key)) != _norm(new_v):
+                raise ValueError(
+                    f"output {out!r} was started with {key}={old.get(key)!r}, not {new_v!r}; "
+                    "resume with the same settings or write to a new output."
+                )
+        if store.meta.get("model_hash") != ctx.model_hash:
+            raise ValueError(f"output {out!r} was started with another model (hash {store.meta.get('model_hash')}); "
+                             "resume with the same model or write to a new output.")
+        # the stored resolved recipe wins: same normalisation and batch boundaries as the first run
+        from napari_muvit.data import Normalizer
+
+        ctx.normalizer = Normalizer.from_dict(old["normalization"])
+        ctx.recipe = ctx.recipe.replace(normalization=old["normalization"])
+        if ctx.output.mode == "direct":
+            ctx.output.pca = store.meta["pca"]
+    else:
+        batch_size = _resolve_batch_size(ctx)
+        attrs = {"task": ctx.task, "recipe": ctx.recipe.to_dict(), "versions": package_versions(),
+                 "model_hash": ctx.model_hash, "grid": ctx.grid.to_dict(), "batch_size": batch_size,
+                 "score_names": ctx.output.score_names, "levels": list(ctx.levels), "patch_size": ctx.patch,
+                 "class_names": getattr(ctx.output, "class_names", None), "source_shape": list(ctx.pyramid.shape)}
+        labels = ctx.output.labels
+        store = OutputStore.create(
+            out, image=ctx.output.image_spec(ctx.grid), region=ctx.grid.region, labels=labels,
+            label_colors=getattr(ctx.output, "class_colors", None), pixel_size=ctx.pyramid.pixel_size,
+            unit=ctx.pyramid.unit, attrs=attrs)
+        if ctx.output.mode == "direct":
+            store.set_meta(pca=fit_feature_pca(ctx))
+    fg = foreground_tiles(ctx)
+    book = TileBook(ctx.grid, store, ctx.output.mode, fg, len(ctx.output.score_names), int(store.meta["batch_size"]))
+    book.save(force=True)
+    return store, book
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _resolve_batch_size(ctx: RunContext) -> int:
+    if ctx.recipe.batch_size != "auto":
+        return int(ctx.recipe.batch_size)
+    S, L, C = ctx.grid.tile, len(ctx.levels), ctx.pyramid.n_channels
+
+    def probe(b):
+        x = torch.zeros((b, L, C, S, S), device=ctx.device)
+        bbox = torch.zeros((b, L, 2, 2), device=ctx.device)
+        with torch.inference_mode(), autocast(ctx.device, ctx.dtype):
+            ctx.model(x, bbox) if ctx.task != "mae" else ctx.model.encoder(x, bbox)
+
+    return auto_batch_size(probe, ctx.device)
+
+
+def fit_feature_pca(ctx: RunContext) -> dict:
+    """Fit the RGB overview's PCA on up to 32 evenly spaced (foreground) tiles."""
+    fg = foreground_tiles(ctx)
+    tiles = [(int(i), int(j)) for i, j in zip(*np.nonzero(fg))]
+    if not tiles:
+        tiles = [(0, 0)]
+    pick = np.unique(np.linspace(0, len(tiles) - 1, min(PCA_SAMPLE_TILES, len(tiles))).round().astype(int))
+    feats = []
+    for k in range(0, len(pick), 8):
+        batch = [tiles[p] for p in pick[k : k + 8]]
+        x, bbox = read_batch(ctx, batch)
+        xt, bt = ctx.batch_tensors(x, bbox)
+        with autocast(ctx.device, ctx.dtype):
+            feats.append(ctx.output.features(ctx.model, xt, bt))
+    return ctx.output.fit_pca(np.concatenate(feats))
+
+
+# ---- the in-process loop -----------------------------------------------------------------------------
+def _run_local(ctx, store, book, progress, cancel) -> bool:
+    """Returns True when cancelled."""
+    if progress:
+        progress(book.finished, book.total)
+    cache = PredictionCache()
+    prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches())
+    cancelled = False
+    try:
+        for batch, (x, bbox) in prefetch:
+            if cancel is not None and cancel():
+                cancelled = True
+                break
+            wanted = [t for t in batch if book.needs_model(t)]
+            outputs = run_batch(ctx, x, bbox, batch)
+            results = commit_batch(ctx, store, batch, outputs, wanted, cache)
+            if ctx.output.mode == "blend":
+                book.mark_predicted(wanted)
+                for t in book.ready(book.affected(wanted)):
+                    book.mark_done(t, finalise_tile(ctx, store, *t, book.present_neighbours(*t), cache))
+            else:
+                for t, scores in results.items():
+                    book.mark_done(t, scores)
+            book.save()
+            if progress:
+                progress(book.finished, book.total)
+        else:
+            if cancel is not None and cancel():
+                cancelled = not book.complete
+    finally:
+        prefetch.close()
+    book.save(force=True)
+    return cancelled
+
+
+def finish(ctx, store, book) -> None:
+    """Tile-grid image (classifiers), tile table, output pyramid, scratch removal, ``complete`` flag."""
+    if ctx.output.mode == "tile":
+        probs, labels = ctx.output.tile_image(book.state, book.scores, DONE)
+        store.image[...] = probs
+        store.labels[...] = labels
+    store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
+    store.build_pyramid()
+    store.clear_scratch()
+    store.set_meta(complete=True)

@@ -1,0 +1,121 @@
+"""Per-tile operations shared by the in-process runner and the dask workers.
+
+``read_batch`` (crops, normalised), ``run_batch`` (model, out-of-memory safe), ``commit_batch`` (scratch or
+direct writes) and ``finalise_tile`` (blend one owned chunk from its neighbours and write it).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .device import autocast, free_device_memory, is_oom
+
+
+def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of ``tiles [(i, j), ...]`` -> ``x (B, L, C, S, S) float32``, ``bbox (B, L, 2, 2) float32`` world px."""
+    xs, boxes = [], []
+    for i, j in tiles:
+        img, bbox = ctx.pyramid.crops(ctx.grid.tile_center(i, j), ctx.levels, ctx.grid.tile, normalizer=ctx.normalizer)
+        origin = ctx.grid.tile_origin(i, j)
+        if abs(float(bbox[0, 0, 0]) - origin[0]) > 1e-3 or abs(float(bbox[0, 0, 1]) - origin[1]) > 1e-3:
+            raise RuntimeError(f"tile {(i, j)} crop starts at {bbox[0, 0].tolist()}, expected {origin}")
+        xs.append(img)
+        boxes.append(bbox)
+    return np.stack(xs), np.stack(boxes).astype(np.float32)
+
+
+def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles):
+    """Model outputs for one batch; an out-of-memory error halves the batch and retries (down to 1)."""
+    try:
+        xt, bt = ctx.batch_tensors(x, bbox)
+        with autocast(ctx.device, ctx.dtype):
+            if ctx.output.mode == "direct":
+                idx = [ctx.grid.tile_index(i, j) for i, j in tiles]
+                return ctx.output.run(ctx.model, xt, bt, idx)
+            return ctx.output.run(ctx.model, xt, bt)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
+        if not is_oom(exc) or len(tiles) == 1:
+            raise
+        free_device_memory(ctx.device)
+        h = len(tiles) // 2
+        ctx.extra["oom_halvings"] = ctx.extra.get("oom_halvings", 0) + 1
+        a = run_batch(ctx, x[:h], bbox[:h], tiles[:h])
+        b = run_batch(ctx, x[h:], bbox[h:], tiles[h:])
+        if isinstance(a, tuple):
+            return (np.concatenate([a[0], b[0]]), None if a[1] is None else np.concatenate([a[1], b[1]]))
+        return np.concatenate([a, b])
+
+
+def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
+    """Persist a batch's outputs; returns ``{(i, j): scores or None}`` for the tiles in ``wanted``.
+
+    blend: each tile's ``(K, S, S)`` goes to scratch (None returned: scored when blended).
+    tile: scores returned (the image is written from them at the end).
+    direct: the tile's owned tokens are written to the image; their mean RGB (+ MAE error) returned.
+    """
+    wanted = set(tiles) if wanted is None else set(wanted)
+    out = {}
+    mode = ctx.output.mode
+    for b, (i, j) in enumerate(tiles):
+        if (i, j) not in wanted:
+            continue
+        if mode == "blend":
+            store.write_scratch(i, j, outputs[b])
+            if cache is not None:
+                cache.put((i, j), outputs[b])
+            out[(i, j)] = None
+        elif mode == "tile":
+            out[(i, j)] = np.asarray(outputs[b], np.float32)
+        else:
+            rgb, err = outputs
+            (ys, xs), box = ctx.output.owned_tokens(ctx.grid, i, j)
+            block = rgb[b][:, ys, xs]
+            store.write_block(box, block)
+            scores = block.reshape(3, -1).mean(axis=1).tolist()
+            if err is not None:
+                scores.append(float(err[b]))
+            out[(i, j)] = np.asarray(scores, np.float32)
+    return out
+
+
+def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
+    """Blend chunk ``(i, j)`` from the predictions of its present neighbours, write it; returns its scores."""
+    preds = {}
+    for n in neighbours_present:
+        p = cache.get(n) if cache is not None else None
+        if p is None:
+            p = store.read_scratch(*n)
+            if p is None:
+                raise RuntimeError(f"prediction of tile {n} is missing from the store's scratch space")
+            if cache is not None:
+                cache.put(n, p)
+        preds[n] = p
+    probs = ctx.grid.blend(i, j, preds)
+    values, labels, scores = ctx.output.chunk(probs)
+    store.write_block(ctx.grid.owned(i, j), values, labels)
+    return scores
+
+
+class PredictionCache:
+    """Small LRU of recent ``(K, S, S)`` tile predictions so blending rarely re-reads scratch files."""
+
+    def __init__(self, max_items: int = 64):
+        self.max_items = max_items
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        v = self._items.get(key)
+        if v is not None:
+            self._items.move_to_end(key)
+        return v
+
+    def put(self, key, value):
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def drop(self, key):
+        self._items.pop(key, None)
