@@ -1,0 +1,204 @@
+"""Synthetic multi-scale slides: identical small cells whose class is set by large-scale context.
+
+Every pixel is a pure function of ``(seed, y, x)`` (hash-based randomness, no sequential RNG), so
+any window can be rendered on its own: a 50k x 50k slide is written chunk by chunk in bounded memory
+and the in-memory sample equals the same window of the written slide.
+
+Layout (world px, defaults):
+- *regions*: a Voronoi tessellation of jittered seeds on a ``region_size`` grid; each seed draws a
+  region type ``1..K``.
+- *cells*: one identical bright blob (radius ``CELL_RADIUS``) with probability ``CELL_PROB`` per
+  ``CELL_GRID`` cell, everywhere; label = the region type under the cell centre, 0 elsewhere.
+- *context structures*: one large thin structure per ``STRUCT_GRID`` cell, drawn only inside its own
+  region type: 1 = rings, 2 = three parallel streaks, 3 = dotted arcs. Their stroke areas are matched
+  so every region type has the same mean intensity; cells look the same everywhere.
+A 64 px crop at level 1 rarely contains a structure (and then only a fragment); a 1024 px field of
+view (64 px at level 16) contains several.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_NAMES = ["background", "ring region", "streak region", "dotted-arc region"]
+CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200, 80, 255]]
+KINDS = ("regions", "noise")
+
+REGION_SIZE = 1536
+CELL_GRID = 32
+CELL_RADIUS = 5
+CELL_PROB = 0.5
+STRUCT_GRID = 448
+STRUCT_MARGIN = 150  # structures stay this far from their grid cell's border, so never cross it
+BACKGROUND, NOISE, STROKE, CELL_PEAK = 60.0, 18.0, 80.0, 150.0
+RING_R = (80.0, 120.0)
+STROKE_HALF = 1.5
+STREAK_LEN, STREAK_GAP = 200.0, 14.0
+DOT_R, DOT_STEP, ARC_SPAN = 3.0, 8.0, 1.5 * np.pi
+
+_M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def _hash_uniform(seed: int, a, b, salt: int) -> np.ndarray:
+    """Uniform [0, 1) float64 from integer arrays ``a, b`` (splitmix64 finaliser), vectorised."""
+    with np.errstate(over="ignore"):
+        h = (np.asarray(a, dtype=np.int64).astype(np.uint64) * _M1) ^ (
+            np.asarray(b, dtype=np.int64).astype(np.uint64) * _M2
+        )
+        h ^= np.uint64((seed * 1_000_003 + salt * 7919) & 0xFFFFFFFFFFFFFFFF) * _M3
+        h ^= h >> np.uint64(30)
+        h *= _M2
+        h ^= h >> np.uint64(27)
+        h *= _M3
+        h ^= h >> np.uint64(31)
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def region_type(y, x, seed: int, n_types: int = 3, region_size: int = REGION_SIZE) -> np.ndarray:
+    """Region type (1..n_types) at world points ``y, x`` (arrays): the type of the nearest jittered seed."""
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    gy, gx = np.floor(y / region_size).astype(np.int64), np.floor(x / region_size).astype(np.int64)
+    best = np.full(y.shape, np.inf)
+    kind = np.zeros(y.shape, dtype=np.uint8)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            cy, cx = gy + dy, gx + dx
+            sy = (cy + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 1)) * region_size
+            sx = (cx + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 2)) * region_size
+            d = (y - sy) ** 2 + (x - sx) ** 2
+            t = 1 + np.minimum((_hash_uniform(seed, cy, cx, 3) * n_types).astype(np.int64), n_types - 1)
+            closer = d < best
+            best = np.where(closer, d, best)
+            kind = np.where(closer, t, kind).astype(np.uint8)
+    return kind
+
+
+def _region_map(y0: int, x0: int, shape, seed: int, n_types: int, region_size: int) -> np.ndarray:
+    """Region type of every pixel of a window: nearest of the few seeds that can reach it."""
+    h, w = shape
+    gy = np.arange(y0 // region_size - 1, (y0 + h - 1) // region_size + 2)
+    gx = np.arange(x0 // region_size - 1, (x0 + w - 1) // region_size + 2)
+    cy, cx = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
+    sy = (cy + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 1)) * region_size
+    sx = (cx + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 2)) * region_size
+    types = (1 + np.minimum((_hash_uniform(seed, cy, cx, 3) * n_types).astype(np.int64), n_types - 1))
+    yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None]
+    xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :]
+    best = np.full((h, w), np.inf, np.float32)
+    kind = np.zeros((h, w), np.uint8)
+    for k in range(len(sy)):
+        d = (yy - np.float32(sy[k])) ** 2 + (xx - np.float32(sx[k])) ** 2
+        closer = d < best
+        best[closer] = d[closer]
+        kind[closer] = types[k]
+    return kind
+
+
+def _draw_structures(img, regions, y0: int, x0: int, seed: int, n_types: int, region_size: int) -> None:
+    """Add the context structures overlapping the window (in place), each only inside its region type."""
+    h, w = img.shape
+    reach = STRUCT_GRID - STRUCT_MARGIN
+    for gy in range(y0 // STRUCT_GRID, (y0 + h - 1) // STRUCT_GRID + 1):
+        for gx in range(x0 // STRUCT_GRID, (x0 + w - 1) // STRUCT_GRID + 1):
+            span = STRUCT_GRID - 2 * STRUCT_MARGIN
+            cy = gy * STRUCT_GRID + STRUCT_MARGIN + float(_hash_uniform(seed, gy, gx, 11)) * span
+            cx = gx * STRUCT_GRID + STRUCT_MARGIN + float(_hash_uniform(seed, gy, gx, 12)) * span
+            angle = float(_hash_uniform(seed, gy, gx, 13)) * 2 * np.pi
+            radius = RING_R[0] + float(_hash_uniform(seed, gy, gx, 14)) * (RING_R[1] - RING_R[0])
+            stype = int(region_type(cy, cx, seed, n_types, region_size))
+            # pixel box of this structure inside the window
+            by0, by1 = max(y0, int(cy) - reach), min(y0 + h, int(cy) + reach)
+            bx0, bx1 = max(x0, int(cx) - reach), min(x0 + w, int(cx) + reach)
+            if by1 <= by0 or bx1 <= bx0:
+                continue
+            dy = np.arange(by0, by1, dtype=np.float64)[:, None] - cy
+            dx = np.arange(bx0, bx1, dtype=np.float64)[None, :] - cx
+            if stype == 1:
+                stroke = np.abs(np.hypot(dy, dx) - radius) < STROKE_HALF
+            elif stype == 2:
+                along = dy * np.cos(angle) + dx * np.sin(angle)
+                across = -dy * np.sin(angle) + dx * np.cos(angle)
+                nearest = STREAK_GAP * np.round(np.clip(across / STREAK_GAP, -1, 1))
+                stroke = (np.abs(along) < STREAK_LEN / 2) & (np.abs(across - nearest) < STROKE_HALF)
+            else:
+                theta = np.mod(np.arctan2(dy, dx) - angle, 2 * np.pi)
+                step = DOT_STEP / radius
+                k = np.clip(np.round(theta / step), 0, np.floor(ARC_SPAN / step))
+                stroke = (dy - radius * np.sin(angle + k * step)) ** 2 + (
+                    dx - radius * np.cos(angle + k * step)) ** 2 <= DOT_R**2
+            sub = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
+            img[sub] += STROKE * (stroke & (regions[sub] == stype))
+
+
+def render_window(y0: int, x0: int, shape: tuple[int, int], seed: int, kind: str = "regions",
+                  n_types: int = 3, region_size: int = REGION_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(H, W) uint8`` and labels ``(H, W) uint8`` of the world window starting at ``(y0, x0)``."""
+    if kind not in KINDS:
+        raise ValueError(f"synthetic slide kind {kind!r} is unknown; use one of {', '.join(KINDS)}.")
+    h, w = shape
+    yy = np.arange(y0, y0 + h, dtype=np.int64)[:, None]
+    xx = np.arange(x0, x0 + w, dtype=np.int64)[None, :]
+    noise = _hash_uniform(seed, yy, xx, 99).astype(np.float32)
+    if kind == "noise":  # cheap benchmark image: hashed noise, no labels
+        return (noise * 255).astype(np.uint8), np.zeros((h, w), np.uint8)
+    regions = _region_map(y0, x0, shape, seed, n_types, region_size)
+    img = BACKGROUND + NOISE * (noise - 0.5) * 2
+    _draw_structures(img, regions, y0, x0, seed, n_types, region_size)
+    # cells: at most one per CELL_GRID cell, kept off the grid borders so each pixel checks one cell
+    gy = np.arange(y0 // CELL_GRID, (y0 + h - 1) // CELL_GRID + 1)[:, None]
+    gx = np.arange(x0 // CELL_GRID, (x0 + w - 1) // CELL_GRID + 1)[None, :]
+    jitter = CELL_GRID - 2 * (CELL_RADIUS + 1)
+    ccy = gy * CELL_GRID + CELL_RADIUS + 1 + np.floor(_hash_uniform(seed, gy, gx, 21) * jitter)
+    ccx = gx * CELL_GRID + CELL_RADIUS + 1 + np.floor(_hash_uniform(seed, gy, gx, 22) * jitter)
+    present = _hash_uniform(seed, gy, gx, 23) < CELL_PROB
+    cell_type = np.where(present, region_type(ccy, ccx, seed, n_types, region_size), 0)
+    iy = (yy // CELL_GRID - gy[0, 0]).astype(np.intp)
+    ix = (xx // CELL_GRID - gx[0, 0]).astype(np.intp)
+    d2 = (yy - ccy[iy, ix]) ** 2 + (xx - ccx[iy, ix]) ** 2
+    ctype = cell_type[iy, ix]
+    inside = (ctype > 0) & (d2 <= CELL_RADIUS**2)
+    img += np.where(inside, CELL_PEAK * (1.0 - 0.5 * d2 / CELL_RADIUS**2), 0.0).astype(np.float32)
+    labels = np.where(inside, ctype, 0).astype(np.uint8)
+    return np.clip(img, 0, 255).astype(np.uint8), labels
+
+
+def synthetic_slide(size: int = 2048, seed: int = 0, kind: str = "regions", n_types: int = 3,
+                    region_size: int = REGION_SIZE) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """In-memory slide: ``(image (size, size) uint8, labels (size, size) uint8, class_names)``."""
+    size = _check_size(size)
+    image = np.zeros((size, size), np.uint8)
+    labels = np.zeros((size, size), np.uint8)
+    step = 1024  # bounded temporaries whatever the size
+    for y in range(0, size, step):
+        for x in range(0, size, step):
+            h, w = min(step, size - y), min(step, size - x)
+            image[y:y + h, x:x + w], labels[y:y + h, x:x + w] = render_window(
+                y, x, (h, w), seed, kind, n_types, region_size)
+    return image, labels, class_names(n_types)
+
+
+def class_names(n_types: int = 3) -> list[str]:
+    if n_types <= 3:
+        return CLASS_NAMES[: n_types + 1]
+    return CLASS_NAMES + [f"region type {k}" for k in range(4, n_types + 1)]
+
+
+def _check_size(size) -> int:
+    if int(size) != size or size < 64:
+        raise ValueError(f"slide size {size!r} must be a whole number of pixels >= 64, e.g. 4096.")
+    return int(size)
+
+
+def write_synthetic_slide(path, size: int, seed: int = 0, kind: str = "regions", chunk: int = 1024,
+                          n_types: int = 3, region_size: int = REGION_SIZE, overwrite: bool = False,
+                          progress=None):
+    """Write an OME-Zarr v0.5 slide with image and ``labels/ground_truth`` pyramids; returns the path."""
+    from .synthetic_writer import write_ome_zarr_slide
+
+    if kind not in KINDS:
+        raise ValueError(f"synthetic slide kind {kind!r} is unknown; use one of {', '.join(KINDS)}.")
+    return write_ome_zarr_slide(
+        path, _check_size(size), seed=seed, kind=kind, chunk=chunk, n_types=n_types,
+        region_size=region_size, overwrite=overwrite, progress=progress,
+    )
