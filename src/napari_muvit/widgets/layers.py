@@ -31,16 +31,17 @@ def _per_axis(value, ndim: int) -> np.ndarray:
     return arr
 
 
-def level_transform(level, pixel_size=None, ndim: int = 2) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def level_transform(level, pixel_size=None, ndim: int = 2, origin=0.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """napari ``(scale, translate)`` for an array whose pixels are ``level``-downsampled.
 
     ``level``: downsample factor (scalar or one per spatial axis); ``pixel_size``: physical size of a
-    level-1 pixel per spatial axis (None = 1, i.e. napari world = level-1 pixels).
+    level-1 pixel per spatial axis (None = 1, i.e. napari world = level-1 pixels); ``origin``: world px
+    where the array's pixel 0 starts (e.g. the corner of a predicted region), 0 for a whole slide.
     """
     f = _per_axis(level, ndim)
     ps = _per_axis(1.0 if pixel_size is None else pixel_size, ndim)
     scale = f * ps
-    translate = (f - 1.0) / 2.0 * ps
+    translate = (_per_axis(origin, ndim) + (f - 1.0) / 2.0) * ps
     return tuple(float(s) for s in scale), tuple(float(t) for t in translate)
 
 
@@ -145,11 +146,11 @@ def image_layers(pyramid, name: str | None = None, source: str | None = None, co
 
 # ---------------------------------------------------------------------------------------- outputs
 def labels_layer(data, level=1, pixel_size=None, unit=None, name="MuViT labels", class_names=None,
-                 class_colors=None, extra_meta: Mapping | None = None) -> tuple:
+                 class_colors=None, origin=0.0, extra_meta: Mapping | None = None) -> tuple:
     """Integer class map ``(Y, X)`` (or finest-first multiscale list) at downsample ``level`` -> Labels."""
     arrays = _levels_list(data)
     ndim = arrays[0].ndim
-    scale, translate = level_transform(level, pixel_size, ndim)
+    scale, translate = level_transform(level, pixel_size, ndim, origin)
     kwargs: dict[str, Any] = {
         "name": name, "scale": scale, "translate": translate, "units": _units(unit, ndim),
         "multiscale": len(arrays) > 1, "opacity": 0.5,
@@ -165,7 +166,7 @@ def labels_layer(data, level=1, pixel_size=None, unit=None, name="MuViT labels",
 
 
 def probability_layers(data, level=1, pixel_size=None, unit=None, class_names=None, prefix="MuViT p",
-                       skip_background=True, extra_meta: Mapping | None = None) -> list[tuple]:
+                       skip_background=True, origin=0.0, extra_meta: Mapping | None = None) -> list[tuple]:
     """Class probabilities ``(K, Y, X)`` (or finest-first multiscale list) -> one heatmap layer per class.
 
     Values are probabilities in [0, 1] (uint8 stores are 0..255, shown with matching contrast limits).
@@ -173,7 +174,7 @@ def probability_layers(data, level=1, pixel_size=None, unit=None, class_names=No
     arrays = _levels_list(data)
     k_classes = int(arrays[0].shape[0])
     ndim = arrays[0].ndim - 1
-    scale, translate = level_transform(level, pixel_size, ndim)
+    scale, translate = level_transform(level, pixel_size, ndim, origin)
     names = list(class_names or [str(k) for k in range(k_classes)])
     top = 255.0 if np.dtype(arrays[0].dtype) == np.uint8 else 1.0
     out = []

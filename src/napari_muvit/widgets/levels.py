@@ -1,0 +1,136 @@
+"""Levels panel: the slide's pyramid levels next to the levels the model can look at.
+
+The user ticks the set of model levels to use (only levels the model was built for can be ticked);
+every ticked level gets one plain sentence saying where its pixels come from: read as stored, or
+averaged from a finer stored level (resampled), or impossible with this slide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def _fmt_size(f: float, pixel_size, unit) -> str:
+    if pixel_size is None:
+        return f"{f:g} px"
+    return f"{f * float(pixel_size[-1]):.3g} {unit or ''}".strip()
+
+
+def level_source(level: int, stored: Sequence[float]) -> tuple[str, float | None]:
+    """Where a model level's pixels come from: ``("stored", f)``, ``("averaged", f_source)`` or
+    ``("missing", None)``. Averaging uses the coarsest stored level that divides ``level``."""
+    stored = [float(f) for f in stored]
+    if any(abs(f - level) < 1e-6 for f in stored):
+        return "stored", float(level)
+    dividers = [f for f in stored if f <= level and abs(level / f - round(level / f)) < 1e-6]
+    if dividers:
+        return "averaged", max(dividers)
+    return "missing", None
+
+
+def explain_level(level: int, stored: Sequence[float], pixel_size=None, unit=None) -> str:
+    """One sentence for the user about model level ``level`` on this slide."""
+    kind, src = level_source(level, stored)
+    size = _fmt_size(level, pixel_size, unit)
+    if kind == "stored":
+        return f"x{level}: read directly from the slide's level x{level:g} ({size} per pixel)."
+    if kind == "averaged":
+        r = int(round(level / src))
+        return (f"x{level}: not stored in the slide; computed on the fly by averaging {r}x{r} pixel blocks "
+                f"of level x{src:g} ({size} per pixel). Same result, a little slower.")
+    return (f"x{level}: cannot be made from this slide (its levels are "
+            f"{', '.join(f'x{f:g}' for f in stored)}); untick it.")
+
+
+class LevelsPanel(QWidget):
+    """Table of pyramid levels + one checkbox per model level + explanations.
+
+    ``set_pyramid(factors, shapes, pixel_size, unit)``, ``set_model_levels(levels, chosen)``,
+    ``chosen() -> tuple[int, ...]``, ``set_chosen(levels)``; ``changed`` fires when the ticks change.
+    """
+
+    changed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["level", "pixel size", "size (px)"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setMaximumHeight(120)
+        self.boxes_row = QHBoxLayout()
+        self.explanation = QLabel("")
+        self.explanation.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Slide pyramid:"))
+        layout.addWidget(self.table)
+        row = QWidget()
+        row.setLayout(self.boxes_row)
+        self.boxes_row.setContentsMargins(0, 0, 0, 0)
+        self.boxes_row.addWidget(QLabel("Model levels:"))
+        layout.addWidget(row)
+        layout.addWidget(self.explanation)
+        self.boxes: dict[int, QCheckBox] = {}
+        self._stored: list[float] = []
+        self._pixel_size = None
+        self._unit = None
+
+    def set_pyramid(self, factors: Sequence[float], shapes: Sequence[Sequence[int]], pixel_size=None, unit=None):
+        self._stored = [float(f) for f in factors]
+        self._pixel_size, self._unit = pixel_size, unit
+        self.table.setRowCount(len(factors))
+        for i, (f, shape) in enumerate(zip(factors, shapes)):
+            cells = [f"x{float(f):g}", _fmt_size(float(f), pixel_size, unit), " x ".join(str(int(n)) for n in shape)]
+            for j, text in enumerate(cells):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        self._explain()
+
+    def set_model_levels(self, levels: Sequence[int], chosen: Sequence[int] | None = None):
+        for box in self.boxes.values():
+            self.boxes_row.removeWidget(box)
+            box.deleteLater()
+        self.boxes = {}
+        chosen = set(levels if chosen is None else chosen)
+        for f in levels:
+            box = QCheckBox(f"x{int(f)}")
+            box.setChecked(int(f) in chosen)
+            box.toggled.connect(self._explain)
+            box.toggled.connect(lambda *_: self.changed.emit())
+            self.boxes_row.addWidget(box)
+            self.boxes[int(f)] = box
+        self._explain()
+
+    def chosen(self) -> tuple[int, ...]:
+        return tuple(f for f, box in sorted(self.boxes.items()) if box.isChecked())
+
+    def set_chosen(self, levels: Sequence[int]):
+        wanted = {int(f) for f in levels}
+        for f, box in self.boxes.items():
+            box.setChecked(f in wanted)
+
+    def explanations(self) -> list[str]:
+        return [explain_level(f, self._stored, self._pixel_size, self._unit) for f in self.chosen()]
+
+    def _explain(self, *_):
+        if not self.boxes:
+            self.explanation.setText("Choose a model to see the levels it can use.")
+        elif not self.chosen():
+            self.explanation.setText("Tick at least one model level.")
+        elif not self._stored:
+            self.explanation.setText("Choose an image layer to see how its levels match the model's.")
+        else:
+            self.explanation.setText("\n".join(self.explanations()))

@@ -1,0 +1,422 @@
+"""The MuViT predict dock widget: image + levels + model + region -> a Recipe -> engine job -> layers.
+
+No algorithm lives here: the widget reads its panels into a `Recipe`, checks the inputs with one
+sentence per problem, runs ``engine.predict`` in an `EngineJob` (never on the GUI thread) and turns the
+output store into world-aligned layers with `results.store_layers`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import layers as L
+from .levels import LevelsPanel
+from .model_panel import ModelPanel
+from .region import REGION_MODES, clip_region, context_bboxes, region_center, shapes_region, view_region
+from .results import RoiTable, centre_camera, read_preview, store_layers
+from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
+from .settings import load_settings, save_settings
+from .workers import EngineJob
+
+SETTINGS_NAME = "predict"
+DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,
+            "tile": 0, "overlap": -2, "levels": None, "region_mode": "current view", "foreground": False,
+            "context": True}
+PREVIEW_INTERVAL_S = 1.0
+
+
+class PredictWidget(QWidget):
+    """Dock widget: run a MuViT model on a region of a slide and show the results as layers."""
+
+    preview_ready = Signal(object)  # (probabilities (K, h, w), stride) read by the worker
+
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.job: EngineJob | None = None
+        self.image: ImageInput | None = None
+        self.last_recipe = None
+        self.last_store: Path | None = None
+        self.resumable: Path | None = None
+        self.output_layers: list = []
+        self._build_ui()
+        self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_layer_choices)
+        self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        self.preview_ready.connect(self._show_preview)
+        self._refresh_layer_choices()
+
+    # ------------------------------------------------------------------------------------ layout
+    def _build_ui(self):
+        self.image_combo = QComboBox()
+        self.image_info = QLabel("")
+        self.image_info.setWordWrap(True)
+        self.levels = LevelsPanel()
+        self.model = ModelPanel()
+        self.region_mode = QComboBox()
+        self.region_mode.addItems(REGION_MODES)
+        self.shapes_combo = QComboBox()
+        self.foreground = QCheckBox("foreground tiles only")
+        self.context = QCheckBox("show what the model sees (region centre / cursor with Shift)")
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.rois = RoiTable()
+        self.export_geojson = QPushButton("Export ROIs (GeoJSON)")
+        self.export_csv = QPushButton("Export ROIs (CSV)")
+
+        image_box = _group("Image", [self.image_combo, self.image_info])
+        levels_box = _group("Levels", [self.levels])
+        model_box = _group("Model", [self.model])
+        region_form = QFormLayout()
+        region_form.addRow("region", self.region_mode)
+        region_form.addRow("Shapes layer", self.shapes_combo)
+        region_form.addRow(self.foreground)
+        region_form.addRow(self.context)
+        region_box = QGroupBox("Region")
+        region_box.setLayout(region_form)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        run_box = QGroupBox("Run")
+        run_layout = QVBoxLayout(run_box)
+        run_layout.addLayout(buttons)
+        run_layout.addWidget(self.status)
+        exports = QHBoxLayout()
+        exports.addWidget(self.export_geojson)
+        exports.addWidget(self.export_csv)
+        results_box = QGroupBox("Regions of interest (click to go there)")
+        results_layout = QVBoxLayout(results_box)
+        results_layout.addWidget(self.rois)
+        results_layout.addLayout(exports)
+
+        inner = QWidget()
+        col = QVBoxLayout(inner)
+        for box in (image_box, levels_box, model_box, region_box, run_box, results_box):
+            col.addWidget(box)
+        col.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+        self.image_combo.currentTextChanged.connect(self._on_image_changed)
+        self.model.source.currentTextChanged.connect(self._on_model_changed)
+        self.model.folder.editingFinished.connect(self._on_model_changed)
+        self.region_mode.currentTextChanged.connect(self._update_region_controls)
+        self.context.toggled.connect(lambda on: self.update_context_preview() if on else self._hide_context())
+        self.levels.changed.connect(self.update_context_preview)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.rois.roi_clicked.connect(self._go_to_roi)
+        self.export_geojson.clicked.connect(lambda: self.export_rois("geojson"))
+        self.export_csv.clicked.connect(lambda: self.export_rois("csv"))
+
+    # ------------------------------------------------------------------------------------ settings
+    def settings(self) -> dict:
+        s = self.model.settings()
+        s.update(levels=list(self.levels.chosen()) or None, region_mode=self.region_mode.currentText(),
+                 foreground=self.foreground.isChecked(), context=self.context.isChecked())
+        return s
+
+    def _apply_settings(self, s: dict):
+        self.model.apply_settings(s)
+        self.region_mode.setCurrentText(str(s.get("region_mode", "current view")))
+        self.foreground.setChecked(bool(s.get("foreground")))
+        self.context.setChecked(bool(s.get("context", True)))
+        self._saved_levels = s.get("levels")
+        self._on_model_changed()
+        self._update_region_controls()
+
+    def save_settings(self):
+        save_settings(SETTINGS_NAME, self.settings())
+
+    # ------------------------------------------------------------------------------------ choices
+    def _refresh_layer_choices(self, *_):
+        current = self.image_combo.currentText()
+        images = [ly.name for ly in self.viewer.layers if ly._type_string == "image" and not _is_output(ly)]
+        shapes = [ly.name for ly in self.viewer.layers if ly._type_string == "shapes" and not _is_output(ly)]
+        for combo, names, keep in ((self.image_combo, images, current),
+                                   (self.shapes_combo, shapes, self.shapes_combo.currentText())):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if keep in names:
+                combo.setCurrentText(keep)
+            combo.blockSignals(False)
+        if self.image_combo.currentText() != (self.image.layer.name if self.image else None):
+            self._on_image_changed()
+
+    def _on_image_changed(self, *_):
+        self.image = None
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            self.image_info.setText("Add or open an image (File > Open Sample > MuViT for a demo slide).")
+            self.levels.set_pyramid([], [])
+            return
+        try:
+            self.image = image_input(self.viewer.layers[name])
+        except (ValueError, FileNotFoundError) as exc:
+            self.image_info.setText(f"<i>{exc}</i>")
+            self.levels.set_pyramid([], [])
+            return
+        p = self.image.pyramid
+        kind = "RGB" if p.rgb else f"{p.n_channels} channel(s)"
+        self.image_info.setText(f"{' x '.join(map(str, p.shape))} px · {kind} · {p.dtype} · {len(p.arrays)} level(s)")
+        self.levels.set_pyramid(p.level_factors, [p.level_shape(i) for i in range(len(p.arrays))],
+                                p.pixel_size, p.unit)
+        self.update_context_preview()
+
+    def _on_model_changed(self, *_):
+        try:
+            info = self.model.refresh()
+        except (ValueError, FileNotFoundError):
+            self.levels.set_model_levels([])
+            return
+        saved = [f for f in (self._saved_levels or []) if f in info.levels] or None
+        self.levels.set_model_levels(info.levels, saved)
+        self.update_context_preview()
+
+    def _update_region_controls(self, *_):
+        self.shapes_combo.setEnabled(self.region_mode.currentText() == "shapes layer")
+        self.foreground.setEnabled(self.region_mode.currentText() == "whole slide")
+
+    # ------------------------------------------------------------------------------------ region
+    def region(self) -> tuple[int, int, int, int] | None:
+        """The chosen region ``(y0, y1, x0, x1)`` world px, clipped to the slide (None = whole slide)."""
+        if self.image is None:
+            raise ValueError("there is no image layer to run on; open a slide or the MuViT sample first.")
+        mode = self.region_mode.currentText()
+        shape = self.image.pyramid.shape[-2:]
+        if mode == "whole slide":
+            return None
+        if mode == "shapes layer":
+            name = self.shapes_combo.currentText()
+            if not name or name not in self.viewer.layers:
+                raise ValueError("no Shapes layer is chosen; draw a rectangle in a Shapes layer first.")
+            raw = shapes_region(self.viewer.layers[name], self.image.pixel_size)
+        else:
+            raw = view_region(self.viewer, self.image.pixel_size)
+        raw = self.image.to_image_world(raw)
+        return clip_region(raw, shape)
+
+    def update_context_preview(self, *_, center_yx=None):
+        """Draw the nested crop of every chosen level around the region centre (or ``center_yx``)."""
+        if not self.context.isChecked() or self.image is None or self.model.info is None:
+            return
+        chosen = self.levels.chosen()
+        if not chosen:
+            self._hide_context()
+            return
+        try:
+            if center_yx is None:
+                region = self.region() or (0, self.image.pyramid.shape[-2], 0, self.image.pyramid.shape[-1])
+                center_yx = region_center(region)
+        except ValueError:
+            return  # nothing to preview (e.g. view off the slide); Run reports it
+        tile = self.model.tile.value() or self.model.info.crop_size
+        bboxes = context_bboxes(center_yx, chosen, tile)
+        shown = self.image.from_image_world_boxes(bboxes)
+        L.add_or_update(self.viewer, L.crop_outlines_layer(shown, chosen, self.image.pixel_size, self.image.unit,
+                                                           name="MuViT context", extra_meta={"output": True}))
+
+    def _hide_context(self):
+        if "MuViT context" in self.viewer.layers:
+            self.viewer.layers.remove("MuViT context")
+
+    def _on_mouse_move(self, viewer, event):
+        if "Shift" not in [m.name for m in event.modifiers] or self.image is None:
+            return
+        world = self.image.to_image_world_point(np.asarray(event.position, dtype=float)[-2:])
+        self.update_context_preview(center_yx=world)
+
+    # ------------------------------------------------------------------------------------ run
+    def build_recipe(self):
+        """Recipe for the current choices; ValueError with one sentence when something does not fit."""
+        from napari_muvit.engine.recipe import Recipe
+
+        if self.image is None:
+            raise ValueError("there is no image layer to run on; open a slide or the MuViT sample first.")
+        info = self.model.refresh()
+        levels = self.levels.chosen()
+        if not levels:
+            raise ValueError(f"no model level is ticked; tick at least one of {', '.join(f'x{f}' for f in info.levels)}.")
+        check_inputs(self.image, info, levels)
+        region = self.region()
+        m = self.model
+        out = runs_dir() / time.strftime("run-%Y%m%d-%H%M%S.zarr")
+        recipe = Recipe(
+            source=self.image.source or "", model=info.source, levels=levels, region=region,
+            tile=m.tile.value() or None, overlap=None if m.overlap.value() < 0 else m.overlap.value(),
+            device=m.device.currentText(), precision=m.precision.currentText(),
+            batch_size=m.batch.value() or "auto", foreground=self.foreground.isChecked() and region is None,
+            out=str(out),
+        )
+        if self.resumable is not None and self.last_recipe is not None and \
+                recipe.replace(out=self.last_recipe.out).to_dict() == self.last_recipe.to_dict():
+            recipe = self.last_recipe.replace(resume=True)  # same settings: continue the cancelled store
+        return recipe
+
+    def run(self):
+        """Start a prediction (errors become notifications)."""
+        if self.job is not None and self.job.running:
+            notify_error("a MuViT run is already going; cancel it or wait for it to finish.")
+            return None
+        try:
+            recipe = self.build_recipe()
+        except (ValueError, FileNotFoundError) as exc:
+            notify_error(str(exc))
+            self.status.setText(str(exc))
+            return None
+        self.save_settings()
+        self.last_recipe, self.last_store, self.resumable = recipe, Path(recipe.out), None
+        self.status.setText("starting…" if not recipe.resume else "continuing the cancelled run…")
+        self.job = EngineJob(self._job_fn(recipe, self.image.pyramid), description="MuViT predict")
+        self.job.progressed.connect(lambda d, t, text: self.status.setText(text))
+        self.job.succeeded.connect(self._on_succeeded)
+        self.job.cancelled.connect(self._on_cancelled)
+        self.job.failed.connect(self._on_failed)
+        self.job.ended.connect(lambda: (self.run_button.setEnabled(True), self.cancel_button.setEnabled(False)))
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.job.start()
+        return self.job
+
+    def _job_fn(self, recipe, pyramid):
+        """The worker-thread side: engine predict + throttled previews of finished tiles."""
+        from napari_muvit.engine import predict
+
+        last = [0.0]
+
+        def job(progress, cancel):
+            def progress_and_preview(done, total):
+                progress(done, total)
+                now = time.perf_counter()
+                if now - last[0] >= PREVIEW_INTERVAL_S and Path(recipe.out, "0").exists():
+                    last[0] = now
+                    preview = read_preview(recipe.out)
+                    if preview is not None:
+                        self.preview_ready.emit(preview)
+
+            return predict(recipe, progress=progress_and_preview, cancel=cancel, pyramid=pyramid)
+
+        return job
+
+    def cancel(self):
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.status.setText("cancelling after the current batch…")
+
+    def _on_succeeded(self, result):
+        self.status.setText(f"done: {self.job.total} tiles · results in {self.last_store}")
+        self.show_results(self.last_store)
+
+    def _on_cancelled(self, result):
+        self.resumable = self.last_store
+        self.status.setText(f"cancelled after {self.job.done}/{self.job.total} tiles; the store keeps them and "
+                            "Run continues where it stopped (same settings).")
+        if self.last_store is not None and (self.last_store / "zarr.json").exists():
+            self.show_results(self.last_store, complete=False)
+
+    def _on_failed(self, sentence: str):
+        notify_error(sentence)
+        self.status.setText(f"stopped: {sentence}")
+
+    # ------------------------------------------------------------------------------------ results
+    def _show_preview(self, preview):
+        probs, stride = preview
+        if self.last_store is None or self.job is None or not self.job.running:
+            return
+        from .results import store_meta
+
+        meta = store_meta(self.last_store)
+        image = meta.get("image") or {}
+        # a strided preview pixel stands for the block of store pixels it was sampled from
+        factor = float(image.get("factor", 1)) * stride
+        y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
+        names = list(image.get("channel_names") or [])
+        origin = np.add((y0, x0), self.image.origin_offset)
+        for tup in L.probability_layers(probs, level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
+                                        class_names=names or None, prefix="MuViT p", origin=origin,
+                                        extra_meta={"output": True, "preview": True}):
+            L.add_or_update(self.viewer, tup)
+
+    def show_results(self, store, complete=None):
+        """Add (or refresh) the layers of a prediction store and fill the ROI list."""
+        self.output_layers = []
+        for tup in store_layers(store, complete=complete, origin_offset=self.image.origin_offset if self.image else (0, 0)):
+            tup[1]["metadata"]["muvit"]["output"] = True
+            self.output_layers.append(L.add_or_update(self.viewer, tup))
+        self._show_rois(store)
+        if self.image is not None and self.image.layer in self.viewer.layers:
+            self.viewer.layers.selection.active = self.image.layer
+
+    def _show_rois(self, store):
+        from .roi_view import roi_layer_and_table
+
+        try:
+            tup, table = roi_layer_and_table(store, pixel_size=self.image.pixel_size if self.image else None,
+                                             origin_offset=self.image.origin_offset if self.image else (0, 0))
+        except (ValueError, FileNotFoundError) as exc:
+            self.status.setText(self.status.text() + f"\nROIs: {exc}")
+            return
+        if tup is None:
+            return
+        tup[1]["metadata"]["muvit"]["output"] = True
+        self.output_layers.append(L.add_or_update(self.viewer, tup))
+        self.rois.set_rois(*table)
+
+    def _go_to_roi(self, y, x, size):
+        shift = self.image.origin_offset if self.image else (0, 0)
+        centre_camera(self.viewer, y + shift[0], x + shift[1], size, self.image.pixel_size if self.image else None)
+
+    def export_rois(self, fmt: str, path=None):
+        from .roi_view import export_rois
+
+        if self.last_store is None:
+            notify_error("there are no ROIs yet; run a prediction first.")
+            return None
+        try:
+            return export_rois(self.last_store, fmt, path)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            notify_error(str(exc))
+            return None
+
+    def closeEvent(self, event):
+        self.save_settings()
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+        super().closeEvent(event)
+
+
+def _group(title: str, widgets) -> QGroupBox:
+    box = QGroupBox(title)
+    lay = QVBoxLayout(box)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+def _is_output(layer) -> bool:
+    return bool(((layer.metadata or {}).get(L.META_KEY) or {}).get("output"))

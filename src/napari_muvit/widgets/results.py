@@ -1,0 +1,132 @@
+"""A prediction store on disk -> napari layers (probabilities, labels), and a clickable ranked ROI list.
+
+The store is the engine's OME-Zarr (``engine/store.py``): level ``k`` of the probability image has
+``factor * 2**k`` world px per pixel and starts at the region's corner; ``labels/prediction`` holds
+``argmax + 1`` (0 = not predicted yet). Layers read it lazily (dask over zarr), multiscale once the
+engine has built the pyramid, so panning a whole-slide result stays fluid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+from . import layers
+
+
+def store_meta(path) -> dict:
+    """The ``napari_muvit`` attributes of a prediction store."""
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    return dict(root.attrs.get("napari_muvit", {}))
+
+
+def _levels(group, n_levels: int) -> list:
+    import dask.array as da
+
+    out = []
+    for k in range(max(1, int(n_levels))):
+        if str(k) not in group:
+            break
+        out.append(da.from_zarr(group[str(k)]))
+    return out
+
+
+def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, origin_offset=(0.0, 0.0)) -> list[tuple]:
+    """Layer tuples for a prediction store: one heatmap per class and the argmax labels.
+
+    ``origin_offset``: extra world px shift of the image the run was made on (0 for layers built by this
+    plugin). ``complete``: use the coarse levels (None = when the store says the run finished).
+    """
+    import zarr
+
+    path = Path(path)
+    root = zarr.open_group(str(path), mode="r")
+    meta = dict(root.attrs.get("napari_muvit", {}))
+    image = meta.get("image") or {}
+    factor = float(image.get("factor", 1))
+    y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
+    origin = (y0 + origin_offset[0], x0 + origin_offset[1])
+    ps, unit = meta.get("pixel_size"), meta.get("unit")
+    done = bool(meta.get("complete")) if complete is None else complete
+    n_levels = int(meta.get("n_levels", 1)) if done else 1
+    names = list(image.get("channel_names") or [])
+    extra = {"store": str(path)}
+    out = []
+    arrays = _levels(root, n_levels)
+    if arrays:
+        out += layers.probability_layers(arrays, level=factor, pixel_size=ps, unit=unit, class_names=names or None,
+                                         prefix=f"{prefix} p", origin=origin, extra_meta=extra)
+    if "labels" in root and "prediction" in root["labels"]:
+        from ._reader import _attrs, _label_colors
+
+        group = root["labels"]["prediction"]
+        label_arrays = _levels(group, n_levels)
+        if label_arrays:
+            labels_names = ["not predicted", *(meta.get("labels") or [])]
+            out.append(layers.labels_layer(label_arrays, level=factor, pixel_size=ps, unit=unit,
+                                           name=f"{prefix} labels", class_names=labels_names,
+                                           class_colors=_label_colors(_attrs(group)), origin=origin,
+                                           extra_meta=extra))
+    return out
+
+
+def read_preview(path, max_side: int = 1024):
+    """Level 0 of a running store, strided to at most ``max_side`` px (``(K, h, w)``, stride), or None.
+
+    Runs in the worker thread; a chunk being written at the same moment just makes this preview skip.
+    """
+    import zarr
+
+    try:
+        root = zarr.open_group(str(path), mode="r")
+        arr = root["0"]
+        h, w = arr.shape[-2:]
+        stride = max(1, int(np.ceil(max(h, w) / max_side)))
+        return np.asarray(arr[:, ::stride, ::stride]), stride
+    except Exception:  # noqa: BLE001 - a preview is best effort, the final layers are not
+        return None
+
+
+class RoiTable(QTableWidget):
+    """Ranked ROI list (rank, score, y, x in world px); clicking a row emits ``roi_clicked(y, x, size)``."""
+
+    roi_clicked = Signal(float, float, float)
+
+    def __init__(self, parent=None):
+        super().__init__(0, 4, parent)
+        self.setHorizontalHeaderLabels(["rank", "score", "y", "x"])
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.verticalHeader().setVisible(False)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.setMaximumHeight(180)
+        self._rows: list[tuple[float, float, float]] = []
+        self.cellClicked.connect(self._clicked)
+
+    def set_rois(self, ranks, scores, centers_yx, sizes) -> None:
+        self.setRowCount(len(ranks))
+        self._rows = []
+        for r, (rank, score, (y, x), size) in enumerate(zip(ranks, scores, centers_yx, sizes)):
+            for c, text in enumerate([f"{int(rank)}", f"{float(score):.3f}", f"{y:.0f}", f"{x:.0f}"]):
+                self.setItem(r, c, QTableWidgetItem(text))
+            self._rows.append((float(y), float(x), float(size)))
+
+    def _clicked(self, row: int, _col: int) -> None:
+        if 0 <= row < len(self._rows):
+            self.roi_clicked.emit(*self._rows[row])
+
+
+def centre_camera(viewer, y: float, x: float, size_px: float, pixel_size=None, fill: float = 0.5) -> None:
+    """Centre the camera on world px ``(y, x)`` and zoom so ``size_px`` fills ``fill`` of the canvas."""
+    center = layers.world_to_napari([y, x], pixel_size)
+    cam_center = list(viewer.camera.center)
+    cam_center[-2:] = [float(center[0]), float(center[1])]
+    viewer.camera.center = tuple(cam_center)
+    extent = float(size_px) * float(np.mean(np.atleast_1d(1.0 if pixel_size is None else pixel_size)))
+    if extent > 0:
+        viewer.camera.zoom = fill * float(min(viewer.canvas.size)) / extent
