@@ -1,5 +1,6 @@
 """napari-muvit data package: lazy pyramids in world coordinates, nested crops, normalisation."""
 
+from .foreground import foreground_mask
 from .geometry import (
     crop_bbox,
     crop_start_index,
@@ -9,11 +10,18 @@ from .geometry import (
     world_to_index,
 )
 from .normalize import Normalizer
+from .plan import CropPlan, Tile
 from .pyramid import Pyramid
 from .readers import open_pyramid
+from .synthetic import synthetic_slide, write_synthetic_slide
 
 __all__ = [
+    "CropPlan",
     "Normalizer",
+    "Tile",
+    "foreground_mask",
+    "synthetic_slide",
+    "write_synthetic_slide",
     "Pyramid",
     "crop_bbox",
     "crop_start_index",
