@@ -1,0 +1,175 @@
+"""predict(): stitched, seamless, shift-equivariant, tile-size independent; store layout; resume and cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_muvit.data import open_pyramid
+from napari_muvit.engine.predict import predict
+from napari_muvit.engine.recipe import Recipe
+from napari_muvit.engine.testing import (
+    ConstantSegmenter,
+    PixelSegmenter,
+    RampSegmenter,
+    random_slide,
+    tiny_segmenter,
+)
+
+NONE = {"policy": "none"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(tmp_path, name, model, img, **kw):
+    kw.setdefault("normalization", NONE)
+    r = Recipe(out=str(tmp_path / name), **kw)
+    res = predict(r, model=model, pyramid=open_pyramid(img))
+    g = zarr.open_group(str(res.path), mode="r")
+    return res, g
+
+
+def test_constant_model_gives_constant_map(tmp_path):
+    img = random_slide((200, 230))
+    res, g = _run(tmp_path, "c.zarr", ConstantSegmenter(), img, tile=32, overlap=8, region=(10, 190, 5, 220))
+    probs = g["0"][:]
+    expected = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), 0).numpy()
+    assert probs.shape == (3, 180, 215)
+    np.testing.assert_allclose(probs, expected[:, None, None] * np.ones_like(probs), atol=1e-6)
+    labels = g["labels/prediction/0"][:]
+    assert labels.shape == (180, 215) and np.all(labels == 3)  # argmax class 2, stored as 2 + 1
+    assert res.complete and res.tiles_done == res.tiles_total == 8 * 9
+
+
+def test_ramp_model_has_no_seams(tmp_path):
+    img = random_slide((128, 200))
+    _, g = _run(tmp_path, "r.zarr", RampSegmenter(slope=4.0), img, tile=32, overlap=16)
+    p1 = g["0"][1]
+    jumps = np.abs(np.diff(p1, axis=1)).max()
+    # a hard cut between tiles would jump by about sigmoid(4)-sigmoid(2) = 0.10 at every chunk edge
+    assert jumps < 0.05, jumps
+    np.testing.assert_allclose(np.diff(p1, axis=0), 0, atol=1e-6)  # the ramp runs along x only
+
+
+def test_tile_size_and_overlap_do_not_change_a_local_model(tmp_path):
+    img = random_slide((160, 160), seed=3)
+    model = PixelSegmenter()
+    maps = []
+    for k, (tile, overlap) in enumerate([(32, 8), (48, 16), (32, 0), (64, 32)]):
+        model.card.crop_size = tile
+        _, g = _run(tmp_path, f"t{k}.zarr", model, img, tile=tile, overlap=overlap, region=(7, 150, 3, 141))
+        maps.append(g["0"][:])
+    for m in maps[1:]:
+        np.testing.assert_allclose(m, maps[0], atol=1e-5)  # stated tolerance: 1e-5 (float32 blending)
+
+
+def test_shifting_the_slide_by_whole_tiles_shifts_the_prediction(tmp_path):
+    model = tiny_segmenter(levels=(1, 4), patch=4, crop=32)
+    a = random_slide((192, 192), seed=5)
+    shift = 48  # two strides of 24, and a multiple of the coarsest level 4
+    b = np.zeros((192 + shift, 192 + shift), np.float32)
+    b[shift:, shift:] = a
+    _, ga = _run(tmp_path, "a.zarr", model, a, tile=32, overlap=8, region=(40, 160, 40, 160))
+    _, gb = _run(tmp_path, "b.zarr", model, b, tile=32, overlap=8, region=(40 + shift, 160 + shift, 40 + shift, 160 + shift))
+    pa, pb = ga["0"][:], gb["0"][:]
+    assert pa.shape == pb.shape == (3, 120, 120)
+    np.testing.assert_allclose(pa, pb, atol=1e-4)  # RoPE is relative: only float rounding differs
+    assert np.abs(pa - pa.mean(axis=(1, 2), keepdims=True)).max() > 1e-3  # the map is not trivially flat
+    np.testing.assert_array_equal(ga["labels/prediction/0"][:], gb["labels/prediction/0"][:])
+
+
+def test_store_layout_opens_with_ome_zarr_and_napari_reader(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    img = random_slide((600, 560))
+    res, g = _run(tmp_path, "s.zarr", PixelSegmenter(), img, tile=64, overlap=16, region=(20, 580, 0, 540))
+    meta = g.attrs["napari_muvit"]
+    assert meta["complete"] and meta["task"] == "segmentation"
+    assert meta["recipe"]["tile"] == 64 and meta["versions"]["torch"] and len(meta["model_hash"]) == 16
+    assert g["0"].chunks == (3, 48, 48)  # one owned tile region per chunk
+    assert g["1"].shape == (3, 280, 270) and g["2"].shape == (3, 140, 135)
+    np.testing.assert_allclose(g["1"][:, 3, 4], g["0"][:, 6:8, 8:10].mean(axis=(1, 2)), atol=1e-6)
+    nodes = list(Reader(parse_url(str(res.path)))())
+    image = nodes[0]
+    assert [d.shape for d in image.data][:2] == [(3, 560, 540), (3, 280, 270)]
+    assert image.metadata["channel_names"] == ["class 0", "class 1", "class 2"]
+    labels = [n for n in nodes if "labels/prediction" in str(n)]
+    assert labels and labels[0].data[0].shape == (560, 540)
+    ms = g.attrs["ome"]["multiscales"][0]["datasets"]
+    assert ms[1]["coordinateTransformations"][1]["translation"] == [0.0, 20.5, 0.5]  # (f-1)/2 centre offset
+
+    from napari_ome_zarr import napari_get_reader
+
+    layers = napari_get_reader(str(res.path))(str(res.path))
+    kinds = sorted(t for _, _, t in layers)
+    assert kinds == ["image", "labels"]
+    table = (res.path / "tiles.csv").read_text().splitlines()
+    assert table[0].startswith("index,row,col,y0,y1,x0,x1,status,p:class 0")
+    assert len(table) == 1 + 12 * 12
+
+
+def test_never_overwrites_without_asking(tmp_path):
+    img = random_slide((64, 64))
+    _run(tmp_path, "o.zarr", ConstantSegmenter(), img, tile=32, overlap=8)
+    with pytest.raises(FileExistsError, match="already exists"):
+        _run(tmp_path, "o.zarr", ConstantSegmenter(), img, tile=32, overlap=8)
+    res, _ = _run(tmp_path, "o.zarr", ConstantSegmenter(), img, tile=32, overlap=8, overwrite=True)
+    assert res.complete
+    (tmp_path / "userdir").mkdir()
+    (tmp_path / "userdir" / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="refusing"):
+        _run(tmp_path, "userdir", ConstantSegmenter(), img, tile=32, overlap=8, overwrite=True)
+    assert (tmp_path / "userdir" / "notes.txt").exists()
+
+
+def test_cancel_leaves_a_resumable_store_with_identical_result(tmp_path):
+    img = random_slide((200, 200), seed=2)
+    model = tiny_segmenter()
+    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 3
+
+    seen = []
+    r = Recipe(out=str(tmp_path / "part.zarr"), tile=32, overlap=8, batch_size=4, normalization=NONE)
+    res = predict(r, progress=lambda d, t: seen.append((d, t)), cancel=cancel, model=model, pyramid=open_pyramid(img))
+    assert res.cancelled and not res.complete and 0 < res.tiles_done < res.tiles_total
+    assert seen[-1][1] == res.tiles_total and seen[-1][0] == res.tiles_done
+    assert not zarr.open_group(str(res.path), mode="r").attrs["napari_muvit"]["complete"]
+    res2 = predict(r.replace(resume=True), model=model, pyramid=open_pyramid(img))
+    assert res2.complete
+    part = zarr.open_group(str(res.path), mode="r")
+    np.testing.assert_array_equal(part["0"][:], full["0"][:])
+    np.testing.assert_array_equal(part["labels/prediction/0"][:], full["labels/prediction/0"][:])
+    assert not (res.path / ".muvit" / "scratch").exists()
+
+
+def test_resume_refuses_a_different_recipe(tmp_path):
+    img = random_slide((64, 64))
+    _run(tmp_path, "x.zarr", ConstantSegmenter(), img, tile=32, overlap=8)
+    with pytest.raises(ValueError, match="overlap"):
+        _run(tmp_path, "x.zarr", ConstantSegmenter(), img, tile=32, overlap=4, resume=True)
+
+
+def test_user_errors_are_one_sentence(tmp_path):
+    img = random_slide((64, 64))
+    with pytest.raises(ValueError, match="outside the slide"):
+        _run(tmp_path, "e1.zarr", ConstantSegmenter(), img, tile=32, overlap=8, region=(0, 100, 0, 10))
+    with pytest.raises(ValueError, match="not divisible by the model's patch size 4"):
+        _run(tmp_path, "e2.zarr", ConstantSegmenter(), img, tile=30, overlap=8)
+    with pytest.raises(ValueError, match=r"trained on levels 1,4"):
+        _run(tmp_path, "e3.zarr", ConstantSegmenter(), img, tile=32, overlap=8, levels=(1, 8))
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="3 channel"):
+        _run(tmp_path, "e4.zarr", ConstantSegmenter(), rgb, tile=32, overlap=8)
