@@ -1,0 +1,158 @@
+"""Attention probe widget: world placement of the maps, layer replacement, click wiring, share plot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_muvit.widgets.attention import (
+    CROPS_LAYER,
+    MAP_PREFIX,
+    QUERY_LAYER,
+    AttentionOverlay,
+    ProbeView,
+    token_grid_placement,
+)
+from napari_muvit.widgets.layers import bbox_edges
+
+
+def _crop_bbox(first_yx, level, size):
+    first = np.asarray(first_yx, dtype=float)
+    return np.stack([first, first + (size - 1) * level])
+
+
+@pytest.mark.parametrize("level,size,grid", [(1, 64, 8), (4, 64, 8), (16, 128, 8), (8, 96, 12)])
+def test_token_grid_covers_the_crop_pixels(level, size, grid):
+    bbox = _crop_bbox((1000 + level * 3, 500 - level), level, size)
+    cell, centre0 = token_grid_placement(bbox, level, (grid, grid))
+    # each cell = level * patch world px
+    np.testing.assert_allclose(cell, level * size / grid)
+    # the map's outer edges are the crop's outer pixel edges (napari: pixel centre +- scale/2)
+    y0, x0, y1, x1 = bbox_edges(bbox, level)
+    np.testing.assert_allclose(centre0 - cell / 2, [y0, x0])
+    np.testing.assert_allclose(centre0 + (grid - 1) * cell + cell / 2, [y1, x1])
+    # a token's centre is the centre of the level-1 pixels it was computed from
+    first_patch_centres = bbox[0] + np.arange(size // grid)[:, None] * level  # level-f pixel centres
+    np.testing.assert_allclose(centre0, first_patch_centres.mean(0))
+
+
+def _view(levels, seed, query=(130.0, 140.0), patch=8):
+    rng = np.random.default_rng(seed)
+    maps = [rng.random((8, 8)) for _ in levels]
+    bboxes = [_crop_bbox((128 - 32 * lv + 1 - lv, 128 - 32 * lv), lv, 64) for lv in levels]
+    return ProbeView(tuple(levels), maps, bboxes, np.asarray(query), levels[0], patch)
+
+
+def test_overlay_replaces_layers_and_places_them(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((512, 512), np.float32), name="slide")
+    overlay = AttentionOverlay(viewer)
+    pixel_size = (0.5, 0.5)
+    for seed in range(3):
+        view = _view((1, 4, 16), seed, query=(100.0 + seed, 90.0))
+        overlay.show(view, pixel_size)
+        names = [layer.name for layer in viewer.layers]
+        assert names.count(f"{MAP_PREFIX}4") == 1 and len(names) == 1 + 3 + 2  # slide, 3 maps, crops, query
+        for level, data, bbox in zip(view.levels, view.maps, view.bboxes):
+            layer = viewer.layers[f"{MAP_PREFIX}{level}"]
+            np.testing.assert_array_equal(layer.data, data.astype(np.float32))
+            cell, centre0 = token_grid_placement(bbox, level, data.shape)
+            np.testing.assert_allclose(layer.scale, cell * 0.5)
+            np.testing.assert_allclose(layer.translate, centre0 * 0.5)
+            # napari world extent of the map = the crop's outer edges (times the pixel size)
+            extent = np.asarray(layer.extent.world)
+            y0, x0, y1, x1 = bbox_edges(bbox, level)
+            np.testing.assert_allclose(extent[0] - layer.scale / 2, np.array([y0, x0]) * 0.5)
+            np.testing.assert_allclose(extent[1] + layer.scale / 2, np.array([y1, x1]) * 0.5)
+        np.testing.assert_allclose(viewer.layers[QUERY_LAYER].data, [[100.0 + seed, 90.0]])
+        np.testing.assert_allclose(viewer.layers[QUERY_LAYER].scale, pixel_size)
+        rects = viewer.layers[CROPS_LAYER].data
+        assert len(rects) == 3
+        np.testing.assert_allclose(rects[2].min(0), bbox_edges(view.bboxes[2], 16)[:2])
+    # fewer levels: the map of the dropped level goes away, nothing piles up
+    overlay.show(_view((1, 4), 5), pixel_size)
+    names = [layer.name for layer in viewer.layers]
+    assert f"{MAP_PREFIX}16" not in names and len(names) == 1 + 2 + 2
+    assert len(viewer.layers[CROPS_LAYER].data) == 2
+    overlay.clear()
+    assert [layer.name for layer in viewer.layers] == ["slide"]
+
+
+def test_level_share_plot_draws_the_given_shares(qtbot):
+    from napari_muvit.widgets.plots import LevelSharePlot
+
+    plot = LevelSharePlot()
+    qtbot.addWidget(plot)
+    plot.set_shares((1, 4, 16), [0.5, 0.3, 0.2], [0.2, 0.3, 0.5])
+    heights = [p.get_height() for p in plot.axes.patches]
+    np.testing.assert_allclose(heights, [0.5, 0.3, 0.2, 0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="3 levels"):
+        plot.set_shares((1, 4, 16), [1.0, 0.0])
+
+
+def test_curve_plot_coalesces_redraws(qtbot):
+    from napari_muvit.widgets.plots import CurvePlot
+
+    plot = CurvePlot(redraw_ms=50, right_axis=("mDSC",))
+    qtbot.addWidget(plot)
+    calls = []
+    original = plot.redraw
+    plot.redraw = lambda: (calls.append(1), original())
+    plot._timer.timeout.disconnect()
+    plot._timer.timeout.connect(plot.redraw)
+    for step in range(200):
+        plot.append("loss", step, 1.0 / (step + 1))
+        plot.append("mDSC", step, step / 200)
+    plot.append("loss", 999, float("nan"))  # non-finite values are dropped
+    qtbot.waitUntil(lambda: len(calls) >= 1, timeout=2000)
+    qtbot.wait(120)
+    assert len(calls) == 1  # 400 points, one redraw
+    xs, ys = plot.series["loss"]
+    assert len(xs) == 200 and ys[-1] == pytest.approx(1 / 200)
+    assert len(plot.axes.lines) == 1 and len(plot._right.lines) == 1
+
+
+def _mouse(viewer, kind, position, pos=(0, 0), modifiers=()):
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import (
+        mouse_move_callbacks,
+        mouse_press_callbacks,
+        mouse_release_callbacks,
+    )
+
+    event = read_only_mouse_event(type=f"mouse_{kind}", position=position, pos=np.asarray(pos, float),
+                                  button=1, modifiers=list(modifiers),
+                                  is_dragging=kind == "move" and bool(viewer._mouse_drag_gen))
+    {"press": mouse_press_callbacks, "move": mouse_move_callbacks,
+     "release": mouse_release_callbacks}[kind](viewer, event)
+
+
+def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypatch):
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((256, 256), np.float32), name="slide", scale=(0.5, 0.5))
+    widget = AttentionProbeWidget(viewer)
+    assert widget._image.value is viewer.layers["slide"]
+    probed = []
+    monkeypatch.setattr(widget, "probe", lambda yx: probed.append(tuple(yx)))
+    # a click: press and release at the same screen point -> one probe at the world (level-1 px) point
+    _mouse(viewer, "press", (50.0, 60.0), pos=(10, 10))
+    _mouse(viewer, "release", (50.0, 60.0), pos=(10, 10))
+    assert probed == [(100.0, 120.0)]
+    # a drag (pan) probes nothing
+    _mouse(viewer, "press", (50.0, 60.0), pos=(10, 10))
+    _mouse(viewer, "move", (55.0, 60.0), pos=(30, 10))
+    _mouse(viewer, "release", (55.0, 60.0), pos=(30, 10))
+    assert len(probed) == 1
+    # hover follows the cursor only with the option on and Shift held
+    _mouse(viewer, "move", (20.0, 20.0))
+    widget._hover.value = True
+    _mouse(viewer, "move", (20.0, 20.0))
+    _mouse(viewer, "move", (21.0, 20.0), modifiers=("Shift",))
+    assert probed[1:] == [(42.0, 40.0)]
+    # probe mode off: clicks do nothing
+    widget._on_click.value = False
+    _mouse(viewer, "press", (50.0, 60.0))
+    _mouse(viewer, "release", (50.0, 60.0))
+    assert len(probed) == 2
