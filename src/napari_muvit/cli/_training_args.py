@@ -1,0 +1,44 @@
+"""Flags and helpers shared by the `pretrain` and `finetune` commands."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    """``"1,8,32"`` -> ``(1, 8, 32)``, validated (ascending, nested)."""
+    from napari_muvit.data.geometry import validate_levels
+
+    try:
+        values = [float(v) for v in str(text).replace(" ", "").split(",") if v]
+    except ValueError:
+        raise ValueError(f"--levels {text!r} must be comma-separated downsample factors, e.g. 1,8,32.") from None
+    return validate_levels(values)
+
+
+def add_common(p) -> None:
+    p.add_argument("--batch-size", type=int, default=8, help="crops per optimisation step (default 8)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true", help="continue the run stored in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def printer(quiet: bool, label: str):
+    """Progress callback printing about 20 lines per run to stderr."""
+    state = {"t0": time.perf_counter(), "last": -1}
+
+    def progress(done: int, total: int):
+        if quiet:
+            return
+        tick = int(20 * done / max(total, 1))
+        if tick != state["last"] or done == total:
+            state["last"] = tick
+            dt = time.perf_counter() - state["t0"]
+            print(f"{label}: {done}/{total} steps, {dt:.0f} s", file=sys.stderr, flush=True)
+
+    return progress

@@ -1,0 +1,53 @@
+"""`napari-muvit finetune`: segmentation head from a label image, or tile classifier from ROIs."""
+
+from __future__ import annotations
+
+import json
+
+from ._training_args import add_common, parse_levels, printer
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "finetune", help="fine-tune a segmentation head or tile classifier",
+        description="Fine-tune on one slide; validation uses held-out regions of the slide (or held-out ROIs).",
+    )
+    p.add_argument("source", metavar="SOURCE", help="the slide")
+    p.add_argument("--labels", required=True,
+                   help="segmentation: label image at full resolution (.npy, .tif, .zarr; 0 = unlabelled); "
+                        "classification: ROIs (.geojson or .csv)")
+    p.add_argument("--base", required=True, metavar="MODEL", help="model folder (MAE, encoder, fine-tuned) or 'demo'")
+    p.add_argument("--task", choices=("segmentation", "classification"), default="segmentation")
+    p.add_argument("--out", required=True, metavar="MODEL", help="output model folder")
+    p.add_argument("--classes", default=None, help="class names for label values 1, 2, ... (comma-separated)")
+    p.add_argument("--levels", default=None, help="subset of the base model's levels, e.g. 1,8")
+    p.add_argument("--size", type=int, default=None, help="crop size (default: the base model's)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: from the labels)")
+    p.add_argument("--head", choices=("unetr", "probe"), default="unetr", help="segmentation head (default unetr)")
+    p.add_argument("--train-encoder", action="store_true", help="also fine-tune the encoder")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of labelled regions held out (0.2)")
+    add_common(p)
+
+
+def run(args) -> int:
+    from napari_muvit.engine.training import finetune
+
+    levels = parse_levels(args.levels) if args.levels else None
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if not 0 <= args.val_fraction < 1:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    for name in ("epochs", "batch_size", "steps_per_epoch", "size"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    result = finetune(
+        args.source, args.labels, args.base, args.out, task=args.task, class_names=classes, levels=levels,
+        size=args.size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        lr=args.lr or 1e-3, train_encoder=args.train_encoder, head=args.head, val_fraction=args.val_fraction,
+        resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
+        num_threads=args.threads, progress=printer(args.quiet, "finetune"),
+    )
+    summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    print(json.dumps({"model": str(result.model_dir), "steps": result.steps_done, **summary}))
+    return 0

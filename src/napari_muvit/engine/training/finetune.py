@@ -1,0 +1,257 @@
+"""Fine-tuning: a segmentation head (optionally the encoder too) from a label image, or a tile classifier
+from ROI annotations. Validation is on held-out *regions*; metrics per epoch go to the history.
+
+Output folder ``out`` = napari-muvit model folder (``config.yaml`` + ``model.pth`` + ``muvit.yaml``) and
+``out/training/`` with ``checkpoint.pt`` (resumable at epoch boundaries), ``history.csv``, ``metrics.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .annotations import IGNORE, open_label_image, read_rois
+from .augment import Augmenter
+from .batches import Prefetcher, check_levels_available, open_slides
+from .metrics import ConfusionMatrix, multiclass_auc
+from .pretrain import TrainResult, _normalizers
+from .runtime import autocast, check_cancel, limit_threads, resolve_device
+from .schedule import make_optimizer, make_scheduler
+from .state import (
+    CHECKPOINT_NAME,
+    History,
+    capture_rng,
+    load_checkpoint,
+    publish_model,
+    restore_rng,
+    save_checkpoint,
+)
+
+DEFAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                  "#bcbd22", "#17becf"]
+
+
+def _load_base(base, device):
+    from napari_muvit.model import load_model
+
+    model = load_model(base, device="cpu")
+    return model, model.encoder, getattr(model, "card", None)
+
+
+def build_head_model(task: str, encoder, num_classes: int, head: str = "unetr", train_encoder: bool = False):
+    from napari_muvit.model import MuViTClassifier, MuViTSegmenter
+
+    if task == "segmentation":
+        return MuViTSegmenter(encoder, num_classes, head=head, freeze_encoder=not train_encoder)
+    return MuViTClassifier(encoder, num_classes, freeze_encoder=not train_encoder)
+
+
+def make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment):
+    from .tasks import ClassificationTask, SegmentationTask
+
+    aug = Augmenter(jitter=0.1) if augment else None
+    if task == "segmentation":
+        labels = open_label_image(annotations, pyramid.shape[-2:])
+        return SegmentationTask(pyramid, labels, levels, size, class_names, val_fraction, seed, normalizer, aug)
+    if task == "classification":
+        rois = annotations if isinstance(annotations, list) else read_rois(annotations)
+        return ClassificationTask(pyramid, rois, levels, size, class_names, val_fraction, seed, normalizer, aug)
+    raise ValueError(f"task {task!r} is not supported; use 'segmentation' or 'classification'.")
+
+
+@torch.no_grad()
+def evaluate(model, data, batch_size: int, device, precision="auto", max_auc_samples: int = 20000, seed: int = 0):
+    """Validation metrics: loss, Dice per class, mDSC, accuracy and one-vs-rest AUC (``dict``)."""
+    was = model.training
+    model.eval()
+    cm = ConfusionMatrix(data.num_classes, IGNORE)
+    losses, probs, truths = [], [], []
+    for img, bbox, target in data.val_batches(batch_size):
+        x, b = torch.from_numpy(img).to(device), torch.from_numpy(bbox).to(device)
+        with autocast(device, precision):
+            logits = model(x, b)
+        logits = logits.float().cpu()
+        t = torch.from_numpy(target)
+        if (t != IGNORE).any():
+            losses.append(float(F.cross_entropy(logits, t, ignore_index=IGNORE, reduction="sum")))
+        cm.update(target, logits.argmax(1).numpy())
+        p = logits.softmax(1)
+        if p.ndim == 4:  # (B, K, H, W) -> labelled pixels only
+            p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
+            t = t.reshape(-1)
+        keep = t != IGNORE
+        probs.append(p[keep].numpy())
+        truths.append(t[keep].numpy())
+    model.train(was)
+    n = int(cm.matrix.sum())
+    out = {"val_loss": sum(losses) / n if n else float("nan"), "mDSC": cm.mean_dice(), "accuracy": cm.accuracy()}
+    for name, d in zip(data.class_names, cm.dice()):
+        out[f"dice_{name}"] = float(d)
+    if probs:
+        p, t = np.concatenate(probs), np.concatenate(truths)
+        if len(t) > max_auc_samples:  # AUC on a fixed random subset of pixels keeps epochs fast
+            idx = np.random.default_rng(seed).choice(len(t), max_auc_samples, replace=False)
+            p, t = p[idx], t[idx]
+        out["auc"] = multiclass_auc(t, p)
+    out["val_pixels" if getattr(data, "kind", "") == "segmentation" else "val_samples"] = n
+    return out
+
+
+def finetune(
+    source,
+    annotations,
+    base,
+    out,
+    *,
+    task: str = "segmentation",
+    class_names: list[str] | None = None,
+    class_colors: list[str] | None = None,
+    levels=None,
+    size: int | None = None,
+    epochs: int = 10,
+    steps_per_epoch: int | None = None,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    encoder_lr: float | None = None,
+    train_encoder: bool = False,
+    head: str = "unetr",
+    weight_decay: float = 0.05,
+    clip_grad: float = 1.0,
+    val_fraction: float = 0.2,
+    normalization="percentile",
+    augment: bool = True,
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    device="auto",
+    precision: str = "auto",
+    num_threads: int | None = None,
+    progress=None,
+    cancel=None,
+) -> TrainResult:
+    """Fine-tune on one slide.
+
+    source: the slide. annotations: a label image (array, napari Labels data or file; 0 = unlabelled)
+        for ``task="segmentation"``, or ROIs (GeoJSON/CSV path or ``list[ROI]``) for "classification".
+    base: a model folder (MAE, encoder or an earlier fine-tuned model); its encoder is reused and its levels
+        and crop size are the defaults.
+    train_encoder: also update the encoder (at ``encoder_lr``, default ``lr/10``); otherwise it is frozen.
+    progress(done, total) after every step; cancel() -> True stops at the next step (the model so far
+        is saved and ``result.cancelled`` is True).
+    """
+    from napari_muvit.model import ModelCard
+
+    limit_threads(num_threads)
+    out = Path(out)
+    train_dir = out / "training"
+    ckpt_path = train_dir / CHECKPOINT_NAME
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise FileExistsError(f"Output folder {out} already exists; pass --resume to continue it or choose a new --out.")
+    if overwrite and not resume:
+        shutil.rmtree(train_dir, ignore_errors=True)
+    dev = resolve_device(device)
+    (pyramid,) = open_slides([source])
+    base_model, encoder, base_card = _load_base(base, dev)
+    if levels is not None and tuple(levels) != tuple(encoder.levels):
+        encoder = encoder.extract_levels(tuple(int(v) for v in levels))
+    levels = tuple(int(v) for v in encoder.levels)
+    size = int(size or (base_card.crop_size if base_card is not None and base_card.crop_size else 256))
+    if pyramid.n_channels != encoder.in_channels:
+        raise ValueError(f"The slide has {pyramid.n_channels} channels but the model expects {encoder.in_channels}.")
+    check_levels_available(pyramid, levels, encoder.patch_size[0])
+    (normalizer,) = _normalizers([pyramid], normalization)
+    data = make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment)
+
+    torch.manual_seed(seed)
+    model = build_head_model(task, encoder, data.num_classes, head=head, train_encoder=train_encoder)
+    if steps_per_epoch is None:
+        n_train = data.train_labelled_px / size**2 if task == "segmentation" else 8 * len(data.train_rois)
+        steps_per_epoch = int(min(500, max(4, math.ceil(n_train / batch_size))))
+    total = int(epochs * steps_per_epoch)
+    enc_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in model.encoder.parameters()}
+    head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+    opt = make_optimizer(head_params, lr=lr, weight_decay=weight_decay)
+    if enc_params:
+        enc_opt_groups = make_optimizer(enc_params, lr=encoder_lr or lr / 10, weight_decay=weight_decay).param_groups
+        for g in enc_opt_groups:
+            opt.add_param_group({k: v for k, v in g.items() if k in ("params", "weight_decay", "lr")})
+    sched = make_scheduler(opt, total, warmup_steps=min(steps_per_epoch, max(1, total // 10)))
+    model.to(dev).train()  # a frozen encoder stays in eval mode (the heads handle that)
+    history = History()
+    start_epoch = 0
+    if resume:
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        restore_rng(ckpt["rng"], data.rng)
+        history = History(ckpt["history"])
+        start_epoch = int(ckpt["epoch"])
+
+    cancelled, step, metrics = False, start_epoch * steps_per_epoch, {}
+    t0 = time.perf_counter()
+    sampler_state = copy.deepcopy(data.rng.bit_generator.state)
+    prefetch = Prefetcher(lambda: data.train_batch(batch_size), data.rng)
+    for epoch in range(start_epoch, epochs):
+        running = []
+        for _ in range(steps_per_epoch):
+            if check_cancel(cancel):
+                cancelled = True
+                break
+            (img, bbox, target), sampler_state = prefetch.get()
+            x, b = torch.from_numpy(img).to(dev), torch.from_numpy(bbox).to(dev)
+            t = torch.from_numpy(target).to(dev)
+            with autocast(dev, precision):
+                logits = model(x, b)
+            if (t != IGNORE).any():
+                loss = F.cross_entropy(logits.float(), t, ignore_index=IGNORE)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad)
+                opt.step()
+                running.append(float(loss.detach()))
+            sched.step()
+            step += 1
+            if progress is not None:
+                progress(step, total)
+        if cancelled:
+            break
+        metrics = evaluate(model, data, batch_size, dev, precision, seed=seed) if _has_val(data) else {}
+        history.append(epoch=epoch + 1, step=step, train_loss=float(np.mean(running)) if running else None,
+                       lr=opt.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2), **metrics)
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                        rng=capture_rng(sampler_state=sampler_state), history=history.rows, epoch=epoch + 1)
+        history.write_csv(train_dir / "history.csv")
+        history.plot(train_dir / "metrics.png", x="epoch", ys=("train_loss", "val_loss"), title=f"{task} loss")
+
+    prefetch.close()
+    colors = list(class_colors or DEFAULT_COLORS[: data.num_classes])
+    while len(colors) < data.num_classes:
+        colors.append(DEFAULT_COLORS[len(colors) % len(DEFAULT_COLORS)])
+    card = ModelCard(
+        task=task, levels=list(levels), crop_size=int(size), in_channels=int(encoder.in_channels),
+        class_names=list(data.class_names), class_colors=colors,
+        normalization=normalizer.to_dict() if hasattr(normalizer, "to_dict") else {},
+        pixel_size=list(pyramid.pixel_size) if pyramid.pixel_size else None,
+        head={"type": head if task == "segmentation" else "classifier", "num_classes": data.num_classes},
+        provenance=dict(kind=f"{task} fine-tuning", base=str(base), epochs=len(history.rows), steps=step,
+                        batch_size=batch_size, lr=lr, train_encoder=train_encoder, seed=seed,
+                        source=str(getattr(pyramid, "name", "slide")), val_fraction=val_fraction,
+                        validation={k: v for k, v in metrics.items() if isinstance(v, (int, float))}),
+    )
+    model.cpu().eval()
+    publish_model(model, out, card)
+    return TrainResult(model_dir=out, history=history.rows, steps_done=step, total_steps=total,
+                       cancelled=cancelled, metrics=metrics)
+
+
+def _has_val(data) -> bool:
+    return len(getattr(data, "val_centers", getattr(data, "val_points", []))) > 0
