@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -62,13 +63,16 @@ def read_state_dict(path: Path, device="cpu") -> dict:
         raise FileNotFoundError(f"The model folder {path.parent} has no {path.name}.")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path} contains Python objects other than tensors, so it was refused without running it."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path} is truncated or corrupt and cannot be read as weights ({first}).") from None
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        if found or "Unsupported global" in str(err):
+            what = f" ({found.group(1)})" if found else ""
+            raise ValueError(
+                f"{path} contains Python objects other than tensors{what}, so it was refused without running it."
+            ) from None
+        raise ValueError(f"{path} is truncated or corrupt and cannot be read as weights.") from None
+    except (RuntimeError, EOFError, OSError, ValueError):
+        raise ValueError(f"{path} is truncated or corrupt and cannot be read as weights.") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise ValueError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
     return state
