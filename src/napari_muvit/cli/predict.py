@@ -1,0 +1,100 @@
+"""`napari-muvit predict SOURCE --model M --out OUT.zarr`: tiled, stitched prediction of a slide region."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLES = """examples:
+  napari-muvit predict slide.zarr --model demo --out pred.zarr
+  napari-muvit predict slide.svs --model models/kidney --levels 1,8 --region 0:8192,4096:12288 \\
+      --tile 256 --overlap 32 --foreground --out kidney.zarr
+  napari-muvit predict slide.zarr --model demo --out pred.zarr --resume      # finish a stopped run
+  napari-muvit predict slide.zarr --model demo --out pred.zarr --workers 2   # local dask cluster
+  napari-muvit predict slide.zarr --model demo --out /shared/pred.zarr --scheduler tcp://head:8786
+  napari-muvit predict --recipe run.yaml                                     # a saved recipe
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict a region or a whole slide into an OME-Zarr store",
+        description="Run a MuViT model over a slide region in overlapping tiles, blend the tiles without seams "
+        "and write class probabilities, labels and per-tile scores to a resumable OME-Zarr store.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", nargs="?", metavar="SOURCE", help="slide: OME-Zarr, (OME-)TIFF, SVS/NDPI, ...")
+    p.add_argument("--model", help="model folder or 'demo' (default: demo)")
+    p.add_argument("--levels", help="downsample factors fed to the model, e.g. 1,8,32 (default: the model's)")
+    p.add_argument("--region", help="y0:y1,x0:x1 in full-resolution pixels, or 'all' (default: all)")
+    p.add_argument("--tile", type=int, help="tile (crop) size in pixels (default: the model's crop size)")
+    p.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, even (default: tile/4)")
+    p.add_argument("--foreground", action="store_true", default=None, help="skip tiles without tissue")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", help="auto (default: bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
+    p.add_argument("--batch-size", dest="batch_size", help="tiles per model call, or auto (default)")
+    p.add_argument("--out", metavar="OUT.zarr", help="output store (never overwritten unless --overwrite)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", default=None, help="continue a stopped run, skipping finished tiles")
+    mode.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
+    dist = p.add_mutually_exclusive_group()
+    dist.add_argument("--workers", type=int, help="run on a local dask cluster with N worker processes")
+    dist.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster")
+    p.add_argument("--recipe", metavar="FILE", help="load settings from a recipe (.yaml/.json); flags override it")
+    p.add_argument("--save-recipe", metavar="FILE", help="also write the recipe used to FILE")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+FIELDS = ("source", "model", "levels", "region", "tile", "overlap", "foreground", "device", "precision",
+          "batch_size", "out", "resume", "overwrite", "workers", "scheduler")
+
+
+def recipe_from_args(args):
+    from napari_muvit.engine.recipe import Recipe
+
+    base = Recipe.load(args.recipe).to_dict() if args.recipe else {}
+    for name in FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            base[name] = value
+    if not base.get("source"):
+        raise ValueError("no SOURCE slide was given; pass a slide path (or --recipe FILE with a source).")
+    if not base.get("out"):
+        raise ValueError("no output was given; pass --out OUT.zarr.")
+    return Recipe.from_dict(base)
+
+
+def make_progress(quiet: bool):
+    """A tqdm bar on a terminal; nothing in pipes or with --quiet. Returns (callback, close)."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="tile", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done, total):
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress, bar.close
+
+
+def run(args) -> int:
+    from napari_muvit.engine.predict import predict
+
+    recipe = recipe_from_args(args)
+    if args.save_recipe:
+        recipe.save(args.save_recipe)
+    progress, close = make_progress(args.quiet)
+    try:
+        result = predict(recipe, progress=progress)
+    finally:
+        close()
+    state = "complete" if result.complete else "incomplete (run again with --resume)"
+    print(f"wrote {result.path}: {result.task}, {result.tiles_done} tiles predicted, "
+          f"{result.tiles_background} background, {result.tiles_total} in all, {state}, {result.seconds:.1f} s")
+    return 0 if result.complete else 1
