@@ -23,9 +23,10 @@ from qtpy.QtWidgets import (
 
 
 def _fmt_size(f: float, pixel_size, unit) -> str:
-    if pixel_size is None:
-        return f"{f:g} px"
-    return f"{f * float(pixel_size[-1]):.3g} {unit or ''}".strip()
+    """Size of one pixel of level ``f``: physical when the slide says so, else in slide (level-1) px."""
+    if pixel_size is None or not unit:
+        return f"{f:g} slide px"
+    return f"{f * float(pixel_size[-1]):.3g} {unit}"
 
 
 def level_source(level: int, stored: Sequence[float]) -> tuple[str, float | None]:

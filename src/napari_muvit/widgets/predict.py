@@ -55,6 +55,7 @@ class PredictWidget(QWidget):
         self.last_store: Path | None = None
         self.resumable: Path | None = None
         self.output_layers: list = []
+        self._saved_levels = None
         self._build_ui()
         self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
@@ -305,7 +306,7 @@ class PredictWidget(QWidget):
 
     def _job_fn(self, recipe, pyramid):
         """The worker-thread side: engine predict + throttled previews of finished tiles."""
-        from napari_muvit.engine import predict
+        from napari_muvit.engine.predict import predict
 
         last = [0.0]
 

@@ -30,12 +30,19 @@ def clip_region(region, shape_yx: Sequence[int]) -> tuple[int, int, int, int]:
     return cy0, cy1, cx0, cx1
 
 
+def scene_camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
 def view_region(viewer, pixel_size=None) -> tuple[float, float, float, float]:
     """The part of the slide the canvas shows, ``(y0, y1, x0, x1)`` world px (unclipped)."""
     if viewer.dims.ndisplay != 2:
         raise ValueError("the current view is 3D; switch napari to 2D view to run on the visible region.")
-    center = np.asarray(viewer.camera.center, dtype=float)[-2:]
-    half = np.asarray(viewer.canvas.size, dtype=float)[-2:] / float(viewer.camera.zoom) / 2.0
+    camera = scene_camera(viewer)
+    center = np.asarray(camera.center, dtype=float)[-2:]
+    half = np.asarray(viewer.canvas.size, dtype=float)[-2:] / float(camera.zoom) / 2.0
     lo = napari_to_world(center - half, pixel_size)
     hi = napari_to_world(center + half, pixel_size)
     return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])

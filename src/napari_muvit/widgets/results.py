@@ -123,10 +123,13 @@ class RoiTable(QTableWidget):
 
 def centre_camera(viewer, y: float, x: float, size_px: float, pixel_size=None, fill: float = 0.5) -> None:
     """Centre the camera on world px ``(y, x)`` and zoom so ``size_px`` fills ``fill`` of the canvas."""
+    from .region import scene_camera
+
+    camera = scene_camera(viewer)
     center = layers.world_to_napari([y, x], pixel_size)
-    cam_center = list(viewer.camera.center)
+    cam_center = list(camera.center)
     cam_center[-2:] = [float(center[0]), float(center[1])]
-    viewer.camera.center = tuple(cam_center)
+    camera.center = tuple(cam_center)
     extent = float(size_px) * float(np.mean(np.atleast_1d(1.0 if pixel_size is None else pixel_size)))
     if extent > 0:
-        viewer.camera.zoom = fill * float(min(viewer.canvas.size)) / extent
+        camera.zoom = fill * float(min(viewer.canvas.size)) / extent

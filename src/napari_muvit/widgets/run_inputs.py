@@ -85,7 +85,7 @@ def check_inputs(image: ImageInput, info, levels) -> None:
 
     p = image.pyramid
     name = getattr(image.layer, "name", "image")
-    model = "the built-in demo model" if info.source == "demo" else f"the model {info.source!r}"
+    model = "the built-in demo model" if info.source == "demo" else f"the model {Path(info.source).name!r}"
     if p.spatial_ndim != info.ndim:
         shape = " x ".join(str(n) for n in p.shape)
         raise ValueError(

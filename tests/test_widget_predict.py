@@ -1,0 +1,193 @@
+"""The MuViT predict dock widget in a real viewer: levels, a run, world alignment, bad inputs, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+SLIDE_SIZE, SLIDE_SEED = 512, 3
+LEVELS, PATCH, CROP = (1, 4, 16), 8, 64
+
+
+@pytest.fixture(scope="session")
+def plugin_dirs(tmp_path_factory):
+    """Cache (sample slide, runs) and settings in temporary folders for the whole session."""
+    import os
+
+    root = tmp_path_factory.mktemp("muvit")
+    old = {k: os.environ.get(k) for k in ("NAPARI_MUVIT_CACHE_DIR", "NAPARI_MUVIT_SETTINGS_DIR")}
+    os.environ["NAPARI_MUVIT_CACHE_DIR"] = str(root / "cache")
+    os.environ["NAPARI_MUVIT_SETTINGS_DIR"] = str(root / "settings")
+    yield root
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_model(plugin_dirs):
+    """A small random segmentation model folder with the demo model's geometry (levels, crop, patch)."""
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.model import save_model
+
+    torch.set_num_threads(1)
+    return str(save_model(tiny_segmenter(levels=LEVELS, patch=PATCH, crop=CROP, n_classes=3), plugin_dirs / "tiny"))
+
+
+@pytest.fixture
+def sample_viewer(make_napari_viewer, plugin_dirs):
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets._sample import sample_slide_path
+
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in read_slide(str(sample_slide_path(size=SLIDE_SIZE, seed=SLIDE_SEED))):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Sentences shown as napari error notifications by the widget."""
+    from napari_muvit.widgets import run_inputs
+
+    shown: list[str] = []
+    real = run_inputs.notify_error
+
+    def record(sentence):
+        shown.append(sentence)
+        real(sentence)
+
+    monkeypatch.setattr(run_inputs, "notify_error", record)
+    from napari_muvit.widgets import predict
+
+    monkeypatch.setattr(predict, "notify_error", record)
+    return shown
+
+
+def make_widget(viewer, model_folder, region=None):
+    from napari_muvit.widgets.predict import PredictWidget
+
+    w = PredictWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model.source.setCurrentText("folder")
+    w.model.folder.setText(model_folder)
+    w._on_model_changed()
+    w.model.batch.setValue(8)
+    if region is not None:
+        y0, y1, x0, x1 = region
+        shapes = viewer.add_shapes([np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)],
+                                   shape_type="rectangle", name="roi box")
+        w.shapes_combo.setCurrentText(shapes.name)
+        w.region_mode.setCurrentText("shapes layer")
+    return w
+
+
+def wait_for_run(qtbot, w, timeout=60_000):
+    qtbot.waitUntil(lambda: w.job is not None and not w.job.running and w.run_button.isEnabled(), timeout=timeout)
+
+
+def test_widget_lists_pyramid_and_model_levels(sample_viewer, tiny_model):
+    w = make_widget(sample_viewer, tiny_model)
+    assert w.image_combo.currentText() == sample_viewer.layers[0].name
+    table = w.levels.table
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == ["x1", "x2", "x4"]
+    assert table.item(2, 2).text() == "128 x 128"
+    assert w.levels.chosen() == LEVELS
+    lines = w.levels.explanation.text().splitlines()
+    assert lines[1].startswith("x4: read directly")
+    assert lines[2].startswith("x16: not stored") and "averaging 4x4 pixel blocks of level x4" in lines[2]
+    w.levels.set_chosen((1, 4))
+    assert w.levels.chosen() == (1, 4)
+    assert "segmentation" in w.model.card.text() and "crop 64 px" in w.model.card.text()
+    # the context preview draws one outline per ticked level, nested around the region centre
+    w.region_mode.setCurrentText("whole slide")
+    w.update_context_preview()
+    outlines = sample_viewer.layers["MuViT context"]
+    assert len(outlines.data) == 2
+    (a0, a1), (b0, b1) = [(np.min(r, axis=0), np.max(r, axis=0)) for r in outlines.data]
+    assert np.allclose(a1 - a0, CROP) and np.allclose(b1 - b0, 4 * CROP)
+    assert np.all(b0 <= a0) and np.all(a1 <= b1)
+
+
+def test_run_gives_world_aligned_layers(sample_viewer, tiny_model, qtbot):
+    """Probabilities and labels sit on the image pixels they were computed from (checked against the
+    model run directly on one tile's crops)."""
+    import zarr
+
+    from napari_muvit.data import Normalizer, open_pyramid
+    from napari_muvit.model import load_model
+
+    region = (96, 224, 160, 288)  # y0, y1, x0, x1 world px
+    w = make_widget(sample_viewer, tiny_model, region)
+    w.model.overlap.setValue(16)
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None and "done" in w.status.text()
+    probs = sample_viewer.layers["MuViT p(class 1)"]
+    labels = sample_viewer.layers["MuViT labels"]
+    # the store starts at the region corner: level 0 pixel (0, 0) is world (96, 160)
+    np.testing.assert_allclose(probs.scale, (1, 1))
+    np.testing.assert_allclose(probs.translate, (96, 160))
+    np.testing.assert_allclose(labels.translate, (96, 160))
+    # reference: the model run directly on the crops of the middle tile (row 1, column 1)
+    root = zarr.open_group(str(w.last_store), mode="r")
+    meta = dict(root.attrs["napari_muvit"])
+    grid = meta["grid"]
+    tile, overlap = grid["tile"], grid["overlap"]
+    stride = tile - overlap
+    oy, ox = 96 - overlap // 2 + stride, 160 - overlap // 2 + stride  # world of the tile's first pixel
+    center = (oy + (tile - 1) / 2, ox + (tile - 1) / 2)
+    pyramid = open_pyramid(w.image.source)
+    img, bbox = pyramid.crops(center, LEVELS, tile, normalizer=Normalizer.from_dict(meta["recipe"]["normalization"]))
+    model = load_model(tiny_model)
+    with torch.inference_mode():
+        ref = torch.softmax(model(torch.from_numpy(img)[None], torch.from_numpy(bbox)[None]), 1)[0].numpy()
+    # pixels at least `overlap` from the tile edge get blend weight 1 from this tile only
+    for py, px in [(oy + tile // 2, ox + tile // 2), (oy + overlap, ox + overlap), (oy + tile - overlap - 1, ox + 20)]:
+        data_idx = np.round(probs.world_to_data((py, px))).astype(int)
+        layer_value = float(np.asarray(probs.data[0])[tuple(data_idx)]) if probs.multiscale else \
+            float(np.asarray(probs.data)[tuple(data_idx)])
+        assert layer_value == pytest.approx(float(ref[1, py - oy, px - ox]), abs=1e-4)
+        lab_idx = np.round(labels.world_to_data((py, px))).astype(int)
+        lab_data = labels.data[0] if labels.multiscale else labels.data
+        assert int(np.asarray(lab_data)[tuple(lab_idx)]) == int(ref[:, py - oy, px - ox].argmax()) + 1
+
+
+def test_bad_inputs_become_notifications(make_napari_viewer, tiny_model, plugin_dirs, errors):
+    viewer = make_napari_viewer()
+    w = make_widget(viewer, tiny_model)
+    assert w.run() is None
+    assert "no image layer" in errors[-1]
+    viewer.add_image(np.zeros((4, 64, 64), np.float32), name="stack")
+    assert w.run() is None
+    assert "'stack' is 3D" in errors[-1] and "2D" in errors[-1]
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((300, 300, 3), np.uint8), name="he", rgb=True)
+    assert w.run() is None
+    assert "RGB colour" in errors[-1] and "expects 1 channel" in errors[-1]
+    viewer.layers.clear()
+    viewer.add_image(np.zeros((300, 300), np.float32), name="gray")
+    w.region_mode.setCurrentText("current view")
+    viewer.scene.camera.center = (0, 5000, 5000)
+    assert w.run() is None
+    assert "outside the image" in errors[-1]
+    assert len(errors) == 4 and w.job is None  # nothing was started
+
+
+def test_settings_persist_between_widgets(sample_viewer, tiny_model):
+    from napari_muvit.widgets.predict import PredictWidget
+
+    w = make_widget(sample_viewer, tiny_model)
+    w.levels.set_chosen((1, 16))
+    w.model.tile.setValue(96)
+    w.model.device.setCurrentText("cpu")
+    w.region_mode.setCurrentText("whole slide")
+    w.save_settings()
+    again = PredictWidget(sample_viewer)
+    assert again.model.folder.text() == tiny_model and again.model.source.currentText() == "folder"
+    assert again.levels.chosen() == (1, 16)
+    assert (again.model.tile.value(), again.model.device.currentText()) == (96, "cpu")
+    assert again.region_mode.currentText() == "whole slide"
