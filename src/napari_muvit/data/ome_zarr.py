@@ -92,7 +92,8 @@ def open_ome_zarr_group(group: zarr.Group, name: str = "image") -> Pyramid:
             ratio = sc[spatial_idx] / scales[0][spatial_idx]
             factor = tuple(int(round(r)) for r in ratio)
             # writers such as ome-zarr-py store shape ratios (e.g. 600/37 = 16.2) for odd sizes
-            shape_ok = all(
+            shape_ratio = np.array([arrays[0].shape[i] / arr.shape[i] for i in spatial_idx])
+            shape_ok = np.all(np.abs(ratio - shape_ratio) <= 1e-3 * ratio) and all(
                 arr.shape[i] in (arrays[0].shape[i] // f, -(-arrays[0].shape[i] // f))
                 for i, f in zip(spatial_idx, factor)
             )
