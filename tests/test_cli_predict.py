@@ -152,3 +152,14 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_dir, slide
     np.testing.assert_array_equal(a["0"][:], b["0"][:])
     np.testing.assert_array_equal(a["labels/prediction/0"][:], b["labels/prediction/0"][:])
     assert (resumed.path / "tiles.csv").read_text() == (full.path / "tiles.csv").read_text()
+
+
+def test_attention_command_writes_maps(tmp_path, model_dir, slide, capsys):
+    out = tmp_path / "attn"
+    assert _cli("attention", slide, "--model", model_dir, "--point", "100,60", "--layer", "rollout",
+                "--out", out) == 0
+    info = json.loads((out / "attention.json").read_text())
+    assert info["levels"] == [1, 4] and abs(sum(info["level_share"]) - 1) < 1e-5
+    assert tifffile.imread(out / "level_4.tif").shape == (8, 8)
+    assert _cli("attention", slide, "--model", model_dir, "--point", "abc", "--out", out) == 2
+    assert "y,x" in capsys.readouterr().err
