@@ -152,9 +152,9 @@ class FeatureOutput:
             for b in range(x.shape[0]):
                 # one fixed mask per tile: the score does not depend on batch composition or resumption
                 seed = int(tile_indices[b]) if tile_indices is not None else b
-                with torch.random.fork_rng(devices=[]), torch.inference_mode():
-                    torch.manual_seed(1_000_003 + seed)
-                    out = model(x[b : b + 1], bbox[b : b + 1])
+                gen = torch.Generator(device=x.device).manual_seed(1_000_003 + seed)
+                with torch.inference_mode():
+                    out = model(x[b : b + 1], bbox[b : b + 1], generator=gen)
                 err[b] = float(out["error"].float().mean())
         return rgb, err
 
