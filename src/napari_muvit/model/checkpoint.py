@@ -163,6 +163,8 @@ def load_model(path, device="cpu") -> nn.Module:
     try:
         model = _build(card.task, enc_kw, mae_kw, card, folder)
     except ValueError as err:
+        if str(folder) in str(err):
+            raise
         raise ValueError(f"{cfg_path}: {err}") from None
     state = read_state_dict(pth_path, device)
     check_state_matches(model, state, pth_path)

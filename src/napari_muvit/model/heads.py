@@ -92,49 +92,17 @@ class UNETRHead(nn.Module):
         return self.out(y)
 
 
-class MuViTSegmenter(nn.Module):
-    """Dense segmentation of the finest crop: ``forward(x (B, L, C, S, S), bbox)`` -> logits ``(B, K, S, S)``.
+class _EncoderWithHead(nn.Module):
+    """An encoder plus a head; the encoder can be frozen (no gradients, eval mode, ``no_grad`` features)."""
 
-    ``head="unetr"`` (trainable decoder, encoder fine-tuned unless ``freeze_encoder``) or ``"probe"``
-    (:class:`TokenProbe` on frozen features, bilinearly upsampled; ``hidden`` > 0 makes it an MLP).
-    State dict keys: ``encoder.*`` and ``head.*``. 2D encoders only.
-    """
-
-    task = "segmentation"
-
-    def __init__(self, encoder: MuViTEncoder, num_classes: int, head: str = "unetr",
-                 freeze_encoder: bool | None = None, hidden: int = 0, width: int = 64,
-                 min_width: int = 16, skip_channels: int = 16):
+    def __init__(self, encoder: MuViTEncoder):
         super().__init__()
-        if encoder.ndim != 2:
-            raise ValueError("MuViTSegmenter supports 2D encoders only; this encoder is 3D.")
-        if head not in ("unetr", "probe"):
-            raise ValueError(f"head={head!r} is not supported; use 'unetr' or 'probe'.")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
         self.encoder = encoder
-        self.num_classes = num_classes
-        self.head_type = head
-        self._head_args = dict(head=head, hidden=hidden, width=width, min_width=min_width,
-                               skip_channels=skip_channels)
-        if head == "probe":
-            self.head = TokenProbe(encoder.dim, encoder.levels, num_classes, hidden)
-        else:
-            if len(set(encoder.patch_size)) != 1:
-                raise ValueError(f"The UNETR head needs a square patch size, got {encoder.patch_size}.")
-            self.head = UNETRHead(encoder.dim, encoder.levels, num_classes, encoder.in_channels,
-                                  encoder.patch_size[0], width, min_width, skip_channels)
         self.card = None
         self.encoder_frozen = False
-        self.freeze_encoder(head == "probe" if freeze_encoder is None else freeze_encoder)
-
-    @property
-    def head_config(self) -> dict:
-        """Arguments that rebuild this head: ``MuViTSegmenter(encoder, **head_config)``."""
-        return dict(num_classes=self.num_classes, freeze_encoder=self.encoder_frozen, **self._head_args)
 
     def freeze_encoder(self, frozen: bool = True) -> None:
-        """Freeze (no gradients, eval mode, features under ``no_grad``) or unfreeze the encoder."""
+        """Freeze or unfreeze the encoder's parameters."""
         self.encoder_frozen = bool(frozen)
         for p in self.encoder.parameters():
             p.requires_grad_(not frozen)
@@ -147,11 +115,53 @@ class MuViTSegmenter(nn.Module):
             self.encoder.eval()
         return self
 
+    def _encoder_grad(self):
+        return torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen)
+
+
+class MuViTSegmenter(_EncoderWithHead):
+    """Dense segmentation of the finest crop: ``forward(x (B, L, C, S, S), bbox)`` -> logits ``(B, K, S, S)``.
+
+    ``head="unetr"`` (trainable decoder, encoder fine-tuned unless ``freeze_encoder``) or ``"probe"``
+    (:class:`TokenProbe` on frozen features, bilinearly upsampled; ``hidden`` > 0 makes it an MLP).
+    State dict keys: ``encoder.*`` and ``head.*``. 2D encoders only.
+    """
+
+    task = "segmentation"
+
+    def __init__(self, encoder: MuViTEncoder, num_classes: int, head: str = "unetr",
+                 freeze_encoder: bool | None = None, hidden: int = 0, width: int = 64,
+                 min_width: int = 16, skip_channels: int = 16):
+        if encoder.ndim != 2:
+            raise ValueError("MuViTSegmenter supports 2D encoders only; this encoder is 3D.")
+        if head not in ("unetr", "probe"):
+            raise ValueError(f"head={head!r} is not supported; use 'unetr' or 'probe'.")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
+        super().__init__(encoder)
+        self.num_classes = num_classes
+        self.head_type = head
+        self._head_args = dict(head=head, hidden=hidden, width=width, min_width=min_width,
+                               skip_channels=skip_channels)
+        if head == "probe":
+            self.head = TokenProbe(encoder.dim, encoder.levels, num_classes, hidden)
+        else:
+            if len(set(encoder.patch_size)) != 1:
+                raise ValueError(f"The UNETR head needs a square patch size, got {encoder.patch_size}.")
+            self.head = UNETRHead(encoder.dim, encoder.levels, num_classes, encoder.in_channels,
+                                  encoder.patch_size[0], width, min_width, skip_channels)
+        self.freeze_encoder(head == "probe" if freeze_encoder is None else freeze_encoder)
+
+    @property
+    def head_config(self) -> dict:
+        """Arguments that rebuild this head: ``MuViTSegmenter(encoder, **head_config)``."""
+        return dict(num_classes=self.num_classes, freeze_encoder=self.encoder_frozen, **self._head_args)
+
     def features(self, x: Tensor, bbox: Tensor | None = None) -> Tensor:
         """Fused multi-level features on the finest token grid ``(B, L*dim, h, w)``."""
         x = check_input(x, self.encoder)
         check_bbox(bbox, x.shape[0], len(self.encoder.levels), 2)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+        with self._encoder_grad():
             feats = self.encoder.spatial_features(x, bbox)
         return fuse_levels(feats, bbox, self.encoder, x.shape[3:])
 
@@ -167,38 +177,28 @@ class MuViTSegmenter(nn.Module):
         return self.head_forward(self.features(x, bbox), x)
 
 
-class MuViTClassifier(nn.Module):
+class MuViTClassifier(_EncoderWithHead):
     """Tile classifier: per-level mean of tokens, concatenated ``(B, L*dim)`` -> MLP -> logits ``(B, K)``."""
 
     task = "classification"
 
     def __init__(self, encoder: MuViTEncoder, num_classes: int, hidden: int = 256, freeze_encoder: bool = False):
-        super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
-        self.encoder = encoder
+        super().__init__(encoder)
         self.num_classes = num_classes
         self.hidden = hidden
         cin = encoder.dim * len(encoder.levels)
         self.head = nn.Sequential(nn.LayerNorm(cin), nn.Linear(cin, hidden), nn.GELU(), nn.Linear(hidden, num_classes))
-        self.card = None
-        self.encoder_frozen = bool(freeze_encoder)
-        for p in self.encoder.parameters():
-            p.requires_grad_(not self.encoder_frozen)
+        self.freeze_encoder(freeze_encoder)
 
     @property
     def head_config(self) -> dict:
         return dict(num_classes=self.num_classes, hidden=self.hidden, freeze_encoder=self.encoder_frozen)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
-
     def pooled(self, x: Tensor, bbox: Tensor | None = None) -> Tensor:
         """Per-level mean tokens concatenated ``(B, L*dim)``."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+        with self._encoder_grad():
             tokens = self.encoder(x, bbox)
         B, L = tokens.shape[0], len(self.encoder.levels)
         return tokens.view(B, L, -1, self.encoder.dim).mean(dim=2).flatten(1)
