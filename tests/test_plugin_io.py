@@ -57,7 +57,8 @@ def test_points_geojson_and_csv_in_slide_pixels(tmp_path):
             "features": pd.DataFrame({"score": [0.9, 0.4], "rank": [1, 2]})}
     (gj,) = _writer.write_geojson(str(tmp_path / "p.geojson"), data, meta)
     doc = json.loads(open(gj).read())
-    assert [f["geometry"]["coordinates"] for f in doc["features"]] == [[20.0, 10.0], [40.0, 30.5]]
+    # QuPath frame: pixel edges on integers, i.e. napari's pixel centres + 0.5
+    assert [f["geometry"]["coordinates"] for f in doc["features"]] == [[20.5, 10.5], [40.5, 31.0]]
     assert doc["features"][0]["properties"] == {"score": 0.9, "rank": 1}
     (c,) = _writer.write_csv(str(tmp_path / "p.csv"), data, meta)
     rows = list(csv.DictReader(open(c)))
@@ -69,8 +70,8 @@ def test_shapes_geojson_and_csv(tmp_path):
     meta = {"scale": (2.0, 2.0), "translate": (10.0, 0.0), "shape_type": ["rectangle"], "name": "boxes"}
     (gj,) = _writer.write_geojson(str(tmp_path / "s.geojson"), [rect], meta)
     ring = json.loads(open(gj).read())["features"][0]["geometry"]["coordinates"][0]
-    # no pixel size recorded: napari world units = data * scale + translate; [x, y] and closed ring
-    assert ring[0] == [0.0, 10.0] and ring[2] == [16.0, 18.0] and ring[-1] == ring[0]
+    # no pixel size recorded: napari world units = data * scale + translate (+0.5); [x, y], closed ring
+    assert ring[0] == [0.5, 10.5] and ring[2] == [16.5, 18.5] and ring[-1] == ring[0]
     (c,) = _writer.write_csv(str(tmp_path / "s.csv"), [rect], meta)
     row = next(csv.DictReader(open(c)))
     assert (float(row["y_min"]), float(row["x_max"]), float(row["centroid_y"])) == (10.0, 16.0, 14.0)

@@ -1,9 +1,11 @@
 """npe2 writers: Labels -> OME-Zarr; Shapes/Points -> GeoJSON or CSV, in slide (world) pixels.
 
-Vector coordinates are written in world pixels (level-1 pixel units, y down, x right), the frame QuPath
-and most slide tools use: ``world = (data * scale + translate) / pixel_size`` where ``pixel_size`` is the
-one the layer was built with (``metadata["muvit"]``); layers from elsewhere are written in their napari
-world units. GeoJSON positions are ``[x, y]`` as the format requires; CSV columns are named.
+Vector coordinates are written in slide pixels (level-1 pixel units, y down, x right):
+``world = (data * scale + translate) / pixel_size`` where ``pixel_size`` is the one the layer was built
+with (``metadata["muvit"]``); layers from elsewhere are written in their napari world units.
+GeoJSON positions are ``[x, y]`` with pixel *edges* on integers (QuPath's frame, the same as the engine's
+ROI export: ``+0.5`` from napari's pixel-centre frame); CSV holds pixel-centre coordinates (the project's
+world frame), with named columns.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from .layers import META_KEY
 
 LABEL_CHUNK = 1024
+QUPATH_SHIFT = 0.5  # pixel-centre frame -> pixel-edge frame (QuPath, engine GeoJSON)
 
 
 def _world_px(data: np.ndarray, meta: dict) -> np.ndarray:
@@ -53,6 +56,7 @@ def _is_shapes(meta: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------- GeoJSON
 def _geometry(world_yx: np.ndarray, shape_type: str) -> dict:
+    world_yx = world_yx + QUPATH_SHIFT
     xy = world_yx[:, ::-1].round(3).tolist()
     if shape_type in ("path", "line"):
         return {"type": "LineString", "coordinates": xy}
@@ -76,11 +80,12 @@ def write_geojson(path: str, data, meta: dict) -> list[str]:
                              "properties": dict(p, shape_type=shape_type)})
     else:
         pts = _world_px(np.asarray(data).reshape(len(data), -1), meta) if len(data) else np.zeros((0, 2))
-        for (y, x), p in zip(pts, _feature_rows(meta, len(pts))):
+        for (y, x), p in zip(pts + QUPATH_SHIFT, _feature_rows(meta, len(pts))):
             features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(x, 3), round(y, 3)]},
                              "properties": p})
     doc = {"type": "FeatureCollection", "features": features,
-           "properties": {"coordinates": "slide pixels (level 1), [x, y]", "name": meta.get("name")}}
+           "properties": {"coordinates": "slide pixels (level 1), [x, y], pixel edges on integers",
+                          "name": meta.get("name")}}
     Path(path).write_text(json.dumps(doc, indent=1))
     return [str(path)]
 

@@ -28,27 +28,28 @@ from qtpy.QtWidgets import (
 from . import layers as L
 from .levels import LevelsPanel
 from .model_panel import ModelPanel
+from .prediction_job import load_outputs, make_prediction_job
 from .region import REGION_MODES, clip_region, context_bboxes, region_center, shapes_region, view_region
-from .results import RoiTable, centre_camera, read_preview, store_layers
+from .results import RoiTable, centre_camera
 from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
 from .settings import load_settings, save_settings
-from .workers import EngineJob
+from .workers import EngineJob, engine_process
 
 SETTINGS_NAME = "predict"
 DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,
             "tile": 0, "overlap": -2, "levels": None, "region_mode": "current view", "foreground": False,
             "context": True}
-PREVIEW_INTERVAL_S = 1.0
 
 
 class PredictWidget(QWidget):
     """Dock widget: run a MuViT model on a region of a slide and show the results as layers."""
 
-    preview_ready = Signal(object)  # (probabilities (K, h, w), stride) read by the worker
+    preview_ready = Signal(object)  # finished part of the store, read on the worker side
 
-    def __init__(self, napari_viewer, parent=None):
+    def __init__(self, napari_viewer, parent=None, use_process: bool = True):
         super().__init__(parent)
         self.viewer = napari_viewer
+        self.use_process = use_process  # slides from files run in the engine process (GIL-free GUI)
         self.job: EngineJob | None = None
         self.image: ImageInput | None = None
         self.last_recipe = None
@@ -63,6 +64,8 @@ class PredictWidget(QWidget):
         self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
         self.preview_ready.connect(self._show_preview)
         self._refresh_layer_choices()
+        if use_process:
+            engine_process().warm()  # torch imports in the worker process while the user sets up
 
     # ------------------------------------------------------------------------------------ layout
     def _build_ui(self):
@@ -82,6 +85,7 @@ class PredictWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.rois = RoiTable()
+        self.roi_score = QComboBox()
         self.export_geojson = QPushButton("Export ROIs (GeoJSON)")
         self.export_csv = QPushButton("Export ROIs (CSV)")
 
@@ -107,6 +111,9 @@ class PredictWidget(QWidget):
         exports.addWidget(self.export_csv)
         results_box = QGroupBox("Regions of interest (click to go there)")
         results_layout = QVBoxLayout(results_box)
+        score_row = QFormLayout()
+        score_row.addRow("rank by", self.roi_score)
+        results_layout.addLayout(score_row)
         results_layout.addWidget(self.rois)
         results_layout.addLayout(exports)
 
@@ -131,8 +138,9 @@ class PredictWidget(QWidget):
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.rois.roi_clicked.connect(self._go_to_roi)
-        self.export_geojson.clicked.connect(lambda: self.export_rois("geojson"))
-        self.export_csv.clicked.connect(lambda: self.export_rois("csv"))
+        self.roi_score.activated.connect(lambda *_: self.rerank_rois())
+        self.export_geojson.clicked.connect(lambda: self._export_clicked("geojson"))
+        self.export_csv.clicked.connect(lambda: self._export_clicked("csv"))
 
     # ------------------------------------------------------------------------------------ settings
     def settings(self) -> dict:
@@ -280,7 +288,7 @@ class PredictWidget(QWidget):
         return recipe
 
     def run(self):
-        """Start a prediction (errors become notifications)."""
+        """Start a prediction (errors become notifications). Returns the job, or None."""
         if self.job is not None and self.job.running:
             notify_error("a MuViT run is already going; cancel it or wait for it to finish.")
             return None
@@ -293,7 +301,10 @@ class PredictWidget(QWidget):
         self.save_settings()
         self.last_recipe, self.last_store, self.resumable = recipe, Path(recipe.out), None
         self.status.setText("starting…" if not recipe.resume else "continuing the cancelled run…")
-        self.job = EngineJob(self._job_fn(recipe, self.image.pyramid), description="MuViT predict")
+        image = self.image
+        self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
+                                       image.pixel_size, on_preview=self.preview_ready.emit,
+                                       use_process=self.use_process)
         self.job.progressed.connect(lambda d, t, text: self.status.setText(text))
         self.job.succeeded.connect(self._on_succeeded)
         self.job.cancelled.connect(self._on_cancelled)
@@ -304,93 +315,110 @@ class PredictWidget(QWidget):
         self.job.start()
         return self.job
 
-    def _job_fn(self, recipe, pyramid):
-        """The worker-thread side: engine predict + throttled previews of finished tiles."""
-        from napari_muvit.engine.predict import predict
-
-        last = [0.0]
-
-        def job(progress, cancel):
-            def progress_and_preview(done, total):
-                progress(done, total)
-                now = time.perf_counter()
-                if now - last[0] >= PREVIEW_INTERVAL_S and Path(recipe.out, "0").exists():
-                    last[0] = now
-                    preview = read_preview(recipe.out)
-                    if preview is not None:
-                        self.preview_ready.emit(preview)
-
-            return predict(recipe, progress=progress_and_preview, cancel=cancel, pyramid=pyramid)
-
-        return job
-
     def cancel(self):
         if self.job is not None and self.job.running:
             self.job.cancel()
             self.status.setText("cancelling after the current batch…")
 
-    def _on_succeeded(self, result):
-        self.status.setText(f"done: {self.job.total} tiles · results in {self.last_store}")
-        self.show_results(self.last_store)
+    def _on_succeeded(self, outputs):
+        self.status.setText(f"done: {self.job.total} tiles · results in {outputs.store}")
+        self.show_outputs(outputs)
 
-    def _on_cancelled(self, result):
+    def _on_cancelled(self, outputs):
         self.resumable = self.last_store
         self.status.setText(f"cancelled after {self.job.done}/{self.job.total} tiles; the store keeps them and "
                             "Run continues where it stopped (same settings).")
-        if self.last_store is not None and (self.last_store / "zarr.json").exists():
-            self.show_results(self.last_store, complete=False)
+        if outputs is not None:
+            self.show_outputs(outputs)
 
     def _on_failed(self, sentence: str):
         notify_error(sentence)
         self.status.setText(f"stopped: {sentence}")
 
     # ------------------------------------------------------------------------------------ results
-    def _show_preview(self, preview):
-        probs, stride = preview
-        if self.last_store is None or self.job is None or not self.job.running:
+    def _show_preview(self, preview: dict):
+        """Finished tiles so far (numpy from the worker side) as heatmaps; replaced by the final layers."""
+        if self.job is None or not self.job.running or self.image is None:
             return
-        from .results import store_meta
-
-        meta = store_meta(self.last_store)
+        meta = preview["meta"]
         image = meta.get("image") or {}
         # a strided preview pixel stands for the block of store pixels it was sampled from
-        factor = float(image.get("factor", 1)) * stride
+        factor = float(image.get("factor", 1)) * preview["stride"]
         y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
         names = list(image.get("channel_names") or [])
         origin = np.add((y0, x0), self.image.origin_offset)
-        for tup in L.probability_layers(probs, level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
-                                        class_names=names or None, prefix="MuViT p", origin=origin,
-                                        extra_meta={"output": True, "preview": True}):
+        for tup in L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
+                                        unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
+                                        origin=origin, extra_meta={"output": True, "preview": True}):
             L.add_or_update(self.viewer, tup)
 
-    def show_results(self, store, complete=None):
-        """Add (or refresh) the layers of a prediction store and fill the ROI list."""
-        self.output_layers = []
-        for tup in store_layers(store, complete=complete, origin_offset=self.image.origin_offset if self.image else (0, 0)):
-            tup[1]["metadata"]["muvit"]["output"] = True
-            self.output_layers.append(L.add_or_update(self.viewer, tup))
-        self._show_rois(store)
+    def show_outputs(self, outputs):
+        """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""
+        self.output_layers = [L.add_or_update(self.viewer, tup) for tup in outputs.layers]
+        self._set_score_choices(outputs.store)
+        self._show_rois(outputs.rois)
+        if outputs.roi_error:
+            self.status.setText(self.status.text() + f"\nROIs: {outputs.roi_error}")
         if self.image is not None and self.image.layer in self.viewer.layers:
             self.viewer.layers.selection.active = self.image.layer
 
-    def _show_rois(self, store):
-        from .roi_view import roi_layer_and_table
-
-        try:
-            tup, table = roi_layer_and_table(store, pixel_size=self.image.pixel_size if self.image else None,
-                                             origin_offset=self.image.origin_offset if self.image else (0, 0))
-        except (ValueError, FileNotFoundError) as exc:
-            self.status.setText(self.status.text() + f"\nROIs: {exc}")
-            return
-        if tup is None:
-            return
-        tup[1]["metadata"]["muvit"]["output"] = True
-        self.output_layers.append(L.add_or_update(self.viewer, tup))
-        self.rois.set_rois(*table)
+    def show_results(self, store, complete=None):
+        """Show an existing prediction store (reads it here: for scripts and small stores)."""
+        offset = self.image.origin_offset if self.image else (0.0, 0.0)
+        self.show_outputs(load_outputs(store, None, offset, self.image.pixel_size if self.image else None, complete))
 
     def _go_to_roi(self, y, x, size):
         shift = self.image.origin_offset if self.image else (0, 0)
         centre_camera(self.viewer, y + shift[0], x + shift[1], size, self.image.pixel_size if self.image else None)
+
+    def _set_score_choices(self, store):
+        from .roi_view import score_choices
+
+        try:
+            choices = score_choices(store)
+        except (ValueError, OSError, KeyError):
+            choices = []
+        current = self.roi_score.currentText()
+        self.roi_score.clear()
+        self.roi_score.addItems(choices)
+        if current in choices:
+            self.roi_score.setCurrentText(current)
+
+    def _show_rois(self, rois):
+        if rois is None:
+            self.rois.set_rois([], [], [], [])
+            return
+        tup, table = rois
+        self.output_layers.append(L.add_or_update(self.viewer, tup))
+        self.rois.set_rois(*table)
+
+    def rerank_rois(self):
+        """Rank the last run's ROIs by the chosen score (in a worker thread: the tile table can be long)."""
+        from .roi_view import roi_layer_and_table
+
+        if self.last_store is None or not self.roi_score.currentText():
+            return None
+        image = self.image
+        job = EngineJob(lambda progress, cancel: roi_layer_and_table(
+            self.last_store, image.pixel_size if image else None, image.origin_offset if image else (0, 0),
+            score=self.roi_score.currentText()), description="MuViT ROIs", show_progress=False)
+        job.succeeded.connect(lambda res: self._show_rois(None if res[0] is None else res))
+        job.failed.connect(notify_error)
+        self._roi_job = job.start()
+        return job
+
+    def _export_clicked(self, fmt: str):
+        from qtpy.QtWidgets import QFileDialog
+
+        if self.last_store is None:
+            notify_error("there are no ROIs yet; run a prediction first.")
+            return
+        default = str(self.last_store.parent / f"{self.last_store.stem}-rois.{fmt}")
+        path, _ = QFileDialog.getSaveFileName(self, "Export ROIs", default, f"{fmt.upper()} (*.{fmt})")
+        if path:
+            out = self.export_rois(fmt, path)
+            if out is not None:
+                self.status.setText(f"ROIs written to {out}")
 
     def export_rois(self, fmt: str, path=None):
         from .roi_view import export_rois
@@ -399,7 +427,7 @@ class PredictWidget(QWidget):
             notify_error("there are no ROIs yet; run a prediction first.")
             return None
         try:
-            return export_rois(self.last_store, fmt, path)
+            return export_rois(self.last_store, fmt, path, score=self.roi_score.currentText() or None)
         except (ValueError, FileNotFoundError, FileExistsError) as exc:
             notify_error(str(exc))
             return None

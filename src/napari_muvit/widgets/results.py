@@ -75,10 +75,11 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
     return out
 
 
-def read_preview(path, max_side: int = 1024):
-    """Level 0 of a running store, strided to at most ``max_side`` px (``(K, h, w)``, stride), or None.
+def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096):
+    """Level 0 of a running store, strided to at most ``max_side`` px (``(K, h, w)``, stride), or None
+    (also for outputs over ``max_read_px`` pixels: reading them every second would slow the run).
 
-    Runs in the worker thread; a chunk being written at the same moment just makes this preview skip.
+    Runs on the worker side; a chunk being written at the same moment just makes this preview skip.
     """
     import zarr
 
@@ -86,6 +87,8 @@ def read_preview(path, max_side: int = 1024):
         root = zarr.open_group(str(path), mode="r")
         arr = root["0"]
         h, w = arr.shape[-2:]
+        if h * w > max_read_px:
+            return None
         stride = max(1, int(np.ceil(max(h, w) / max_side)))
         return np.asarray(arr[:, ::stride, ::stride]), stride
     except Exception:  # noqa: BLE001 - a preview is best effort, the final layers are not

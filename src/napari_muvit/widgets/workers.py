@@ -1,27 +1,39 @@
 """Run engine jobs off the GUI thread, with progress in napari's activity dock and a cancel switch.
 
-An engine job is any callable ``job(progress, cancel) -> result`` that follows the engine's callback
-protocol: it calls ``progress(done, total)`` between batches and stops early (returning normally) when
-``cancel()`` returns True. ``EngineJob`` runs it in a plain Python thread, so the GUI thread only ever
-receives Qt signals (queued, throttled) and never runs model code or reads tiles. User errors
-(``ValueError``/``FileNotFoundError``) come back as the engine's one sentence in ``failed``; anything else
-comes back as ``"<Type>: <message>"`` and is logged with its traceback, never raised into the GUI.
+An engine job follows the engine's callback protocol: ``fn(*args, progress=..., cancel=..., **kwargs)``
+calls ``progress(done, total)`` between batches and returns early when ``cancel()`` is True. Two ways to
+run one, same signals:
+
+* ``ProcessJob`` (used for predictions): in a persistent spawned worker process, so torch and the
+  engine's Python code never hold the GUI's GIL (measured: a worker *thread* left 150-350 ms gaps in a
+  10 ms QTimer heartbeat on a 2-core machine, the process stayed under 25 ms; docs/benchmarks.md).
+  Cancel sets a shared flag; if the job has not stopped 1 s later the process is terminated (the
+  engine's store is resumable after a kill) and restarted for the next job.
+* ``EngineJob`` (short jobs, or inputs that cannot be sent to another process): a plain Python thread.
+
+The GUI thread only receives Qt signals (queued, throttled). ``background`` (optional) runs on the
+worker side after a result, e.g. to read small outputs into memory, so the GUI only adds layers. User
+errors (``ValueError``/``FileNotFoundError``) come back as the engine's one sentence in ``failed``;
+anything else as ``"<Type>: <message>"``, logged with its traceback, never raised into the GUI.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 
 log = logging.getLogger(__name__)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 PROGRESS_INTERVAL_S = 0.1  # at most ten GUI updates a second: signals are cheap, repaints are not
+KILL_AFTER_CANCEL_S = 1.0  # a process job that ignores the cancel flag this long is terminated
 
 
 def format_rate(done: int, total: int, elapsed_s: float, unit: str = "tiles") -> str:
@@ -48,9 +60,11 @@ def _duration(seconds: float) -> str:
 class EngineJob(QObject):
     """One engine job on a worker thread.
 
-    Signals (delivered on the GUI thread): ``progressed(done, total, text)``, ``succeeded(result)``,
-    ``cancelled(result)`` (the job returned after a cancel request), ``failed(sentence)``, and
-    ``ended()`` after any of the three.
+    ``fn(*args, progress=, cancel=, **kwargs)``; ``on_progress(done, total)`` and ``background(result)``
+    (optional) run on the worker side. Signals (delivered on the GUI thread): ``progressed(done, total,
+    text)``, ``succeeded(result)``, ``cancelled(result)`` (returned after a cancel request),
+    ``failed(sentence)``, ``ended()`` after any of the three. ``result`` is ``background(result)`` when
+    given.
     """
 
     progressed = Signal(int, int, str)
@@ -59,12 +73,15 @@ class EngineJob(QObject):
     failed = Signal(str)
     ended = Signal()
 
-    def __init__(self, job: Callable[..., Any], description: str = "MuViT", unit: str = "tiles",
-                 show_progress: bool = True, parent: QObject | None = None):
+    def __init__(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
+                 description: str = "MuViT", unit: str = "tiles", on_progress: Callable | None = None,
+                 background: Callable | None = None, show_progress: bool = True, parent: QObject | None = None):
         super().__init__(parent)
-        self._job = job
+        self._fn, self._args, self._kwargs = fn, tuple(args), dict(kwargs or {})
         self.description = description
         self.unit = unit
+        self._on_progress_bg = on_progress
+        self._background = background
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_emit = 0.0
@@ -72,22 +89,28 @@ class EngineJob(QObject):
         self._done0 = 0
         self._pbar = None
         self._show_progress = show_progress
+        self._finished = threading.Event()
         self.result: Any = None
         self.error: str | None = None
         self.done = 0
         self.total = 0
+        self.started_at: float | None = None
         self.progressed.connect(self._on_progress)
         self.ended.connect(self._close_progress)
 
     # ------------------------------------------------------------------ GUI-thread API
-    def start(self) -> EngineJob:
-        if self._thread is not None:
-            raise RuntimeError("an EngineJob runs once; make a new one")
+    def start(self):
+        if self.started_at is not None:
+            raise RuntimeError("a job runs once; make a new one")
+        self.started_at = time.perf_counter()
         if self._show_progress:
             self._open_progress()
-        self._thread = threading.Thread(target=self._run, name=f"muvit-{self.description}", daemon=True)
-        self._thread.start()
+        self._launch()
         return self
+
+    def _launch(self) -> None:
+        self._thread = threading.Thread(target=self._run_thread, name=f"muvit-{self.description}", daemon=True)
+        self._thread.start()
 
     def cancel(self) -> None:
         """Ask the job to stop at its next batch boundary."""
@@ -101,43 +124,59 @@ class EngineJob(QObject):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.started_at is not None and not self._finished.is_set()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Block until the worker thread ended (for scripts and tests); True if it did."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Block until the job ended (scripts and tests); True if it did."""
+        return self.started_at is None or self._finished.wait(timeout)
 
-    # ------------------------------------------------------------------ worker thread
-    def _run(self) -> None:
+    # ------------------------------------------------------------------ worker side
+    def _run_thread(self) -> None:
         try:
-            result = self._job(progress=self._progress, cancel=self._cancel.is_set)
+            result = self._fn(*self._args, progress=self._progress, cancel=self._cancel.is_set, **self._kwargs)
         except USER_ERRORS as exc:
-            self.error = str(exc)
-            self.failed.emit(self.error)
+            self._finish("user_error", str(exc))
         except Exception as exc:  # not a user error: log the traceback, show one line
             log.exception("MuViT job %r failed", self.description)
+            self._finish("error", f"{type(exc).__name__}: {exc}")
+        else:
+            self._finish("result", result)
+
+    def _finish(self, kind: str, payload) -> None:
+        """Worker side: post-process a result, then emit exactly one outcome and ``ended``."""
+        try:
+            if kind == "result":
+                if self._background is not None:
+                    payload = self._background(payload)
+                self.result = payload
+                (self.cancelled if self._cancel.is_set() else self.succeeded).emit(payload)
+            else:
+                self.error = str(payload)
+                self.failed.emit(self.error)
+        except Exception as exc:  # noqa: BLE001 - post-processing errors end the job like any other
+            log.exception("MuViT job %r: handling its result failed", self.description)
             self.error = f"{type(exc).__name__}: {exc}"
             self.failed.emit(self.error)
-        else:
-            self.result = result
-            (self.cancelled if self._cancel.is_set() else self.succeeded).emit(result)
         finally:
+            self._finished.set()
             self.ended.emit()
 
     def _progress(self, done: int, total: int) -> None:
         now = time.perf_counter()
-        if self._t0 is None:  # rate counts from the first report (store opening is not tile work)
+        if self._t0 is None:  # rate counts from the first report (start-up is not tile work)
             self._t0, self._done0 = now, done
         self.done, self.total = int(done), int(total)
+        if self._on_progress_bg is not None:
+            try:
+                self._on_progress_bg(done, total)
+            except Exception:  # noqa: BLE001 - a preview must never stop a run
+                log.exception("MuViT job %r: progress hook failed", self.description)
         if done < total and now - self._last_emit < PROGRESS_INTERVAL_S:
             return
         self._last_emit = now
         text = format_rate(done - self._done0, total - self._done0, now - self._t0, self.unit)
         if self._done0:
-            text += f" ({self._done0} already done)"
+            text += f" ({self._done0} done before)"
         self.progressed.emit(int(done), int(total), text)
 
     # ------------------------------------------------------------------ activity dock
@@ -160,3 +199,132 @@ class EngineJob(QObject):
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+
+
+class ProcessJob(EngineJob):
+    """An engine job in the persistent worker process. ``fn`` is ``"module:function"``; args, kwargs and
+    the result must pickle. Same signals and API as `EngineJob`."""
+
+    def _launch(self) -> None:
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._kill_if_running)
+        engine_process().submit(self)
+
+    def cancel(self) -> None:
+        super().cancel()
+        engine_process().cancel_flag.set()
+        self._kill_timer.start(int(KILL_AFTER_CANCEL_S * 1000))
+
+    def _kill_if_running(self) -> None:
+        if self.running:
+            engine_process().kill(self)
+
+
+class EngineProcess:
+    """The persistent spawned worker process and the thread that listens to its events.
+
+    One job at a time (the widgets never start a second while one runs). The process is started on first
+    use (``warm()`` starts it early) and restarted after a kill or a crash.
+    """
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        self._ctx = mp.get_context("spawn")  # fork would copy Qt and the GUI's threads
+        self._process = None
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, ProcessJob] = {}
+        self.cancel_flag = None
+
+    def _ensure(self):
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                return
+            from . import _engine_process
+
+            self._tasks = self._ctx.Queue()
+            self._events = self._ctx.Queue()
+            self.cancel_flag = self._ctx.Event()
+            self._process = self._ctx.Process(target=_engine_process.serve, name="napari-muvit-engine",
+                                              args=(self._tasks, self._events, self.cancel_flag), daemon=True)
+            self._process.start()
+            listener = threading.Thread(target=self._listen, args=(self._process, self._events),
+                                        name="muvit-engine-events", daemon=True)
+            listener.start()
+
+    def warm(self) -> None:
+        """Start the process and import torch + the engine in it, so the first run starts quickly."""
+        self._ensure()
+        self._tasks.put((0, "napari_muvit.widgets._engine_process:warm_up", (), {}))
+
+    def submit(self, job: ProcessJob) -> None:
+        self._ensure()
+        self.cancel_flag.clear()
+        job_id = next(self._ids)
+        self._jobs[job_id] = job
+        self._tasks.put((job_id, job._fn, job._args, job._kwargs))
+
+    def kill(self, job: ProcessJob) -> None:
+        """Terminate the process under a job that ignored its cancel request; the job ends as cancelled."""
+        with self._lock:
+            process = self._process
+        if process is not None and process.is_alive():
+            log.info("terminating the MuViT worker process (cancel not acknowledged in time)")
+            process.terminate()
+
+    def _listen(self, process, events) -> None:
+        while True:
+            try:
+                job_id, kind, payload = events.get(timeout=0.5)
+            except queue.Empty:
+                if process.is_alive():
+                    continue
+                self._process_ended(process)
+                return
+            except (EOFError, OSError):
+                self._process_ended(process)
+                return
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue  # warm-up
+            if kind == "progress":
+                job._progress(*payload)
+                continue
+            self._jobs.pop(job_id, None)
+            if kind == "error":
+                name, message, text = payload
+                log.error("MuViT job %r failed in the worker process:\n%s", job.description, text)
+                payload = f"{name}: {message}"
+            job._finish(kind, payload)
+
+    def _process_ended(self, process) -> None:
+        """The process is gone: every job it held ends (cancelled if asked to, else failed)."""
+        for job_id in list(self._jobs):
+            job = self._jobs.pop(job_id)
+            if job.cancel_requested:
+                job._finish("result", None)
+            else:
+                job._finish("user_error", f"the MuViT worker process stopped unexpectedly (exit code "
+                                          f"{process.exitcode}); run again to continue where it stopped.")
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._process is not None and self._process.is_alive():
+                self._tasks.put(None)
+                self._process.join(2)
+                if self._process.is_alive():
+                    self._process.terminate()
+            self._process = None
+
+
+_ENGINE_PROCESS: EngineProcess | None = None
+
+
+def engine_process() -> EngineProcess:
+    """The session's engine worker process manager (created on first use)."""
+    global _ENGINE_PROCESS
+    if _ENGINE_PROCESS is None:
+        _ENGINE_PROCESS = EngineProcess()
+    return _ENGINE_PROCESS

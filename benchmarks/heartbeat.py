@@ -1,0 +1,125 @@
+"""GUI responsiveness during a prediction from the dock widget: QTimer heartbeat gaps and cancel latency.
+
+A 10 ms QTimer ticks on the GUI thread while the predict widget runs on the synthetic sample slide; any
+work on the GUI thread (or starvation by the worker) shows up as a long gap between ticks. A second run
+is cancelled after a few tiles to time how long the cancel takes to end the job.
+
+Run under a display, e.g.:
+    xvfb-run -a python benchmarks/heartbeat.py --model demo --size 2048 --region whole
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+
+def _args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="demo", help="'demo', a model folder, or 'tiny' (random, demo geometry)")
+    p.add_argument("--size", type=int, default=2048, help="sample slide side in px")
+    p.add_argument("--region", default="1024", help="'whole' or the side of a centred square region in px")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cancel-after", type=int, default=8, help="tiles done before the cancel request")
+    return p.parse_args()
+
+
+def main() -> dict:
+    args = _args()
+    work = tempfile.mkdtemp(prefix="muvit-heartbeat-")
+    os.environ.setdefault("NAPARI_MUVIT_CACHE_DIR", os.path.join(work, "cache"))
+    os.environ["NAPARI_MUVIT_SETTINGS_DIR"] = os.path.join(work, "settings")
+    import napari
+    import numpy as np
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets._sample import sample_slide_path
+    from napari_muvit.widgets.predict import PredictWidget
+
+    model = args.model
+    if model == "tiny":
+        from napari_muvit.engine.testing import tiny_segmenter
+        from napari_muvit.model import save_model
+
+        model = str(save_model(tiny_segmenter(levels=(1, 4, 16), patch=8, crop=64), os.path.join(work, "tiny")))
+    viewer = napari.Viewer(show=True)
+    for data, kwargs, kind in read_slide(str(sample_slide_path(size=args.size))):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    w = PredictWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model.source.setCurrentText("demo" if model == "demo" else "folder")
+    w.model.folder.setText("" if model == "demo" else model)
+    w._on_model_changed()
+    w.model.batch.setValue(args.batch)
+    w.model.device.setCurrentText(args.device)
+    w.context.setChecked(False)
+    if args.region == "whole":
+        w.region_mode.setCurrentText("whole slide")
+    else:
+        side, c = int(args.region), args.size // 2
+        viewer.add_shapes([np.array([[c - side // 2, c - side // 2], [c + side // 2, c + side // 2]], float)],
+                          shape_type="rectangle", name="region")
+        w.shapes_combo.setCurrentText("region")
+        w.region_mode.setCurrentText("shapes layer")
+    app = QApplication.instance()
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    def run_once(cancel_after=None):
+        for _ in range(20):
+            app.processEvents()
+        ticks.clear()
+        timer.start()
+        job = w.run()
+        if job is None:
+            raise SystemExit(f"run did not start: {w.status.text()}")
+        t0 = time.perf_counter()
+        t_cancel = None
+        while not (not job.running and w.run_button.isEnabled()):
+            app.processEvents()
+            time.sleep(0.001)
+            if cancel_after is not None and t_cancel is None and job.done >= cancel_after:
+                t_cancel = time.perf_counter()
+                w.cancel()
+        t_end = time.perf_counter()
+        timer.stop()
+        gaps = np.diff(ticks) * 1000 if len(ticks) > 1 else np.array([0.0])
+        return {
+            "seconds": round(t_end - t0, 2), "tiles": job.total, "tiles_done": job.done,
+            "tiles_per_s": round(job.done / max(t_end - t0, 1e-9), 2),
+            "heartbeat_ticks": len(ticks), "max_gap_ms": round(float(gaps.max()), 1),
+            "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
+            "gaps_over_100ms": int((gaps > 100).sum()),
+            "cancel_latency_s": None if t_cancel is None else round(t_end - t_cancel, 3),
+            "error": job.error,
+        }
+
+    full = run_once()
+    cancelled = run_once(cancel_after=args.cancel_after)
+    resumed = run_once()  # same settings: continues the cancelled store
+    import torch
+
+    out = {
+        "benchmark": "heartbeat", "model": args.model, "slide_px": args.size, "region": args.region,
+        "batch": args.batch, "device": args.device, "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+        "full_run": full, "cancelled_run": cancelled, "resumed_run": resumed,
+        "resumed_from_tiles": cancelled["tiles_done"],
+    }
+    viewer.close()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

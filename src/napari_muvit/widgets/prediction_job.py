@@ -1,0 +1,101 @@
+"""A prediction as a job: where it runs, live previews of finished tiles, and its outputs read off the GUI thread.
+
+Slides opened from a file run in the engine worker process (`ProcessJob`); layers that only live in
+this process's memory run in a worker thread (`EngineJob`). Either way the GUI thread gets ready-made
+layer tuples: small outputs are read into memory by the worker side, big ones stay lazy (dask over the
+store's multiscale levels, so napari only reads what is on screen).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .results import read_preview, store_layers, store_meta
+from .workers import EngineJob, ProcessJob
+
+PREDICT_TARGET = "napari_muvit.engine.predict:predict"
+PREVIEW_INTERVAL_S = 1.0
+MATERIALIZE_MAX_PX = 2048 * 2048  # level-0 outputs up to this many pixels are handed to napari as numpy
+
+
+@dataclass
+class Outputs:
+    """What a finished (or cancelled) run shows: layer tuples and ROI rows, built off the GUI thread."""
+
+    store: Path
+    result: object = None  # engine PredictionResult (None when the worker process was stopped)
+    layers: list = field(default_factory=list)
+    rois: tuple | None = None  # (points layer tuple, (ranks, scores, centres_yx, sizes))
+    roi_error: str | None = None
+
+
+def _predict_in_thread(recipe, progress=None, cancel=None, pyramid=None):
+    from napari_muvit.engine.predict import predict
+
+    return predict(recipe, progress=progress, cancel=cancel, pyramid=pyramid)
+
+
+def _materialize(tuples: list, max_px: int) -> list:
+    out = []
+    for data, kwargs, kind in tuples:
+        arrays = data if isinstance(data, list) else [data]
+        if int(np.prod(arrays[0].shape[-2:])) <= max_px:
+            arrays = [np.asarray(a) for a in arrays]
+            data = arrays if isinstance(data, list) else arrays[0]
+        out.append((data, kwargs, kind))
+    return out
+
+
+def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, complete=None,
+                 max_px: int = MATERIALIZE_MAX_PX) -> Outputs:
+    """Layer tuples (+ ranked ROIs) of a store; run on the worker side."""
+    from .roi_view import roi_layer_and_table
+
+    store = Path(store)
+    if not (store / "zarr.json").exists():
+        return Outputs(store, result)
+    if complete is None and result is not None:
+        complete = bool(getattr(result, "complete", False))
+    tuples = _materialize(store_layers(store, complete=complete, origin_offset=origin_offset), max_px)
+    for _, kwargs, _ in tuples:
+        kwargs["metadata"]["muvit"]["output"] = True
+    rois, roi_error = None, None
+    try:
+        tup, table = roi_layer_and_table(store, pixel_size=pixel_size, origin_offset=origin_offset)
+        if tup is not None:
+            tup[1]["metadata"]["muvit"]["output"] = True
+            rois = (tup, table)
+    except (ValueError, FileNotFoundError) as exc:
+        roi_error = str(exc)
+    return Outputs(store, result, tuples, rois, roi_error)
+
+
+def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_size=None, on_preview=None,
+                        use_process: bool = True) -> EngineJob:
+    """The job for ``recipe``. ``pyramid``: an in-memory `Pyramid` (None when ``recipe.source`` is a
+    file). ``on_preview(dict)`` is called from the worker side about once a second with the finished
+    part of the store (``probs (K, h, w)``, ``stride``, ``meta``)."""
+    last = [0.0]
+
+    def preview(done, total):
+        now = time.perf_counter()
+        if on_preview is None or now - last[0] < PREVIEW_INTERVAL_S or done >= total:
+            return
+        if not Path(recipe.out, "0").exists():
+            return
+        last[0] = now
+        got = read_preview(recipe.out)
+        if got is not None:
+            on_preview({"probs": got[0], "stride": got[1], "meta": store_meta(recipe.out)})
+
+    def background(result):
+        return load_outputs(recipe.out, result, origin_offset, pixel_size)
+
+    common = dict(description="MuViT predict", on_progress=preview, background=background)
+    if pyramid is None and use_process:
+        return ProcessJob(PREDICT_TARGET, args=(recipe,), **common)
+    return EngineJob(_predict_in_thread, args=(recipe,), kwargs={"pyramid": pyramid}, **common)
