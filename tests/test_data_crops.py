@@ -120,3 +120,16 @@ def test_crop_errors():
     a[150, 150] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         open_pyramid(a).crops((150, 150), (1,), 32)
+
+
+def test_normalizer_on_3d_crops():
+    vol = np.random.default_rng(5).random((2, 16, 64, 64)).astype(np.float32)
+    pyr = open_pyramid(vol, axes="czyx", min_size=32)
+    norm = Normalizer.fixed([0.0, 1.0], [2.0, 3.0])
+    img, _, valid = pyr.crops((8, 32, 32), (1,), 16, normalizer=norm, return_valid=True)
+    raw, _ = pyr.crops((8, 32, 32), (1,), 16)
+    # z starts at round(8 - 7.5) = 1, so the last z plane (16) is padding
+    assert valid[0, :15].all() and not valid[0, 15].any()
+    np.testing.assert_allclose(img[0, 0, :15], raw[0, 0, :15] / 2, rtol=1e-6)
+    np.testing.assert_allclose(img[0, 1, :15], (raw[0, 1, :15] - 1) / 2, rtol=1e-6)
+    assert np.all(img[0, :, 15] == 0)

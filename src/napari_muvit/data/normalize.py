@@ -66,12 +66,12 @@ class Normalizer:
         return cls(d.get("policy", "none"), d.get("low", []), d.get("high", []),
                    tuple(d.get("percentiles", (1.0, 99.8))))
 
-    def __call__(self, img) -> np.ndarray:
+    def __call__(self, img, spatial_ndim: int = 2) -> np.ndarray:
         """Normalise ``img (..., C, H, W)`` (or ``(..., C, Z, Y, X)`` with ``spatial_ndim=3``) to float32."""
         out = np.asarray(img, dtype=np.float32)
         if self.policy == "none":
             return out.copy() if out is img else out
-        spatial = 3 if out.ndim >= 5 and len(self.low) == out.shape[-4] and len(self.low) != out.shape[-3] else 2
+        spatial = int(spatial_ndim)
         n_c = out.shape[-spatial - 1]
         low = np.asarray(self.low, dtype=np.float32)
         high = np.asarray(self.high, dtype=np.float32)

@@ -266,7 +266,8 @@ class Pyramid:
                 "replace them (e.g. with 0) before running MuViT."
             )
         if normalizer is not None:
-            img = normalizer(img)
+            # plain callables (img -> img) work for 2-D; 3-D needs to say where channels are
+            img = normalizer(img) if self.spatial_ndim == 2 else normalizer(img, spatial_ndim=3)
             img *= valid[:, None]  # zero padding stays exactly zero after normalisation
         return (img, bbox, valid) if return_valid else (img, bbox)
 
