@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -73,13 +74,15 @@ def main():
                 (t_ours if name == "ours" else t_ref).append(timed(fn))
 
     ours_s, ref_s = statistics.median(t_ours), statistics.median(t_ref)
+    # per-pair ratios are less sensitive to load changes between pairs on a shared machine
+    pair_ratio = statistics.median(o / r for o, r in zip(t_ours, t_ref))
     print(json.dumps(dict(
         ours_s=round(ours_s, 4), reference_s=round(ref_s, 4), ratio=round(ours_s / ref_s, 3),
-        max_abs_diff=float((out_ours - out_ref).abs().max()),
+        max_abs_diff=float((out_ours - out_ref).abs().max()), pair_ratio_median=round(pair_ratio, 3),
         ours_runs_s=[round(t, 4) for t in t_ours], reference_runs_s=[round(t, 4) for t in t_ref],
         runs=args.runs, threads=args.threads, batch=B, levels=list(levels), channels=C, crop=S, patch=8,
         dim=320, layers=6, heads=4, tokens=int(out_ours.shape[1]), torch=torch.__version__,
-        machine=platform.machine(), mode="inference_mode",
+        machine=platform.machine(), mode="inference_mode", load_avg_1min_end=round(os.getloadavg()[0], 2),
     )))
 
 
