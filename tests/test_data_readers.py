@@ -227,3 +227,26 @@ def test_bad_inputs(tmp_path):
         open_pyramid([a, a[::4, ::4], a[::2, ::2]])
     with pytest.raises(ValueError, match="not supported"):
         open_pyramid(np.zeros((2, 2, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("axes,shape", [("YXS", (256, 320, 3)), ("CYX", (2, 256, 320)), ("ZYX", (5, 256, 320))])
+def test_pyramidal_ome_tiff_axes(tmp_path, axes, shape):
+    a = np.random.default_rng(10).integers(0, 255, shape, dtype=np.uint8)
+    sub = (slice(None, None, 2), slice(None, None, 2), slice(None)) if axes == "YXS" else \
+        (slice(None), slice(None, None, 2), slice(None, None, 2))
+    path = tmp_path / "p.ome.tif"
+    kw = {"photometric": "rgb"} if axes == "YXS" else {"photometric": "minisblack"}
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(a, subifds=1, tile=(64, 64), metadata={"axes": axes}, **kw)
+        tw.write(a[sub], subfiletype=1, tile=(64, 64), **kw)
+    pyr = open_pyramid(path)
+    chw = np.moveaxis(a, 2, 0) if axes == "YXS" else (a if axes == "CYX" else a[None])
+    assert pyr.arrays[0].shape == chw.shape and pyr.rgb == (axes == "YXS")
+    if axes == "ZYX":
+        assert pyr.factors == [(1, 1, 1), (1, 2, 2)]
+        img, _ = pyr.crops((2, 128, 160), (1, 2), 4)
+        np.testing.assert_array_equal(img[1, 0], a[:, ::2, ::2][1:5, 62:66, 78:82])
+    else:
+        assert pyr.factors == [(1, 1), (2, 2)]
+        img, _ = pyr.crops((128, 160), (1, 2), 32)
+        np.testing.assert_array_equal(img[1], chw[:, ::2, ::2][:, 48:80, 64:96])
