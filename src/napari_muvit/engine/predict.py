@@ -19,8 +19,8 @@ from .context import IDENTITY, RunContext, foreground_tiles, package_versions, r
 from .device import auto_batch_size, autocast, configure_threads
 from .prefetch import Prefetcher
 from .recipe import Recipe
-from .store import BACKGROUND, DONE, OutputStore, prepare_output
-from .tileops import PredictionCache, commit_batch, finalise_tile, read_batch, run_batch
+from .store import BACKGROUND, DONE, PREDICTED, OutputStore, prepare_output
+from .tileops import BlendWriter, PredictionCache, commit_batch, read_batch, run_batch
 
 PCA_SAMPLE_TILES = 32
 
@@ -161,13 +161,24 @@ def fit_feature_pca(ctx: RunContext) -> dict:
 
 # ---- the in-process loop -----------------------------------------------------------------------------
 def _run_local(ctx, store, book, progress, cancel) -> bool:
-    """Returns True when cancelled."""
+    """Returns True when cancelled. Reads run ahead in a prefetch thread, chunk writes behind in a writer."""
     if progress:
         progress(book.finished, book.total)
     cache = PredictionCache()
+    blend = ctx.output.mode == "blend"
+    writer = BlendWriter(ctx, store, cache) if blend else None
     prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches())
     cancelled = False
+
+    def record(results):
+        for t, scores in results:
+            book.mark_done(t, scores)
+
     try:
+        if blend:  # chunks that became ready before an interruption
+            predicted = [tuple(int(v) for v in t) for t in np.argwhere(book.state == PREDICTED)]
+            for t in book.ready(predicted):
+                writer.submit(t, book.present_neighbours(*t))
         for batch, (x, bbox) in prefetch:
             if cancel is not None and cancel():
                 cancelled = True
@@ -175,22 +186,25 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
             wanted = [t for t in batch if book.needs_model(t)]
             outputs = run_batch(ctx, x, bbox, batch)
             results = commit_batch(ctx, store, batch, outputs, wanted, cache)
-            if ctx.output.mode == "blend":
+            if blend:
                 book.mark_predicted(wanted)
                 for t in book.ready(book.affected(wanted)):
-                    book.mark_done(t, finalise_tile(ctx, store, *t, book.present_neighbours(*t), cache))
+                    writer.submit(t, book.present_neighbours(*t))
+                record(writer.collect())
             else:
-                for t, scores in results.items():
-                    book.mark_done(t, scores)
+                record(results.items())
             book.save()
             if progress:
                 progress(book.finished, book.total)
-        else:
-            if cancel is not None and cancel():
-                cancelled = not book.complete
     finally:
         prefetch.close()
+        if writer is not None:
+            record(writer.close())
+    if not cancelled and cancel is not None and cancel() and not book.complete:
+        cancelled = True
     book.save(force=True)
+    if progress:
+        progress(book.finished, book.total)
     return cancelled
 
 

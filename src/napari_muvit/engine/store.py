@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import shutil
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -135,11 +136,11 @@ class OutputStore:
         return cls(path)
 
     # ---- arrays -------------------------------------------------------------------------------
-    @property
+    @cached_property
     def image(self) -> zarr.Array:
         return self.root["0"]
 
-    @property
+    @cached_property
     def labels(self) -> zarr.Array | None:
         return self.root["labels/prediction/0"] if self.meta.get("labels") is not None else None
 

@@ -6,6 +6,8 @@ direct writes) and ``finalise_tile`` (blend one owned chunk from its neighbours 
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -99,23 +101,75 @@ def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
 
 
 class PredictionCache:
-    """Small LRU of recent ``(K, S, S)`` tile predictions so blending rarely re-reads scratch files."""
+    """Small thread-safe LRU of recent ``(K, S, S)`` tile predictions so blending rarely re-reads scratch."""
 
     def __init__(self, max_items: int = 64):
         self.max_items = max_items
         self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key):
-        v = self._items.get(key)
-        if v is not None:
-            self._items.move_to_end(key)
-        return v
+        with self._lock:
+            v = self._items.get(key)
+            if v is not None:
+                self._items.move_to_end(key)
+            return v
 
     def put(self, key, value):
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
 
-    def drop(self, key):
-        self._items.pop(key, None)
+
+class BlendWriter:
+    """Blends and writes ready chunks on a background thread while the model runs the next batch.
+
+    ``submit(tile, neighbours)`` queues a chunk; ``collect()`` returns the ``[(tile, scores)]`` finished
+    since the last call (the caller, the only owner of the run's state, records them). An error in the
+    thread is re-raised by the next ``collect``/``close``.
+    """
+
+    def __init__(self, ctx, store, cache):
+        self.ctx, self.store, self.cache = ctx, store, cache
+        self._jobs: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._error = None
+        self.queued: set = set()
+        self._thread = threading.Thread(target=self._run, name="muvit-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            tile, nbrs = job
+            try:
+                self._done.put((tile, finalise_tile(self.ctx, self.store, *tile, nbrs, self.cache)))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
+                self._error = exc
+                self._done.put((tile, None))
+
+    def submit(self, tile, neighbours):
+        if tile not in self.queued:
+            self.queued.add(tile)
+            self._jobs.put((tile, neighbours))
+
+    def collect(self) -> list:
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if self._error is not None:
+            raise self._error
+        return out
+
+    def close(self) -> list:
+        """Finish every queued chunk, stop the thread, return the last results."""
+        self._jobs.put(None)
+        self._thread.join()
+        return self.collect()
