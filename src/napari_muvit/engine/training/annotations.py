@@ -138,7 +138,8 @@ def check_classes(labels: da.Array, class_names: list[str] | None, cell: int) ->
     k = len(class_names)
     if max_value > k:
         raise ValueError(
-            f"The labels contain value {max_value} but only {k} classes ({', '.join(class_names)}) exist; "
+            f"The labels contain value {max_value} but only {k} class{'es' if k != 1 else ''} "
+            f"({', '.join(class_names)}) exist{'s' if k == 1 else ''}; "
             f"use label values 1..{k} (0 = unlabelled)."
         )
     summary = summarise_labels(labels, cell, k + 1)

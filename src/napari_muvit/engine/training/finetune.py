@@ -123,6 +123,7 @@ def finetune(
     train_encoder: bool = False,
     head: str = "unetr",
     weight_decay: float = 0.05,
+    class_weights=None,
     clip_grad: float = 1.0,
     val_fraction: float = 0.2,
     normalization="percentile",
@@ -143,6 +144,8 @@ def finetune(
     base: a model folder (MAE, encoder or an earlier fine-tuned model); its encoder is reused and its levels
         and crop size are the defaults.
     train_encoder: also update the encoder (at ``encoder_lr``, default ``lr/10``); otherwise it is frozen.
+    class_weights: None (plain cross-entropy), ``"sqrt"`` (inverse square root of each class's labelled
+        pixel count, mean 1; helps rare classes), ``"balanced"`` (inverse count) or one weight per class.
     progress(done, total) after every step; cancel() -> True stops at the next step (the model so far
         is saved and ``result.cancelled`` is True).
     """
@@ -160,6 +163,12 @@ def finetune(
     (pyramid,) = open_slides([source])
     base_model, encoder, base_card = _load_base(base, dev)
     if levels is not None and tuple(levels) != tuple(encoder.levels):
+        missing = [v for v in levels if v not in encoder.levels]
+        if missing:
+            raise ValueError(
+                f"levels {tuple(levels)} are not all among the base model's levels {tuple(encoder.levels)}; "
+                "choose a subset of them or pre-train a model with those levels."
+            )
         encoder = encoder.extract_levels(tuple(int(v) for v in levels))
     levels = tuple(int(v) for v in encoder.levels)
     size = int(size or (base_card.crop_size if base_card is not None and base_card.crop_size else 256))
@@ -170,6 +179,8 @@ def finetune(
     data = make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment)
 
     torch.manual_seed(seed)
+    weight = _class_weights(class_weights, data)
+    weight = weight.to(dev) if weight is not None else None
     model = build_head_model(task, encoder, data.num_classes, head=head, train_encoder=train_encoder)
     if steps_per_epoch is None:
         n_train = data.train_labelled_px / size**2 if task == "segmentation" else 8 * len(data.train_rois)
@@ -212,7 +223,7 @@ def finetune(
             with autocast(dev, precision):
                 logits = model(x, b)
             if (t != IGNORE).any():
-                loss = F.cross_entropy(logits.float(), t, ignore_index=IGNORE)
+                loss = F.cross_entropy(logits.float(), t, weight=weight, ignore_index=IGNORE)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad)
@@ -244,6 +255,7 @@ def finetune(
         head={"type": head if task == "segmentation" else "classifier", "num_classes": data.num_classes},
         provenance=dict(kind=f"{task} fine-tuning", base=str(base), epochs=len(history.rows), steps=step,
                         batch_size=batch_size, lr=lr, train_encoder=train_encoder, seed=seed,
+                        class_weights=class_weights if isinstance(class_weights, (str, type(None))) else list(class_weights),
                         source=str(getattr(pyramid, "name", "slide")), val_fraction=val_fraction,
                         validation={k: v for k, v in metrics.items() if isinstance(v, (int, float))}),
     )
@@ -251,6 +263,25 @@ def finetune(
     publish_model(model, out, card)
     return TrainResult(model_dir=out, history=history.rows, steps_done=step, total_steps=total,
                        cancelled=cancelled, metrics=metrics)
+
+
+def _class_weights(spec, data) -> torch.Tensor | None:
+    """Cross-entropy class weights (mean 1) from a spec; see :func:`finetune`."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec not in ("sqrt", "balanced"):
+            raise ValueError(f"class_weights {spec!r} is not known; use 'sqrt', 'balanced' or one number per class.")
+        if hasattr(data, "summary"):
+            counts = data.summary.totals[1 : data.num_classes + 1].astype(float)
+        else:
+            counts = np.array([len(r) for r in data._by_class], dtype=float)
+        w = 1.0 / np.maximum(counts, 1) ** (0.5 if spec == "sqrt" else 1.0)
+    else:
+        w = np.asarray(spec, dtype=float)
+        if w.shape != (data.num_classes,) or np.any(w < 0):
+            raise ValueError(f"class_weights needs {data.num_classes} non-negative numbers, got {list(w)}.")
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
 def _has_val(data) -> bool:
