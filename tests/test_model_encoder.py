@@ -169,3 +169,27 @@ def test_demo_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoint, "DEMO_DIR", tmp_path / "nothing")
     with pytest.raises(FileNotFoundError, match="demo model is not installed"):
         load_model("demo")
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    from napari_muvit.model import checkpoint
+
+    enc = tiny()
+    good = save_model(enc, tmp_path / "m", card=ModelCard(normalization={"policy": "fixed", "low": [0], "high": [255]},
+                                                          pixel_size=(0.5, 0.5), crop_size=8))
+    before = (good / "model.pth").read_bytes()
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_model(tiny(dim=40), tmp_path / "m", overwrite=True)
+    with pytest.raises(OSError):
+        save_model(enc, tmp_path / "new")
+    monkeypatch.undo()
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folders left behind
+    assert (good / "model.pth").read_bytes() == before
+    card = load_model(good).card
+    assert card.pixel_size == (0.5, 0.5) and card.normalization["high"] == [255] and card.crop_size == 8
