@@ -193,3 +193,11 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
     assert (good / "model.pth").read_bytes() == before
     card = load_model(good).card
     assert card.pixel_size == (0.5, 0.5) and card.normalization["high"] == [255] and card.crop_size == 8
+
+
+def test_card_head_type_alias_is_understood(tmp_path):
+    seg = MuViTSegmenter(tiny(patch_size=8), 2, head="probe")
+    path = save_model(seg, tmp_path / "seg")
+    (path / "muvit.yaml").write_text("task: segmentation\nhead: {type: probe, num_classes: 2}\n")
+    loaded = load_model(path)
+    assert loaded.head_type == "probe" and loaded.num_classes == 2

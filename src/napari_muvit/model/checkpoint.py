@@ -136,6 +136,9 @@ def _build(task: str, enc_kw: dict, mae_kw: dict, card: ModelCard, folder: Path)
     if task == "encoder":
         return encoder
     head = dict(card.head)
+    kind = head.pop("type", None)  # a descriptive alias some cards carry: "unetr", "probe" or "classifier"
+    if task == "segmentation" and kind in ("unetr", "probe"):
+        head.setdefault("head", kind)
     try:
         if task == "segmentation":
             return MuViTSegmenter(encoder, **head)
