@@ -133,3 +133,18 @@ def test_normalizer_on_3d_crops():
     np.testing.assert_allclose(img[0, 0, :15], raw[0, 0, :15] / 2, rtol=1e-6)
     np.testing.assert_allclose(img[0, 1, :15], (raw[0, 1, :15] - 1) / 2, rtol=1e-6)
     assert np.all(img[0, :, 15] == 0)
+
+
+def test_concurrent_crops_match_sequential(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_muvit.data import write_synthetic_slide
+
+    path = write_synthetic_slide(tmp_path / "t.zarr", 1024, seed=2, chunk=256)
+    for pyr in (open_pyramid(path), open_pyramid(np.asarray(open_pyramid(path).arrays[0][0]))):
+        centers = np.random.default_rng(0).uniform(0, 1024, (24, 2))
+        seq = [pyr.crops(c, (1, 4, 16), 64)[0] for c in centers]
+        with ThreadPoolExecutor(4) as pool:  # the engine's prefetcher reads from several threads
+            par = list(pool.map(lambda c: pyr.crops(c, (1, 4, 16), 64)[0], centers))
+        for a, b in zip(seq, par):
+            np.testing.assert_array_equal(a, b)
