@@ -201,3 +201,20 @@ def test_card_head_type_alias_is_understood(tmp_path):
     (path / "muvit.yaml").write_text("task: segmentation\nhead: {type: probe, num_classes: 2}\n")
     loaded = load_model(path)
     assert loaded.head_type == "probe" and loaded.num_classes == 2
+
+
+def test_real_rope_fallback_equals_complex_path():
+    from napari_muvit.model.rope import apply_rope
+
+    torch.manual_seed(0)
+    t = torch.randn(2, 5, 3, 4, 20)  # (B, N, qk, heads, dh)
+    angles = torch.randn(2, 5, 10) * 100
+    complex_rot = torch.polar(torch.ones_like(angles), angles)[:, :, None, None]
+    real_rot = torch.stack([angles.cos(), angles.sin()], -1)[:, :, None, None]
+    a, b = apply_rope(t, complex_rot), apply_rope(t, real_rot)
+    assert torch.allclose(a, b, atol=1e-5)
+    # pair (t0, t1) -> (t0 cos - t1 sin, t1 cos + t0 sin)
+    c, s = angles[0, 0, 0].cos(), angles[0, 0, 0].sin()
+    t0, t1 = t[0, 0, 0, 0, 0], t[0, 0, 0, 0, 1]
+    assert torch.allclose(a[0, 0, 0, 0, :2], torch.stack([t0 * c - t1 * s, t1 * c + t0 * s]), atol=1e-5)
+    assert torch.allclose(a.norm(dim=-1), t.norm(dim=-1), atol=1e-4)

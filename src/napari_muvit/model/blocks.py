@@ -56,7 +56,7 @@ class Attention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """``x (B, N, dim)`` -> ``(out (B, N, dim), attn (B, heads, N, Nk) or None)``.
 
-        ``rotation (B, N, 1, dh/2)`` complex RoPE of the queries (and keys unless ``context`` is given,
+        ``rotation (B, N, 1, dh/2)`` RoPE of the queries (and keys unless ``context`` is given,
         then ``context_rotation`` rotates the keys); ``mask`` boolean, True = may attend.
         """
         B, N, _ = x.shape
@@ -132,10 +132,10 @@ class TransformerBlock(nn.Module):
         self.rotary_pos_embs = rotary
 
     def rotation(self, coords: Tensor | None) -> Tensor | None:
-        """Complex RoPE rotations ``(B, N, 1, dh/2)`` for world ``coords (B, N, ndim)``."""
+        """RoPE rotations ``(B, N, 1, dh/2)`` (complex; real ``(..., 2)`` off CPU/CUDA) for ``coords (B, N, ndim)``."""
         if coords is None or self.rotary_pos_embs is None:
             return None
-        return rope_rotation(rope_angles(coords, self.rotary_pos_embs)).unsqueeze(-2)
+        return rope_rotation(rope_angles(coords, self.rotary_pos_embs)).unsqueeze(2)
 
     def forward(
         self,

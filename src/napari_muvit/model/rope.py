@@ -52,8 +52,11 @@ def rope_angles(coords: Tensor, freqs: nn.ModuleList) -> Tensor:
 
 
 def rope_rotation(angles: Tensor) -> Tensor:
-    """Unit complex rotations ``exp(i * angles)`` (complex64, same shape as ``angles``)."""
-    return torch.polar(torch.ones_like(angles), angles)
+    """Rotations for ``angles (..., dh/2)``: complex ``exp(i angle)`` (complex64) on CPU and CUDA;
+    elsewhere (e.g. Apple MPS, with limited complex support) real ``(..., dh/2, 2)`` = ``(cos, sin)``."""
+    if angles.device.type in ("cpu", "cuda"):
+        return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
 def apply_rope(t: Tensor, rotation: Tensor) -> Tensor:
@@ -63,5 +66,9 @@ def apply_rope(t: Tensor, rotation: Tensor) -> Tensor:
     ``exp(i angle)`` gives exactly ``(t0 cos - t1 sin, t1 cos + t0 sin)`` (GPT-J form).
     """
     dtype = t.dtype
-    tc = torch.view_as_complex(t.float().reshape(*t.shape[:-1], -1, 2))
-    return torch.view_as_real(tc * rotation).flatten(-2).to(dtype)
+    pairs = t.float().reshape(*t.shape[:-1], -1, 2)
+    if rotation.is_complex():
+        return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2).to(dtype)
+    cos, sin = rotation[..., 0], rotation[..., 1]
+    t0, t1 = pairs[..., 0], pairs[..., 1]
+    return torch.stack([t0 * cos - t1 * sin, t1 * cos + t0 * sin], dim=-1).flatten(-2).to(dtype)
