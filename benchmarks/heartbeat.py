@@ -101,7 +101,9 @@ def main() -> dict:
             "heartbeat_ticks": len(ticks), "max_gap_ms": round(float(gaps.max()), 1),
             "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1),
             "gaps_over_100ms": int((gaps > 100).sum()),
-            "cancel_latency_s": None if t_cancel is None else round(t_end - t_cancel, 3),
+            # cancel request -> engine stopped (the store is final); then outputs are read and shown
+            "cancel_latency_s": None if t_cancel is None else round(job.stopped_at - job.cancel_at, 3),
+            "cancel_to_layers_s": None if t_cancel is None else round(t_end - t_cancel, 3),
             "error": job.error,
         }
 

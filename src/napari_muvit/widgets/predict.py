@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -124,6 +124,7 @@ class PredictWidget(QWidget):
         col.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # labels wrap instead
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -351,6 +352,12 @@ class PredictWidget(QWidget):
                                         unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
                                         origin=origin, extra_meta={"output": True, "preview": True}):
             L.add_or_update(self.viewer, tup)
+        if preview.get("labels") is not None:
+            names = ["not predicted", *(meta.get("labels") or [])]
+            L.add_or_update(self.viewer, L.labels_layer(
+                preview["labels"], level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
+                name="MuViT labels", class_names=names, class_colors=preview.get("label_colors"), origin=origin,
+                extra_meta={"output": True, "preview": True}))
 
     def show_outputs(self, outputs):
         """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""

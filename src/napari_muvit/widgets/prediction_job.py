@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import read_preview, store_layers, store_meta
+from .results import label_colors, read_preview, store_layers, store_meta
 from .workers import EngineJob, ProcessJob
 
 PREDICT_TARGET = "napari_muvit.engine.predict:predict"
@@ -40,12 +40,14 @@ def _predict_in_thread(recipe, progress=None, cancel=None, pyramid=None):
 
 
 def _materialize(tuples: list, max_px: int) -> list:
+    """Small outputs -> level 0 as one numpy array (napari then swaps the data of the preview layer
+    instead of building a new layer, which costs the GUI thread far more than the pixels)."""
     out = []
     for data, kwargs, kind in tuples:
         arrays = data if isinstance(data, list) else [data]
         if int(np.prod(arrays[0].shape[-2:])) <= max_px:
-            arrays = [np.asarray(a) for a in arrays]
-            data = arrays if isinstance(data, list) else arrays[0]
+            data = np.asarray(arrays[0])
+            kwargs = dict(kwargs, multiscale=False)
         out.append((data, kwargs, kind))
     return out
 
@@ -78,7 +80,7 @@ def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_si
                         use_process: bool = True) -> EngineJob:
     """The job for ``recipe``. ``pyramid``: an in-memory `Pyramid` (None when ``recipe.source`` is a
     file). ``on_preview(dict)`` is called from the worker side about once a second with the finished
-    part of the store (``probs (K, h, w)``, ``stride``, ``meta``)."""
+    part of the store (``probs (K, h, w)``, ``labels (h, w)``, ``stride``, ``meta``, ``label_colors``)."""
     last = [0.0]
 
     def preview(done, total):
@@ -90,7 +92,8 @@ def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_si
         last[0] = now
         got = read_preview(recipe.out)
         if got is not None:
-            on_preview({"probs": got[0], "stride": got[1], "meta": store_meta(recipe.out)})
+            on_preview({"probs": got[0], "stride": got[1], "labels": got[2], "meta": store_meta(recipe.out),
+                        "label_colors": label_colors(recipe.out)})
 
     def background(result):
         return load_outputs(recipe.out, result, origin_offset, pixel_size)

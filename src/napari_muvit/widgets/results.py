@@ -75,8 +75,21 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
     return out
 
 
+def label_colors(path) -> list | None:
+    """Class colours of a store's ``labels/prediction`` (indexed by label value), or None."""
+    import zarr
+
+    from ._reader import _attrs, _label_colors
+
+    try:
+        return _label_colors(_attrs(zarr.open_group(str(path), mode="r")["labels"]["prediction"]))
+    except (KeyError, ValueError, OSError):
+        return None
+
+
 def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096):
-    """Level 0 of a running store, strided to at most ``max_side`` px (``(K, h, w)``, stride), or None
+    """Level 0 of a running store, strided to at most ``max_side`` px: ``(probs (K, h, w), stride,
+    labels (h, w) or None)``, or None
     (also for outputs over ``max_read_px`` pixels: reading them every second would slow the run).
 
     Runs on the worker side; a chunk being written at the same moment just makes this preview skip.
@@ -90,7 +103,11 @@ def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096):
         if h * w > max_read_px:
             return None
         stride = max(1, int(np.ceil(max(h, w) / max_side)))
-        return np.asarray(arr[:, ::stride, ::stride]), stride
+        probs = np.asarray(arr[:, ::stride, ::stride])
+        labels = None
+        if "labels" in root and "prediction" in root["labels"]:
+            labels = np.asarray(root["labels"]["prediction"]["0"][::stride, ::stride])
+        return probs, stride, labels
     except Exception:  # noqa: BLE001 - a preview is best effort, the final layers are not
         return None
 

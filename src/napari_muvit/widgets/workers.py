@@ -95,6 +95,8 @@ class EngineJob(QObject):
         self.done = 0
         self.total = 0
         self.started_at: float | None = None
+        self.stopped_at: float | None = None  # when the engine returned (before outputs are read)
+        self.cancel_at: float | None = None
         self.progressed.connect(self._on_progress)
         self.ended.connect(self._close_progress)
 
@@ -114,6 +116,8 @@ class EngineJob(QObject):
 
     def cancel(self) -> None:
         """Ask the job to stop at its next batch boundary."""
+        if self.cancel_at is None:
+            self.cancel_at = time.perf_counter()
         self._cancel.set()
         if self._pbar is not None:
             self._pbar.set_description(f"{self.description}: cancelling")
@@ -144,6 +148,7 @@ class EngineJob(QObject):
 
     def _finish(self, kind: str, payload) -> None:
         """Worker side: post-process a result, then emit exactly one outcome and ``ended``."""
+        self.stopped_at = time.perf_counter()
         try:
             if kind == "result":
                 if self._background is not None:
