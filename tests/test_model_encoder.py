@@ -218,3 +218,14 @@ def test_real_rope_fallback_equals_complex_path():
     t0, t1 = t[0, 0, 0, 0, 0], t[0, 0, 0, 0, 1]
     assert torch.allclose(a[0, 0, 0, 0, :2], torch.stack([t0 * c - t1 * s, t1 * c + t0 * s]), atol=1e-5)
     assert torch.allclose(a.norm(dim=-1), t.norm(dim=-1), atol=1e-4)
+
+
+def test_float64_input_and_half_precision_model():
+    enc = tiny()
+    x = torch.rand(1, 2, 2, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        ref = enc(x.float())
+        assert torch.allclose(enc(x), ref)
+        low = enc.to(torch.bfloat16)(x)
+    assert low.dtype == torch.bfloat16
+    assert float((low.float() - ref).norm() / ref.norm()) < 0.05

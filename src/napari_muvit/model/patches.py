@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
@@ -37,7 +36,7 @@ def unpatchify(patches: Tensor, patch_size: tuple[int, ...], channels: int, spat
 
 
 def check_input(x: Tensor, encoder) -> Tensor:
-    """Validate ``x (B, L, C, *S)`` against ``encoder`` and return it as a floating tensor."""
+    """Validate ``x (B, L, C, *S)`` against ``encoder`` and return it in the dtype of its weights."""
     nd = encoder.ndim
     axes = "(B, L, C, H, W)" if nd == 2 else "(B, L, C, D, H, W)"
     if not isinstance(x, Tensor):
@@ -60,9 +59,9 @@ def check_input(x: Tensor, encoder) -> Tensor:
         raise ValueError(
             f"The crop size {spatial} is not a positive multiple of the patch size {tuple(encoder.patch_size)}."
         )
-    if not torch.is_floating_point(x):
-        x = x.float()
-    return x
+    # match the weights' dtype (integer images, float64 arrays, a model cast to half precision)
+    dtype = encoder.proj[0][0].weight.dtype
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 def check_bbox(bbox: Tensor | None, batch: int, levels: int, ndim: int) -> None:
