@@ -92,7 +92,7 @@ class Pyramid:
             self.arrays.append(self._as_dask(i))
         self.n_channels = int(self.arrays[0].shape[0])
         self.shape = tuple(int(n) for n in self.arrays[0].shape[1:])
-        self.dtype = np.dtype(self.arrays[0].dtype) if levels[0].source is None else np.dtype(levels[0].raw.dtype)
+        self.dtype = np.dtype(self.arrays[0].dtype)
         self.channel_names = list(channel_names) if channel_names else [f"channel {i}" for i in range(self.n_channels)]
         if self.rgb:
             self.channel_names = ["red", "green", "blue", "alpha"][: self.n_channels]
@@ -124,7 +124,9 @@ class Pyramid:
     def _as_dask(self, i: int) -> da.Array:
         lv = self._levels[i]
         if lv.source is None:
-            raw = lv.raw if isinstance(lv.raw, da.Array) else da.from_array(lv.raw, chunks=_chunks_of(lv.raw))
+            # name=False: no hashing of in-memory data just to name the graph
+            raw = lv.raw if isinstance(lv.raw, da.Array) else da.from_array(
+                lv.raw, chunks=_chunks_of(lv.raw), name=False)
             if "t" in lv.layout:
                 raw = raw[(slice(None),) * lv.layout.index("t") + (0,)]
             layout = lv.layout.replace("t", "")
