@@ -145,6 +145,6 @@ def test_concurrent_crops_match_sequential(tmp_path):
         centers = np.random.default_rng(0).uniform(0, 1024, (24, 2))
         seq = [pyr.crops(c, (1, 4, 16), 64)[0] for c in centers]
         with ThreadPoolExecutor(4) as pool:  # the engine's prefetcher reads from several threads
-            par = list(pool.map(lambda c: pyr.crops(c, (1, 4, 16), 64)[0], centers))
+            par = list(pool.map(lambda c, p=pyr: p.crops(c, (1, 4, 16), 64)[0], centers))
         for a, b in zip(seq, par):
             np.testing.assert_array_equal(a, b)

@@ -107,3 +107,8 @@ def test_cli(tmp_path, capsys):
     assert json.loads((out / "zarr.json").read_text())["attributes"]["muvit"]["seed"] == 5
     assert main(["synth", str(tmp_path / "d.zarr"), "--size", "10"]) == 2
     assert not (tmp_path / "d.zarr").exists()
+    keep = tmp_path / "my_data"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    assert main(["synth", str(keep), "--size", "512", "--overwrite"]) == 2
+    assert "not a zarr store" in capsys.readouterr().err and (keep / "notes.txt").exists()

@@ -34,8 +34,13 @@ def run(args) -> int:
             last[0] = now
             print(f"\r{done}/{total} chunks", end="" if done < total else "\n", file=sys.stderr)
 
-    path = write_synthetic_slide(args.out, args.size, seed=args.seed, kind=args.kind, chunk=args.chunk,
-                                 overwrite=args.overwrite, progress=progress)
+    try:
+        path = write_synthetic_slide(args.out, args.size, seed=args.seed, kind=args.kind, chunk=args.chunk,
+                                     overwrite=args.overwrite, progress=progress)
+    except (FileExistsError, FileNotFoundError):
+        raise
+    except OSError as exc:  # permissions, full disk: one line, not a traceback
+        raise ValueError(f"cannot write {args.out!r}: {exc.strerror or exc}.") from exc
     print(f"wrote {path} ({args.size} x {args.size} px, kind {args.kind}, seed {args.seed}) "
           f"in {time.perf_counter() - start:.1f} s")
     return 0

@@ -71,6 +71,9 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{str(path)!r} already exists; choose another path or pass --overwrite.")
+        if path.is_dir() and not any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zattrs")):
+            # --overwrite replaces an earlier slide, never an arbitrary folder
+            raise ValueError(f"{str(path)!r} is a folder but not a zarr store; refusing to replace it.")
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     names = synthetic.class_names(n_types)
     sizes = _level_shapes(size)
