@@ -173,3 +173,30 @@ def test_user_errors_are_one_sentence(tmp_path):
     rgb = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(ValueError, match="3 channel"):
         _run(tmp_path, "e4.zarr", ConstantSegmenter(), rgb, tile=32, overlap=8)
+
+
+def test_parallel_readers_and_writers_give_the_same_store(tmp_path):
+    img = random_slide((160, 200), seed=9)
+    model = tiny_segmenter()
+    _, one = _run(tmp_path, "one.zarr", model, img, tile=32, overlap=8, batch_size=3)
+    _, many = _run(tmp_path, "many.zarr", model, img, tile=32, overlap=8, batch_size=3, extra={"io_threads": 3})
+    np.testing.assert_array_equal(one["0"][:], many["0"][:])
+    np.testing.assert_array_equal(one["labels/prediction/0"][:], many["labels/prediction/0"][:])
+
+
+def test_prefetcher_keeps_order_and_reraises():
+    import time
+
+    from napari_muvit.engine.prefetch import Prefetcher
+
+    def read(b):
+        time.sleep(0.01 * (b % 3))
+        if b == 7:
+            raise ValueError("unreadable tile 7")
+        return b * 10
+
+    got = []
+    with pytest.raises(ValueError, match="tile 7"):
+        for b, v in Prefetcher(read, range(10), workers=3):
+            got.append((b, v))
+    assert got == [(b, b * 10) for b in range(7)]

@@ -113,3 +113,11 @@ def auto_batch_size(run_batch, device: torch.device, start: int | None = None, m
         best = 1
     # leave head-room: the probe batch is synthetic and fragmentation grows during a run
     return max(1, best // 2) if best >= 8 else best
+
+
+def io_threads(device: torch.device) -> int:
+    """Reader/writer threads feeding the model: 1 on CPU (the model needs the cores), more beside a GPU."""
+    if device.type == "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 2))

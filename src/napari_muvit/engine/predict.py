@@ -16,7 +16,7 @@ import torch
 
 from .book import TileBook
 from .context import IDENTITY, RunContext, foreground_tiles, package_versions, resolve
-from .device import auto_batch_size, autocast, configure_threads
+from .device import auto_batch_size, autocast, configure_threads, io_threads
 from .prefetch import Prefetcher
 from .recipe import Recipe
 from .store import BACKGROUND, DONE, PREDICTED, OutputStore, prepare_output
@@ -166,8 +166,9 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
         progress(book.finished, book.total)
     cache = PredictionCache()
     blend = ctx.output.mode == "blend"
-    writer = BlendWriter(ctx, store, cache) if blend else None
-    prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches())
+    threads = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))
+    writer = BlendWriter(ctx, store, cache, workers=threads) if blend else None
+    prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches(), workers=threads)
     cancelled = False
 
     def record(results):

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 _END = object()
 
 
 class Prefetcher:
-    """Iterate ``(batch, read(batch))`` over ``batches``, reading up to ``depth`` batches ahead in a thread.
+    """Iterate ``(batch, read(batch))`` over ``batches`` in order, reading up to ``depth`` batches ahead.
 
-    An exception raised by ``read`` is re-raised in the consuming thread. ``close()`` stops the thread
-    promptly (used on cancel), so cancelling never waits for more than the batch being read.
+    ``workers`` threads read concurrently (1 on a CPU run, where the model needs the cores; more when a GPU
+    runs the model and the CPU only feeds it). An exception raised by ``read`` is re-raised in the
+    consuming thread. ``close()`` stops promptly (used on cancel).
     """
 
-    def __init__(self, read, batches, depth: int = 2):
+    def __init__(self, read, batches, depth: int = 2, workers: int = 1):
         self._read = read
         self._batches = list(batches)
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._workers = max(1, int(workers))
+        self._depth = max(1, depth, self._workers + 1)
+        self._queue: queue.Queue = queue.Queue(maxsize=self._depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="muvit-prefetch", daemon=True)
         self._thread.start()
@@ -33,16 +38,27 @@ class Prefetcher:
         return False
 
     def _run(self):
-        for batch in self._batches:
-            if self._stop.is_set():
-                return
-            try:
-                item = (batch, self._read(batch), None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                self._put((batch, None, exc))
-                return
-            if not self._put(item):
-                return
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="muvit-read") as pool:
+            pending: deque = deque()
+            batches = iter(self._batches)
+            while True:
+                while len(pending) < self._depth and not self._stop.is_set():
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
+                    pending.append((batch, pool.submit(self._read, batch)))
+                if not pending or self._stop.is_set():
+                    break
+                batch, future = pending.popleft()
+                try:
+                    item = (batch, future.result(), None)
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                    self._put((batch, None, exc))
+                    return
+                if not self._put(item):
+                    break
+            for _, future in pending:
+                future.cancel()
         self._put(_END)
 
     def __iter__(self):

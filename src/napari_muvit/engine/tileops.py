@@ -131,14 +131,16 @@ class BlendWriter:
     thread is re-raised by the next ``collect``/``close``.
     """
 
-    def __init__(self, ctx, store, cache):
+    def __init__(self, ctx, store, cache, workers: int = 1):
         self.ctx, self.store, self.cache = ctx, store, cache
         self._jobs: queue.Queue = queue.Queue()
         self._done: queue.Queue = queue.Queue()
         self._error = None
         self.queued: set = set()
-        self._thread = threading.Thread(target=self._run, name="muvit-writer", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"muvit-writer-{k}", daemon=True)
+                         for k in range(max(1, int(workers)))]
+        for t in self._threads:  # distinct chunks per job: writers never touch the same chunk
+            t.start()
 
     def _run(self):
         while True:
@@ -170,6 +172,8 @@ class BlendWriter:
 
     def close(self) -> list:
         """Finish every queued chunk, stop the thread, return the last results."""
-        self._jobs.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            t.join()
         return self.collect()
