@@ -148,3 +148,17 @@ def test_concurrent_crops_match_sequential(tmp_path):
             par = list(pool.map(lambda c, p=pyr: p.crops(c, (1, 4, 16), 64)[0], centers))
         for a, b in zip(seq, par):
             np.testing.assert_array_equal(a, b)
+
+
+def test_in_memory_coarse_level_built_in_strips(monkeypatch):
+    from napari_muvit.data import pyramid as pyramid_module
+
+    monkeypatch.setattr(pyramid_module, "CACHE_STRIP_BYTES", 3 * 4 * 4 * 203)  # a few rows per strip
+    a = np.random.default_rng(6).random((3, 250, 203)).astype(np.float32)
+    pyr = open_pyramid(a, min_size=32)
+    img, _, valid = pyr.crops((125, 101), (4,), 64, return_valid=True)
+    ref = downscale_local_mean(a[:, :248, :200].astype(np.float64), (1, 4, 4))  # trimmed like dask
+    s0, s1 = _start(125, 4, 64), _start(101, 4, 64)
+    assert (s0, s1) == (-1, -7) and valid.sum() == 62 * 50  # the whole 62 x 50 coarse level is inside
+    np.testing.assert_allclose(img[0][:, -s0:-s0 + 62, -s1:-s1 + 50], ref, rtol=1e-5)
+    assert len(pyr._cache) == 1  # averaged once, then reused

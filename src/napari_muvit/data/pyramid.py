@@ -18,6 +18,7 @@ import numpy as np
 from .geometry import crop_bbox, crop_start_index, validate_crop_size, validate_levels
 
 SPATIAL = "zyx"
+CACHE_STRIP_BYTES = 64 << 20  # float32 temporaries while averaging an in-memory source once
 
 
 @dataclass
@@ -211,8 +212,16 @@ class Pyramid:
                 src = src[(slice(None),) * lv.layout.index("t") + (0,)]
             src = _to_channels_first(src, lv.layout)
             n = np.asarray(src.shape[1:]) // ratio
-            trimmed = src[(slice(None),) + tuple(slice(0, int(k * r)) for k, r in zip(n, ratio))]
-            self._cache[target] = _block_mean(trimmed.astype(np.float32), ratio.tolist())
+            out = np.empty((src.shape[0], *n.tolist()), np.float32)
+            # strips of output rows bound the float32 temporaries whatever the source size
+            row_bytes = 4 * src.shape[0] * int(np.prod(src.shape[2:])) * int(ratio[0])
+            step = max(1, CACHE_STRIP_BYTES // max(1, row_bytes))
+            rest = tuple(slice(0, int(k * r)) for k, r in zip(n[1:], ratio[1:]))
+            for a in range(0, int(n[0]), step):
+                b = min(int(n[0]), a + step)
+                strip = src[(slice(None), slice(a * ratio[0], b * ratio[0])) + rest]
+                out[:, a:b] = _block_mean(strip.astype(np.float32), ratio.tolist())
+            self._cache[target] = out
         return self._cache[target]
 
     def read_window(self, level: int, world_start_yx: Sequence[int], size: int | Sequence[int]):
