@@ -229,3 +229,13 @@ def test_float64_input_and_half_precision_model():
         low = enc.to(torch.bfloat16)(x)
     assert low.dtype == torch.bfloat16
     assert float((low.float() - ref).norm() / ref.norm()) < 0.05
+
+
+def test_model_package_imports_no_gui_or_reference_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_muvit.model; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'magicgui', 'einops', 'muvit'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
