@@ -1,0 +1,198 @@
+"""Synthetic multi-scale benchmark: does MuViT's multi-level context (with true world boxes) help?
+
+Arms, each fine-tuned with the same number of steps, batch size, crops, optimiser and class weights on
+the same synthetic training slide, and scored (mDSC over background + 3 region classes) on held-out
+synthetic slides rendered with other seeds:
+
+- ``muvit_1_4_16``: MuViT levels (1, 4, 16), encoder from MR-MAE pre-training, UNETR head.
+- ``muvit_1``: the same pre-trained encoder restricted to level 1 (``extract_levels((1,))``).
+- ``muvit_1_4_16_naive_boxes``: the ``muvit_1_4_16`` model scored with naive boxes (every level gets
+  the finest crop's box: concentric and scale-blind), as in the paper's ablation.
+- ``unet_level1``: a small U-Net on the level-1 crop only, trained from scratch.
+- ``muvit_1_4_16_no_pretraining``: levels (1, 4, 16) from a random encoder (convergence vs pre-trained).
+
+Prints one JSON object (final mDSC per arm, Dice per class, validation curves, budget, seeds, seconds).
+
+    python benchmarks/synthetic_benchmark.py            # defaults as recorded in docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEVELS = (1, 4, 16)
+CROP = 64
+ENCODER = dict(patch_size=8, dim=96, num_layers=3, heads=4)
+MAE = dict(ENCODER, num_layers_decoder=1, dim_decoder=96, masking_ratio=0.75)
+
+
+class SmallUNet(nn.Module):
+    """Plain 3-scale U-Net on the level-1 crop: ``forward(x (B, L, C, S, S), bbox)`` -> ``(B, K, S, S)``."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16):
+        super().__init__()
+        w = [width, 2 * width, 4 * width, 8 * width]
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(1, cout), nn.GELU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(1, cout), nn.GELU())
+
+        self.down = nn.ModuleList([block(in_channels, w[0]), block(w[0], w[1]), block(w[1], w[2]), block(w[2], w[3])])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(3)])
+        self.dec = nn.ModuleList([block(2 * w[i], w[i]) for i in range(3)])
+        self.out = nn.Conv2d(w[0], num_classes, 1)
+        self.num_classes = num_classes
+        self.levels = (1,)
+
+    @property
+    def encoder(self):  # evaluate_slide reads the levels from model.encoder
+        return self
+
+    def forward(self, x, bbox=None):
+        h = x[:, 0]
+        skips = []
+        for i, blk in enumerate(self.down):
+            h = blk(h if i == 0 else F.max_pool2d(h, 2))
+            skips.append(h)
+        for i in reversed(range(3)):
+            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], dim=1))
+        return self.out(h)
+
+
+def train_arm(model, task, steps, batch_size, lr, weight, eval_fn, eval_every, seed):
+    """Fine-tune ``model`` on ``task`` batches; returns the validation curve ``[(step, mDSC), ...]``."""
+    from napari_muvit.engine.training.annotations import IGNORE
+    from napari_muvit.engine.training.schedule import make_optimizer, make_scheduler
+
+    torch.manual_seed(seed)
+    opt = make_optimizer(model.parameters(), lr=lr)
+    sched = make_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
+    curve = []
+    model.train()
+    for step in range(1, steps + 1):
+        img, bbox, target = task.train_batch(batch_size)
+        logits = model(torch.from_numpy(img), torch.from_numpy(bbox))
+        loss = F.cross_entropy(logits, torch.from_numpy(target), weight=weight, ignore_index=IGNORE)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % eval_every == 0 or step == steps:
+            curve.append((step, round(eval_fn(model), 4)))
+            model.train()
+    return curve
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Synthetic multi-scale benchmark (prints JSON).")
+    parser.add_argument("--train-size", type=int, default=4096, help="training slide side (px)")
+    parser.add_argument("--train-seed", type=int, default=0)
+    parser.add_argument("--test-seeds", default="100,101")
+    parser.add_argument("--test-size", type=int, default=4096)
+    parser.add_argument("--test-tiles", type=int, default=192, help="random 64 px tiles scored per test slide")
+    parser.add_argument("--mae-steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps per arm")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--curve-tiles", type=int, default=48)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
+    from napari_muvit.engine.training import pretrain
+    from napari_muvit.engine.training.annotations import open_label_image
+    from napari_muvit.engine.training.augment import Augmenter
+    from napari_muvit.engine.training.evaluation import evaluate_slide
+    from napari_muvit.engine.training.tasks import SegmentationTask
+    from napari_muvit.model import MuViTEncoder, MuViTSegmenter, load_model
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    log = lambda m: print(f"[{time.perf_counter() - t0:6.0f} s] {m}", file=sys.stderr, flush=True)  # noqa: E731
+
+    image, labels, class_names = synthetic_slide(args.train_size, seed=args.train_seed)
+    pyramid = open_pyramid(image)
+    norm = Normalizer.from_pyramid(pyramid)
+    lab = open_label_image(labels.astype(np.int32) + 1, pyramid.shape)  # 0 is reserved for "unlabelled"
+    tests = []
+    for s in (int(v) for v in args.test_seeds.split(",")):
+        img, truth, _ = synthetic_slide(args.test_size, seed=s)
+        tests.append((s, open_pyramid(img), truth.astype(np.int64), norm))  # the training slide's values
+
+    def curve_eval(model):
+        s, p, truth, nz = tests[0]
+        return evaluate_slide(model, p, truth, CROP, nz, max_tiles=args.curve_tiles, seed=s + 1)["mDSC"]
+
+    def final_eval(model, boxes="world"):
+        per = [evaluate_slide(model, p, truth, CROP, nz, boxes=boxes, max_tiles=args.test_tiles, seed=s)
+               for s, p, truth, nz in tests]
+        return {"mDSC": round(float(np.mean([m["mDSC"] for m in per])), 4),
+                "per_slide_mDSC": [round(m["mDSC"], 4) for m in per],
+                "dice": [round(float(v), 4) for v in np.nanmean([m["dice"] for m in per], axis=0)]}
+
+    work = Path(tempfile.mkdtemp(prefix="muvit-bench-"))
+    pre = pretrain([image], work / "mae", levels=LEVELS, size=CROP, steps=args.mae_steps, batch_size=args.batch_size,
+                   model_config=MAE, lr=1e-3, warmup_steps=max(1, args.mae_steps // 10),
+                   checkpoint_every=args.mae_steps, preview_every=0, seed=args.seed, device="cpu")
+    log(f"MAE pre-training: {args.mae_steps} steps, loss {pre.metrics['final_loss']:.4f}")
+    pretrained = load_model(work / "mae").encoder
+
+    def task_for(levels):
+        return SegmentationTask(pyramid, lab, levels, CROP, class_names, val_fraction=0.0, seed=args.seed,
+                                normalizer=norm, augment=Augmenter(jitter=0.1))
+
+    counts = task_for((1,)).summary.totals[1:5].astype(float)
+    weight = torch.tensor(1 / np.sqrt(counts) / np.mean(1 / np.sqrt(counts)), dtype=torch.float32)
+
+    import copy
+
+    def fresh(encoder):
+        return MuViTSegmenter(copy.deepcopy(encoder), len(class_names), head="unetr", freeze_encoder=False)
+
+    torch.manual_seed(args.seed)
+    random_encoder = MuViTEncoder(levels=LEVELS, **ENCODER)
+    arms = {
+        "muvit_1_4_16": (fresh(pretrained), LEVELS),
+        "muvit_1": (fresh(pretrained.extract_levels((1,))), (1,)),
+        "unet_level1": (SmallUNet(1, len(class_names)), (1,)),
+        "muvit_1_4_16_no_pretraining": (fresh(random_encoder), LEVELS),
+    }
+    results, curves, params = {}, {}, {}
+    for name, (model, levels) in arms.items():
+        curves[name] = train_arm(model, task_for(levels), args.steps, args.batch_size, args.lr, weight, curve_eval,
+                                 args.eval_every, args.seed)
+        model.eval()
+        results[name] = final_eval(model)
+        params[name] = int(sum(p.numel() for p in model.parameters()))
+        log(f"{name}: mDSC {results[name]['mDSC']} curve {curves[name]}")
+        if name == "muvit_1_4_16":
+            results["muvit_1_4_16_naive_boxes"] = final_eval(model, boxes="naive")
+            log(f"muvit_1_4_16_naive_boxes: mDSC {results['muvit_1_4_16_naive_boxes']['mDSC']}")
+
+    print(json.dumps({
+        "mDSC": {k: v["mDSC"] for k, v in results.items()},
+        "arms": results, "curves": curves, "parameters": params, "class_names": class_names,
+        "budget": {"mae_steps": args.mae_steps, "finetune_steps_per_arm": args.steps, "batch_size": args.batch_size,
+                   "crop": CROP, "levels": list(LEVELS), "encoder": ENCODER, "lr": args.lr},
+        "seeds": {"train_slide": args.train_seed, "train_size": args.train_size, "test_slides": args.test_seeds,
+                  "test_size": args.test_size, "test_tiles_per_slide": args.test_tiles, "torch": args.seed},
+        "threads": args.threads, "seconds": round(time.perf_counter() - t0),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
