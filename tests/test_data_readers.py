@@ -250,3 +250,14 @@ def test_pyramidal_ome_tiff_axes(tmp_path, axes, shape):
         assert pyr.factors == [(1, 1), (2, 2)]
         img, _ = pyr.crops((128, 160), (1, 2), 32)
         np.testing.assert_array_equal(img[1], chw[:, ::2, ::2][:, 48:80, 64:96])
+
+
+def test_bioformats2raw_layout(tmp_path):
+    a = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    yx = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    root = zarr.open_group(str(tmp_path / "b2r.zarr"), mode="w", zarr_format=3)
+    root.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
+    _write_v05(tmp_path / "b2r.zarr" / "0", [a, a[::2, ::2]], [[1, 1], [2, 2]], yx)
+    pyr = open_pyramid(tmp_path / "b2r.zarr")
+    assert pyr.factors == [(1, 1), (2, 2)]
+    np.testing.assert_array_equal(pyr.arrays[0][0].compute(), a)

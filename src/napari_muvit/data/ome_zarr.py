@@ -69,6 +69,9 @@ def open_ome_zarr_group(group: zarr.Group, name: str = "image") -> Pyramid:
     """`Pyramid` from an opened zarr group holding OME ``multiscales`` metadata."""
     meta = ome_attrs(group)
     multiscales = meta.get("multiscales")
+    if not multiscales and "bioformats2raw.layout" in meta and "0" in group:
+        # bioformats2raw / NGFF converter layout: the first image lives in the "0" sub-group
+        return open_ome_zarr_group(group["0"], name=name)
     if not multiscales:
         raise ValueError("this zarr folder has no OME 'multiscales' metadata, so it is not an OME-Zarr image.")
     ms = multiscales[0]
