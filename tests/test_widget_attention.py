@@ -84,32 +84,38 @@ def test_level_share_plot_draws_the_given_shares(qtbot):
     plot = LevelSharePlot()
     qtbot.addWidget(plot)
     plot.set_shares((1, 4, 16), [0.5, 0.3, 0.2], [0.2, 0.3, 0.5])
-    heights = [p.get_height() for p in plot.axes.patches]
+    qtbot.waitUntil(lambda: plot.idle and plot.renders >= 1, timeout=5000)
+    qtbot.wait(20)
+    heights = [p.get_height() for p in plot.figure.axes[0].patches]
     np.testing.assert_allclose(heights, [0.5, 0.3, 0.2, 0.2, 0.3, 0.5])
+    assert plot.pixmap() is not None and plot.pixmap().width() >= 240
     with pytest.raises(ValueError, match="3 levels"):
         plot.set_shares((1, 4, 16), [1.0, 0.0])
 
 
-def test_curve_plot_coalesces_redraws(qtbot):
+def test_curve_plot_renders_off_the_gui_thread_and_coalesces(qtbot):
+    import threading
+
     from napari_muvit.widgets.plots import CurvePlot
 
     plot = CurvePlot(redraw_ms=50, right_axis=("mDSC",))
     qtbot.addWidget(plot)
-    calls = []
-    original = plot.redraw
-    plot.redraw = lambda: (calls.append(1), original())
-    plot._timer.timeout.disconnect()
-    plot._timer.timeout.connect(plot.redraw)
+    qtbot.waitUntil(lambda: plot.idle, timeout=5000)
+    threads = []
+    original = plot.draw
+    plot.draw = lambda fig, state: (threads.append(threading.current_thread().name), original(fig, state))
+    before = plot.renders
     for step in range(200):
         plot.append("loss", step, 1.0 / (step + 1))
         plot.append("mDSC", step, step / 200)
     plot.append("loss", 999, float("nan"))  # non-finite values are dropped
-    qtbot.waitUntil(lambda: len(calls) >= 1, timeout=2000)
-    qtbot.wait(120)
-    assert len(calls) == 1  # 400 points, one redraw
+    qtbot.waitUntil(lambda: plot.renders > before and plot.idle, timeout=5000)
+    qtbot.wait(150)
+    assert plot.renders - before == 1 and threads == ["muvit-plot"]  # 400 points, one render, not on the GUI
     xs, ys = plot.series["loss"]
     assert len(xs) == 200 and ys[-1] == pytest.approx(1 / 200)
-    assert len(plot.axes.lines) == 1 and len(plot._right.lines) == 1
+    left, right = plot.figure.axes
+    assert len(left.lines) == 1 and len(right.lines) == 1 and right.get_ylim() == (0, 1)
 
 
 def _mouse(viewer, kind, position, pos=(0, 0), modifiers=()):

@@ -1,18 +1,23 @@
 """Small matplotlib plots that dock inside napari: attention share per level and live training curves.
 
-Both are plain Qt widgets (a `FigureCanvasQTAgg` in a layout) so they can sit in a dock widget or in a
-magicgui `Container`'s native layout. They only draw what they are given; they compute nothing.
+Drawing a matplotlib figure costs 50-200 ms of Python on a busy CPU, too long for the GUI thread while a
+model trains or the user clicks through attention maps. So each plot renders its figure with the Agg
+backend on a background thread and the GUI thread only swaps in the finished picture (a QImage in a
+QLabel). Requests that arrive during a render are coalesced: the next render draws the latest data.
+The plots draw what they are given; they compute nothing.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel, QSizePolicy
 
 # napari's default dark theme, so the plot does not flash white inside the viewer
 _BACKGROUND = "#262930"
@@ -20,45 +25,117 @@ _FOREGROUND = "#d6d0ce"
 _COLORS = ("#5ab4ff", "#ffb000", "#7fd17f", "#ff6f6f", "#c08cff", "#9aa0a6")
 
 
-class _Canvas(QWidget):
-    """A matplotlib figure with one axes, styled for napari's dark theme."""
+class _Bridge(QObject):
+    rendered = Signal(object)  # (bytes RGBA, width, height), delivered on the GUI thread
 
-    def __init__(self, parent: QWidget | None = None, height_px: int = 180):
+
+class _BackgroundPlot(QLabel):
+    """A QLabel showing a figure rendered off the GUI thread. Subclasses implement `draw(figure, state)`.
+
+    `state` is a plain snapshot of the data taken on the GUI thread; `draw` runs on the render thread and
+    must only read it. `renders` counts finished renders; `idle` is True when nothing is pending.
+    """
+
+    def __init__(self, parent=None, height_px: int = 190):
         super().__init__(parent)
-        self.figure = Figure(figsize=(3.2, 1.8), dpi=100, facecolor=_BACKGROUND, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(height_px)
-        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.axes = self.figure.add_subplot(1, 1, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-        self._style()
+        self.setMinimumHeight(height_px)
+        self.setMinimumWidth(200)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        self.setAlignment(Qt.AlignCenter)
+        self.setStyleSheet(f"background-color: {_BACKGROUND};")
+        self.height_px = height_px
+        self.figure = Figure(dpi=100, facecolor=_BACKGROUND)
+        FigureCanvasAgg(self.figure)
+        self.renders = 0
+        self._lock = threading.Lock()
+        self._busy = False
+        self._pending = None
+        self._bridge = _Bridge()
+        self._bridge.rendered.connect(self._show)
 
-    def _style(self) -> None:
-        ax = self.axes
-        ax.set_facecolor(_BACKGROUND)
-        ax.tick_params(colors=_FOREGROUND, labelsize=7)
-        for spine in ax.spines.values():
-            spine.set_color(_FOREGROUND)
-        ax.xaxis.label.set_color(_FOREGROUND)
-        ax.yaxis.label.set_color(_FOREGROUND)
-        ax.title.set_color(_FOREGROUND)
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._busy and self._pending is None
 
-    def _legend(self) -> None:
-        legend = self.axes.legend(fontsize=7, frameon=False, loc="best")
-        for text in legend.get_texts():
-            text.set_color(_FOREGROUND)
+    def request(self, state) -> None:
+        """Render `state` soon (GUI thread); a request arriving mid-render replaces the queued one."""
+        width = max(240, self.width())
+        with self._lock:
+            self._pending = (state, width, self.height_px)
+            if self._busy:
+                return
+            self._busy = True
+        threading.Thread(target=self._render_loop, name="muvit-plot", daemon=True).start()
+
+    def _render_loop(self) -> None:
+        while True:
+            with self._lock:
+                job, self._pending = self._pending, None
+                if job is None:
+                    self._busy = False
+                    return
+            state, width, height = job
+            try:
+                self.figure.clear()
+                self.figure.set_size_inches(width / 100, height / 100)
+                self.draw(self.figure, state)
+                self.figure.canvas.draw()
+                buffer = self.figure.canvas.buffer_rgba()
+                image = (bytes(buffer), buffer.shape[1], buffer.shape[0])
+            except Exception:  # noqa: BLE001 - a plot must never take the widget down
+                import logging
+
+                logging.getLogger(__name__).exception("plot rendering failed")
+                continue
+            self._bridge.rendered.emit(image)
+
+    def _show(self, image) -> None:
+        data, width, height = image
+        qimage = QImage(data, width, height, 4 * width, QImage.Format_RGBA8888)
+        self.setPixmap(QPixmap.fromImage(qimage.copy()))  # copy: `data` is freed after this slot
+        self.renders += 1
+
+    def draw(self, figure: Figure, state) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
-class LevelSharePlot(_Canvas):
+def _styled_axes(figure: Figure, right: float = 0.97):
+    figure.subplots_adjust(left=0.15, right=right, top=0.87, bottom=0.2)  # fixed: no per-draw layout pass
+    ax = figure.add_subplot(1, 1, 1)
+    _style(ax)
+    return ax
+
+
+def _style(ax) -> None:
+    ax.set_facecolor(_BACKGROUND)
+    ax.tick_params(colors=_FOREGROUND, labelsize=7)
+    for spine in ax.spines.values():
+        spine.set_color(_FOREGROUND)
+    ax.xaxis.label.set_color(_FOREGROUND)
+    ax.yaxis.label.set_color(_FOREGROUND)
+
+
+def _legend(ax, handles=None) -> None:
+    legend = ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper right")
+    for text in legend.get_texts():
+        text.set_color(_FOREGROUND)
+
+
+def _message(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", color=_FOREGROUND, fontsize=8, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+class LevelSharePlot(_BackgroundPlot):
     """Bar chart of the share of attention each level receives.
 
     Two bars per level: the clicked query token, and the average over every query token of the tile.
     `shares` holds what is drawn: `{"query": (L,), "tile": (L,)}` fractions in [0, 1].
     """
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent=None):
         super().__init__(parent)
         self.levels: tuple[int, ...] = ()
         self.shares: dict[str, np.ndarray] = {}
@@ -66,15 +143,7 @@ class LevelSharePlot(_Canvas):
 
     def clear(self) -> None:
         self.levels, self.shares = (), {}
-        ax = self.axes
-        ax.clear()
-        self._style()
-        ax.set_title("attention share per level", fontsize=8)
-        ax.text(0.5, 0.5, "click the image", ha="center", va="center", color=_FOREGROUND,
-                fontsize=8, transform=ax.transAxes)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        self.canvas.draw_idle()
+        self.request(((), {}))
 
     def set_shares(self, levels, query_share, tile_share=None) -> None:
         """Draw the shares; `levels` (L,) downsample factors, shares (L,) fractions summing to ~1."""
@@ -82,42 +151,43 @@ class LevelSharePlot(_Canvas):
         query = np.asarray(query_share, dtype=float).reshape(-1)
         if query.shape[0] != len(levels):
             raise ValueError(f"Got {query.shape[0]} attention shares for {len(levels)} levels {levels}.")
-        self.levels = levels
-        self.shares = {"query": query}
+        shares = {"query": query}
         if tile_share is not None:
-            self.shares["tile"] = np.asarray(tile_share, dtype=float).reshape(-1)
-        ax = self.axes
-        ax.clear()
-        self._style()
+            shares["tile"] = np.asarray(tile_share, dtype=float).reshape(-1)
+        self.levels, self.shares = levels, shares
+        self.request((levels, dict(shares)))
+
+    def draw(self, figure: Figure, state) -> None:
+        levels, shares = state
+        ax = _styled_axes(figure)
+        ax.set_title("attention share per level", fontsize=8, color=_FOREGROUND)
+        if not levels:
+            _message(ax, "click the image")
+            return
         x = np.arange(len(levels))
-        width = 0.8 / len(self.shares)
+        width = 0.8 / len(shares)
         labels = {"query": "this query", "tile": "tile average"}
-        for i, (key, values) in enumerate(self.shares.items()):
-            ax.bar(x + (i - (len(self.shares) - 1) / 2) * width, values, width, color=_COLORS[i],
-                   label=labels[key])
-        ax.set_xticks(x, [f"level {v}" for v in levels])
+        for i, (key, values) in enumerate(shares.items()):
+            ax.bar(x + (i - (len(shares) - 1) / 2) * width, values, width, color=_COLORS[i], label=labels[key])
+        ax.set_xticks(x, [f"x{v}" for v in levels])
         ax.set_ylim(0, 1)
         ax.set_ylabel("share", fontsize=7)
-        ax.set_title("attention share per level", fontsize=8)
-        self._legend()
-        self.canvas.draw_idle()
+        _legend(ax)
 
 
-class CurvePlot(_Canvas):
+class CurvePlot(_BackgroundPlot):
     """Live line plot of training curves (loss, metrics) against step or epoch.
 
-    `append(name, x, y)` adds a point; redraws are coalesced to at most one per `redraw_ms` so a fast
-    training loop cannot flood the GUI thread. `series[name]` = `(xs, ys)` lists of what was received.
-    Series whose name starts with "val" or a metric name go on a second y axis in [0, 1].
+    `append(name, x, y)` adds a point; renders are coalesced to at most one per `redraw_ms`.
+    `series[name]` = `(xs, ys)` lists of what was received. Series named in `right_axis` (metrics in
+    [0, 1]) go on a second y axis.
     """
 
-    def __init__(self, parent: QWidget | None = None, xlabel: str = "step", redraw_ms: int = 250,
-                 right_axis: tuple[str, ...] = ()):
+    def __init__(self, parent=None, xlabel: str = "step", redraw_ms: int = 500, right_axis: tuple[str, ...] = ()):
         super().__init__(parent)
         self.xlabel = xlabel
         self.right_axis = tuple(right_axis)
         self.series: dict[str, tuple[list[float], list[float]]] = {}
-        self._right = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(redraw_ms)
@@ -138,30 +208,27 @@ class CurvePlot(_Canvas):
             self._timer.start()
 
     def redraw(self) -> None:
-        ax = self.axes
-        ax.clear()
-        if self._right is not None:
-            self._right.remove()
-            self._right = None
-        self._style()
+        snapshot = {name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()}
+        self.request(snapshot)
+
+    def draw(self, figure: Figure, series) -> None:
+        has_right = any(name in self.right_axis for name in series)
+        ax = _styled_axes(figure, right=0.87 if has_right else 0.97)
         ax.set_xlabel(self.xlabel, fontsize=7)
-        if not self.series:
-            ax.text(0.5, 0.5, "no training yet", ha="center", va="center", color=_FOREGROUND,
-                    fontsize=8, transform=ax.transAxes)
+        if not series:
+            _message(ax, "no training yet")
+            return
+        right = None
         handles = []
-        for i, (name, (xs, ys)) in enumerate(self.series.items()):
+        for i, (name, (xs, ys)) in enumerate(series.items()):
             target = ax
             if name in self.right_axis:
-                if self._right is None:
-                    self._right = ax.twinx()
-                    self._right.set_ylim(0, 1)
-                    self._right.tick_params(colors=_FOREGROUND, labelsize=7)
-                target = self._right
+                if right is None:
+                    right = ax.twinx()
+                    right.set_ylim(0, 1)
+                    _style(right)
+                target = right
             (line,) = target.plot(xs, ys, color=_COLORS[i % len(_COLORS)], lw=1.2,
                                   marker="." if len(xs) < 30 else None, label=name)
             handles.append(line)
-        if handles:
-            legend = ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper right")
-            for text in legend.get_texts():
-                text.set_color(_FOREGROUND)
-        self.canvas.draw_idle()
+        _legend(ax, handles)

@@ -7,6 +7,7 @@ Three tabs, each a magicgui `Container`. The training itself is `napari_muvit.en
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,30 @@ from napari_muvit.widgets.workers import EngineJob
 SCRIBBLE_LAYER = "MuViT scribbles"
 PROBE_LAYER = "MuViT probe prediction"
 RETRAIN_DELAY_MS = 1500  # after the last stroke: long enough to paint a few strokes in a row
+
+
+def _warm_up_imports() -> None:
+    """Import what the training loops load lazily on their first optimiser step.
+
+    torch's first optimiser step imports `torch._dynamo` (~1-2 s), and that import keeps the GIL long
+    enough to freeze the GUI for ~0.2-0.5 s. Doing it once when the widget opens keeps that stall out of
+    every training run.
+    """
+    import torch._dynamo  # noqa: F401
+
+    import napari_muvit.engine.training  # noqa: F401
+
+
+_WARM_UP: threading.Thread | None = None
+
+
+def warm_up() -> threading.Thread:
+    """Start (once per process) the background import warm-up; training jobs wait for it."""
+    global _WARM_UP
+    if _WARM_UP is None:
+        _WARM_UP = threading.Thread(target=_warm_up_imports, name="muvit-warm-up", daemon=True)
+        _WARM_UP.start()
+    return _WARM_UP
 
 
 class MetricRelay(QObject):
@@ -92,8 +117,13 @@ class _TrainingTab(Container):
             return None
         self.plot.reset()
         self.result = None
-        job = EngineJob(lambda progress, cancel: self._run(kwargs, progress, cancel),
-                        description=self.description, unit="steps")
+        warming = warm_up()
+
+        def run(progress, cancel):
+            warming.join()  # worker thread: never train while the import warm-up still holds the GIL
+            return self._run(kwargs, progress, cancel)
+
+        job = EngineJob(run, description=self.description, unit="steps")
         job.progressed.connect(lambda done, total, text: setattr(self.status, "value", text))
         job.succeeded.connect(self._on_done)
         job.cancelled.connect(self._on_cancelled)
@@ -120,10 +150,12 @@ class _TrainingTab(Container):
                 self.plot.append(key, x, row[key])
 
     def _on_done(self, result) -> None:
+        self.finished_at = time.perf_counter()  # the job's end, before any result layer is built
         self.result = result
         self.status.value = "done"
 
     def _on_cancelled(self, result) -> None:
+        self.finished_at = time.perf_counter()
         self.result = result
         self.status.value = "cancelled"
 
@@ -170,7 +202,7 @@ class ScribbleProbeTab(_TrainingTab):
         self.debounce = QTimer(self.native)
         self.debounce.setSingleShot(True)
         self.debounce.setInterval(RETRAIN_DELAY_MS)
-        self.debounce.timeout.connect(self.start)
+        self.debounce.timeout.connect(lambda: self.start())  # looked up at call time
         self._watched = None
         self._again = False
         self.new_btn.changed.connect(self.new_scribble_layer)
@@ -351,11 +383,19 @@ class PretrainTab(_TrainingTab):
     def _run(self, kw: dict, progress, cancel):
         return run_pretrain(kw, progress, cancel, self._report)
 
-    def _on_row(self, row: dict) -> None:
-        preview = row.pop("preview", None)
-        super()._on_row(row)
-        if preview is not None:
-            self.previews = show_reconstruction(self.viewer, preview, self.image.value)
+    def _on_done(self, result) -> None:
+        super()._on_done(result)
+        self._show(result)
+
+    def _on_cancelled(self, result) -> None:
+        super()._on_cancelled(result)
+        self._show(result)
+
+    def _show(self, result) -> None:
+        self.previews = show_reconstruction(self.viewer, result.preview, self.image.value)
+        state = "cancelled" if result.cancelled else "done"
+        self.status.value = (f"{state} after {result.steps_done} steps; model saved to {result.model_dir}; "
+                             "reconstructions shown as layers")
 
 
 # ------------------------------------------------------------------ engine calls (worker thread)
@@ -432,8 +472,7 @@ def run_pretrain(kw: dict, progress, cancel, report):
                       steps=kw["steps"], batch_size=kw["batch_size"], checkpoint_every=every,
                       preview_every=0, progress=progress_and_poll, cancel=cancel)
     poll()
-    preview = reconstruction_preview(result.model_dir, kw["source"], kw["center_yx"])
-    report({"step": result.steps_done, "preview": preview})
+    result.preview = reconstruction_preview(result.model_dir, kw["source"], kw["center_yx"])
     return result
 
 
@@ -548,6 +587,7 @@ class TeachWidget(QWidget):
     def __init__(self, viewer):
         super().__init__()
         self.viewer = viewer
+        warm_up()
         self.scribble = ScribbleProbeTab(viewer)
         self.finetune = FinetuneTab(viewer)
         self.pretrain = PretrainTab(viewer)

@@ -1,0 +1,179 @@
+"""Teach widget: scribble probe on the synthetic slide, debounced retraining, live plot, cancel, heartbeat."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_muvit.widgets.teach import PROBE_LAYER, TeachWidget, warm_up
+
+SLIDE_SIZE = 1024
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    from napari_muvit.data.synthetic import synthetic_slide, write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("teach") / "slide.ome.zarr"
+    write_synthetic_slide(path, size=SLIDE_SIZE, seed=0)
+    _, truth, names = synthetic_slide(SLIDE_SIZE, seed=0)
+    return path, truth, names
+
+
+@pytest.fixture
+def viewer_with_slide(make_napari_viewer, slide, monkeypatch, tmp_path):
+    from napari_muvit.widgets._reader import read_slide
+
+    monkeypatch.setenv("NAPARI_MUVIT_THREADS", "1")
+    torch.set_num_threads(1)
+    viewer = make_napari_viewer()
+    data, kwargs, _ = read_slide(str(slide[0]))[0]
+    viewer.add_image(data, **kwargs)
+    widget = TeachWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="teach")
+    warm_up().join()  # the one-time import warm-up runs when the widget opens, before any training
+    return viewer, widget
+
+
+def _heartbeat(qtbot):
+    """Largest gap (ms) between 10 ms QTimer ticks on the GUI thread: how long the GUI was frozen."""
+    from qtpy.QtCore import QTimer
+
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    return timer, ticks
+
+
+def _check_heartbeat(qtbot, gaps, what):
+    """Heartbeat gaps must stay < 100 ms; a larger gap counts only if the idle machine does not stall too."""
+    if gaps.max() >= 100:
+        timer, ticks = _heartbeat(qtbot)
+        qtbot.wait(3000)
+        timer.stop()
+        idle = np.diff(ticks) * 1000
+        if idle.max() >= 100:
+            pytest.skip(f"{what}: {gaps.max():.0f} ms gap, but this machine stalls an idle Qt event loop for "
+                        f"{idle.max():.0f} ms too (busy CPU); the heartbeat cannot be judged here")
+    assert gaps.max() < 100
+
+
+def _gaps_ms(ticks, until):
+    """Heartbeat gaps (ms) of the ticks before `until` (training), and the largest one after it."""
+    ticks = np.asarray(ticks)
+    during = np.diff(ticks[ticks <= until]) * 1000
+    after = np.diff(ticks[ticks >= ticks[ticks <= until][-1]]) * 1000
+    return during, (after.max() if after.size else 0.0)
+
+
+def _gstrokes(truth, step=64, width=2):
+    """Ground-truth strokes: every `step`-th band of rows, `width` px high, labelled GT + 1."""
+    strokes = np.zeros_like(truth, dtype=np.uint8)
+    for y in range(step // 2, truth.shape[0], step):
+        strokes[y : y + width] = truth[y : y + width] + 1
+    return strokes
+
+
+def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
+    viewer, widget = viewer_with_slide
+    _, truth, names = slide
+    tab = widget.scribble
+    assert tab.image.value is viewer.layers[0]
+    layer = tab.new_scribble_layer()
+    assert layer.data.shape == truth.shape and tab.scribbles.value is layer
+    layer.data = _gstrokes(truth)
+    tab.region.value = "whole slide"
+    timer, ticks = _heartbeat(qtbot)
+    job = tab.start()
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=90_000)
+    qtbot.wait(50)
+    timer.stop()
+    assert job.error is None, job.error
+    result = tab.result
+    assert result["fit"].train_accuracy > 0.8
+    pred = np.asarray(viewer.layers[PROBE_LAYER].data[0] if viewer.layers[PROBE_LAYER].multiscale
+                      else viewer.layers[PROBE_LAYER].data)
+    assert pred.shape == truth.shape
+    # labels layer = class index + 1 = ground truth + 1; Dice per cell class vs the class-frequency chance level
+    dice, chance = [], []
+    for c in (1, 2):
+        p, t = pred == c + 1, truth == c
+        dice.append(2 * (p & t).sum() / (p.sum() + t.sum()))
+        chance.append(t.mean())
+    print(f"scribble probe Dice {dice} chance {chance} in {result['seconds']:.1f} s")
+    assert min(dice) > 0.5 and min(dice) > 5 * max(chance)
+    gaps, display = _gaps_ms(ticks, tab.finished_at)
+    print(f"GUI heartbeat during the probe: max gap {gaps.max():.0f} ms over {len(gaps)} ticks; "
+          f"building the result layers: {display:.0f} ms")
+    _check_heartbeat(qtbot, gaps, "scribble probe")
+    # the live plot got the probe's loss curve
+    xs, ys = tab.plot.series["loss"]
+    assert len(xs) == result["fit"].losses.__len__() and ys[-1] < ys[0]
+
+
+def test_new_strokes_retrain_once_debounced(viewer_with_slide, qtbot, monkeypatch):
+    viewer, widget = viewer_with_slide
+    tab = widget.scribble
+    layer = tab.new_scribble_layer()
+    starts = []
+    monkeypatch.setattr(tab, "start", lambda *a: starts.append(time.perf_counter()))
+    tab.debounce.setInterval(150)
+    layer.paint((10, 10), 1)  # before a first training: painting alone trains nothing
+    qtbot.wait(300)
+    assert starts == []
+    tab.result = {"fit": None}  # a probe exists: new strokes retrain it
+    t0 = time.perf_counter()
+    for k in range(5):
+        layer.paint((20 + 5 * k, 20), 2)
+        qtbot.wait(30)
+    qtbot.waitUntil(lambda: len(starts) == 1, timeout=2000)
+    qtbot.wait(300)
+    assert len(starts) == 1 and starts[0] - t0 >= 0.15 + 4 * 0.03
+    tab.auto.value = False
+    layer.paint((60, 60), 1)
+    qtbot.wait(300)
+    assert len(starts) == 1
+
+
+def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, tmp_path):
+    viewer, widget = viewer_with_slide
+    tab = widget.pretrain
+    tab.levels.value = "1,4"
+    tab.size.value = 32
+    tab.batch.value = 2
+    tab.steps.value = 100_000
+    tab.out.value = str(tmp_path / "mae")
+    timer, ticks = _heartbeat(qtbot)
+    job = tab.start()
+    assert job is not None and tab.cancel_btn.enabled
+    qtbot.waitUntil(lambda: job.done >= 3, timeout=60_000)
+    t_cancel = time.perf_counter()
+    tab.cancel_btn.native.click()
+    qtbot.waitUntil(lambda: not job.running, timeout=30_000)
+    took = time.perf_counter() - t_cancel
+    qtbot.wait(50)
+    timer.stop()
+    assert job.error is None, job.error
+    result = tab.result
+    assert result.cancelled and 3 <= result.steps_done < 100_000
+    assert tab.status.value.startswith("cancelled") and tab.start_btn.enabled and not tab.cancel_btn.enabled
+    # reconstruction previews: one layer per level on that level's crop
+    assert [layer.name for layer in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]
+    big = tab.previews[1]
+    np.testing.assert_allclose(big.scale, [4, 4])
+    assert big.data.shape == (32, 32) and np.isfinite(big.data).all()
+    print(f"pre-train cancelled after {result.steps_done} steps, {took:.2f} s after the click")
+    assert took < 10
+    from napari_muvit.model import load_model
+
+    assert load_model(result.model_dir).card.task == "mae"
+    gaps, display = _gaps_ms(ticks, tab.finished_at)
+    print(f"GUI heartbeat during pre-training: max gap {gaps.max():.0f} ms over {len(gaps)} ticks; "
+          f"building the reconstruction layers: {display:.0f} ms")
+    _check_heartbeat(qtbot, gaps, "pre-training")
