@@ -200,3 +200,20 @@ def test_prefetcher_keeps_order_and_reraises():
         for b, v in Prefetcher(read, range(10), workers=3):
             got.append((b, v))
     assert got == [(b, b * 10) for b in range(7)]
+
+
+def test_batched_reads_equal_pyramid_crops():
+    from napari_muvit.data import Normalizer
+    from napari_muvit.engine.context import resolve
+    from napari_muvit.engine.tileops import read_batch
+
+    img = random_slide((150, 170), seed=4) * 100
+    pyr = open_pyramid(img)
+    ctx = resolve(Recipe(tile=32, overlap=8, out=""), model=tiny_segmenter(levels=(1, 4)), pyramid=pyr)
+    ctx.normalizer = Normalizer("fixed", [10.0], [60.0])
+    tiles = [(0, 0), (0, 1), (0, 6), (1, 3), (5, 0), (5, 6), (6, 6)]  # borders, wrap across rows
+    x, bbox = read_batch(ctx, tiles)
+    for b, t in enumerate(tiles):
+        img_t, bbox_t = pyr.crops(ctx.grid.tile_center(*t), (1, 4), 32, normalizer=ctx.normalizer)
+        np.testing.assert_array_equal(x[b], img_t)
+        np.testing.assert_array_equal(bbox[b], bbox_t)

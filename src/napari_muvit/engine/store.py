@@ -37,17 +37,24 @@ _PALETTE = [
 ]
 
 
-def _color(names_colors, k):
-    if names_colors and k < len(names_colors) and names_colors[k]:
+def _rgba(names_colors, k) -> tuple[int, int, int, int]:
+    """Colour ``k`` as 0-255 RGBA from '#rrggbb[aa]', 0-1 or 0-255 sequences; a palette colour if missing."""
+    if names_colors and k < len(names_colors) and names_colors[k] is not None and len(names_colors[k]):
         c = names_colors[k]
         if isinstance(c, str):
             c = c.lstrip("#")
-            return tuple(int(c[i : i + 2], 16) for i in (0, 2, 4))
-        c = list(c)[:3]
-        if max(c) <= 1.0:
-            c = [int(round(v * 255)) for v in c]
-        return tuple(int(v) for v in c)
-    return _PALETTE[k % len(_PALETTE)]
+            vals = [int(c[i : i + 2], 16) for i in range(0, min(len(c), 8), 2)]
+        else:
+            vals = list(c)[:4]
+            if max(vals) <= 1.0:
+                vals = [int(round(v * 255)) for v in vals]
+        vals = [int(v) for v in vals] + [255] * (4 - len(vals))
+        return tuple(vals[:4])
+    return (*_PALETTE[k % len(_PALETTE)], 255)
+
+
+def _color(names_colors, k) -> tuple[int, int, int]:
+    return _rgba(names_colors, k)[:3]
 
 
 def prepare_output(path: str | Path, resume: bool, overwrite: bool) -> bool:
@@ -128,7 +135,7 @@ class OutputStore:
                 "type": "mode",
             }], "image-label": {
                 "version": "0.5",
-                "colors": [{"label-value": k + 1, "rgba": [*_color(label_colors, k), 255]} for k in range(len(labels))],
+                "colors": [{"label-value": k + 1, "rgba": list(_rgba(label_colors, k))} for k in range(len(labels))],
                 "properties": [{"label-value": k + 1, "class": name} for k, name in enumerate(labels)],
                 "source": {"image": "../../"},
             }}})

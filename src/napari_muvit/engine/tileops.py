@@ -16,16 +16,41 @@ from .device import autocast, free_device_memory, is_oom
 
 
 def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of ``tiles [(i, j), ...]`` -> ``x (B, L, C, S, S) float32``, ``bbox (B, L, 2, 2) float32`` world px."""
-    xs, boxes = [], []
-    for i, j in tiles:
-        img, bbox = ctx.pyramid.crops(ctx.grid.tile_center(i, j), ctx.levels, ctx.grid.tile, normalizer=ctx.normalizer)
+    """Crops of ``tiles [(i, j), ...]`` -> ``x (B, L, C, S, S) float32``, ``bbox (B, L, 2, 2) float32`` world px.
+
+    Per grid row and level, one window covering all the row's crops is read and sliced (one read instead
+    of one per tile); the crops are exactly `Pyramid.crops` (same start pixels, padding and normalisation).
+    """
+    from napari_muvit.data.geometry import crop_bbox, crop_start_index
+
+    S = ctx.grid.tile
+    L = len(ctx.levels)
+    x = np.zeros((len(tiles), L, ctx.pyramid.n_channels, S, S), np.float32)
+    valid = np.zeros((len(tiles), L, S, S), bool)
+    bbox = np.zeros((len(tiles), L, 2, 2), np.float32)
+    rows: dict = {}
+    for b, (i, _) in enumerate(tiles):
+        rows.setdefault(i, []).append(b)
+    for members in rows.values():
+        centers = np.array([ctx.grid.tile_center(*tiles[b]) for b in members])
+        for li, f in enumerate(ctx.levels):
+            starts = crop_start_index(centers, f, S)  # (n, 2) pixel index at this level
+            lo, hi = starts.min(axis=0), starts.max(axis=0) + S
+            window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist())
+            for b, st in zip(members, starts):
+                oy, ox = st - lo
+                x[b, li] = window[:, oy : oy + S, ox : ox + S]
+                valid[b, li] = ok[oy : oy + S, ox : ox + S]
+                bbox[b, li] = crop_bbox(st, f, S)
+    if ctx.normalizer is not None:
+        for b in range(len(tiles)):  # per tile (L, C, S, S): the normaliser's own 2D layout
+            x[b] = ctx.normalizer(x[b])
+        x *= valid[:, :, None]  # zero padding stays exactly zero after normalisation
+    for b, (i, j) in enumerate(tiles):
         origin = ctx.grid.tile_origin(i, j)
-        if abs(float(bbox[0, 0, 0]) - origin[0]) > 1e-3 or abs(float(bbox[0, 0, 1]) - origin[1]) > 1e-3:
-            raise RuntimeError(f"tile {(i, j)} crop starts at {bbox[0, 0].tolist()}, expected {origin}")
-        xs.append(img)
-        boxes.append(bbox)
-    return np.stack(xs), np.stack(boxes).astype(np.float32)
+        if abs(float(bbox[b, 0, 0, 0]) - origin[0]) > 1e-3 or abs(float(bbox[b, 0, 0, 1]) - origin[1]) > 1e-3:
+            raise RuntimeError(f"tile {(i, j)} crop starts at {bbox[b, 0, 0].tolist()}, expected {origin}")
+    return x, bbox
 
 
 def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles):
