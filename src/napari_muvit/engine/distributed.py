@@ -21,7 +21,7 @@ from .context import resolve
 from .predict import PredictionResult, finish, open_run, result_of
 from .recipe import Recipe
 from .store import PREDICTED, OutputStore, prepare_output
-from .tileops import commit_batch, finalise_tile, read_batch, run_batch
+from .tileops import commit_batch, finalise_tiles, read_batch, run_batch
 
 _CACHE: dict = {}
 RETRIES = 2
@@ -53,7 +53,7 @@ def _worker_batch(payload: dict, batch: list, wanted: list) -> dict:
 
 def _worker_finalise(payload: dict, jobs: list) -> dict:
     ctx, store = _worker_context(payload)
-    return {tuple(t): finalise_tile(ctx, store, *t, [tuple(n) for n in nbrs]) for t, nbrs in jobs}
+    return finalise_tiles(ctx, store, [(tuple(t), [tuple(n) for n in nbrs]) for t, nbrs in jobs])
 
 
 def _client(recipe: Recipe):

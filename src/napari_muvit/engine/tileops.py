@@ -107,8 +107,8 @@ def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
     return out
 
 
-def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
-    """Blend chunk ``(i, j)`` from the predictions of its present neighbours, write it; returns its scores."""
+def blend_tile(ctx, store, i, j, neighbours_present, cache=None):
+    """Blended chunk ``(i, j)`` from its present neighbours' predictions -> ``(values, labels, scores)``."""
     preds = {}
     for n in neighbours_present:
         p = cache.get(n) if cache is not None else None
@@ -119,10 +119,34 @@ def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
             if cache is not None:
                 cache.put(n, p)
         preds[n] = p
-    probs = ctx.grid.blend(i, j, preds)
-    values, labels, scores = ctx.output.chunk(probs)
-    store.write_block(ctx.grid.owned(i, j), values, labels)
-    return scores
+    return ctx.output.chunk(ctx.grid.blend(i, j, preds))
+
+
+def finalise_tiles(ctx, store, jobs, cache=None) -> dict:
+    """Blend and write the chunks of ``jobs [(tile, neighbours), ...]``; returns ``{tile: scores}``.
+
+    Runs of consecutive chunks in a row are written with one call per array (fewer, larger writes; still
+    exactly the jobs' own chunks).
+    """
+    blocks = {tuple(t): blend_tile(ctx, store, *t, nbrs, cache) for t, nbrs in jobs}
+    runs: list = []
+    for t in sorted(blocks):
+        if runs and runs[-1][-1][0] == t[0] and runs[-1][-1][1] + 1 == t[1]:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    for run in runs:
+        a0, a1, b0, _ = ctx.grid.owned(*run[0])
+        b1 = ctx.grid.owned(*run[-1])[3]
+        values = np.concatenate([blocks[t][0] for t in run], axis=-1)
+        labels = np.concatenate([blocks[t][1] for t in run], axis=-1)
+        store.write_block((a0, a1, b0, b1), values, labels)
+    return {t: b[2] for t, b in blocks.items()}
+
+
+def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
+    """Blend chunk ``(i, j)`` from the predictions of its present neighbours, write it; returns its scores."""
+    return finalise_tiles(ctx, store, [((i, j), neighbours_present)], cache)[(i, j)]
 
 
 class PredictionCache:
@@ -167,17 +191,27 @@ class BlendWriter:
         for t in self._threads:  # distinct chunks per job: writers never touch the same chunk
             t.start()
 
-    def _run(self):
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            tile, nbrs = job
+    def _run(self, group: int = 16):
+        stop = False
+        while not stop:
+            jobs = [self._jobs.get()]
+            while len(jobs) < group:  # take what is queued: neighbouring chunks are written together
+                try:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
+                    break
+            if None in jobs:  # one stop sentinel per thread: hand the others back
+                stop = True
+                for _ in range(jobs.count(None) - 1):
+                    self._jobs.put(None)
+                jobs = [j for j in jobs if j is not None]
+            if not jobs:
+                continue
             try:
-                self._done.put((tile, finalise_tile(self.ctx, self.store, *tile, nbrs, self.cache)))
+                for tile, scores in finalise_tiles(self.ctx, self.store, jobs, self.cache).items():
+                    self._done.put((tile, scores))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
                 self._error = exc
-                self._done.put((tile, None))
 
     def submit(self, tile, neighbours):
         if tile not in self.queued:
