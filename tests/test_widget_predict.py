@@ -38,10 +38,11 @@ def tiny_model(plugin_dirs):
 
 
 @pytest.fixture
-def sample_viewer(make_napari_viewer, plugin_dirs):
+def sample_viewer(make_napari_viewer, plugin_dirs, tmp_path, monkeypatch):
     from napari_muvit.widgets._reader import read_slide
     from napari_muvit.widgets._sample import sample_slide_path
 
+    monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))  # each test starts fresh
     viewer = make_napari_viewer()
     for data, kwargs, kind in read_slide(str(sample_slide_path(size=SLIDE_SIZE, seed=SLIDE_SEED))):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
@@ -191,3 +192,57 @@ def test_settings_persist_between_widgets(sample_viewer, tiny_model):
     assert again.levels.chosen() == (1, 16)
     assert (again.model.tile.value(), again.model.device.currentText()) == (96, "cpu")
     assert again.region_mode.currentText() == "whole slide"
+
+
+def test_cancel_mid_run_then_resume_and_rois(sample_viewer, tiny_model, qtbot, tmp_path):
+    """Cancel stops the engine within 2 s and keeps finished tiles; Run continues the same store; the
+    GUI thread keeps ticking meanwhile; ROIs are listed, clickable and exportable."""
+    import json
+
+    from qtpy.QtCore import QTimer
+
+    from napari_muvit.widgets.region import scene_camera
+
+    w = make_widget(sample_viewer, tiny_model)
+    w.region_mode.setCurrentText("whole slide")
+    w.model.batch.setValue(2)
+    job = w.run()
+    qtbot.waitUntil(lambda: job.done >= 4 or not job.running, timeout=60_000)
+    assert job.running, job.error
+    w.cancel()
+    wait_for_run(qtbot, w)
+    assert job.stopped_at - job.cancel_at < 2.0
+    assert "cancelled after" in w.status.text() and w.resumable == w.last_store
+    labels = sample_viewer.layers["MuViT labels"]
+    predicted = np.count_nonzero(np.asarray(labels.data[0] if labels.multiscale else labels.data))
+    assert 0 < predicted < SLIDE_SIZE * SLIDE_SIZE  # some tiles kept, not all
+    first_store, done_before = w.last_store, job.done
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(__import__("time").perf_counter()))
+    timer.start(10)
+    again = w.run()
+    assert w.last_recipe.resume and w.last_store == first_store  # same store, continued
+    wait_for_run(qtbot, w)
+    timer.stop()
+    assert again.error is None and again._done0 >= done_before  # finished tiles were not recomputed
+    labels = sample_viewer.layers["MuViT labels"]
+    final = np.asarray(labels.data[0] if labels.multiscale else labels.data)
+    assert np.count_nonzero(final) == SLIDE_SIZE * SLIDE_SIZE
+    gaps = np.diff(ticks) * 1000
+    assert len(ticks) > 20 and np.percentile(gaps, 90) < 100  # the GUI thread kept ticking
+
+    n = w.rois.rowCount()
+    assert 1 <= n <= 20
+    scores = [float(w.rois.item(r, 1).text()) for r in range(n)]
+    assert scores == sorted(scores, reverse=True)
+    y, x = float(w.rois.item(0, 2).text()), float(w.rois.item(0, 3).text())
+    w.rois.cellClicked.emit(0, 0)
+    np.testing.assert_allclose(scene_camera(sample_viewer).center[-2:], (y, x), atol=0.51)
+    roi_layer = sample_viewer.layers["MuViT ROIs"]
+    assert list(roi_layer.features["rank"]) == list(range(1, n + 1))
+    geojson = w.export_rois("geojson", tmp_path / "rois.geojson")
+    assert len(json.loads(geojson.read_text())["features"]) == n
+    csv_path = w.export_rois("csv", tmp_path / "rois.csv")
+    assert len(csv_path.read_text().strip().splitlines()) == n + 1

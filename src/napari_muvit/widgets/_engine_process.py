@@ -4,13 +4,15 @@ The child serves one task at a time from ``tasks``: ``(job_id, "module:function"
 ``function(*args, progress=..., cancel=..., **kwargs)``, sends ``(job_id, "progress", (done, total))``
 events while it runs, and ends every task with exactly one ``"result"``, ``"user_error"`` (the engine's
 sentence) or ``"error"`` (type, message and traceback text) event. ``cancel`` reads a shared flag that
-the parent sets. ``None`` on ``tasks`` stops the child.
+the parent sets. ``None`` on ``tasks`` stops the child. Results travel as plain objects (`plain`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import traceback
+from types import SimpleNamespace
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
@@ -18,6 +20,14 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 def resolve_target(target: str):
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def plain(result):
+    """Dataclass results -> ``SimpleNamespace`` with the same attributes: unpickling the engine's own
+    classes in the GUI process would import torch there (seconds, holding the GIL)."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return SimpleNamespace(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
+    return result
 
 
 def warm_up() -> None:
@@ -50,6 +60,6 @@ def serve(tasks, events, cancel_flag) -> None:
             events.put((job_id, "error", (type(exc).__name__, str(exc), traceback.format_exc())))
         else:
             try:
-                events.put((job_id, "result", result))
+                events.put((job_id, "result", plain(result)))
             except Exception as exc:  # noqa: BLE001 - an unpicklable result must still end the task
                 events.put((job_id, "error", (type(exc).__name__, str(exc), traceback.format_exc())))

@@ -6,8 +6,11 @@ thread); the engine loads the weights in its worker.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
+import yaml
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -47,28 +50,63 @@ class ModelInfo:
                 f"{self.ndim}D{ps}")
 
 
+class _TupleSafeLoader(yaml.SafeLoader):
+    """Safe YAML + ``!!python/tuple`` (reference configs). Kept here rather than imported from
+    ``napari_muvit.model`` because that package imports torch: seconds of GUI freeze at widget start."""
+
+
+_TupleSafeLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
+)
+MAE_ONLY_KEYS = ("decoder_mode", "dim_decoder", "masking_mode", "masking_ratio", "num_layers_decoder")
+
+
+def _model_folder(source: str) -> Path:
+    if str(source) == "demo":
+        spec = importlib.util.find_spec("napari_muvit.model")  # imports napari_muvit, not the model package
+        folder = Path(list(spec.submodule_search_locations)[0]) / "demo"
+        if not (folder / "model.pth").is_file():
+            raise FileNotFoundError(f"The built-in demo model is not installed (expected it in {folder}).")
+        return folder
+    folder = Path(source)
+    if not folder.exists():
+        raise FileNotFoundError(f"The model folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is a file, but a model is a folder with config.yaml and model.pth.")
+    return folder
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.load(path.read_text(), Loader=_TupleSafeLoader)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not plain YAML: {str(err).splitlines()[0]}.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of settings, not {type(data).__name__}.")
+    return data
+
+
 def read_model_info(source: str) -> ModelInfo:
     """Read ``muvit.yaml`` + ``config.yaml`` of ``"demo"`` or a model folder (FileNotFoundError/ValueError
-    with one sentence when it is not a model)."""
-    from napari_muvit.model.card import ModelCard
-    from napari_muvit.model.checkpoint import encoder_kwargs, read_yaml, resolve_folder
-
-    folder = resolve_folder(source)
+    with one sentence when it is not a model). Weights are checked when the engine loads them."""
+    folder = _model_folder(source)
     cfg_path, card_path = folder / "config.yaml", folder / "muvit.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder} is not a MuViT model folder: it has no config.yaml.")
-    enc_kw, mae_kw = encoder_kwargs(read_yaml(cfg_path), cfg_path)
-    if card_path.is_file():
-        card = ModelCard.from_dict(read_yaml(card_path), str(card_path))
-    else:
-        card = ModelCard(task="mae" if mae_kw else "encoder", levels=tuple(enc_kw.get("levels", (1, 4))),
-                         in_channels=enc_kw.get("in_channels", 1))
-    patch = int(enc_kw.get("patch_size", 16))
+    if not (folder / "model.pth").is_file():
+        raise FileNotFoundError(f"The model folder {folder} has no model.pth.")
+    config = _read_yaml(cfg_path)
+    card = _read_yaml(card_path) if card_path.is_file() else {}
+    task = card.get("task") or ("mae" if any(k in config for k in MAE_ONLY_KEYS) else "encoder")
+    levels = card.get("levels") or config.get("levels") or (1, 4)
+    patch = config.get("patch_size", 16)
+    patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
     return ModelInfo(
-        source=str(source), task=card.task, levels=tuple(int(f) for f in card.levels),
-        crop_size=int(card.crop_size or 16 * patch), in_channels=int(card.in_channels),
-        ndim=int(enc_kw.get("ndim", 2)), patch_size=patch, class_names=list(card.class_names or []),
-        class_colors=list(card.class_colors or []), pixel_size=card.pixel_size,
+        source=str(source), task=str(task), levels=tuple(int(f) for f in levels),
+        crop_size=int(card.get("crop_size") or 16 * patch),
+        in_channels=int(card.get("in_channels") or config.get("in_channels", 1)),
+        ndim=int(config.get("ndim", 2)), patch_size=patch, class_names=list(card.get("class_names") or []),
+        class_colors=list(card.get("class_colors") or []), pixel_size=card.get("pixel_size"),
     )
 
 

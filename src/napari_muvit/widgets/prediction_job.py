@@ -8,6 +8,7 @@ store's multiscale levels, so napari only reads what is on screen).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,18 +83,26 @@ def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_si
     file). ``on_preview(dict)`` is called from the worker side about once a second with the finished
     part of the store (``probs (K, h, w)``, ``labels (h, w)``, ``stride``, ``meta``, ``label_colors``)."""
     last = [0.0]
+    reading = threading.Lock()
+
+    def read_and_send():
+        try:
+            got = read_preview(recipe.out)
+            if got is not None:
+                on_preview({"probs": got[0], "stride": got[1], "labels": got[2], "meta": store_meta(recipe.out),
+                            "label_colors": label_colors(recipe.out)})
+        finally:
+            reading.release()
 
     def preview(done, total):
+        # reads on its own thread: progress (and cancel) handling never waits for a preview
         now = time.perf_counter()
         if on_preview is None or now - last[0] < PREVIEW_INTERVAL_S or done >= total:
             return
-        if not Path(recipe.out, "0").exists():
+        if not Path(recipe.out, "0").exists() or not reading.acquire(blocking=False):
             return
         last[0] = now
-        got = read_preview(recipe.out)
-        if got is not None:
-            on_preview({"probs": got[0], "stride": got[1], "labels": got[2], "meta": store_meta(recipe.out),
-                        "label_colors": label_colors(recipe.out)})
+        threading.Thread(target=read_and_send, name="muvit-preview", daemon=True).start()
 
     def background(result):
         return load_outputs(recipe.out, result, origin_offset, pixel_size)

@@ -151,10 +151,12 @@ class EngineJob(QObject):
         self.stopped_at = time.perf_counter()
         try:
             if kind == "result":
+                # the engine says whether it stopped early (a cancel after its last batch changes nothing)
+                was_cancelled = bool(getattr(payload, "cancelled", self._cancel.is_set()))
                 if self._background is not None:
                     payload = self._background(payload)
                 self.result = payload
-                (self.cancelled if self._cancel.is_set() else self.succeeded).emit(payload)
+                (self.cancelled if was_cancelled else self.succeeded).emit(payload)
             else:
                 self.error = str(payload)
                 self.failed.emit(self.error)
