@@ -7,7 +7,7 @@ random `MuViTSegmenter` of the demo's shape (levels 1,4,16, crop 64, patch 8, di
 Both measurements use the engine's thread policy (`configure_threads`: cores - 1 torch threads) and the
 same batches. Prints one JSON object with ``pipeline_tiles_per_s``, ``model_tiles_per_s``, ``efficiency``
 (whole `predict` call incl. store creation and output pyramid) and ``efficiency_steady`` (first to last
-finished tile).
+finished tile); medians of ``--repeats`` alternating runs of each.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -68,31 +69,43 @@ def measure(args) -> dict:
     data = [read_batch(ctx, b) for b in batches]
     run_batch(ctx, *data[0], batches[0])  # warm-up
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    for (x, bbox), b in zip(data, batches):
-        run_batch(ctx, x, bbox, b)
-    sync()
-    model_s = time.perf_counter() - t0
-    del data
 
-    stamps = []
-    t0 = time.perf_counter()
-    result = predict(recipe, model=model, progress=lambda d, t: stamps.append((time.perf_counter(), d)))
-    pipe_s = time.perf_counter() - t0
-    first = next(t for t, d in stamps if d > 0)
-    first_done = next(d for t, d in stamps if d > 0)
-    steady_s = stamps[-1][0] - first
+    def model_only():
+        sync()
+        t0 = time.perf_counter()
+        for (x, bbox), b in zip(data, batches):
+            run_batch(ctx, x, bbox, b)
+        sync()
+        return time.perf_counter() - t0
+
+    def pipeline(k):
+        stamps = []
+        t0 = time.perf_counter()
+        result = predict(recipe.replace(out=str(tmp / f"out{k}.zarr")), model=model,
+                         progress=lambda d, t: stamps.append((time.perf_counter(), d)))
+        total = time.perf_counter() - t0
+        first, first_done = next((t, d) for t, d in stamps if d > 0)
+        return total, stamps[-1][0] - first, first_done, result.complete
+
+    # alternate the two measurements: on a shared machine, load changes between runs
+    model_s, pipe_s, steady = [], [], []
+    for k in range(args.repeats):
+        model_s.append(model_only())
+        total, loop, first_done, complete = pipeline(k)
+        pipe_s.append(total)
+        steady.append((len(tiles) - first_done) / loop if loop > 0 else float("nan"))
     n = len(tiles)
-    model_tps = n / model_s
+    model_tps = n / float(np.median(model_s))
+    pipe_tps = n / float(np.median(pipe_s))
     return {
-        "pipeline_tiles_per_s": round(n / pipe_s, 2),
+        "pipeline_tiles_per_s": round(pipe_tps, 2),
         "model_tiles_per_s": round(model_tps, 2),
-        "efficiency": round(n / pipe_s / model_tps, 3),
-        "efficiency_steady": round((n - first_done) / steady_s / model_tps, 3) if steady_s > 0 else None,
-        "tiles": n, "pipeline_s": round(pipe_s, 2), "model_s": round(model_s, 2),
-        "complete": result.complete, "region": args.region, "tile": args.tile, "overlap": args.overlap,
-        "batch_size": args.batch_size, "torch_threads": threads, "device": str(device),
+        "efficiency": round(pipe_tps / model_tps, 3),
+        "efficiency_steady": round(float(np.median(steady)) / model_tps, 3),
+        "tiles": n, "repeats": args.repeats, "pipeline_s": [round(v, 2) for v in pipe_s],
+        "model_s": [round(v, 2) for v in model_s], "complete": complete, "region": args.region,
+        "tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size, "torch_threads": threads,
+        "device": str(device),
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_count": os.cpu_count(), "model": desc, "python": sys.version.split()[0], "torch": torch.__version__,
     }
@@ -108,6 +121,7 @@ def main(argv=None):
     p.add_argument("--model", default="auto", help="auto (demo if installed), demo, or random")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
+    p.add_argument("--repeats", type=int, default=3, help="alternating model-only / pipeline runs (medians)")
     print(json.dumps(measure(p.parse_args(argv))))
 
 
