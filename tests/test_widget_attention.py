@@ -162,3 +162,73 @@ def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypa
     _mouse(viewer, "press", (50.0, 60.0))
     _mouse(viewer, "release", (50.0, 60.0))
     assert len(probed) == 2
+
+
+@pytest.fixture(scope="module")
+def slide_path(tmp_path_factory):
+    from napari_muvit.data.synthetic import write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("probe") / "slide.ome.zarr"
+    write_synthetic_slide(path, size=512, seed=0)
+    return path
+
+
+def _wait_probe(qtbot, widget):
+    qtbot.waitUntil(lambda: widget._job is not None and not widget._job.running and widget._pending is None,
+                    timeout=60_000)
+    qtbot.wait(30)
+
+
+def test_click_shows_the_engine_probe_per_level_on_world_boxes(make_napari_viewer, slide_path, qtbot):
+    import torch
+
+    from napari_muvit.engine.attention import attention_probe, open_session
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+
+    torch.set_num_threads(1)
+    viewer = make_napari_viewer()
+    data, kwargs, _ = read_slide(str(slide_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget = AttentionProbeWidget(viewer)
+    point = (200.0, 300.0)
+    _mouse(viewer, "press", point, pos=(5, 5))
+    _mouse(viewer, "release", point, pos=(5, 5))
+    _wait_probe(qtbot, widget)
+    reference = open_session(str(slide_path), "demo")
+    expected = attention_probe(reference, point)
+    levels = (1, 4, 16)
+    maps = [layer for layer in viewer.layers if layer.name.startswith(MAP_PREFIX)]
+    assert sorted(int(layer.name[len(MAP_PREFIX):]) for layer in maps) == list(levels)
+    for level, (values, bbox) in zip(levels, expected.maps):
+        layer = viewer.layers[f"{MAP_PREFIX}{level}"]
+        np.testing.assert_allclose(layer.data, values, rtol=1e-5, atol=1e-7)
+        # each cell is level * patch world px and the map covers exactly the level's crop
+        np.testing.assert_allclose(layer.scale, [level * 8] * 2)
+        extent = np.asarray(layer.extent.world)
+        y0, x0, y1, x1 = bbox_edges(bbox, level)
+        np.testing.assert_allclose(extent[0] - layer.scale / 2, [y0, x0])
+        np.testing.assert_allclose(extent[1] + layer.scale / 2, [y1, x1])
+        assert x1 - x0 == 64 * level
+    np.testing.assert_allclose(viewer.layers[QUERY_LAYER].data[0], expected.query_world_yx)
+    np.testing.assert_allclose(widget.plot.shares["query"], expected.level_share)
+    assert widget.plot.shares["tile"].sum() == pytest.approx(1.0)
+    # a second click in the same tile reuses the cached encoder pass and replaces the maps
+    n_layers = len(viewer.layers)
+    widget.probe((210.0, 310.0))
+    _wait_probe(qtbot, widget)
+    assert widget.session.forward_calls == 1 and len(viewer.layers) == n_layers
+    np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}4"].data,
+                               attention_probe(reference, (210.0, 310.0)).maps[1][0], rtol=1e-5, atol=1e-7)
+    # the controls re-probe the same point: head 2 of layer 0, query token from level 4
+    assert widget._head.choices[-1] == "3" and "rollout" in widget._layer.choices
+    widget._head.value = "2"
+    _wait_probe(qtbot, widget)
+    widget._layer.value = "0"
+    _wait_probe(qtbot, widget)
+    widget._query_level.value = 4
+    _wait_probe(qtbot, widget)
+    other = attention_probe(reference, (210.0, 310.0), layer=0, head=2, query_level=4)
+    for level, (values, _) in zip(levels, other.maps):
+        np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}{level}"].data, values, rtol=1e-5, atol=1e-7)
+    assert viewer.layers[QUERY_LAYER].size[0] == pytest.approx(4 * 8)

@@ -205,7 +205,7 @@ class AttentionProbeWidget(Container):
         self._feature_job = None
 
     def _refresh_images(self, *_):
-        self.reset_choices()
+        self._image.reset_choices()  # only the layer picker: the other choices come from the model
         pick_first(self._image)
 
     # ---------------------------------------------------------------- mouse
@@ -270,10 +270,13 @@ class AttentionProbeWidget(Container):
 
     def _compute(self, request: ProbeRequest):
         """Worker thread: (re)open the session when image/model/levels changed, then probe."""
+        t0 = time.perf_counter()
         if self.session is None or request.key != self._session_key:
             self.session = open_probe_session(request.source, request.key[1], request.key[2])
             self._session_key = request.key
-        return run_probe(self.session, request)
+        view, result, info = run_probe(self.session, request)
+        info["compute_s"] = time.perf_counter() - t0
+        return view, result, info
 
     def _on_failed(self, message: str) -> None:
         self._status.value = "Probe failed."
@@ -286,7 +289,7 @@ class AttentionProbeWidget(Container):
         self.overlay.show(view, pixel_size)
         self.plot.set_shares(view.levels, info["query_share"], info.get("tile_share"))
         self._update_choices(view.levels, info)
-        self.last_view, self.last_result = view, result
+        self.last_view, self.last_result, self.last_info = view, result, info
         self.last_latency_s = time.perf_counter() - self._t_request
         self._status.value = (f"Query at y={view.query_world_yx[0]:.0f}, x={view.query_world_yx[1]:.0f}; "
                               f"{self.last_latency_s * 1000:.0f} ms")
@@ -414,8 +417,37 @@ def run_probe(session, request: ProbeRequest):
 
     result = engine_attention.attention_probe(session, request.point_yx, layer=request.layer,
                                               head=request.head, query_level=request.query_level)
-    levels = tuple(int(v) for v in session.levels)
+    levels = tuple(int(v) for v in result.levels or session.levels)
     view = ProbeView(levels, [m for m, _ in result.maps], [b for _, b in result.maps],
                      np.asarray(result.query_world_yx, dtype=float), request.query_level, session.patch_size)
-    info = {"query_share": np.asarray(result.level_share, dtype=float)}
+    info = dict(result.info)
+    info["query_share"] = np.asarray(result.level_share, dtype=float)
+    info["tile_share"] = tile_level_share(session, request)
     return view, result, info
+
+
+TILE_SHARE_QUERIES = 64  # query tokens averaged for the tile's share (evenly spaced when there are more)
+
+
+def tile_level_share(session, request: ProbeRequest) -> np.ndarray:
+    """Share of attention per level averaged over the query level's tokens of the probed tile, `(L,)`.
+
+    Uses the engine's `attention_row` on the session's cached weights for up to `TILE_SHARE_QUERIES`
+    evenly spaced query tokens; cached per tile, layer, head and query level.
+    """
+    from napari_muvit.engine.attention import attention_row
+
+    entry, origin = session.entry_for(request.point_yx)  # cached: the probe just ran on this tile
+    key = (origin, request.layer, request.head, request.query_level)
+    cache = getattr(session, "_widget_tile_share", None)
+    if cache is not None and cache[0] == key:
+        return cache[1]
+    gh, gw = entry["grid"]
+    n = gh * gw
+    level_index = list(session.levels).index(int(request.query_level))
+    queries = np.unique(np.linspace(0, n - 1, min(n, TILE_SHARE_QUERIES)).round().astype(int)) + level_index * n
+    rows = np.stack([attention_row(entry["attn"], int(q), request.layer, request.head) for q in queries])
+    share = rows.reshape(len(queries), len(session.levels), n).sum(-1)
+    share = (share / share.sum(-1, keepdims=True)).mean(0)
+    session._widget_tile_share = (key, share)
+    return share
