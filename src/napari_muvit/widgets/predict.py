@@ -29,6 +29,7 @@ from . import layers as L
 from .levels import LevelsPanel
 from .model_panel import ModelPanel
 from .prediction_job import load_outputs, make_prediction_job
+from .preview_view import placeholder_preview, show_preview
 from .region import REGION_MODES, clip_region, context_bboxes, region_center, shapes_region, view_region
 from .results import RoiTable, centre_camera
 from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
@@ -303,6 +304,11 @@ class PredictWidget(QWidget):
         self.last_recipe, self.last_store, self.resumable = recipe, Path(recipe.out), None
         self.status.setText("starting…" if not recipe.resume else "continuing the cancelled run…")
         image = self.image
+        info = self.model.info
+        if info.task == "segmentation" and info.class_names and not recipe.resume:
+            region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
+            show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit),
+                         image.origin_offset)
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size, on_preview=self.preview_ready.emit,
                                        use_process=self.use_process)
@@ -338,26 +344,9 @@ class PredictWidget(QWidget):
 
     # ------------------------------------------------------------------------------------ results
     def _show_preview(self, preview: dict):
-        """Finished tiles so far (numpy from the worker side) as heatmaps; replaced by the final layers."""
-        if self.job is None or not self.job.running or self.image is None:
-            return
-        meta = preview["meta"]
-        image = meta.get("image") or {}
-        # a strided preview pixel stands for the block of store pixels it was sampled from
-        factor = float(image.get("factor", 1)) * preview["stride"]
-        y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
-        names = list(image.get("channel_names") or [])
-        origin = np.add((y0, x0), self.image.origin_offset)
-        for tup in L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
-                                        unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
-                                        origin=origin, extra_meta={"output": True, "preview": True}):
-            L.add_or_update(self.viewer, tup)
-        if preview.get("labels") is not None:
-            names = ["not predicted", *(meta.get("labels") or [])]
-            L.add_or_update(self.viewer, L.labels_layer(
-                preview["labels"], level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
-                name="MuViT labels", class_names=names, class_colors=preview.get("label_colors"), origin=origin,
-                extra_meta={"output": True, "preview": True}))
+        """Finished tiles so far (numpy from the worker side); replaced by the final layers."""
+        if self.job is not None and self.job.running and self.image is not None:
+            show_preview(self.viewer, preview, self.image.origin_offset, spread=True)
 
     def show_outputs(self, outputs):
         """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""

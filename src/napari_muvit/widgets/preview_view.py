@@ -1,0 +1,66 @@
+"""Live results while a prediction runs: the finished part of the store as heatmaps and labels.
+
+The worker side reads a strided copy of the store's level 0 about once a second (`prediction_job`);
+here it only replaces layer data. Building a napari layer costs the GUI thread 100-250 ms on a small
+machine (swapping data costs 10-80 ms), so the preview layers are made once, empty, when Run is clicked
+(`placeholder_preview`), and every later preview and a small final result only swap data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import layers as L
+
+PREVIEW_SIDE = 1024  # must match results.read_preview's default max_side
+
+
+def preview_tuples(preview: dict, origin_offset=(0.0, 0.0)) -> list[tuple]:
+    """Layer tuples for a preview dict (``probs``, ``labels``, ``stride``, ``meta``, ``label_colors``)."""
+    meta = preview["meta"]
+    image = meta.get("image") or {}
+    # a strided preview pixel stands for the block of store pixels it was sampled from
+    factor = float(image.get("factor", 1)) * preview["stride"]
+    y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
+    names = list(image.get("channel_names") or [])
+    origin = np.add((y0, x0), origin_offset)
+    extra = {"output": True, "preview": True}
+    out = L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
+                               unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
+                               origin=origin, extra_meta=extra)
+    if preview.get("labels") is not None:
+        out.append(L.labels_layer(
+            preview["labels"], level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
+            name="MuViT labels", class_names=["not predicted", *(meta.get("labels") or [])],
+            class_colors=preview.get("label_colors"), origin=origin, extra_meta=extra))
+    return out
+
+
+def placeholder_preview(region, class_names, pixel_size=None, unit=None) -> dict:
+    """An all-empty preview of a segmentation run over ``region`` ``(y0, y1, x0, x1)`` world px, shaped
+    exactly like the worker's previews of it (store factor 1, same stride)."""
+    y0, y1, x0, x1 = region
+    h, w = y1 - y0, x1 - x0
+    stride = max(1, math.ceil(max(h, w) / PREVIEW_SIDE))
+    shape = (math.ceil(h / stride), math.ceil(w / stride))
+    k = len(class_names)
+    meta = {"image": {"factor": 1, "channel_names": list(class_names)}, "region": list(region),
+            "pixel_size": None if pixel_size is None else list(pixel_size), "unit": unit,
+            "labels": list(class_names)}
+    return {"probs": np.zeros((k, *shape), np.float32), "labels": np.zeros(shape, np.uint8), "stride": stride,
+            "meta": meta, "label_colors": None}
+
+
+def show_preview(viewer, preview: dict, origin_offset=(0.0, 0.0), spread: bool = False) -> list:
+    """Put a preview in the viewer. ``spread``: one layer per event-loop turn, so the GUI repaints and
+    handles input between layer updates instead of after all of them."""
+    tuples = preview_tuples(preview, origin_offset)
+    if not spread:
+        return [L.add_or_update(viewer, tup) for tup in tuples]
+    from qtpy.QtCore import QTimer
+
+    for k, tup in enumerate(tuples):
+        QTimer.singleShot(k * 15, lambda t=tup: L.add_or_update(viewer, t))
+    return []
