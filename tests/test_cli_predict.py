@@ -163,3 +163,18 @@ def test_attention_command_writes_maps(tmp_path, model_dir, slide, capsys):
     assert tifffile.imread(out / "level_4.tif").shape == (8, 8)
     assert _cli("attention", slide, "--model", model_dir, "--point", "abc", "--out", out) == 2
     assert "y,x" in capsys.readouterr().err
+
+
+def test_recipe_file_with_flag_overrides(tmp_path, model_dir, slide, capsys):
+    from napari_muvit.engine.recipe import Recipe
+
+    Recipe(source=str(slide), model=str(model_dir), region=(0, 96, 0, 96), overlap=8,
+           out=str(tmp_path / "ignored.zarr")).save(tmp_path / "run.yaml")
+    out = tmp_path / "r.zarr"
+    assert _cli("predict", "--recipe", tmp_path / "run.yaml", "--out", out, "--overlap", "16",
+                "--save-recipe", tmp_path / "used.json", "--quiet") == 0
+    used = Recipe.load(tmp_path / "used.json")
+    assert used.out == str(out) and used.overlap == 16 and used.region == (0, 96, 0, 96)
+    g = zarr.open_group(str(out), mode="r")
+    assert g.attrs["napari_muvit"]["recipe"]["overlap"] == 16 and g["0"].shape == (3, 96, 96)
+    assert not (tmp_path / "ignored.zarr").exists()

@@ -211,7 +211,7 @@ def test_batched_reads_equal_pyramid_crops():
     pyr = open_pyramid(img)
     ctx = resolve(Recipe(tile=32, overlap=8, out=""), model=tiny_segmenter(levels=(1, 4)), pyramid=pyr)
     ctx.normalizer = Normalizer("fixed", [10.0], [60.0])
-    tiles = [(0, 0), (0, 1), (0, 6), (1, 3), (5, 0), (5, 6), (6, 6)]  # borders, wrap across rows
+    tiles = [(0, 0), (0, 1), (0, 6), (1, 3), (5, 0), (5, 6), (6, 6), (6, 0)]  # borders, rows, a gap
     x, bbox = read_batch(ctx, tiles)
     for b, t in enumerate(tiles):
         img_t, bbox_t = pyr.crops(ctx.grid.tile_center(*t), (1, 4), 32, normalizer=ctx.normalizer)

@@ -101,6 +101,8 @@ def resolve(recipe: Recipe, *, model=None, pyramid=None) -> RunContext:
     device = resolve_device(recipe.device)
     dtype = resolve_precision(recipe.precision, device)
     pyramid = open_source(recipe, pyramid)
+    if getattr(pyramid, "spatial_ndim", 2) != 2:
+        raise ValueError("the prediction engine works on 2-D slides; this image is 3-D (z, y, x).")
     model = open_model(recipe, device, model)
     task = model_task(model)
     encoder = model.encoder

@@ -14,6 +14,8 @@ import numpy as np
 
 from .device import autocast, free_device_memory, is_oom
 
+MAX_GAP = 4  # tiles; farther-apart tiles of a row are read in separate windows (bounded memory)
+
 
 def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
     """Crops of ``tiles [(i, j), ...]`` -> ``x (B, L, C, S, S) float32``, ``bbox (B, L, 2, 2) float32`` world px.
@@ -29,9 +31,17 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
     valid = np.zeros((len(tiles), L, S, S), bool)
     bbox = np.zeros((len(tiles), L, 2, 2), np.float32)
     rows: dict = {}
-    for b, (i, _) in enumerate(tiles):
-        rows.setdefault(i, []).append(b)
-    for members in rows.values():
+    for b, (i, j) in enumerate(tiles):
+        rows.setdefault(i, []).append((j, b))
+    groups = []
+    for cols in rows.values():  # a window per run of nearby tiles: a gap (background) starts a new one
+        cols.sort()
+        groups.append([cols[0][1]])
+        for (j0, _), (j1, b) in zip(cols, cols[1:]):
+            if j1 - j0 > MAX_GAP:
+                groups.append([])
+            groups[-1].append(b)
+    for members in groups:
         centers = np.array([ctx.grid.tile_center(*tiles[b]) for b in members])
         for li, f in enumerate(ctx.levels):
             starts = crop_start_index(centers, f, S)  # (n, 2) pixel index at this level
