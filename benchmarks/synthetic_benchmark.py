@@ -69,20 +69,26 @@ class SmallUNet(nn.Module):
         return self.out(h)
 
 
-def train_arm(model, task, steps, batch_size, lr, weight, eval_fn, eval_every, seed):
+def train_arm(model, task, steps, batch_size, lr, weight, eval_fn, eval_every, seed, device="cpu"):
     """Fine-tune ``model`` on ``task`` batches; returns the validation curve ``[(step, mDSC), ...]``."""
     from napari_muvit.engine.training.annotations import IGNORE
+    from napari_muvit.engine.training.batches import Prefetcher
+    from napari_muvit.engine.training.runtime import autocast
     from napari_muvit.engine.training.schedule import make_optimizer, make_scheduler
 
     torch.manual_seed(seed)
+    model.to(device)
+    weight = weight.to(device)
     opt = make_optimizer(model.parameters(), lr=lr)
     sched = make_scheduler(opt, steps, warmup_steps=max(1, steps // 10))
     curve = []
     model.train()
+    prefetch = Prefetcher(lambda: task.train_batch(batch_size), task.rng)
     for step in range(1, steps + 1):
-        img, bbox, target = task.train_batch(batch_size)
-        logits = model(torch.from_numpy(img), torch.from_numpy(bbox))
-        loss = F.cross_entropy(logits, torch.from_numpy(target), weight=weight, ignore_index=IGNORE)
+        (img, bbox, target), _ = prefetch.get()
+        with autocast(torch.device(device)):
+            logits = model(torch.from_numpy(img).to(device), torch.from_numpy(bbox).to(device))
+        loss = F.cross_entropy(logits.float(), torch.from_numpy(target).to(device), weight=weight, ignore_index=IGNORE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -91,6 +97,7 @@ def train_arm(model, task, steps, batch_size, lr, weight, eval_fn, eval_every, s
         if step % eval_every == 0 or step == steps:
             curve.append((step, round(eval_fn(model), 4)))
             model.train()
+    prefetch.close()
     return curve
 
 
@@ -109,6 +116,7 @@ def main(argv=None) -> int:
     parser.add_argument("--curve-tiles", type=int, default=48)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bf16 autocast)")
     args = parser.parse_args(argv)
 
     from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
@@ -134,10 +142,12 @@ def main(argv=None) -> int:
 
     def curve_eval(model):
         s, p, truth, nz = tests[0]
-        return evaluate_slide(model, p, truth, CROP, nz, max_tiles=args.curve_tiles, seed=s + 1)["mDSC"]
+        return evaluate_slide(model, p, truth, CROP, nz, max_tiles=args.curve_tiles, seed=s + 1,
+                              device=args.device)["mDSC"]
 
     def final_eval(model, boxes="world"):
-        per = [evaluate_slide(model, p, truth, CROP, nz, boxes=boxes, max_tiles=args.test_tiles, seed=s)
+        per = [evaluate_slide(model, p, truth, CROP, nz, boxes=boxes, max_tiles=args.test_tiles, seed=s,
+                              device=args.device)
                for s, p, truth, nz in tests]
         return {"mDSC": round(float(np.mean([m["mDSC"] for m in per])), 4),
                 "per_slide_mDSC": [round(m["mDSC"], 4) for m in per],
@@ -146,7 +156,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="muvit-bench-"))
     pre = pretrain([image], work / "mae", levels=LEVELS, size=CROP, steps=args.mae_steps, batch_size=args.batch_size,
                    model_config=MAE, lr=1e-3, warmup_steps=max(1, args.mae_steps // 10),
-                   checkpoint_every=args.mae_steps, preview_every=0, seed=args.seed, device="cpu")
+                   checkpoint_every=args.mae_steps, preview_every=0, seed=args.seed, device=args.device)
     log(f"MAE pre-training: {args.mae_steps} steps, loss {pre.metrics['final_loss']:.4f}")
     pretrained = load_model(work / "mae").encoder
 
@@ -173,7 +183,7 @@ def main(argv=None) -> int:
     results, curves, params = {}, {}, {}
     for name, (model, levels) in arms.items():
         curves[name] = train_arm(model, task_for(levels), args.steps, args.batch_size, args.lr, weight, curve_eval,
-                                 args.eval_every, args.seed)
+                                 args.eval_every, args.seed, args.device)
         model.eval()
         results[name] = final_eval(model)
         params[name] = int(sum(p.numel() for p in model.parameters()))
@@ -189,7 +199,7 @@ def main(argv=None) -> int:
                    "crop": CROP, "levels": list(LEVELS), "encoder": ENCODER, "lr": args.lr},
         "seeds": {"train_slide": args.train_seed, "train_size": args.train_size, "test_slides": args.test_seeds,
                   "test_size": args.test_size, "test_tiles_per_slide": args.test_tiles, "torch": args.seed},
-        "threads": args.threads, "seconds": round(time.perf_counter() - t0),
+        "threads": args.threads, "device": args.device, "seconds": round(time.perf_counter() - t0),
     }))
     return 0
 

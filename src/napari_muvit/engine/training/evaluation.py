@@ -11,6 +11,7 @@ import torch
 
 from .annotations import IGNORE
 from .metrics import ConfusionMatrix
+from .runtime import autocast
 
 
 def naive_boxes(bbox: np.ndarray) -> np.ndarray:
@@ -43,7 +44,9 @@ def evaluate_slide(model, pyramid, truth: np.ndarray, size: int, normalizer=None
         bbox = np.stack([c[1] for c in crops]).astype(np.float32)
         if boxes == "naive":
             bbox = naive_boxes(bbox)
-        pred = model(torch.from_numpy(img).to(device), torch.from_numpy(bbox).to(device)).argmax(1).cpu().numpy()
+        with autocast(torch.device(device)):
+            logits = model(torch.from_numpy(img).to(device), torch.from_numpy(bbox).to(device))
+        pred = logits.float().argmax(1).cpu().numpy()
         for (ty, tx), p in zip(chunk, pred):
             t = truth[ty * size : (ty + 1) * size, tx * size : (tx + 1) * size]
             cm.update(t, p[: t.shape[0], : t.shape[1]])
