@@ -124,6 +124,9 @@ def test_never_overwrites_without_asking(tmp_path):
         _run(tmp_path, "o.zarr", ConstantSegmenter(), img, tile=32, overlap=8)
     res, _ = _run(tmp_path, "o.zarr", ConstantSegmenter(), img, tile=32, overlap=8, overwrite=True)
     assert res.complete
+    with pytest.raises(ValueError, match="trained on"):  # a bad rerun with overwrite keeps the old output
+        _run(tmp_path, "o.zarr", ConstantSegmenter(), img, tile=32, overlap=8, overwrite=True, levels=(1, 8))
+    assert zarr.open_group(str(tmp_path / "o.zarr"), mode="r").attrs["napari_muvit"]["complete"]
     (tmp_path / "userdir").mkdir()
     (tmp_path / "userdir" / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="refusing"):

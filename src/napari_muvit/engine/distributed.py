@@ -74,9 +74,9 @@ def predict_distributed(recipe: Recipe, progress=None, cancel=None) -> Predictio
     from dask.distributed import as_completed
 
     t0 = time.perf_counter()
-    resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
     local = recipe.replace(workers=0, scheduler=None, resume=False, overwrite=False)
-    ctx = resolve(local)
+    ctx = resolve(local)  # every input check before touching the output
+    resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
     store, book = open_run(ctx, resuming, recipe.normalization is not None)
     payload = {"recipe": ctx.recipe.replace(device="cpu" if recipe.workers else recipe.device).to_dict(),
                "pca": store.meta.get("pca"), "threads": 1 if recipe.workers else None}

@@ -57,8 +57,8 @@ def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=N
         return predict_distributed(recipe, progress=progress, cancel=cancel)
     t0 = time.perf_counter()
     configure_threads()
+    ctx = resolve(recipe, model=model, pyramid=pyramid)  # every input check before touching the output
     resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
-    ctx = resolve(recipe, model=model, pyramid=pyramid)
     store, book = open_run(ctx, resuming, recipe.normalization is not None)
     cancelled = _run_local(ctx, store, book, progress, cancel)
     if not cancelled and book.complete:
