@@ -70,7 +70,10 @@ def make_progress(quiet: bool):
     """A tqdm bar on a terminal; nothing in pipes or with --quiet. Returns (callback, close)."""
     if quiet or not sys.stderr.isatty():
         return None, lambda: None
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:  # no bar without tqdm; the summary line still comes
+        return None, lambda: None
 
     bar = tqdm(total=0, unit="tile", file=sys.stderr, dynamic_ncols=True)
 
