@@ -220,3 +220,18 @@ def test_batched_reads_equal_pyramid_crops():
         img_t, bbox_t = pyr.crops(ctx.grid.tile_center(*t), (1, 4), 32, normalizer=ctx.normalizer)
         np.testing.assert_array_equal(x[b], img_t)
         np.testing.assert_array_equal(bbox[b], bbox_t)
+
+
+class _OomAbove2(PixelSegmenter):
+    def forward(self, x, bbox=None):
+        if x.shape[0] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return super().forward(x, bbox)
+
+
+def test_out_of_memory_halves_the_batch_and_continues(tmp_path):
+    img = random_slide((120, 120), seed=6)
+    res, g = _run(tmp_path, "oom.zarr", _OomAbove2(), img, tile=32, overlap=8, batch_size=8)
+    _, ref = _run(tmp_path, "ref.zarr", PixelSegmenter(), img, tile=32, overlap=8, batch_size=2)
+    assert res.complete and res.info["oom_halvings"] > 0
+    np.testing.assert_allclose(g["0"][:], ref["0"][:], atol=1e-6)
