@@ -246,3 +246,42 @@ def test_cancel_mid_run_then_resume_and_rois(sample_viewer, tiny_model, qtbot, t
     assert len(json.loads(geojson.read_text())["features"]) == n
     csv_path = w.export_rois("csv", tmp_path / "rois.csv")
     assert len(csv_path.read_text().strip().splitlines()) == n + 1
+
+
+def test_demo_model_predictions_sit_on_ground_truth_objects(make_napari_viewer, plugin_dirs, qtbot, tmp_path,
+                                                            monkeypatch):
+    """The built-in demo model on the sample slide: ground-truth objects and the pixels predicted as their
+    class overlap in world coordinates, and the overlap is best with no shift at all."""
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets._sample import sample_slide_path
+
+    monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
+    viewer = make_napari_viewer()
+    for data, kwargs, kind in read_slide(str(sample_slide_path(size=2048, seed=0))):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    region = (896, 1152, 896, 1152)
+    w = make_widget(viewer, "demo", region)
+    w.model.source.setCurrentText("demo")
+    w._on_model_changed()
+    assert w.model.info.class_names[0] == "background" and w.levels.chosen() == (1, 4, 16)
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None
+    gt_layer, pred = viewer.layers["ground_truth"], viewer.layers["MuViT labels"]
+    gt = np.asarray(gt_layer.data[0])[896:1152, 896:1152]
+    ys, xs = np.nonzero(gt)
+    assert len(ys) > 500  # the region holds ground-truth objects
+    world = np.stack([ys + 896, xs + 896], axis=1).astype(float)
+    world = np.asarray([gt_layer.data_to_world(p) for p in world])  # GT pixel centres in napari's world
+    pred_data = np.asarray(pred.data[0] if pred.multiscale else pred.data)
+
+    def agreement(shift):
+        idx = np.round([pred.world_to_data(p + shift) for p in world]).astype(int)
+        inside = np.all((idx >= 0) & (idx < pred_data.shape), axis=1)
+        got = pred_data[idx[inside, 0], idx[inside, 1]] - 1  # labels store argmax + 1
+        return float(np.mean(got == gt[ys[inside], xs[inside]]))
+
+    at_zero = agreement(np.zeros(2))
+    shifted = [agreement(np.array(s, float)) for s in ((4, 0), (-4, 0), (0, 4), (0, -4), (8, 8))]
+    assert at_zero > 0.3, at_zero
+    assert at_zero > 1.4 * max(shifted), (at_zero, shifted)

@@ -92,7 +92,8 @@ def screenshot_run(viewer, widget, out: str, region: int, timeout: float, attent
     else:
         probe = AttentionProbeWidget(viewer)
         viewer.window.add_dock_widget(probe, name="MuViT attention", area="right", tabify=True)
-        probe._model.value = widget.model.model_source()
+        if widget.model.model_source() != "demo":  # the probe widget starts on the demo model
+            probe._model.value = widget.model.model_source()
         probe.probe(centre)
         _wait(app, lambda: probe.last_view is not None or "failed" in str(probe._status.value).lower(),
               timeout, "attention probe")
