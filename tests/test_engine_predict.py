@@ -150,8 +150,14 @@ def test_cancel_leaves_a_resumable_store_with_identical_result(tmp_path):
     assert res.cancelled and not res.complete and 0 < res.tiles_done < res.tiles_total
     assert seen[-1][1] == res.tiles_total and seen[-1][0] == res.tiles_done
     assert not zarr.open_group(str(res.path), mode="r").attrs["napari_muvit"]["complete"]
+    seen_tiles = []
+    hook = model.register_forward_hook(lambda mod, inp, out: seen_tiles.append(inp[0].shape[0]))
     res2 = predict(r.replace(resume=True), model=model, pyramid=open_pyramid(img))
+    hook.remove()
     assert res2.complete
+    # finished tiles are skipped: only the unfinished tiles' batches (of 4) run again
+    assert sum(seen_tiles) <= res.tiles_total - res.tiles_done + 2 * 4
+    assert sum(seen_tiles) < res.tiles_total
     part = zarr.open_group(str(res.path), mode="r")
     np.testing.assert_array_equal(part["0"][:], full["0"][:])
     np.testing.assert_array_equal(part["labels/prediction/0"][:], full["labels/prediction/0"][:])
