@@ -132,6 +132,13 @@ def test_cli_finetune_runs(files, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and 0 <= out["mDSC"] <= 1
+    # dense ground truth with 0 = background: --background-class makes 0 a class instead of "unlabelled"
+    np.save(d / "dense.npy", (np.load(d / "labels.npy") - 1).astype(np.uint8))
+    code = main(["finetune", str(d / "slide.tif"), "--labels", str(d / "dense.npy"), "--base", str(base),
+                 "--out", str(tmp_path / "dense"), "--background-class", "background", "--classes", "cell",
+                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--quiet", "--device", "cpu"])
+    assert code == 0
+    assert load_model(tmp_path / "dense").card.class_names == ["background", "cell"]
 
 
 @pytest.mark.parametrize("labels, extra, message", [

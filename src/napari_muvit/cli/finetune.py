@@ -20,6 +20,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--task", choices=("segmentation", "classification"), default="segmentation")
     p.add_argument("--out", required=True, metavar="MODEL", help="output model folder")
     p.add_argument("--classes", default=None, help="class names for label values 1, 2, ... (comma-separated)")
+    p.add_argument("--background-class", default=None, metavar="NAME",
+                   help="dense ground truth: label 0 is a real class with this name (otherwise 0 = unlabelled)")
     p.add_argument("--levels", default=None, help="subset of the base model's levels, e.g. 1,8")
     p.add_argument("--size", type=int, default=None, help="crop size (default: the base model's)")
     p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
@@ -45,7 +47,7 @@ def run(args) -> int:
         args.source, args.labels, args.base, args.out, task=args.task, class_names=classes, levels=levels,
         size=args.size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         lr=args.lr or 1e-3, train_encoder=args.train_encoder, head=args.head, val_fraction=args.val_fraction,
-        resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
+        background_class=args.background_class, resume=args.resume, overwrite=args.overwrite, seed=args.seed, device=args.device,
         num_threads=args.threads, progress=printer(args.quiet, "finetune"),
     )
     summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}

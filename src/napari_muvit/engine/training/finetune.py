@@ -53,13 +53,21 @@ def build_head_model(task: str, encoder, num_classes: int, head: str = "unetr", 
     return MuViTClassifier(encoder, num_classes, freeze_encoder=not train_encoder)
 
 
-def make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment):
+def make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment,
+              background_class=None):
     from .tasks import ClassificationTask, SegmentationTask
 
     aug = Augmenter(jitter=0.1) if augment else None
     if task == "segmentation":
         labels = open_label_image(annotations, pyramid.shape[-2:])
-        return SegmentationTask(pyramid, labels, levels, size, class_names, val_fraction, seed, normalizer, aug)
+        if background_class:  # dense ground truth: 0 is a real class, so shift every value up by one
+            labels = labels.astype(np.int32) + 1
+            if class_names is not None:
+                class_names = [background_class, *class_names]
+        data = SegmentationTask(pyramid, labels, levels, size, class_names, val_fraction, seed, normalizer, aug)
+        if background_class and class_names is None:
+            data.class_names[0] = background_class
+        return data
     if task == "classification":
         rois = annotations if isinstance(annotations, list) else read_rois(annotations)
         return ClassificationTask(pyramid, rois, levels, size, class_names, val_fraction, seed, normalizer, aug)
@@ -124,6 +132,7 @@ def finetune(
     head: str = "unetr",
     weight_decay: float = 0.05,
     class_weights=None,
+    background_class: str | None = None,
     clip_grad: float = 1.0,
     val_fraction: float = 0.2,
     normalization="percentile",
@@ -144,6 +153,8 @@ def finetune(
     base: a model folder (MAE, encoder or an earlier fine-tuned model); its encoder is reused and its levels
         and crop size are the defaults.
     train_encoder: also update the encoder (at ``encoder_lr``, default ``lr/10``); otherwise it is frozen.
+    background_class: for dense ground truth where 0 is a real class (e.g. the synthetic slides'
+        ``labels/ground_truth``): its name; label 0 becomes that class and nothing is ignored.
     class_weights: None (plain cross-entropy), ``"sqrt"`` (inverse square root of each class's labelled
         pixel count, mean 1; helps rare classes), ``"balanced"`` (inverse count) or one weight per class.
     progress(done, total) after every step; cancel() -> True stops at the next step (the model so far
@@ -176,7 +187,8 @@ def finetune(
         raise ValueError(f"The slide has {pyramid.n_channels} channels but the model expects {encoder.in_channels}.")
     check_levels_available(pyramid, levels, encoder.patch_size[0])
     (normalizer,) = _normalizers([pyramid], normalization)
-    data = make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment)
+    data = make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment,
+                     background_class)
 
     torch.manual_seed(seed)
     weight = _class_weights(class_weights, data)
