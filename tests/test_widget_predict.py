@@ -285,3 +285,28 @@ def test_demo_model_predictions_sit_on_ground_truth_objects(make_napari_viewer, 
     shifted = [agreement(np.array(s, float)) for s in ((4, 0), (-4, 0), (0, 4), (0, -4), (8, 8))]
     assert at_zero > 0.3, at_zero
     assert at_zero > 1.4 * max(shifted), (at_zero, shifted)
+
+
+def test_in_memory_layer_with_its_own_scale_and_offset(make_napari_viewer, tiny_model, plugin_dirs, qtbot,
+                                                       tmp_path, monkeypatch):
+    """A layer that is not from a file (runs in a worker thread) with scale 0.5 and a translate: outputs
+    land on it, pixel for pixel."""
+    monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    image = viewer.add_image(rng.random((160, 192)).astype(np.float32), name="memory", scale=(0.5, 0.5),
+                             translate=(10.0, -4.0))
+    w = make_widget(viewer, tiny_model)
+    w.region_mode.setCurrentText("whole slide")
+    assert w.image.source is None and w.image.pixel_size == (0.5, 0.5)
+    assert w.image.origin_offset == (20.0, -8.0)  # translate in world px
+    job = w.run()
+    assert type(job).__name__ == "EngineJob"  # in-memory pixels stay in this process
+    wait_for_run(qtbot, w)
+    assert job.error is None
+    labels = viewer.layers["MuViT labels"]
+    np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
+    for pixel in [(0, 0), (159, 191), (77, 100)]:
+        np.testing.assert_allclose(labels.data_to_world(pixel), image.data_to_world(pixel))
+    assert np.count_nonzero(np.asarray(labels.data)) == 160 * 192
