@@ -129,3 +129,19 @@ def test_foreground_skips_and_marks_background_tiles(tmp_path):
     labels = g["labels/prediction/0"][:]
     assert np.all(labels[:, 170:] == 0) and np.all(labels[:, :60] == 3)  # 0 = not predicted
     assert np.all(g["0"][:, :, 170:] == 0)
+
+
+def test_mask_file_limits_the_run(tmp_path):
+    img = random_slide((96, 192))
+    mask = np.zeros((24, 48), np.uint8)  # slide / 4
+    mask[:, 30:] = 1  # right part only (world x >= 120)
+    np.save(tmp_path / "mask.npy", mask)
+    res = predict(Recipe(out=str(tmp_path / "m.zarr"), tile=32, overlap=8, mask=str(tmp_path / "mask.npy"),
+                         normalization=NONE), model=ConstantSegmenter(), pyramid=open_pyramid(img))
+    labels = zarr.open_group(str(res.path), mode="r")["labels/prediction/0"][:]
+    assert np.all(labels[:, :120] == 0) and np.all(labels[:, 120:] == 3)
+    assert res.tiles_background == 4 * 5  # columns 0-4 of the 4 x 8 grid own x < 120
+    np.save(tmp_path / "bad.npy", np.zeros((30, 30)))
+    with pytest.raises(ValueError, match="whole"):
+        predict(Recipe(out=str(tmp_path / "b.zarr"), tile=32, overlap=8, mask=str(tmp_path / "bad.npy"),
+                       normalization=NONE), model=ConstantSegmenter(), pyramid=open_pyramid(img))

@@ -32,6 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tile", type=int, help="tile (crop) size in pixels (default: the model's crop size)")
     p.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, even (default: tile/4)")
     p.add_argument("--foreground", action="store_true", default=None, help="skip tiles without tissue")
+    p.add_argument("--mask", metavar="FILE", help="predict only where this 2D mask (.npy/.tif/zarr, slide size "
+                   "divided by a whole factor) is non-zero")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", help="auto (default: bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
     p.add_argument("--batch-size", dest="batch_size", help="tiles per model call, or auto (default)")
@@ -47,7 +49,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-FIELDS = ("source", "model", "levels", "region", "tile", "overlap", "foreground", "device", "precision",
+FIELDS = ("source", "model", "levels", "region", "tile", "overlap", "foreground", "mask", "device", "precision",
           "batch_size", "out", "resume", "overwrite", "workers", "scheduler")
 
 

@@ -21,7 +21,7 @@ from .recipe import Recipe
 from .tasks import make_output, model_task
 
 # identifying fields: a resumed store must have been written with the same values
-IDENTITY = ("source", "model", "levels", "region", "tile", "overlap", "normalization", "foreground")
+IDENTITY = ("source", "model", "levels", "region", "tile", "overlap", "normalization", "foreground", "mask")
 
 
 @dataclass
@@ -162,19 +162,52 @@ def resolve(recipe: Recipe, *, model=None, pyramid=None) -> RunContext:
 
 
 def foreground_tiles(ctx: RunContext) -> np.ndarray:
-    """``(rows, cols)`` bool: tiles whose owned region holds tissue (all True without ``foreground``)."""
+    """``(rows, cols)`` bool: tiles to predict. With ``foreground``, tiles whose owned square holds tissue;
+    with ``mask``, tiles whose owned square holds a non-zero mask pixel; both: either. Else all."""
     rows, cols = ctx.grid.grid_shape
-    if not ctx.recipe.foreground:
+    if not ctx.recipe.foreground and not ctx.recipe.mask:
         return np.ones((rows, cols), bool)
-    from napari_muvit.data.foreground import foreground_mask
-
-    mask, level = foreground_mask(ctx.pyramid)
-    f = float(level)
     out = np.zeros((rows, cols), bool)
-    for i in range(rows):
-        for j in range(cols):
-            y0, y1, x0, x1 = ctx.grid.owned_world(i, j)
-            ys, ye = int(y0 // f), max(int(y0 // f) + 1, int(np.ceil(y1 / f)))
-            xs, xe = int(x0 // f), max(int(x0 // f) + 1, int(np.ceil(x1 / f)))
-            out[i, j] = bool(mask[ys:ye, xs:xe].any())
+    masks = []
+    if ctx.recipe.foreground:
+        from napari_muvit.data.foreground import foreground_mask
+
+        mask, level = foreground_mask(ctx.pyramid)
+        masks.append((mask, float(level), float(level)))
+    if ctx.recipe.mask:
+        masks.append(read_mask(ctx.recipe.mask, ctx.pyramid.shape[-2:]))
+    for mask, fy, fx in masks:
+        for i in range(rows):
+            for j in range(cols):
+                y0, y1, x0, x1 = ctx.grid.owned_world(i, j)
+                ys, ye = int(y0 // fy), max(int(y0 // fy) + 1, int(np.ceil(y1 / fy)))
+                xs, xe = int(x0 // fx), max(int(x0 // fx) + 1, int(np.ceil(x1 / fx)))
+                out[i, j] |= bool(np.asarray(mask[ys:ye, xs:xe]).any())
     return out
+
+
+def read_mask(path: str, slide_shape) -> tuple[np.ndarray, float, float]:
+    """A 2D mask file -> ``(mask bool, fy, fx)`` where ``f`` = world px per mask pixel (whole factors)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"mask {path!r} does not exist; give a .npy, .tif or zarr mask image.")
+    if p.suffix == ".npy":
+        mask = np.load(p)
+    elif p.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        mask = tifffile.imread(p)
+    else:
+        import zarr
+
+        mask = zarr.open_array(str(p), mode="r")[:]
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask {path!r} has shape {mask.shape}; it must be a 2D image (y, x).")
+    fy, fx = slide_shape[0] / mask.shape[0], slide_shape[1] / mask.shape[1]
+    if abs(fy - round(fy)) > 0.02 * fy or abs(fx - round(fx)) > 0.02 * fx or round(fy) != round(fx):
+        raise ValueError(
+            f"mask {path!r} of shape {mask.shape} does not cover the slide {tuple(slide_shape)} at one whole "
+            "downsample factor; save it at the slide's size divided by 1, 2, 4, ..."
+        )
+    return mask != 0, float(round(fy)), float(round(fx))

@@ -36,6 +36,8 @@ class Recipe:
     device : ``auto|cpu|cuda|mps`` (``cuda:1`` accepted).  precision : ``auto|fp32|bf16|fp16``.
     batch_size : tiles per model call, or ``"auto"``.
     foreground : skip tiles without tissue (marked ``background`` in the tile table).
+    mask : path of a 2D mask image (.npy, .tif, zarr array) covering the slide at a whole downsample
+    factor (its shape = slide shape / factor); tiles with no non-zero mask pixel are skipped like background.
     out : output OME-Zarr store path.  resume / overwrite : what to do when ``out`` exists.
     workers : local dask worker processes (0 = run in this process).  scheduler : dask address.
     """
@@ -51,6 +53,7 @@ class Recipe:
     precision: str = "auto"
     batch_size: int | str = "auto"
     foreground: bool = False
+    mask: str | None = None
     out: str = ""
     resume: bool = False
     overwrite: bool = False
@@ -101,6 +104,7 @@ class Recipe:
         if self.workers and self.scheduler:
             raise ValueError("give either workers (a local cluster) or scheduler (an existing cluster), not both.")
         self.foreground = bool(self.foreground)
+        self.mask = None if self.mask in (None, "") else str(self.mask)
         self.extra = dict(self.extra or {})
         return self
 
