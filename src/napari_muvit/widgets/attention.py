@@ -283,13 +283,16 @@ class AttentionProbeWidget(Container):
         show_error(message)
 
     def _on_result(self, output) -> None:
+        t_gui = time.perf_counter()
         view, result, info = output
+        info["delivery_s"] = t_gui - self._t_request - info["compute_s"]
         layer = self._image.value
         pixel_size = image_pixel_size(layer) if layer is not None else None
         self.overlay.show(view, pixel_size)
         self.plot.set_shares(view.levels, info["query_share"], info.get("tile_share"))
         self._update_choices(view.levels, info)
         self.last_view, self.last_result, self.last_info = view, result, info
+        info["gui_s"] = time.perf_counter() - t_gui
         self.last_latency_s = time.perf_counter() - self._t_request
         self._status.value = (f"Query at y={view.query_world_yx[0]:.0f}, x={view.query_world_yx[1]:.0f}; "
                               f"{self.last_latency_s * 1000:.0f} ms")
