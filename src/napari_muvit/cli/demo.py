@@ -112,6 +112,9 @@ def screenshot_run(viewer, widget, out: str, region: int, timeout: float, attent
         viewer.screenshot(attention_out, canvas_only=False)
         info["attention_screenshot"] = attention_out
     widget.dock.raise_()
+    for layer in viewer.layers:  # the prediction screenshot shows predictions, not the probe
+        if layer.name.startswith("attention"):
+            layer.visible = False
     _settle(app)
     viewer.screenshot(out, canvas_only=False)
     info["screenshot"] = out

@@ -79,7 +79,9 @@ class PredictWidget(QWidget):
         self.region_mode.addItems(REGION_MODES)
         self.shapes_combo = QComboBox()
         self.foreground = QCheckBox("foreground tiles only")
-        self.context = QCheckBox("show what the model sees (region centre / cursor with Shift)")
+        self.context = QCheckBox("show the model's crops")
+        self.context.setToolTip("Outline the nested crop of every ticked level around the region centre, "
+                                "as the model will see it. Hold Shift and move the mouse to follow the cursor.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
