@@ -104,6 +104,8 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
         ctx.normalizer = Normalizer.from_dict(old["normalization"])
         ctx.recipe = ctx.recipe.replace(normalization=old["normalization"])
         if ctx.output.mode == "direct":
+            if store.meta.get("pca") is None:  # stopped before the PCA was stored
+                store.set_meta(pca=fit_feature_pca(ctx))
             ctx.output.pca = store.meta["pca"]
     else:
         batch_size = _resolve_batch_size(ctx)
