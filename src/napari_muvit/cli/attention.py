@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "attention",
         help="attention of the token at a point to every level (maps + shares)",
-        description="Run the encoder on the tile containing a point and write where the token at that point "
+        description="Run the encoder on the tile containing a point and write where the token at that point\n"
         "attends, one map per level in world coordinates, plus the share of attention per level.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

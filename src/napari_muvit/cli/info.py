@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "info",
         help="describe a model folder or a prediction output store",
-        description="Print what a model folder holds (task, levels, crop and patch size, classes, hash) or "
+        description="Print what a model folder holds (task, levels, crop and patch size, classes, hash) or\n"
         "what a prediction store holds (task, region, tiles finished, recipe).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "predict",
         help="predict a region or a whole slide into an OME-Zarr store",
-        description="Run a MuViT model over a slide region in overlapping tiles, blend the tiles without seams "
+        description="Run a MuViT model over a slide region in overlapping tiles, blend the tiles without seams\n"
         "and write class probabilities, labels and per-tile scores to a resumable OME-Zarr store.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "rois",
         help="rank tiles or regions of a prediction by a score and export them (GeoJSON/CSV)",
-        description="Rank the tiles (or connected class regions) of a prediction store by a score, suppress "
+        description="Rank the tiles (or connected class regions) of a prediction store by a score, suppress\n"
         "neighbours closer than a distance, print the top ones and optionally export them.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
