@@ -232,3 +232,31 @@ def test_click_shows_the_engine_probe_per_level_on_world_boxes(make_napari_viewe
     for level, (values, _) in zip(levels, other.maps):
         np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}{level}"].data, values, rtol=1e-5, atol=1e-7)
     assert viewer.layers[QUERY_LAYER].size[0] == pytest.approx(4 * 8)
+
+
+def test_feature_view_shows_encoder_pca_rgb_on_the_view(make_napari_viewer, slide_path, qtbot):
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = read_slide(str(slide_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget = AttentionProbeWidget(viewer)
+    viewer.camera.center = (192.0, 256.0)
+    viewer.camera.zoom = max(viewer.canvas.size) / 128  # about 128 px of the slide in view
+    job = widget.feature_view()
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=60_000)
+    qtbot.wait(50)
+    assert job.error is None, job.error
+    layer = viewer.layers["MuViT features (PCA RGB)"]
+    assert layer.rgb and layer.data.shape[-1] == 3
+    rgb = np.asarray(layer.data)
+    assert 0 <= rgb.min() and rgb.max() <= 1 and rgb.std() > 0.05  # three PCA components, not a flat image
+    np.testing.assert_allclose(layer.scale, [8, 8])  # one pixel per level-1 token (patch 8)
+    import zarr
+
+    meta = zarr.open_group(layer.metadata["muvit"]["store"], mode="r").attrs["napari_muvit"]
+    y0, y1, x0, x1 = meta["region"]
+    assert y0 <= 192 < y1 and x0 <= 256 < x1 and (y1 - y0) <= 256
+    np.testing.assert_allclose(layer.translate, [y0 + 3.5, x0 + 3.5])  # token centre of the region's corner

@@ -192,3 +192,31 @@ def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, 
           f"ms over {len(gaps)} ticks; "
           f"building the reconstruction layers: {display:.0f} ms")
     _check_heartbeat(qtbot, gaps, "pre-training")
+
+
+def test_finetune_from_a_labels_layer_saves_a_model_with_live_metrics(viewer_with_slide, slide, qtbot, tmp_path):
+    from napari_muvit.model import load_model
+
+    viewer, widget = viewer_with_slide
+    _, truth, _ = slide
+    sparse = np.zeros_like(truth, dtype=np.uint8)
+    sparse[256:640, 256:640] = truth[256:640, 256:640] + 1  # one labelled block (all 3 classes), 0 elsewhere
+    labels = viewer.add_labels(sparse, name="annotations")
+    tab = widget.finetune
+    tab.annotations.reset_choices()
+    tab.annotations.value = labels
+    tab.epochs.value = 2
+    tab.out.value = str(tmp_path / "finetuned")
+    job = tab.start()
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=90_000)
+    qtbot.wait(700)  # the plot's coalesced render
+    assert job.error is None, job.error
+    result = tab.result
+    assert not result.cancelled and len(result.history) == 2
+    # one plot point per epoch, read from the run's history while it trains
+    xs, ys = tab.plot.series["train_loss"]
+    assert xs == [1.0, 2.0] and ys == pytest.approx([r["train_loss"] for r in result.history])
+    assert "mDSC" in tab.plot.series or "accuracy" in tab.plot.series
+    model = load_model(result.model_dir)  # what the predict widget loads from that folder
+    assert model.card.task == "segmentation" and len(model.card.class_names) == 3
