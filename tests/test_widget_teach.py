@@ -59,7 +59,7 @@ def _check_heartbeat(qtbot, gaps, what):
         qtbot.wait(int(min(5000, 10 * len(gaps))))
         timer.stop()
         idle = np.diff(ticks) * 1000
-        if idle.max() >= 0.6 * gaps.max():
+        if idle.max() >= 100:
             pytest.skip(f"{what}: {gaps.max():.0f} ms gap, but this machine stalls an idle Qt event loop for "
                         f"{idle.max():.0f} ms too (busy CPU); the largest gap cannot be judged here")
     assert gaps.max() < 100
@@ -128,7 +128,15 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     _check_heartbeat(qtbot, gaps, "scribble probe")
     # the live plot got the probe's loss curve
     xs, ys = tab.plot.series["loss"]
-    assert len(xs) == result["fit"].losses.__len__() and ys[-1] < ys[0]
+    assert len(xs) == len(result["fit"].losses) and ys[-1] < ys[0]
+    # saved as a model folder that loads like any other (what the predict widget does)
+    from napari_muvit.model import load_model
+
+    tab.save_path.value = str(slide[0].parent / "probe-model")
+    folder = tab.save()
+    model = load_model(folder)
+    assert model.card.task == "segmentation" and model.card.head["head"] == "probe"
+    assert model.card.class_names == result["fit"].class_names
 
 
 def test_new_strokes_retrain_once_debounced(viewer_with_slide, qtbot, monkeypatch):
@@ -220,3 +228,19 @@ def test_finetune_from_a_labels_layer_saves_a_model_with_live_metrics(viewer_wit
     assert "mDSC" in tab.plot.series or "accuracy" in tab.plot.series
     model = load_model(result.model_dir)  # what the predict widget loads from that folder
     assert model.card.task == "segmentation" and len(model.card.class_names) == 3
+
+
+def test_rois_from_a_shapes_layer_are_world_pixel_polygons(make_napari_viewer):
+    from napari_muvit.widgets.teach import rois_from_layer
+
+    viewer = make_napari_viewer()
+    rects = [np.array([[10, 20], [10, 60], [50, 60], [50, 20]]), np.array([[100, 100], [100, 140], [130, 140], [130, 100]])]
+    layer = viewer.add_shapes(rects, shape_type="rectangle", scale=(0.5, 0.5),
+                              features={"class": ["tumour", "stroma"]})
+    rois = rois_from_layer(layer, pixel_size=(0.5, 0.5))
+    assert [r.label for r in rois] == ["tumour", "stroma"]
+    np.testing.assert_allclose(rois[1].polygon.min(0), [100, 100])  # data px of a 0.5-scaled layer = world px
+    np.testing.assert_allclose(rois[1].polygon.max(0), [130, 140])
+    unnamed = viewer.add_shapes(rects, shape_type="rectangle")
+    with pytest.raises(ValueError, match="'class' column"):
+        rois_from_layer(unnamed)
