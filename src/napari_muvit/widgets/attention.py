@@ -185,6 +185,7 @@ class AttentionProbeWidget(Container):
                      self._on_click, self._hover, self._feature_btn, self._clear_btn, self._status])
         self.plot = LevelSharePlot()
         self.native.layout().addWidget(self.plot)
+        self.native.layout().addStretch(1)
         self._clear_btn.changed.connect(self.clear)
         self._feature_btn.changed.connect(self.feature_view)
         for w in (self._layer, self._head, self._query_level):

@@ -100,6 +100,7 @@ class _TrainingTab(Container):
     def _finish_layout(self, controls: list) -> None:
         self.extend([self.image, *controls, self.start_btn, self.cancel_btn, self.status])
         self.native.layout().addWidget(self.plot)
+        self.native.layout().addStretch(1)  # spare height goes below the plot, not between the rows
         self.refresh()
 
     def refresh(self, *_) -> None:
@@ -532,6 +533,11 @@ def show_prediction(viewer, result: dict, name: str):
         return None
     data, kwargs, kind = tuples[0]
     kwargs["name"] = name
+    names = result["fit"].class_names
+    if isinstance(kwargs.get("colormap"), dict):  # a class the user called background stays see-through
+        for k, class_name in enumerate(names):
+            if class_name.strip().lower() in ("background", "bg"):
+                kwargs["colormap"][k + 1] = "transparent"  # store labels are class index + 1
     return add_or_update(viewer, (data, kwargs, kind))
 
 
@@ -598,6 +604,7 @@ class TeachWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
+        self.setMaximumWidth(520)  # a dock beside the canvas, not half the window
         for tab in (self.scribble, self.finetune, self.pretrain):
             viewer.layers.events.inserted.connect(tab.refresh)
             viewer.layers.events.removed.connect(tab.refresh)
