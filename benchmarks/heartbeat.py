@@ -27,6 +27,7 @@ def _args():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--cancel-after", type=int, default=8, help="tiles done before the cancel request")
+    p.add_argument("--no-live", action="store_true", help="untick 'show results while running'")
     p.add_argument("--engine-only", action="store_true",
                    help="no viewer: the engine in a worker thread vs the worker process, heartbeat only")
     return p.parse_args()
@@ -115,6 +116,7 @@ def main() -> dict:
     w.model.batch.setValue(args.batch)
     w.model.device.setCurrentText(args.device)
     w.context.setChecked(False)
+    w.live.setChecked(not args.no_live)
     if args.region == "whole":
         w.region_mode.setCurrentText("whole slide")
     else:
@@ -174,6 +176,7 @@ def main() -> dict:
     out = {
         "benchmark": "heartbeat", "model": args.model, "slide_px": args.size, "region": args.region,
         "batch": args.batch, "device": args.device, "engine": "worker process" if w.use_process else "thread",
+        "live_results": not args.no_live,
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
         "full_run": full, "cancelled_run": cancelled, "resumed_run": resumed,

@@ -205,9 +205,9 @@ def test_cancel_mid_run_then_resume_and_rois(sample_viewer, tiny_model, qtbot, t
 
     w = make_widget(sample_viewer, tiny_model)
     w.region_mode.setCurrentText("whole slide")
-    w.model.batch.setValue(2)
+    w.model.batch.setValue(1)  # many small batches: the cancel lands mid-run
     job = w.run()
-    qtbot.waitUntil(lambda: job.done >= 4 or not job.running, timeout=60_000)
+    qtbot.waitUntil(lambda: job.done >= 2 or not job.running, timeout=60_000)
     assert job.running, job.error
     w.cancel()
     wait_for_run(qtbot, w)
@@ -231,7 +231,8 @@ def test_cancel_mid_run_then_resume_and_rois(sample_viewer, tiny_model, qtbot, t
     final = np.asarray(labels.data[0] if labels.multiscale else labels.data)
     assert np.count_nonzero(final) == SLIDE_SIZE * SLIDE_SIZE
     gaps = np.diff(ticks) * 1000
-    assert len(ticks) > 20 and np.percentile(gaps, 90) < 100  # the GUI thread kept ticking
+    # the GUI thread kept ticking (a starved GUI shows median gaps of hundreds of ms)
+    assert len(ticks) > 20 and np.median(gaps) < 50
 
     n = w.rois.rowCount()
     assert 1 <= n <= 20

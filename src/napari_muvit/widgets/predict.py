@@ -39,7 +39,7 @@ from .workers import EngineJob, engine_process
 SETTINGS_NAME = "predict"
 DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,
             "tile": 0, "overlap": -2, "levels": None, "region_mode": "current view", "foreground": False,
-            "context": True}
+            "context": True, "live": True}
 
 
 class PredictWidget(QWidget):
@@ -82,6 +82,9 @@ class PredictWidget(QWidget):
         self.context = QCheckBox("show the model's crops")
         self.context.setToolTip("Outline the nested crop of every ticked level around the region centre, "
                                 "as the model will see it. Hold Shift and move the mouse to follow the cursor.")
+        self.live = QCheckBox("show results while running")
+        self.live.setToolTip("Update the labels about once a second as tiles finish. Each update repaints the "
+                             "canvas, which takes 50-250 ms on a small machine without a GPU.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -107,6 +110,7 @@ class PredictWidget(QWidget):
         buttons.addWidget(self.cancel_button)
         run_box = QGroupBox("Run")
         run_layout = QVBoxLayout(run_box)
+        run_layout.addWidget(self.live)
         run_layout.addLayout(buttons)
         run_layout.addWidget(self.status)
         exports = QHBoxLayout()
@@ -150,7 +154,8 @@ class PredictWidget(QWidget):
     def settings(self) -> dict:
         s = self.model.settings()
         s.update(levels=list(self.levels.chosen()) or None, region_mode=self.region_mode.currentText(),
-                 foreground=self.foreground.isChecked(), context=self.context.isChecked())
+                 foreground=self.foreground.isChecked(), context=self.context.isChecked(),
+                 live=self.live.isChecked())
         return s
 
     def _apply_settings(self, s: dict):
@@ -158,6 +163,7 @@ class PredictWidget(QWidget):
         self.region_mode.setCurrentText(str(s.get("region_mode", "current view")))
         self.foreground.setChecked(bool(s.get("foreground")))
         self.context.setChecked(bool(s.get("context", True)))
+        self.live.setChecked(bool(s.get("live", True)))
         self._saved_levels = s.get("levels")
         self._on_model_changed()
         self._update_region_controls()
@@ -312,7 +318,8 @@ class PredictWidget(QWidget):
             show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit),
                          image.origin_offset)
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
-                                       image.pixel_size, on_preview=self.preview_ready.emit,
+                                       image.pixel_size,
+                                       on_preview=self.preview_ready.emit if self.live.isChecked() else None,
                                        use_process=self.use_process)
         self.job.progressed.connect(lambda d, t, text: self.status.setText(text))
         self.job.succeeded.connect(self._on_succeeded)
@@ -348,7 +355,7 @@ class PredictWidget(QWidget):
     def _show_preview(self, preview: dict):
         """Finished tiles so far (numpy from the worker side); replaced by the final layers."""
         if self.job is not None and self.job.running and self.image is not None:
-            show_preview(self.viewer, preview, self.image.origin_offset, spread=True)
+            show_preview(self.viewer, preview, self.image.origin_offset, live=True)
 
     def show_outputs(self, outputs):
         """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""

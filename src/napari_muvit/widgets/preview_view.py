@@ -1,7 +1,7 @@
 """Live results while a prediction runs: the finished part of the store as heatmaps and labels.
 
 The worker side reads a strided copy of the store's level 0 about once a second (`prediction_job`);
-here it only replaces layer data. Building a napari layer costs the GUI thread 100-250 ms on a small
+here it only replaces layer data (the labels while the run goes, every output at the end). Building a napari layer costs the GUI thread 100-250 ms on a small
 machine (swapping data costs 10-80 ms), so the preview layers are made once, empty, when Run is clicked
 (`placeholder_preview`), and every later preview and a small final result only swap data.
 """
@@ -14,11 +14,12 @@ import numpy as np
 
 from . import layers as L
 
-PREVIEW_SIDE = 1024  # must match results.read_preview's default max_side
+PREVIEW_SIDE = 256  # px per side of a live preview: small, so each update is a cheap texture swap
 
 
-def preview_tuples(preview: dict, origin_offset=(0.0, 0.0)) -> list[tuple]:
-    """Layer tuples for a preview dict (``probs``, ``labels``, ``stride``, ``meta``, ``label_colors``)."""
+def preview_tuples(preview: dict, origin_offset=(0.0, 0.0), with_probabilities: bool = True) -> list[tuple]:
+    """Layer tuples for a preview dict (``probs``, ``labels``, ``stride``, ``meta``, ``label_colors``).
+    ``with_probabilities=False``: only the labels (when there are any)."""
     meta = preview["meta"]
     image = meta.get("image") or {}
     # a strided preview pixel stands for the block of store pixels it was sampled from
@@ -27,9 +28,11 @@ def preview_tuples(preview: dict, origin_offset=(0.0, 0.0)) -> list[tuple]:
     names = list(image.get("channel_names") or [])
     origin = np.add((y0, x0), origin_offset)
     extra = {"output": True, "preview": True}
-    out = L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
-                               unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
-                               origin=origin, extra_meta=extra)
+    out = []
+    if with_probabilities or preview.get("labels") is None:
+        out = L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
+                                   unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
+                                   origin=origin, extra_meta=extra)
     if preview.get("labels") is not None:
         out.append(L.labels_layer(
             preview["labels"], level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
@@ -53,14 +56,9 @@ def placeholder_preview(region, class_names, pixel_size=None, unit=None) -> dict
             "meta": meta, "label_colors": None}
 
 
-def show_preview(viewer, preview: dict, origin_offset=(0.0, 0.0), spread: bool = False) -> list:
-    """Put a preview in the viewer. ``spread``: one layer per event-loop turn, so the GUI repaints and
-    handles input between layer updates instead of after all of them."""
-    tuples = preview_tuples(preview, origin_offset)
-    if not spread:
-        return [L.add_or_update(viewer, tup) for tup in tuples]
-    from qtpy.QtCore import QTimer
-
-    for k, tup in enumerate(tuples):
-        QTimer.singleShot(k * 15, lambda t=tup: L.add_or_update(viewer, t))
-    return []
+def show_preview(viewer, preview: dict, origin_offset=(0.0, 0.0), live: bool = False) -> list:
+    """Put a preview in the viewer. ``live`` (while the run goes): only the labels layer is updated, the
+    heatmaps wait for the final result; each layer update costs a repaint (~50 ms with software OpenGL),
+    measured to be what pushes the GUI heartbeat over 100 ms (docs/benchmarks.md)."""
+    tuples = preview_tuples(preview, origin_offset, with_probabilities=not live)
+    return [L.add_or_update(viewer, tup) for tup in tuples]
