@@ -88,7 +88,12 @@ class _BackgroundPlot(QLabel):
 
                 logging.getLogger(__name__).exception("plot rendering failed")
                 continue
-            self._bridge.rendered.emit(image)
+            try:
+                self._bridge.rendered.emit(image)
+            except RuntimeError:  # the widget was closed while rendering: nothing to show it on
+                with self._lock:
+                    self._busy, self._pending = False, None
+                return
 
     def _show(self, image) -> None:
         data, width, height = image
