@@ -162,3 +162,38 @@ def test_in_memory_coarse_level_built_in_strips(monkeypatch):
     assert (s0, s1) == (-1, -7) and valid.sum() == 62 * 50  # the whole 62 x 50 coarse level is inside
     np.testing.assert_allclose(img[0][:, -s0:-s0 + 62, -s1:-s1 + 50], ref, rtol=1e-5)
     assert len(pyr._cache) == 1  # averaged once, then reused
+
+
+def test_chunk_cache_crops_equal_uncached_and_respect_byte_bound(tmp_path):
+    import zarr
+
+    from napari_muvit.data.chunk_cache import ChunkCache
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 255, (2, 700, 650), dtype=np.uint8)  # (c, y, x), ragged edge chunks of 128
+    arr = zarr.create_array(str(tmp_path / "a.zarr"), shape=a.shape, chunks=(2, 128, 128), dtype="uint8")
+    arr[...] = a
+    cached, plain = open_pyramid(arr, axes="cyx"), open_pyramid(arr, axes="cyx")
+    plain.chunk_cache.max_bytes = 0  # disabled: every window is sliced straight from the zarr array
+    bound = 6 * 2 * 128 * 128  # six chunks of 32 KiB
+    cached.chunk_cache.max_bytes = bound
+    centers = [(350.0, 325.0), (10.5, 640.0), (699.0, 3.0), (-20.0, 300.0), (351.0, 330.0), (128.0, 128.0)]
+    for c in centers:
+        got = cached.crops(c, (1, 2, 4), 64, return_valid=True)
+        ref = plain.crops(c, (1, 2, 4), 64, return_valid=True)
+        for u, v in zip(got, ref):
+            np.testing.assert_array_equal(u, v)
+        assert 0 < cached.chunk_cache.nbytes <= bound  # edge chunks are smaller: count varies
+        # and both equal plain numpy slicing of the source at level 1
+        sy, sx = _start(c[0], 1, 64), _start(c[1], 1, 64)
+        ys, xs = slice(max(sy, 0), min(sy + 64, 700)), slice(max(sx, 0), min(sx + 64, 650))
+        np.testing.assert_array_equal(
+            got[0][0][:, ys.start - sy : ys.stop - sy, xs.start - sx : xs.stop - sx], a[:, ys, xs])
+    assert cached.chunk_cache.hits > 0 and len(plain.chunk_cache) == 0
+    # the LRU evicts the least recently used entry once the byte budget is full
+    cache = ChunkCache(max_bytes=100)
+    for k in range(4):
+        cache.put(k, np.zeros(40, np.uint8))
+    assert cache.nbytes == 80 and len(cache) == 2 and cache.get(0) is None and cache.get(3) is not None
+    cache.put("big", np.zeros(101, np.uint8))  # larger than the whole budget: not kept
+    assert cache.get("big") is None and cache.nbytes == 80

@@ -15,6 +15,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from .chunk_cache import DEFAULT_CACHE_BYTES, ChunkCache, read_through_cache, regular_chunks
 from .geometry import crop_bbox, crop_start_index, validate_crop_size, validate_levels
 
 SPATIAL = "zyx"
@@ -65,7 +66,8 @@ class Pyramid:
     Attributes: ``arrays`` (dask, channels-first), ``factors`` (per-level per-spatial-axis factors),
     ``level_factors`` (Y/X factor per level, float), ``shape`` (level-0 spatial shape), ``n_channels``,
     ``rgb``, ``dtype``, ``pixel_size`` (level-0 physical size per spatial axis, or None), ``unit``,
-    ``name``, ``spatial_ndim``, ``channel_names``.
+    ``name``, ``spatial_ndim``, ``channel_names``, ``chunk_cache`` (`ChunkCache` of decoded source chunks
+    shared by every window read; set ``chunk_cache.max_bytes`` to change its budget, 0 disables it).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Pyramid:
         self.rgb = bool(rgb)
         self.spatial_ndim = len(levels[0].factor)
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self.chunk_cache = ChunkCache(DEFAULT_CACHE_BYTES)
         self.metadata: dict = {}
         self.arrays: list[da.Array] = []
         for i in range(len(levels)):
@@ -173,14 +176,32 @@ class Pyramid:
         if np.any(hi <= lo):
             return out, valid
         spatial = dict(zip(_spatial_axes(lv.layout), zip(lo.tolist(), hi.tolist())))
-        key = tuple(
-            0 if a == "t" else slice(None) if a == "c" else slice(*spatial[a]) for a in lv.layout
-        )
-        block = _to_channels_first(np.asarray(lv.raw[key]), lv.layout)
+        block = _to_channels_first(self._read_raw(i, spatial), lv.layout)
         dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))
         out[(slice(None),) + dst] = block
         valid[dst] = True
         return out, valid
+
+    def _read_raw(self, i: int, spatial: dict) -> np.ndarray:
+        """``raw[t=0, all channels, spatial ranges]`` of stored level ``i`` in its own layout (without ``t``).
+
+        Chunked on-disk arrays go through `chunk_cache` (whole chunks decoded once and reused by the
+        next windows); in-memory arrays, dask arrays and chunks too big for the cache are sliced directly.
+        """
+        lv = self._levels[i]
+        chunks = regular_chunks(lv.raw)
+        cache = self.chunk_cache
+        if chunks is not None and cache.max_bytes > 0:
+            chunk_bytes = int(np.prod(chunks)) * np.dtype(lv.raw.dtype).itemsize
+            if chunk_bytes * 4 <= cache.max_bytes:  # several chunks must fit, or the cache only adds work
+                ranges = [(0, 1) if a == "t" else (0, int(n)) if a == "c" else spatial[a]
+                          for a, n in zip(lv.layout, lv.raw.shape)]
+                block = read_through_cache(lv.raw, chunks, ranges, cache, i)
+                return block[(slice(None),) * lv.layout.index("t") + (0,)] if "t" in lv.layout else block
+        key = tuple(
+            0 if a == "t" else slice(None) if a == "c" else slice(*spatial[a]) for a in lv.layout
+        )
+        return np.asarray(lv.raw[key])
 
     def _read(self, target: tuple[int, ...], start: np.ndarray, size: np.ndarray):
         i = self._stored_source_for(target)
