@@ -30,6 +30,7 @@ class TileBook:
         self._freed: set = set()
         self._last_save = 0.0
         self._to_free: list = []
+        self.on_unneeded = None  # callable(tile): its prediction is needed by no unwritten chunk any more
 
     # ---- queries --------------------------------------------------------------------------------
     @property
@@ -83,6 +84,8 @@ class TileBook:
             for n in self.grid.neighbours(*tile):
                 if n not in self._freed and all(self.state[m] in (DONE, BACKGROUND) for m in self.grid.neighbours(*n)):
                     self._to_free.append(n)
+                    if self.on_unneeded is not None:
+                        self.on_unneeded(n)
 
     def save(self, force: bool = False, every_s: float = 1.0) -> bool:
         """Persist state (atomically), then free scratch no longer needed. Throttled unless ``force``."""

@@ -166,7 +166,8 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
     """Returns True when cancelled. Reads run ahead in a prefetch thread, chunk writes behind in a writer."""
     if progress:
         progress(book.finished, book.total)
-    cache = PredictionCache()
+    cache = PredictionCache.for_grid(ctx.grid, int(store.meta["batch_size"]))
+    book.on_unneeded = cache.discard
     blend = ctx.output.mode == "blend"
     threads = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))
     writer = BlendWriter(ctx, store, cache, workers=threads) if blend else None

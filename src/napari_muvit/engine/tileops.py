@@ -160,12 +160,22 @@ def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
 
 
 class PredictionCache:
-    """Small thread-safe LRU of recent ``(K, S, S)`` tile predictions so blending rarely re-reads scratch."""
+    """Thread-safe LRU of recent ``(K, S, S)`` tile predictions so blending rarely re-reads scratch.
 
-    def __init__(self, max_items: int = 64):
+    Bounded by ``max_items`` and by ``max_bytes``. Blending a row of chunks needs the predictions of the
+    row above and below, so `for_grid` sizes it to three grid rows plus the batches in flight.
+    """
+
+    def __init__(self, max_items: int = 64, max_bytes: int = 256 << 20):
         self.max_items = max_items
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_grid(cls, grid, batch_size: int, max_bytes: int = 256 << 20) -> PredictionCache:
+        return cls(max_items=3 * grid.grid_shape[1] + 4 * max(1, int(batch_size)) + 8, max_bytes=max_bytes)
 
     def get(self, key):
         with self._lock:
@@ -176,10 +186,21 @@ class PredictionCache:
 
     def put(self, key, value):
         with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= int(old.nbytes)
             self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
+            self.nbytes += int(value.nbytes)
+            while len(self._items) > self.max_items or (self.nbytes > self.max_bytes and len(self._items) > 1):
+                _, evicted = self._items.popitem(last=False)
+                self.nbytes -= int(evicted.nbytes)
+
+    def discard(self, key) -> None:
+        """Forget a prediction no chunk needs any more."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= int(old.nbytes)
 
 
 class BlendWriter:
