@@ -438,8 +438,34 @@ def run_scribble_probe(kw: dict, progress, cancel, report) -> dict:
     if fit.cancelled:
         return out
     out["store"] = predict_in_memory(fit.model, kw["source"], kw["region"], kw["store_dir"], cancel)
-    out["seconds"] = fit.seconds
+    out["layer"] = prediction_layer(out["store"], fit.class_names)
     return out
+
+
+IN_MEMORY_PX = 64_000_000  # predictions up to this size are read in the worker: the GUI then only shows them
+
+
+def prediction_layer(store, class_names) -> tuple | None:
+    """Worker thread: the probe's argmax labels from its store as a Labels layer tuple.
+
+    Region-sized results are read into memory here so that adding the layer on the GUI thread does not
+    read chunks; a class the user called background is see-through.
+    """
+    from napari_muvit.widgets.results import store_layers
+
+    tuples = [t for t in store_layers(store, prefix="MuViT probe") if t[2] == "labels"]
+    if not tuples:
+        return None
+    data, kwargs, kind = tuples[0]
+    arrays = data if isinstance(data, list) else [data]
+    if int(np.prod(arrays[0].shape)) <= IN_MEMORY_PX:
+        data = np.asarray(arrays[0])  # one level: small enough, and napari shows it without a pyramid
+        kwargs["multiscale"] = False
+    if isinstance(kwargs.get("colormap"), dict):
+        for k, class_name in enumerate(class_names):
+            if class_name.strip().lower() in ("background", "bg"):
+                kwargs["colormap"][k + 1] = "transparent"  # store labels are class index + 1
+    return data, kwargs, kind
 
 
 def run_finetune(kw: dict, progress, cancel, report):
@@ -523,21 +549,11 @@ def reconstruction_preview(model_dir, source, center_yx) -> dict:
 
 # ------------------------------------------------------------------ results -> layers (GUI thread)
 def show_prediction(viewer, result: dict, name: str):
-    """The probe's argmax labels from its prediction store, as one Labels layer `name` (replaced)."""
-    from napari_muvit.widgets.results import store_layers
-
-    if result.get("store") is None:
+    """The probe's prediction (built by `prediction_layer`) as one Labels layer `name`, replaced each round."""
+    if result.get("layer") is None:
         return None
-    tuples = [t for t in store_layers(result["store"], prefix="MuViT probe") if t[2] == "labels"]
-    if not tuples:
-        return None
-    data, kwargs, kind = tuples[0]
+    data, kwargs, kind = result["layer"]
     kwargs["name"] = name
-    names = result["fit"].class_names
-    if isinstance(kwargs.get("colormap"), dict):  # a class the user called background stays see-through
-        for k, class_name in enumerate(names):
-            if class_name.strip().lower() in ("background", "bg"):
-                kwargs["colormap"][k + 1] = "transparent"  # store labels are class index + 1
     return add_or_update(viewer, (data, kwargs, kind))
 
 
