@@ -12,6 +12,8 @@ synthetic slides rendered with other seeds:
 - ``muvit_1_4_16_no_pretraining``: levels (1, 4, 16) from a random encoder (convergence vs pre-trained).
 
 Prints one JSON object (final mDSC per arm, Dice per class, validation curves, budget, seeds, seconds).
+``--context-probe 16`` instead runs a diagnostic: a tile classifier told the region type from the given
+levels alone (is the context learnable at this budget at all?).
 
     python benchmarks/synthetic_benchmark.py            # defaults as recorded in docs/benchmarks.md
 """
@@ -101,6 +103,52 @@ def train_arm(model, task, steps, batch_size, lr, weight, eval_fn, eval_every, s
     return curve
 
 
+def context_probe(args) -> dict:
+    """Diagnostic: can a small MuViT tile classifier tell a crop's region type from levels ``args.context_probe``
+    alone (the label is the region type under the crop centre)? Held-out accuracy on the first test slide."""
+    from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
+    from napari_muvit.data.synthetic import region_type
+    from napari_muvit.model import MuViTClassifier, MuViTEncoder
+
+    levels = tuple(int(v) for v in args.context_probe.split(","))
+    torch.manual_seed(args.seed)
+    train_seed, test_seed = args.train_seed, int(args.test_seeds.split(",")[0])
+    image, _, _ = synthetic_slide(args.train_size, seed=train_seed)
+    pyramid = open_pyramid(image)
+    norm = Normalizer.from_pyramid(pyramid)
+    test_image, _, _ = synthetic_slide(args.test_size, seed=test_seed)
+    test_pyramid = open_pyramid(test_image)
+
+    def batch(pyr, size, seed, n, rng):
+        centers = rng.uniform(0, size, size=(n, 2))
+        target = region_type(centers[:, 0], centers[:, 1], seed) - 1
+        crops = [pyr.crops(tuple(c), levels, CROP, normalizer=norm) for c in centers]
+        return (torch.from_numpy(np.stack([c[0] for c in crops])), torch.from_numpy(np.stack([c[1] for c in crops])),
+                torch.from_numpy(target.astype(np.int64)))
+
+    model = MuViTClassifier(MuViTEncoder(levels=levels, **ENCODER), 3, hidden=128)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    rng = np.random.default_rng(args.seed)
+    tx, tb, ty = batch(test_pyramid, args.test_size, test_seed, args.test_tiles, np.random.default_rng(args.seed + 1))
+    curve = []
+    for step in range(1, args.steps + 1):
+        x, b, y = batch(pyramid, args.train_size, train_seed, args.batch_size, rng)
+        loss = F.cross_entropy(model(x, b), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            model.eval()
+            with torch.no_grad():
+                acc = float((model(tx, tb).argmax(1) == ty).float().mean())
+            model.train()
+            curve.append((step, round(float(loss.detach()), 3), round(acc, 4)))
+    majority = float(np.bincount(ty.numpy(), minlength=3).max() / len(ty))
+    return {"context_probe_levels": list(levels), "curve_step_loss_heldout_accuracy": curve,
+            "majority_class_accuracy": round(majority, 4), "steps": args.steps, "batch_size": args.batch_size,
+            "test_crops": args.test_tiles, "seeds": {"train_slide": train_seed, "test_slide": test_seed}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Synthetic multi-scale benchmark (prints JSON).")
     parser.add_argument("--train-size", type=int, default=4096, help="training slide side (px)")
@@ -117,7 +165,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bf16 autocast)")
+    parser.add_argument("--context-probe", default=None, metavar="LEVELS",
+                        help="run only the region-type-from-context diagnostic with these levels, e.g. 16")
     args = parser.parse_args(argv)
+    if args.context_probe:
+        torch.set_num_threads(args.threads)
+        t0 = time.perf_counter()
+        print(json.dumps({**context_probe(args), "seconds": round(time.perf_counter() - t0)}))
+        return 0
 
     from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
     from napari_muvit.engine.training import pretrain
