@@ -31,7 +31,7 @@ from .model_panel import ModelPanel
 from .prediction_job import load_outputs, make_prediction_job
 from .preview_view import placeholder_preview, show_preview
 from .region import REGION_MODES, clip_region, context_bboxes, region_center, shapes_region, view_region
-from .results import RoiTable, centre_camera
+from .roi_panel import RoiPanel
 from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
 from .settings import load_settings, save_settings
 from .workers import EngineJob, engine_process
@@ -90,10 +90,8 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.rois = RoiTable()
-        self.roi_score = QComboBox()
-        self.export_geojson = QPushButton("Export ROIs (GeoJSON)")
-        self.export_csv = QPushButton("Export ROIs (CSV)")
+        self.roi_panel = RoiPanel(self.viewer, lambda: self.image, self.status.setText)
+        self.rois = self.roi_panel.table
 
         image_box = _group("Image", [self.image_combo, self.image_info])
         levels_box = _group("Levels", [self.levels])
@@ -113,20 +111,10 @@ class PredictWidget(QWidget):
         run_layout.addWidget(self.live)
         run_layout.addLayout(buttons)
         run_layout.addWidget(self.status)
-        exports = QHBoxLayout()
-        exports.addWidget(self.export_geojson)
-        exports.addWidget(self.export_csv)
-        results_box = QGroupBox("Regions of interest (click to go there)")
-        results_layout = QVBoxLayout(results_box)
-        score_row = QFormLayout()
-        score_row.addRow("rank by", self.roi_score)
-        results_layout.addLayout(score_row)
-        results_layout.addWidget(self.rois)
-        results_layout.addLayout(exports)
 
         inner = QWidget()
         col = QVBoxLayout(inner)
-        for box in (image_box, levels_box, model_box, region_box, run_box, results_box):
+        for box in (image_box, levels_box, model_box, region_box, run_box, self.roi_panel):
             col.addWidget(box)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -145,10 +133,6 @@ class PredictWidget(QWidget):
         self.levels.changed.connect(self.update_context_preview)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.rois.roi_clicked.connect(self._go_to_roi)
-        self.roi_score.activated.connect(lambda *_: self.rerank_rois())
-        self.export_geojson.clicked.connect(lambda: self._export_clicked("geojson"))
-        self.export_csv.clicked.connect(lambda: self._export_clicked("csv"))
 
     # ------------------------------------------------------------------------------------ settings
     def settings(self) -> dict:
@@ -360,8 +344,7 @@ class PredictWidget(QWidget):
     def show_outputs(self, outputs):
         """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""
         self.output_layers = [L.add_or_update(self.viewer, tup) for tup in outputs.layers]
-        self._set_score_choices(outputs.store)
-        self._show_rois(outputs.rois)
+        self.output_layers += self.roi_panel.show(outputs.store, outputs.rois)
         if outputs.roi_error:
             self.status.setText(self.status.text() + f"\nROIs: {outputs.roi_error}")
         if self.image is not None and self.image.layer in self.viewer.layers:
@@ -372,70 +355,9 @@ class PredictWidget(QWidget):
         offset = self.image.origin_offset if self.image else (0.0, 0.0)
         self.show_outputs(load_outputs(store, None, offset, self.image.pixel_size if self.image else None, complete))
 
-    def _go_to_roi(self, y, x, size):
-        shift = self.image.origin_offset if self.image else (0, 0)
-        centre_camera(self.viewer, y + shift[0], x + shift[1], size, self.image.pixel_size if self.image else None)
-
-    def _set_score_choices(self, store):
-        from .roi_view import score_choices
-
-        try:
-            choices = score_choices(store)
-        except (ValueError, OSError, KeyError):
-            choices = []
-        current = self.roi_score.currentText()
-        self.roi_score.clear()
-        self.roi_score.addItems(choices)
-        if current in choices:
-            self.roi_score.setCurrentText(current)
-
-    def _show_rois(self, rois):
-        if rois is None:
-            self.rois.set_rois([], [], [], [])
-            return
-        tup, table = rois
-        self.output_layers.append(L.add_or_update(self.viewer, tup))
-        self.rois.set_rois(*table)
-
-    def rerank_rois(self):
-        """Rank the last run's ROIs by the chosen score (in a worker thread: the tile table can be long)."""
-        from .roi_view import roi_layer_and_table
-
-        if self.last_store is None or not self.roi_score.currentText():
-            return None
-        image = self.image
-        job = EngineJob(lambda progress, cancel: roi_layer_and_table(
-            self.last_store, image.pixel_size if image else None, image.origin_offset if image else (0, 0),
-            score=self.roi_score.currentText()), description="MuViT ROIs", show_progress=False)
-        job.succeeded.connect(lambda res: self._show_rois(None if res[0] is None else res))
-        job.failed.connect(notify_error)
-        self._roi_job = job.start()
-        return job
-
-    def _export_clicked(self, fmt: str):
-        from qtpy.QtWidgets import QFileDialog
-
-        if self.last_store is None:
-            notify_error("there are no ROIs yet; run a prediction first.")
-            return
-        default = str(self.last_store.parent / f"{self.last_store.stem}-rois.{fmt}")
-        path, _ = QFileDialog.getSaveFileName(self, "Export ROIs", default, f"{fmt.upper()} (*.{fmt})")
-        if path:
-            out = self.export_rois(fmt, path)
-            if out is not None:
-                self.status.setText(f"ROIs written to {out}")
-
     def export_rois(self, fmt: str, path=None):
-        from .roi_view import export_rois
-
-        if self.last_store is None:
-            notify_error("there are no ROIs yet; run a prediction first.")
-            return None
-        try:
-            return export_rois(self.last_store, fmt, path, score=self.roi_score.currentText() or None)
-        except (ValueError, FileNotFoundError, FileExistsError) as exc:
-            notify_error(str(exc))
-            return None
+        """Export the last run's ranked ROIs (see `RoiPanel.export_rois`)."""
+        return self.roi_panel.export_rois(fmt, path)
 
     def closeEvent(self, event):
         self.save_settings()

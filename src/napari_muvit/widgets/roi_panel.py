@@ -1,0 +1,119 @@
+"""The "Regions of interest" box of the predict widget: ranked list, score choice, camera jumps, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from . import layers as L
+from .results import RoiTable, centre_camera
+from .run_inputs import notify_error
+from .workers import EngineJob
+
+
+class RoiPanel(QGroupBox):
+    """Ranked ROIs of the last run. ``image()`` returns the run's `ImageInput` (for its pixel size and
+    offset); ``report(text)`` shows a line in the host widget's status."""
+
+    def __init__(self, viewer, image, report, parent=None):
+        super().__init__("Regions of interest (click to go there)", parent)
+        self.viewer, self._image, self._report = viewer, image, report
+        self.store: Path | None = None
+        self.table = RoiTable()
+        self.score = QComboBox()
+        self.export_geojson = QPushButton("Export ROIs (GeoJSON)")
+        self.export_csv = QPushButton("Export ROIs (CSV)")
+        form = QFormLayout()
+        form.addRow("rank by", self.score)
+        exports = QHBoxLayout()
+        exports.addWidget(self.export_geojson)
+        exports.addWidget(self.export_csv)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.table)
+        lay.addLayout(exports)
+        self.table.roi_clicked.connect(self._go_to)
+        self.score.activated.connect(lambda *_: self.rerank())
+        self.export_geojson.clicked.connect(lambda: self._export_clicked("geojson"))
+        self.export_csv.clicked.connect(lambda: self._export_clicked("csv"))
+        self._job = None
+
+    def _frame(self):
+        image = self._image()
+        return (image.pixel_size, image.origin_offset) if image is not None else (None, (0.0, 0.0))
+
+    def show(self, store, rois) -> list:
+        """New run results: score choices from the store, then the ROI layer and rows. Returns new layers."""
+        from .roi_view import score_choices
+
+        self.store = Path(store)
+        try:
+            choices = score_choices(store)
+        except (ValueError, OSError, KeyError):
+            choices = []
+        current = self.score.currentText()
+        self.score.clear()
+        self.score.addItems(choices)
+        if current in choices:
+            self.score.setCurrentText(current)
+        return self._show(rois)
+
+    def _show(self, rois) -> list:
+        if rois is None:
+            self.table.set_rois([], [], [], [])
+            return []
+        tup, rows = rois
+        self.table.set_rois(*rows)
+        return [L.add_or_update(self.viewer, tup)]
+
+    def rerank(self):
+        """Rank by the chosen score (in a worker thread: a whole-slide tile table is long)."""
+        from .roi_view import roi_layer_and_table
+
+        if self.store is None or not self.score.currentText():
+            return None
+        store, score = self.store, self.score.currentText()
+        pixel_size, offset = self._frame()
+        job = EngineJob(lambda progress, cancel: roi_layer_and_table(store, pixel_size, offset, score=score),
+                        description="MuViT ROIs", show_progress=False)
+        job.succeeded.connect(lambda res: self._show(None if res[0] is None else res))
+        job.failed.connect(notify_error)
+        self._job = job.start()
+        return job
+
+    def _go_to(self, y, x, size):
+        # list rows are already in napari's world px frame (offset included)
+        centre_camera(self.viewer, y, x, size, self._frame()[0])
+
+    def _export_clicked(self, fmt: str):
+        if self.store is None:
+            notify_error("there are no ROIs yet; run a prediction first.")
+            return
+        default = str(self.store.parent / f"{self.store.stem}-rois.{fmt}")
+        path, _ = QFileDialog.getSaveFileName(self, "Export ROIs", default, f"{fmt.upper()} (*.{fmt})")
+        if path:
+            out = self.export_rois(fmt, path)
+            if out is not None:
+                self._report(f"ROIs written to {out}")
+
+    def export_rois(self, fmt: str, path=None):
+        """Write the ranked ROIs (GeoJSON for QuPath, or CSV); errors become notifications."""
+        from .roi_view import export_rois
+
+        if self.store is None:
+            notify_error("there are no ROIs yet; run a prediction first.")
+            return None
+        try:
+            return export_rois(self.store, fmt, path, score=self.score.currentText() or None)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            notify_error(str(exc))
+            return None
