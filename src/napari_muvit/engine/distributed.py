@@ -6,13 +6,19 @@ tiles' scratch predictions or chunks straight into the shared store, and return 
 Blending tasks for a chunk are submitted once its 3 x 3 neighbourhood is predicted. Tasks are retried
 (``retries=2``); a lost worker loses no finished tile, since finished work is on disk and in the state file.
 The store path must be on storage every worker can reach (a shared file system for a remote cluster).
+
+Fault injection (for testing retries): when the environment variable ``NAPARI_MUVIT_INJECT_FAILURES``
+names a folder, a worker task of kind ``batch`` / ``finalise`` that finds a file ``<kind>-*`` there deletes
+it and fails, so each file makes exactly one task fail once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -42,7 +48,21 @@ def _worker_context(payload: dict):
     return _CACHE["ctx"], _CACHE["store"]
 
 
+def _injected_failure(kind: str) -> None:
+    """Fail this task once per ``<kind>-*`` file in ``$NAPARI_MUVIT_INJECT_FAILURES`` (see module docstring)."""
+    folder = os.environ.get("NAPARI_MUVIT_INJECT_FAILURES")
+    if not folder or not Path(folder).is_dir():
+        return
+    for token in sorted(Path(folder).glob(f"{kind}-*")):
+        try:
+            token.unlink()  # atomic: exactly one task takes each token
+        except FileNotFoundError:
+            continue
+        raise RuntimeError(f"injected failure of a {kind} task ({token.name})")
+
+
 def _worker_batch(payload: dict, batch: list, wanted: list) -> dict:
+    _injected_failure("batch")
     ctx, store = _worker_context(payload)
     batch = [tuple(t) for t in batch]
     x, bbox = read_batch(ctx, batch)
@@ -52,6 +72,7 @@ def _worker_batch(payload: dict, batch: list, wanted: list) -> dict:
 
 
 def _worker_finalise(payload: dict, jobs: list) -> dict:
+    _injected_failure("finalise")
     ctx, store = _worker_context(payload)
     return finalise_tiles(ctx, store, [(tuple(t), [tuple(n) for n in nbrs]) for t, nbrs in jobs])
 
