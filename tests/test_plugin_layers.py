@@ -86,3 +86,20 @@ def test_layers_align_in_a_viewer(make_napari_viewer):
                                                      pixel_size=(0.5, 0.5)))
     np.testing.assert_allclose(pts.data_to_world(pts.data[0]), block_centre)
     assert list(pts.features["rank"]) == [1]
+
+
+def test_image_layers_split_channels_and_keep_rgb():
+    from napari_muvit.data import open_pyramid
+
+    two = open_pyramid(np.zeros((2, 300, 300), np.uint16), axes="cyx")
+    two.pixel_size, two.unit = (0.25, 0.25), "micrometer"
+    out = L.image_layers(two, name="cells", source="/data/cells.ome.zarr")
+    assert [kw["name"] for _, kw, _ in out] == ["cells [channel 0]", "cells [channel 1]"]
+    assert [kw["colormap"] for _, kw, _ in out] == ["green", "magenta"]
+    data, kw, _ = out[1]
+    assert kw["multiscale"] and data[0].shape == (300, 300) and data[1].shape == (150, 150)
+    assert kw["scale"] == (0.25, 0.25) and kw["units"] == ("micrometer", "micrometer")
+    assert kw["metadata"]["muvit"]["channel"] == 1 and kw["metadata"]["muvit"]["source"] == "/data/cells.ome.zarr"
+    rgb = open_pyramid(np.zeros((300, 300, 3), np.uint8), axes="yxc")
+    ((data, kw, kind),) = L.image_layers(rgb)
+    assert kind == "image" and kw["rgb"] and data[0].shape == (300, 300, 3) and kw["contrast_limits"] == (0.0, 255.0)

@@ -91,10 +91,11 @@ def _multiscale_data(arrays: list):
 
 
 # ----------------------------------------------------------------------------------------- images
-def _contrast_limits(arrays: list, rgb: bool):
-    """Contrast from the coarsest level (small); dtype range when it is still big."""
+def _contrast_limits(arrays: list, rgb: bool, dtype=None):
+    """Contrast from the coarsest level (small); dtype range when it is still big. ``dtype``: the
+    slide's own (coarse levels computed on the fly are float)."""
     coarse = arrays[-1]
-    dtype = np.dtype(coarse.dtype)
+    dtype = np.dtype(dtype or arrays[0].dtype)
     if dtype == np.uint8:
         return (0.0, 255.0)
     if int(np.prod(coarse.shape)) > 4_000_000:
@@ -123,13 +124,13 @@ def image_layers(pyramid, name: str | None = None, source: str | None = None, co
     if pyramid.rgb:
         rgb_arrays = [a.transpose(*range(1, a.ndim), 0) for a in arrays]
         kwargs = dict(common, name=name, rgb=True, multiscale=len(arrays) > 1,
-                      contrast_limits=_contrast_limits(rgb_arrays, True))
+                      contrast_limits=_contrast_limits(rgb_arrays, True, pyramid.dtype))
         return [(_multiscale_data(rgb_arrays), kwargs, "image")]
     n = int(pyramid.n_channels)
     if n == 1:
         data = [a[0] for a in arrays]
         kwargs = dict(common, name=name, multiscale=len(arrays) > 1, colormap="gray",
-                      contrast_limits=_contrast_limits(data, False))
+                      contrast_limits=_contrast_limits(data, False, pyramid.dtype))
         return [(_multiscale_data(data), kwargs, "image")]
     names = list(pyramid.channel_names or [f"ch{c}" for c in range(n)])
     colormaps = colormaps or [CHANNEL_COLORMAPS[c % len(CHANNEL_COLORMAPS)] for c in range(n)]
@@ -138,7 +139,7 @@ def image_layers(pyramid, name: str | None = None, source: str | None = None, co
         data = [a[c] for a in arrays]
         kwargs = dict(common, name=f"{name} [{names[c]}]", multiscale=len(arrays) > 1,
                       colormap=colormaps[c], blending="additive",
-                      contrast_limits=_contrast_limits(data, False))
+                      contrast_limits=_contrast_limits(data, False, pyramid.dtype))
         kwargs["metadata"] = {META_KEY: dict(meta[META_KEY], channel=c)}
         out.append((_multiscale_data(data), kwargs, "image"))
     return out
