@@ -56,6 +56,20 @@ def test_finetune_cancel_stops_and_saves(easy, tmp_path):
     assert (tmp_path / "c" / "model.pth").is_file()
 
 
+def test_finetune_resume_continues_the_interrupted_run(easy, tmp_path):
+    image, labels, base = easy
+    kw = dict(epochs=2, steps_per_epoch=3, batch_size=2, lr=3e-3, device="cpu", seed=2)
+    full = finetune(image, labels, base, tmp_path / "full", **kw)
+    seen = {"n": 0}
+    part = finetune(image, labels, base, tmp_path / "part", progress=lambda d, t: seen.update(n=d),
+                    cancel=lambda: seen["n"] >= 3, **kw)
+    assert part.cancelled and len(part.history) == 1  # stopped at the start of epoch 2
+    resumed = finetune(image, labels, base, tmp_path / "part", resume=True, **kw)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
+    assert resumed.metrics["mDSC"] == pytest.approx(full.metrics["mDSC"], abs=1e-6)
+
+
 def test_finetune_classifier_from_rois(easy, tmp_path):
     image, _, base = easy
     img = image.copy()

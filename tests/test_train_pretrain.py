@@ -115,3 +115,18 @@ def test_cli_pretrain_runs_and_rejects_bad_levels(slide, tmp_path, capsys):
                      "--patch-size", "8", "--dim", "48", "--heads", "2", "--out", str(tmp_path / levels)])
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_cpu_masking_used_on_mps_is_a_valid_permutation():
+    from napari_muvit.engine.training.pretrain import _cpu_masking
+    from napari_muvit.model.mae import MuViTMAE
+
+    torch.manual_seed(0)
+    mae = MuViTMAE(levels=(1, 4), **TINY)
+    x = torch.randn(3, 2, 1, 32, 32)
+    idx = _cpu_masking(mae, x)
+    assert idx.shape == (3, 32) and idx.device == x.device
+    assert all(sorted(row.tolist()) == list(range(32)) for row in idx)
+    out = mae(x, None, mask_indices=idx)
+    assert out["mask"].sum(1).tolist() == [32 - int(32 * 0.25)] * 3  # 75 % masked in every sample
+    assert torch.isfinite(out["loss"])

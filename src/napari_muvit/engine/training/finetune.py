@@ -209,7 +209,7 @@ def finetune(
     sched = make_scheduler(opt, total, warmup_steps=min(steps_per_epoch, max(1, total // 10)))
     model.to(dev).train()  # a frozen encoder stays in eval mode (the heads handle that)
     history = History()
-    start_epoch = 0
+    start_epoch, metrics = 0, {}
     if resume:
         ckpt = load_checkpoint(ckpt_path)
         model.load_state_dict(ckpt["model"])
@@ -218,44 +218,47 @@ def finetune(
         restore_rng(ckpt["rng"], data.rng)
         history = History(ckpt["history"])
         start_epoch = int(ckpt["epoch"])
+        metrics = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()
+                   if k not in ("epoch", "step", "train_loss", "lr", "seconds")}
 
-    cancelled, step, metrics = False, start_epoch * steps_per_epoch, {}
+    cancelled, step = False, start_epoch * steps_per_epoch
     t0 = time.perf_counter()
     sampler_state = copy.deepcopy(data.rng.bit_generator.state)
     prefetch = Prefetcher(lambda: data.train_batch(batch_size), data.rng)
-    for epoch in range(start_epoch, epochs):
-        running = []
-        for _ in range(steps_per_epoch):
-            if check_cancel(cancel):
-                cancelled = True
+    try:
+        for epoch in range(start_epoch, epochs):
+            running = []
+            for _ in range(steps_per_epoch):
+                if check_cancel(cancel):
+                    cancelled = True
+                    break
+                (img, bbox, target), sampler_state = prefetch.get()
+                x, b = torch.from_numpy(img).to(dev), torch.from_numpy(bbox).to(dev)
+                t = torch.from_numpy(target).to(dev)
+                with autocast(dev, precision):
+                    logits = model(x, b)
+                if (t != IGNORE).any():
+                    loss = F.cross_entropy(logits.float(), t, weight=weight, ignore_index=IGNORE)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad)
+                    opt.step()
+                    running.append(float(loss.detach()))
+                sched.step()
+                step += 1
+                if progress is not None:
+                    progress(step, total)
+            if cancelled:
                 break
-            (img, bbox, target), sampler_state = prefetch.get()
-            x, b = torch.from_numpy(img).to(dev), torch.from_numpy(bbox).to(dev)
-            t = torch.from_numpy(target).to(dev)
-            with autocast(dev, precision):
-                logits = model(x, b)
-            if (t != IGNORE).any():
-                loss = F.cross_entropy(logits.float(), t, weight=weight, ignore_index=IGNORE)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad)
-                opt.step()
-                running.append(float(loss.detach()))
-            sched.step()
-            step += 1
-            if progress is not None:
-                progress(step, total)
-        if cancelled:
-            break
-        metrics = evaluate(model, data, batch_size, dev, precision, seed=seed) if _has_val(data) else {}
-        history.append(epoch=epoch + 1, step=step, train_loss=float(np.mean(running)) if running else None,
-                       lr=opt.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2), **metrics)
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                        rng=capture_rng(sampler_state=sampler_state), history=history.rows, epoch=epoch + 1)
-        history.write_csv(train_dir / "history.csv")
-        history.plot(train_dir / "metrics.png", x="epoch", ys=("train_loss", "val_loss"), title=f"{task} loss")
-
-    prefetch.close()
+            metrics = evaluate(model, data, batch_size, dev, precision, seed=seed) if _has_val(data) else {}
+            history.append(epoch=epoch + 1, step=step, train_loss=float(np.mean(running)) if running else None,
+                           lr=opt.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2), **metrics)
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                            rng=capture_rng(sampler_state=sampler_state), history=history.rows, epoch=epoch + 1)
+            history.write_csv(train_dir / "history.csv")
+            history.plot(train_dir / "metrics.png", x="epoch", ys=("train_loss", "val_loss"), title=f"{task} loss")
+    finally:
+        prefetch.close()
     colors = list(class_colors or DEFAULT_COLORS[: data.num_classes])
     while len(colors) < data.num_classes:
         colors.append(DEFAULT_COLORS[len(colors) % len(DEFAULT_COLORS)])
