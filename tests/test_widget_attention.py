@@ -260,3 +260,25 @@ def test_feature_view_shows_encoder_pca_rgb_on_the_view(make_napari_viewer, slid
     y0, y1, x0, x1 = meta["region"]
     assert y0 <= 192 < y1 and x0 <= 256 < x1 and (y1 - y0) <= 256
     np.testing.assert_allclose(layer.translate, [y0 + 3.5, x0 + 3.5])  # token centre of the region's corner
+
+
+def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qtbot):
+    from napari_muvit.engine.attention import attention_probe, open_session
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = read_slide(str(slide_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget = AttentionProbeWidget(viewer)
+    widget.probe((100.0, 100.0))
+    _wait_probe(qtbot, widget)
+    assert f"{MAP_PREFIX}1" in viewer.layers
+    widget._levels.value = "4,16"
+    widget.probe((100.0, 100.0))  # the query level picker still says 1: the finest chosen level is used
+    _wait_probe(qtbot, widget)
+    names = sorted(layer.name for layer in viewer.layers if layer.name.startswith(MAP_PREFIX))
+    assert names == [f"{MAP_PREFIX}16", f"{MAP_PREFIX}4"] and list(widget._query_level.choices) == [4, 16]
+    expected = attention_probe(open_session(str(slide_path), "demo", "4,16"), (100.0, 100.0), query_level=4)
+    np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}16"].data, expected.maps[1][0], rtol=1e-5, atol=1e-7)
+    assert len(viewer.layers[CROPS_LAYER].data) == 2

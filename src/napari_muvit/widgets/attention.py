@@ -275,6 +275,8 @@ class AttentionProbeWidget(Container):
         if self.session is None or request.key != self._session_key:
             self.session = open_probe_session(request.source, request.key[1], request.key[2])
             self._session_key = request.key
+        if request.query_level not in self.session.levels:  # the picker still offers a default level
+            request.query_level = int(self.session.levels[0])
         view, result, info = run_probe(self.session, request)
         info["compute_s"] = time.perf_counter() - t0
         return view, result, info
