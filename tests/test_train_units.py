@@ -199,3 +199,17 @@ def test_auc_pairs_helper_matches_combinations():
     wins = sum(1.0 if score[p] > score[n] else 0.5 if score[p] == score[n] else 0.0
                for i, j in pairs for p, n in [(i, j) if truth[i] else (j, i)])
     assert binary_auc(truth, score) == pytest.approx(wins / len(pairs))
+
+
+def test_label_image_from_ome_zarr_labels_group(tmp_path):
+    from napari_muvit.data import synthetic_slide, write_synthetic_slide
+
+    write_synthetic_slide(tmp_path / "s.zarr", 512, seed=1, chunk=256)
+    _, truth, _ = synthetic_slide(512, seed=1)
+    for path in (tmp_path / "s.zarr", tmp_path / "s.zarr" / "labels" / "ground_truth"):
+        labels = open_label_image(path, (512, 512))
+        np.testing.assert_array_equal(np.asarray(labels), truth)
+    np.save(tmp_path / "l.npy", truth)
+    np.testing.assert_array_equal(np.asarray(open_label_image(tmp_path / "l.npy", (512, 512))), truth)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_label_image(tmp_path / "missing.tif", (512, 512))

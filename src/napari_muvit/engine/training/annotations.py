@@ -63,18 +63,31 @@ def _read_label_file(path: Path):
         import zarr
 
         node = zarr.open(str(path), mode="r")
-        while not hasattr(node, "shape"):  # descend an OME-Zarr group: labels/<name>/0, else 0
+        while not hasattr(node, "shape"):  # descend an OME-Zarr group: labels/<name>/<finest>, else <finest>
             groups, arrays = sorted(node.group_keys()), sorted(node.array_keys())
+            finest = _finest_dataset(node.attrs.asdict())
             if "labels" in groups:
                 node = node["labels"]
+            elif finest in arrays:
+                node = node[finest]
             elif "0" in arrays:
                 node = node["0"]
             elif groups:
-                node = node[groups[0]]
+                names = node.attrs.asdict().get("ome", node.attrs.asdict()).get("labels") or groups
+                node = node[names[0] if names[0] in groups else groups[0]]
             else:
                 raise ValueError(f"{path} holds no label array; give a zarr array or an OME-Zarr labels group.")
         return da.from_zarr(node)
     raise ValueError(f"Cannot read labels from {path}; use a .npy, .tif/.tiff or .zarr file.")
+
+
+def _finest_dataset(attrs: dict) -> str | None:
+    """Path of the first (finest) dataset of OME-Zarr multiscales metadata (v0.4 or v0.5), if any."""
+    multiscales = attrs.get("ome", attrs).get("multiscales") or []
+    try:
+        return str(multiscales[0]["datasets"][0]["path"])
+    except (IndexError, KeyError, TypeError):
+        return None
 
 
 @dataclass
