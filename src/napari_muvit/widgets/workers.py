@@ -19,11 +19,14 @@ anything else as ``"<Type>: <message>"``, logged with its traceback, never raise
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -256,7 +259,8 @@ class EngineProcess:
             self.cancel_flag = self._ctx.Event()
             self._process = self._ctx.Process(target=_engine_process.serve, name="napari-muvit-engine",
                                               args=(self._tasks, self._events, self.cancel_flag), daemon=True)
-            self._process.start()
+            with _main_module_hidden():
+                self._process.start()
             listener = threading.Thread(target=self._listen, args=(self._process, self._events),
                                         name="muvit-engine-events", daemon=True)
             listener.start()
@@ -324,6 +328,24 @@ class EngineProcess:
                 if self._process.is_alive():
                     self._process.terminate()
             self._process = None
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a spawned child without re-running the user's ``__main__`` script in it.
+
+    spawn re-imports the parent's main module in the child; a script that builds a viewer without an
+    ``if __name__ == "__main__"`` guard would then open a second napari there. The child only needs
+    ``_engine_process.serve``, which is importable on its own, so the main module is swapped for an
+    empty one while the child starts (the GUI thread does not run other Python code meanwhile).
+    """
+    real = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if real is not None:
+            sys.modules["__main__"] = real
 
 
 _ENGINE_PROCESS: EngineProcess | None = None
