@@ -130,3 +130,12 @@ def test_cpu_masking_used_on_mps_is_a_valid_permutation():
     out = mae(x, None, mask_indices=idx)
     assert out["mask"].sum(1).tolist() == [32 - int(32 * 0.25)] * 3  # 75 % masked in every sample
     assert torch.isfinite(out["loss"])
+
+
+def test_epochs_count_level1_crops_of_the_foreground(slide, tmp_path):
+    from napari_muvit.data import foreground_mask, open_pyramid
+
+    mask, level = foreground_mask(open_pyramid(slide))
+    per_epoch = int(np.ceil(mask.sum() * level**2 / 32**2 / 4))  # foreground px / crop px / batch
+    result = _run(slide, tmp_path / "e", steps=None, epochs=2 / per_epoch)
+    assert result.total_steps == 2 and result.steps_done == 2
