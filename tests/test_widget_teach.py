@@ -187,6 +187,9 @@ def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, 
     assert big.data.shape == (32, 32) and np.isfinite(big.data).all()
     print(f"pre-train cancelled after {result.steps_done} steps, {took:.2f} s after the click")
     assert took < 10
+    # the live loss plot got every step's loss
+    xs, ys = tab.plot.series["loss"]
+    assert xs == [float(r["step"]) for r in result.history] and ys == pytest.approx([r["loss"] for r in result.history])
     from napari_muvit.model import load_model
 
     assert load_model(result.model_dir).card.task == "mae"

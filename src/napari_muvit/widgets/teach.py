@@ -488,17 +488,9 @@ def run_finetune(kw: dict, progress, cancel, report):
 def run_pretrain(kw: dict, progress, cancel, report):
     from napari_muvit.engine.training import pretrain
 
-    poll = _history_reader(Path(kw["out"]) / "training" / "history.csv", report)
-    every = max(1, kw["steps"] // 20)
-
-    def progress_and_poll(done, total):
-        progress(done, total)
-        poll()
-
     result = pretrain([kw["source"]], kw["out"], levels=parse_levels(kw["levels"]), size=kw["size"],
-                      steps=kw["steps"], batch_size=kw["batch_size"], checkpoint_every=every,
-                      preview_every=0, progress=progress_and_poll, cancel=cancel)
-    poll()
+                      steps=kw["steps"], batch_size=kw["batch_size"], preview_every=0, progress=progress,
+                      cancel=cancel, on_step=report)
     result.preview = reconstruction_preview(result.model_dir, kw["source"], kw["center_yx"])
     return result
 

@@ -75,7 +75,7 @@ def pretrain(
     sources,
     out,
     *,
-    levels=(1, 8, 32),
+    levels=None,
     size: int = 256,
     steps: int | None = None,
     epochs: float | None = None,
@@ -99,11 +99,13 @@ def pretrain(
     num_threads: int | None = None,
     progress=None,
     cancel=None,
+    on_step=None,
 ) -> TrainResult:
     """Pre-train a MuViT MAE on random nested crops inside the slides' foreground.
 
     sources: one or more slides (paths, arrays, napari multiscale data or Pyramids).
-    levels / size: MuViT levels (downsample factors) and crop side in pixels.
+    levels / size: MuViT levels (downsample factors; default (1, 8, 32), or the base model's) and crop side
+        in pixels. A napari multiscale layer's data (a list of arrays) is one slide: wrap it, ``[data]``.
     steps or epochs: run length; an epoch = one pass over the foreground area in level-1 crops.
     model_config: MuViTMAE keyword arguments (defaults: :data:`DEFAULT_MAE`); ``base``: an MAE folder to
         continue from instead.
@@ -111,6 +113,8 @@ def pretrain(
         sampler state, history).
     progress(done, total): called after each step; cancel() -> True stops after the current step and
         writes a checkpoint plus the model folder.
+    on_step(row): called after each step with that step's history row (``step``, ``loss``, ``lr``, ...),
+        e.g. for a live loss plot.
     """
     from napari_muvit.model import ModelCard
 
@@ -131,13 +135,18 @@ def pretrain(
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["model_config"].items()}
     else:
         config = {**DEFAULT_MAE, **(model_config or {})}
-        config["levels"] = tuple(int(v) for v in levels)
+        config["levels"] = tuple(int(v) for v in (levels or (1, 8, 32)))
     pyramids = open_slides(sources)
     config["in_channels"] = pyramids[0].n_channels
     torch.manual_seed(seed)
     mae = _mae_from(config, None if ckpt is not None else base)
     if base is not None and ckpt is None:
         config = dict(mae.config) if hasattr(mae, "config") else config
+        if levels is not None and tuple(int(v) for v in levels) != tuple(mae.encoder.levels):
+            raise ValueError(
+                f"levels {tuple(levels)} differ from the base model's levels {tuple(mae.encoder.levels)}; "
+                "leave --levels out to continue with the base model's levels."
+            )
     levels = tuple(mae.encoder.levels)
     normalizers = _normalizers(pyramids, normalization)
     data = SlideBatches(pyramids, levels, size, seed=seed, normalizers=normalizers,
@@ -195,6 +204,8 @@ def pretrain(
             step = _train_step(mae, opt, sched, img, bbox, dev, precision, run, history, step, t0)
             if progress is not None:
                 progress(step, total)
+            if on_step is not None:
+                on_step(dict(history.rows[-1]))
             if step % checkpoint_every == 0 or step == total:
                 checkpoint(step, sampler_state)
             if preview_every and (step % preview_every == 0 or step == total):
