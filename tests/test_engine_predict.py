@@ -262,3 +262,34 @@ def test_demo_model_tile_size_and_overlap_tolerance(tmp_path):
     for p, lab in list(runs.values())[1:]:
         assert np.abs(p - ref_p).mean() < 0.01
         assert (lab == ref_l).mean() >= 0.97
+
+
+def test_direct_chunk_files_match_zarr_bytes_and_reads(tmp_path):
+    """Whole-chunk writes straight to the files give the very bytes zarr writes; window reads decode them."""
+    from napari_muvit.engine.chunk_files import ChunkFiles
+
+    rng = np.random.default_rng(4)
+    for dtype, shape, chunks in (("float32", (3, 100, 90), (3, 48, 48)), ("uint8", (100, 90), (48, 48))):
+        a = zarr.open_group(str(tmp_path / f"a_{dtype}.zarr"), mode="w").create_array(
+            "0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+        b = zarr.open_group(str(tmp_path / f"b_{dtype}.zarr"), mode="w").create_array(
+            "0", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+        files = ChunkFiles.for_array(b)
+        assert files is not None
+        full = (rng.random(shape) * 200).astype(dtype)
+        full[..., :48, 48:] = 0  # an all-zero chunk is not stored, as zarr does
+        lead = (0,) * (len(shape) - 2)
+        for y0, y1, x0, x1 in ((0, 48, 0, 90), (48, 100, 0, 48), (48, 100, 48, 90)):  # ragged edge chunks
+            block = full[..., y0:y1, x0:x1]
+            a[..., y0:y1, x0:x1] = block
+            assert files.covers(lead + (y0, x0), block.shape)
+            files.write(lead + (y0, x0), block)
+        assert not files.covers(lead + (1, 0), block.shape)  # not chunk-aligned: callers use zarr
+        np.testing.assert_array_equal(b[...], full)
+        np.testing.assert_array_equal(files.read(lead + (5, 7), shape[:-2] + (90, 80)), full[..., 5:95, 7:87])
+        root_a, root_b = tmp_path / f"a_{dtype}.zarr" / "0", tmp_path / f"b_{dtype}.zarr" / "0"
+        names = sorted(p.relative_to(root_a) for p in root_a.rglob("*") if p.is_file())
+        assert names == sorted(p.relative_to(root_b) for p in root_b.rglob("*") if p.is_file())
+        assert len(names) == 1 + 5  # metadata + 6 chunks less the all-zero one
+        for name in names:
+            assert (root_a / name).read_bytes() == (root_b / name).read_bytes(), name

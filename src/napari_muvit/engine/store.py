@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .chunk_files import ChunkFiles
 from .downsample import downsample_mean, downsample_mode
 
 # tile status codes in the state file
@@ -154,9 +155,17 @@ class OutputStore:
     def write_block(self, box, values: np.ndarray, label_values: np.ndarray | None = None) -> None:
         """Write level-0 ``values (C, a1-a0, b1-b0)`` at region-relative ``box = (a0, a1, b0, b1)`` (a chunk)."""
         a0, a1, b0, b1 = box
-        self.image[:, a0:a1, b0:b1] = values
+        _write(self.image, self._image_writer, (0, a0, b0), values)
         if label_values is not None and self.labels is not None:
-            self.labels[a0:a1, b0:b1] = label_values
+            _write(self.labels, self._labels_writer, (a0, b0), label_values)
+
+    @cached_property
+    def _image_writer(self) -> ChunkFiles | None:
+        return ChunkFiles.for_array(self.image)
+
+    @cached_property
+    def _labels_writer(self) -> ChunkFiles | None:
+        return ChunkFiles.for_array(self.labels) if self.labels is not None else None
 
     # ---- scratch ------------------------------------------------------------------------------
     def _scratch(self, i, j) -> Path:
@@ -231,6 +240,15 @@ class OutputStore:
         shutil.rmtree(self.path / ".muvit" / "scratch", ignore_errors=True)
 
 
+def _write(array, writer: ChunkFiles | None, start, values) -> None:
+    """Whole chunks go straight to their files (fewer CPU cycles per chunk); anything else through zarr."""
+    values = np.asarray(values)
+    if writer is not None and writer.covers(start, values.shape):
+        writer.write(start, values)
+    else:
+        array[tuple(slice(s, s + n) for s, n in zip(start, values.shape))] = values
+
+
 def _downsample_level(group, src_name, dst_name, fn, channel, block=512):
     src = group[src_name]
     shape = src.shape
@@ -240,11 +258,16 @@ def _downsample_level(group, src_name, dst_name, fn, channel, block=512):
         del group[dst_name]
     dst = group.create_array(dst_name, shape=new, chunks=chunks, dtype=src.dtype, fill_value=0,
                              dimension_names=list(src.metadata.dimension_names or []) or None)
+    src_files, dst_files = ChunkFiles.for_array(src), ChunkFiles.for_array(dst)
+    lead = (0,) * (len(shape) - 2)
     for y in range(0, shape[-2], block):
         for x in range(0, shape[-1], block):
-            tile = src[..., y : y + block, x : x + block]
-            out = fn(tile)
-            dst[..., y // 2 : y // 2 + out.shape[-2], x // 2 : x // 2 + out.shape[-1]] = out
+            if src_files is not None:  # decode the chunk files directly: level 0 has thousands of small chunks
+                size = tuple(shape[:-2]) + (min(block, shape[-2] - y), min(block, shape[-1] - x))
+                tile = src_files.read(lead + (y, x), size).astype(src.dtype, copy=False)
+            else:
+                tile = src[..., y : y + block, x : x + block]
+            _write(dst, dst_files, lead + (y // 2, x // 2), fn(tile))
 
 
 def _n_levels(h, w, smallest=256, max_levels=8):
