@@ -144,8 +144,7 @@ class ModelPanel(QWidget):
         self.overlap = QSpinBox()
         self.overlap.setRange(-2, 4096)
         self.overlap.setSingleStep(2)
-        self.overlap.setSpecialValueText("auto")
-        self.overlap.setMinimum(-2)  # -2 shows "auto"; 0 and up are pixels
+        self.overlap.setSpecialValueText("auto")  # -2 shows "auto"; 0 and up are (even) pixels
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("model", self.source)

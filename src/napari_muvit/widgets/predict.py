@@ -1,8 +1,9 @@
 """The MuViT predict dock widget: image + levels + model + region -> a Recipe -> engine job -> layers.
 
 No algorithm lives here: the widget reads its panels into a `Recipe`, checks the inputs with one
-sentence per problem, runs ``engine.predict`` in an `EngineJob` (never on the GUI thread) and turns the
-output store into world-aligned layers with `results.store_layers`.
+sentence per problem, runs ``engine.predict`` off the GUI thread (`prediction_job`: the engine process for
+slides from files, a worker thread for in-memory layers) and shows the output store as world-aligned
+layers (`results.store_layers`, `preview_view`, `roi_panel`).
 """
 
 from __future__ import annotations
