@@ -80,6 +80,11 @@ def test_checkpoint_loads_in_ours(slide, tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     x = torch.zeros(1, 2, 1, 32, 32)
     assert model.encoder(x).shape == (1, 2 * 16, 48)
+    # continuing from it keeps its levels; asking for other levels is refused
+    more = _run(slide, tmp_path / "more", steps=1, base=tmp_path / "m", levels=None)
+    assert load_model(more.model_dir).encoder.levels == (1, 4)
+    with pytest.raises(ValueError, match="differ from the base model's levels"):
+        _run(slide, tmp_path / "other", steps=1, base=tmp_path / "m", levels=(1, 8))
 
 
 def test_checkpoint_loads_in_the_reference_package(slide, tmp_path):

@@ -13,7 +13,7 @@ def add_parser(subparsers) -> None:
         description="Multi-resolution MAE pre-training on random nested crops inside the slides' foreground.",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="slide(s): OME-Zarr, TIFF pyramid, SVS, ...")
-    p.add_argument("--levels", default="1,8,32", help="downsample factors, e.g. 1,8,32 (default)")
+    p.add_argument("--levels", default=None, help="downsample factors, e.g. 1,8,32 (default; with --base: its levels)")
     p.add_argument("--size", type=int, default=256, help="crop side in pixels at every level (default 256)")
     p.add_argument("--out", required=True, metavar="MODEL", help="output model folder")
     length = p.add_mutually_exclusive_group()
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from napari_muvit.engine.training import pretrain
 
-    levels = parse_levels(args.levels)
+    levels = parse_levels(args.levels) if args.levels else None
     for name in ("steps", "epochs", "batch_size", "size", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None and value <= 0:

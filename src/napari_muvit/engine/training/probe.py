@@ -7,6 +7,7 @@ optimised on the scribbled pixels: seconds on a CPU for a few dozen tiles, so it
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -87,7 +88,7 @@ def fit_probe(
     t0 = time.perf_counter()
     dev = resolve_device(device)
     base = _resolve_model(model)
-    encoder = base.encoder
+    encoder = copy.deepcopy(base.encoder)  # freezing / moving it must not change the caller's model
     card = getattr(base, "card", None)
     size = int(size or (card.crop_size if card is not None and card.crop_size else 256))
     levels = tuple(int(v) for v in encoder.levels)
