@@ -238,7 +238,8 @@ class ScribbleProbeTab(_TrainingTab):
             layer.events.paint.connect(self._on_paint)
 
     def _on_paint(self, *_):
-        if self.auto.value and self.result is not None:
+        trained = self.result is not None or self.job is not None  # a probe exists or is being fitted
+        if self.auto.value and trained:
             self.debounce.start()  # restarts: trains once, RETRAIN_DELAY_MS after the last stroke
 
     def start(self, *_):
