@@ -242,3 +242,29 @@ def test_rois_from_a_shapes_layer_are_world_pixel_polygons(make_napari_viewer):
     unnamed = viewer.add_shapes(rects, shape_type="rectangle")
     with pytest.raises(ValueError, match="'class' column"):
         rois_from_layer(unnamed)
+
+
+def test_strokes_during_training_retrain_once_afterwards(viewer_with_slide, qtbot, monkeypatch):
+    viewer, widget = viewer_with_slide
+    tab = widget.scribble
+    layer = tab.new_scribble_layer()
+    tab.region.value = "whole slide"
+    tab.debounce.setInterval(100)
+    runs = []
+
+    def fake_fit(kw, progress, cancel):  # the widget logic only: a probe round that takes 0.6 s
+        runs.append(time.perf_counter())
+        time.sleep(0.6)
+        return {"fit": None, "layer": None, "seconds": 0.6}
+
+    monkeypatch.setattr(tab, "_run", fake_fit)
+    tab.start()
+    qtbot.waitUntil(lambda: len(runs) == 1, timeout=5000)
+    for k in range(3):  # strokes while the first round trains
+        layer.paint((30 + 5 * k, 30), 2)
+        qtbot.wait(20)
+    qtbot.waitUntil(lambda: len(runs) == 2, timeout=5000)
+    qtbot.waitUntil(lambda: not tab.job.running, timeout=5000)
+    qtbot.wait(400)
+    assert len(runs) == 2 and runs[1] - runs[0] >= 0.6  # exactly one more round, after the first ended
+    assert tab.status.value.startswith("probe trained") and tab.start_btn.enabled
