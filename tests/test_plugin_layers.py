@@ -103,3 +103,10 @@ def test_image_layers_split_channels_and_keep_rgb():
     rgb = open_pyramid(np.zeros((300, 300, 3), np.uint8), axes="yxc")
     ((data, kw, kind),) = L.image_layers(rgb)
     assert kind == "image" and kw["rgb"] and data[0].shape == (300, 300, 3) and kw["contrast_limits"] == (0.0, 255.0)
+
+
+def test_rgb_overview_is_channels_last_and_placed_at_its_level():
+    data, kw, kind = L.rgb_overview_layer([np.zeros((3, 32, 48)), np.zeros((3, 16, 24))], level=8, origin=(64, 0))
+    assert kind == "image" and kw["rgb"] and kw["multiscale"]
+    assert data[0].shape == (32, 48, 3) and data[1].shape == (16, 24, 3)
+    assert kw["scale"] == (8.0, 8.0) and kw["translate"] == (67.5, 3.5)  # origin + (8 - 1) / 2

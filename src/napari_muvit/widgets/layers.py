@@ -192,6 +192,20 @@ def probability_layers(data, level=1, pixel_size=None, unit=None, class_names=No
     return out
 
 
+def rgb_overview_layer(data, level=1, pixel_size=None, unit=None, name="MuViT features (PCA)", origin=0.0,
+                       extra_meta: Mapping | None = None) -> tuple:
+    """Three channels ``(3, Y, X)`` in [0, 1] (or a finest-first multiscale list) -> one RGB layer, e.g.
+    the PCA colours of encoder features."""
+    arrays = [a.transpose(1, 2, 0) for a in _levels_list(data)]
+    scale, translate = level_transform(level, pixel_size, 2, origin)
+    kwargs = {
+        "name": name, "scale": scale, "translate": translate, "units": _units(unit, 2), "rgb": True,
+        "multiscale": len(arrays) > 1, "contrast_limits": (0.0, 1.0), "opacity": 0.7,
+        "metadata": _meta("features", level, pixel_size, unit, extra_meta),
+    }
+    return (_multiscale_data(arrays), kwargs, "image")
+
+
 def _features(features) -> dict:
     if features is None:
         return {}

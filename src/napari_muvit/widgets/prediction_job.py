@@ -47,7 +47,8 @@ def _materialize(tuples: list, max_px: int) -> list:
     out = []
     for data, kwargs, kind in tuples:
         arrays = data if isinstance(data, list) else [data]
-        if int(np.prod(arrays[0].shape[-2:])) <= max_px:
+        plane = arrays[0].shape[-3:-1] if kwargs.get("rgb") else arrays[0].shape[-2:]  # (Y, X)
+        if int(np.prod(plane)) <= max_px:
             data = np.asarray(arrays[0])
             kwargs = dict(kwargs, multiscale=False)
         out.append((data, kwargs, kind))

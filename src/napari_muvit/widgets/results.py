@@ -58,7 +58,10 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
     extra = {"store": str(path)}
     out = []
     arrays = _levels(root, n_levels)
-    if arrays:
+    if arrays and meta.get("task") in ("encoder", "mae") and int(arrays[0].shape[0]) == 3:
+        out.append(layers.rgb_overview_layer(arrays, level=factor, pixel_size=ps, unit=unit,
+                                             name=f"{prefix} features (PCA)", origin=origin, extra_meta=extra))
+    elif arrays:
         out += layers.probability_layers(arrays, level=factor, pixel_size=ps, unit=unit, class_names=names or None,
                                          prefix=f"{prefix} p", origin=origin, extra_meta=extra)
     if "labels" in root and "prediction" in root["labels"]:
