@@ -157,6 +157,13 @@ def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypa
     _mouse(viewer, "move", (20.0, 20.0))
     _mouse(viewer, "move", (21.0, 20.0), modifiers=("Shift",))
     assert probed[1:] == [(42.0, 40.0)]
+    # a click while painting in a Labels layer paints, it does not probe
+    scribbles = viewer.add_labels(np.zeros((256, 256), np.uint8), scale=(0.5, 0.5))
+    scribbles.mode = "paint"
+    _mouse(viewer, "press", (50.0, 60.0))
+    _mouse(viewer, "release", (50.0, 60.0))
+    assert len(probed) == 2
+    viewer.layers.selection.active = viewer.layers["slide"]
     # probe mode off: clicks do nothing
     widget._on_click.value = False
     _mouse(viewer, "press", (50.0, 60.0))

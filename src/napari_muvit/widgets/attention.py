@@ -214,6 +214,9 @@ class AttentionProbeWidget(Container):
         """A click without a drag probes; a drag stays napari's pan."""
         if not self._on_click.value or event.button not in (None, 1):
             return
+        active = viewer.layers.selection.active
+        if getattr(active, "mode", "pan_zoom") != "pan_zoom":  # painting, drawing, selecting: not a probe
+            return
         start = np.asarray(event.pos, dtype=float)
         position = tuple(event.position)
         yield
@@ -239,8 +242,11 @@ class AttentionProbeWidget(Container):
 
     def probe(self, world_yx) -> None:
         """Probe at world (level-1 pixel) coordinates `(y, x)`; runs off the GUI thread."""
-        self._last_point = (float(world_yx[0]), float(world_yx[1]))
         layer = self._image.value
+        if layer is None:
+            show_error("Add an image layer to probe its attention.")
+            return
+        self._last_point = (float(world_yx[0]), float(world_yx[1]))
         self._pending = ProbeRequest(self._key(), image_source(layer), self._last_point,
                                      _choice(self._layer.value), _choice(self._head.value),
                                      int(self._query_level.value))
