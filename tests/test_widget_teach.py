@@ -268,3 +268,26 @@ def test_strokes_during_training_retrain_once_afterwards(viewer_with_slide, qtbo
     qtbot.wait(400)
     assert len(runs) == 2 and runs[1] - runs[0] >= 0.6  # exactly one more round, after the first ended
     assert tab.status.value.startswith("probe trained") and tab.start_btn.enabled
+
+
+def test_finetune_a_tile_classifier_from_roi_shapes(viewer_with_slide, qtbot, tmp_path):
+    from napari_muvit.model import load_model
+
+    viewer, widget = viewer_with_slide
+    boxes = [np.array([[y, x], [y, x + 96], [y + 96, x + 96], [y + 96, x]], float)
+             for y, x in ((64, 64), (64, 320), (640, 640), (768, 800))]
+    viewer.add_shapes(boxes, shape_type="rectangle", name="rois",
+                      features={"class": ["streak", "streak", "ring", "ring"]})
+    tab = widget.finetune
+    tab.task.value = "classification"
+    tab.annotations.value = viewer.layers["rois"]
+    tab.epochs.value = 1
+    tab.out.value = str(tmp_path / "classifier")
+    job = tab.start()
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=90_000)
+    qtbot.wait(50)
+    assert job.error is None, job.error
+    model = load_model(tab.result.model_dir)
+    assert model.card.task == "classification" and sorted(model.card.class_names) == ["ring", "streak"]
+    assert len(tab.result.history) == 1 and "train_loss" in tab.plot.series
