@@ -9,18 +9,20 @@ Layout (world px, defaults):
   region type ``1..K``.
 - *cells*: one identical bright blob (radius ``CELL_RADIUS``) with probability ``CELL_PROB`` per
   ``CELL_GRID`` cell, everywhere; label = the region type under the cell centre, 0 elsewhere.
-- *context structures*: one large thin structure per ``STRUCT_GRID`` cell, drawn only inside its own
-  region type: 1 = rings, 2 = three parallel streaks, 3 = dotted arcs. Their stroke areas are matched
-  so every region type has the same mean intensity; cells look the same everywhere.
-A 64 px crop at level 1 rarely contains a structure (and then only a fragment); a 1024 px field of
-view (64 px at level 16) contains several.
+- *context structures*: at most one large disc per ``STRUCT_GRID`` cell (48-88 px wide, centres
+  120-520 px apart), drawn only inside its own region type: 1 = bright discs, 2 = dark discs,
+  3 = dark discs with a thick bright rim. Between discs every region is the same flat noisy
+  background, and cells look the same everywhere.
+The discs are big enough to survive 16x area averaging (3-5 px blobs at level 16, where a 64 px crop
+spans 1024 world px and holds several), yet sparse: a 64 px crop at level 1 around a cell usually
+shows no disc at all, so it cannot tell the cell's class.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-CLASS_NAMES = ["background", "ring region", "streak region", "dotted-arc region"]
+CLASS_NAMES = ["background", "bright-disc region", "dark-disc region", "ringed-disc region"]
 CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200, 80, 255]]
 KINDS = ("regions", "noise")
 
@@ -28,13 +30,12 @@ REGION_SIZE = 1536
 CELL_GRID = 32
 CELL_RADIUS = 5
 CELL_PROB = 0.5
-STRUCT_GRID = 448
-STRUCT_MARGIN = 150  # structures stay this far from their grid cell's border, so never cross it
-BACKGROUND, NOISE, STROKE, CELL_PEAK = 60.0, 18.0, 80.0, 150.0
-RING_R = (80.0, 120.0)
-STROKE_HALF = 1.5
-STREAK_LEN, STREAK_GAP = 200.0, 14.0
-DOT_R, DOT_STEP, ARC_SPAN = 3.0, 8.0, 1.5 * np.pi
+STRUCT_GRID = 320
+STRUCT_MARGIN = 60  # disc centres stay this far from their grid cell's border, so discs never touch
+BACKGROUND, NOISE, CELL_PEAK = 60.0, 18.0, 150.0
+BRIGHT, DARK = 60.0, 40.0  # disc intensity above / below the background (grey levels)
+DISC_R = (24.0, 44.0)  # disc radius range (world px): 48-88 px wide, 3-5 px at level 16
+RIM = 12.0  # bright rim thickness of the ringed discs (world px)
 
 _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -95,40 +96,39 @@ def _region_map(y0: int, x0: int, shape, seed: int, n_types: int, region_size: i
     return kind
 
 
+def _structure_profile(stype: int, r: np.ndarray, radius: float) -> np.ndarray:
+    """Intensity added at distance ``r`` (world px) from a structure's centre, for region type ``stype``."""
+    inside = r <= radius
+    if stype == 1:  # bright disc
+        return np.where(inside, BRIGHT, 0.0)
+    if stype == 2:  # dark disc
+        return np.where(inside, -DARK, 0.0)
+    # dark disc with a thick bright rim
+    return np.where(inside, np.where(r >= radius - RIM, BRIGHT, -DARK), 0.0)
+
+
 def _draw_structures(img, regions, y0: int, x0: int, seed: int, n_types: int, region_size: int) -> None:
     """Add the context structures overlapping the window (in place), each only inside its region type."""
     h, w = img.shape
-    reach = STRUCT_GRID - STRUCT_MARGIN
-    for gy in range(y0 // STRUCT_GRID, (y0 + h - 1) // STRUCT_GRID + 1):
-        for gx in range(x0 // STRUCT_GRID, (x0 + w - 1) // STRUCT_GRID + 1):
-            span = STRUCT_GRID - 2 * STRUCT_MARGIN
+    reach = int(np.ceil(DISC_R[1])) + 1
+    span = STRUCT_GRID - 2 * STRUCT_MARGIN
+    for gy in range((y0 - reach) // STRUCT_GRID, (y0 + h - 1 + reach) // STRUCT_GRID + 1):
+        for gx in range((x0 - reach) // STRUCT_GRID, (x0 + w - 1 + reach) // STRUCT_GRID + 1):
             cy = gy * STRUCT_GRID + STRUCT_MARGIN + float(_hash_uniform(seed, gy, gx, 11)) * span
             cx = gx * STRUCT_GRID + STRUCT_MARGIN + float(_hash_uniform(seed, gy, gx, 12)) * span
-            angle = float(_hash_uniform(seed, gy, gx, 13)) * 2 * np.pi
-            radius = RING_R[0] + float(_hash_uniform(seed, gy, gx, 14)) * (RING_R[1] - RING_R[0])
+            radius = DISC_R[0] + float(_hash_uniform(seed, gy, gx, 14)) * (DISC_R[1] - DISC_R[0])
             stype = int(region_type(cy, cx, seed, n_types, region_size))
-            # pixel box of this structure inside the window
-            by0, by1 = max(y0, int(cy) - reach), min(y0 + h, int(cy) + reach)
-            bx0, bx1 = max(x0, int(cx) - reach), min(x0 + w, int(cx) + reach)
+            # higher region types have no look of their own beyond the first three: reuse them cyclically
+            look = 1 + (stype - 1) % 3
+            by0, by1 = max(y0, int(cy) - reach), min(y0 + h, int(cy) + reach + 1)
+            bx0, bx1 = max(x0, int(cx) - reach), min(x0 + w, int(cx) + reach + 1)
             if by1 <= by0 or bx1 <= bx0:
                 continue
             dy = np.arange(by0, by1, dtype=np.float64)[:, None] - cy
             dx = np.arange(bx0, bx1, dtype=np.float64)[None, :] - cx
-            if stype == 1:
-                stroke = np.abs(np.hypot(dy, dx) - radius) < STROKE_HALF
-            elif stype == 2:
-                along = dy * np.cos(angle) + dx * np.sin(angle)
-                across = -dy * np.sin(angle) + dx * np.cos(angle)
-                nearest = STREAK_GAP * np.round(np.clip(across / STREAK_GAP, -1, 1))
-                stroke = (np.abs(along) < STREAK_LEN / 2) & (np.abs(across - nearest) < STROKE_HALF)
-            else:
-                theta = np.mod(np.arctan2(dy, dx) - angle, 2 * np.pi)
-                step = DOT_STEP / radius
-                k = np.clip(np.round(theta / step), 0, np.floor(ARC_SPAN / step))
-                stroke = (dy - radius * np.sin(angle + k * step)) ** 2 + (
-                    dx - radius * np.cos(angle + k * step)) ** 2 <= DOT_R**2
+            add = _structure_profile(look, np.hypot(dy, dx), radius).astype(np.float32)
             sub = (slice(by0 - y0, by1 - y0), slice(bx0 - x0, bx1 - x0))
-            img[sub] += STROKE * (stroke & (regions[sub] == stype))
+            img[sub] += add * (regions[sub] == stype)
 
 
 def render_window(y0: int, x0: int, shape: tuple[int, int], seed: int, kind: str = "regions",
