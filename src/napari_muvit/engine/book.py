@@ -31,6 +31,7 @@ class TileBook:
         self._last_save = 0.0
         self._to_free: list = []
         self.on_unneeded = None  # callable(tile): its prediction is needed by no unwritten chunk any more
+        self.before_save = None  # callable(): runs right before the state file is written
 
     # ---- queries --------------------------------------------------------------------------------
     @property
@@ -92,6 +93,8 @@ class TileBook:
         now = time.monotonic()
         if not force and now - self._last_save < every_s:
             return False
+        if self.before_save is not None:
+            self.before_save()
         self.store.save_state(self.state, self.scores)
         self._last_save = now
         for n in self._to_free:  # only after the state saying they are unneeded is on disk

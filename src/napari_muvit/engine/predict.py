@@ -168,6 +168,7 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
         progress(book.finished, book.total)
     cache = PredictionCache.for_grid(ctx.grid, int(store.meta["batch_size"]))
     book.on_unneeded = cache.discard
+    book.before_save = lambda: cache.persist(store)  # the state never names a prediction held only in memory
     blend = ctx.output.mode == "blend"
     threads = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))
     writer = BlendWriter(ctx, store, cache, workers=threads) if blend else None

@@ -88,7 +88,8 @@ def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles):
 def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
     """Persist a batch's outputs; returns ``{(i, j): scores or None}`` for the tiles in ``wanted``.
 
-    blend: each tile's ``(K, S, S)`` goes to scratch (None returned: scored when blended).
+    blend: each tile's ``(K, S, S)`` goes to scratch, or with a ``cache`` into it, pinned until persisted
+    (None returned: scored when blended).
     tile: scores returned (the image is written from them at the end).
     direct: the tile's owned tokens are written to the image; their mean RGB (+ MAE error) returned.
     """
@@ -99,9 +100,10 @@ def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
         if (i, j) not in wanted:
             continue
         if mode == "blend":
-            store.write_scratch(i, j, outputs[b])
-            if cache is not None:
-                cache.put((i, j), outputs[b])
+            if cache is not None:  # written by `PredictionCache.persist` before the next state save, if still needed
+                cache.put((i, j), outputs[b], pinned=True)
+            else:
+                store.write_scratch(i, j, outputs[b])
             out[(i, j)] = None
         elif mode == "tile":
             out[(i, j)] = np.asarray(outputs[b], np.float32)
@@ -164,6 +166,10 @@ class PredictionCache:
 
     Bounded by ``max_items`` and by ``max_bytes``. Blending a row of chunks needs the predictions of the
     row above and below, so `for_grid` sizes it to three grid rows plus the batches in flight.
+    Entries put with ``pinned=True`` are not yet in the store's scratch space: they are never evicted,
+    and `persist` writes them there (the run calls it right before saving its state, so the state file
+    never names a prediction that is only in memory). A prediction no chunk needs any more by then
+    (`discard`) is never written at all.
     """
 
     def __init__(self, max_items: int = 64, max_bytes: int = 256 << 20):
@@ -171,6 +177,7 @@ class PredictionCache:
         self.max_bytes = int(max_bytes)
         self.nbytes = 0
         self._items: OrderedDict = OrderedDict()
+        self._pinned: set = set()
         self._lock = threading.Lock()
 
     @classmethod
@@ -184,23 +191,39 @@ class PredictionCache:
                 self._items.move_to_end(key)
             return v
 
-    def put(self, key, value):
+    def put(self, key, value, pinned: bool = False):
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.nbytes -= int(old.nbytes)
+            self._pop(key)
             self._items[key] = value
             self.nbytes += int(value.nbytes)
-            while len(self._items) > self.max_items or (self.nbytes > self.max_bytes and len(self._items) > 1):
-                _, evicted = self._items.popitem(last=False)
-                self.nbytes -= int(evicted.nbytes)
+            if pinned:
+                self._pinned.add(key)
+            while len(self._items) > self.max_items or self.nbytes > self.max_bytes:
+                victim = next((k for k in self._items if k not in self._pinned), None)
+                if victim is None or victim == key:
+                    break
+                self._pop(victim)
+
+    def _pop(self, key):
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.nbytes -= int(old.nbytes)
+        self._pinned.discard(key)
 
     def discard(self, key) -> None:
-        """Forget a prediction no chunk needs any more."""
+        """Forget a prediction no chunk needs any more (if it was never written, it never will be)."""
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.nbytes -= int(old.nbytes)
+            self._pop(key)
+
+    def persist(self, store) -> int:
+        """Write every pinned prediction to the store's scratch space; returns how many were written."""
+        with self._lock:
+            todo = [(k, self._items[k]) for k in self._pinned]
+        for (i, j), value in todo:
+            store.write_scratch(i, j, value)
+        with self._lock:
+            self._pinned.difference_update(k for k, _ in todo)
+        return len(todo)
 
 
 class BlendWriter:
