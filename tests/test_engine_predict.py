@@ -293,3 +293,35 @@ def test_direct_chunk_files_match_zarr_bytes_and_reads(tmp_path):
         assert len(names) == 1 + 5  # metadata + 6 chunks less the all-zero one
         for name in names:
             assert (root_a / name).read_bytes() == (root_b / name).read_bytes(), name
+
+
+def test_saved_state_never_names_a_prediction_missing_from_scratch(tmp_path, monkeypatch):
+    """Scratch writes are deferred to state saves: whatever the saved state needs is on disk, little else."""
+    from napari_muvit.engine.grid import TileGrid
+    from napari_muvit.engine.store import DONE, PREDICTED, OutputStore
+
+    written = []
+    original = OutputStore.write_scratch
+    monkeypatch.setattr(OutputStore, "write_scratch", lambda self, i, j, p: (written.append((i, j)),
+                                                                             original(self, i, j, p)))
+    img = random_slide((200, 200), seed=6)
+    model = tiny_segmenter()
+    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4)
+    assert len(written) < 81  # 9 x 9 tiles predicted; those no chunk needed at a save were never written
+    written.clear()
+    calls = []
+    r = Recipe(out=str(tmp_path / "part.zarr"), tile=32, overlap=8, batch_size=4, normalization=NONE)
+    res = predict(r, cancel=lambda: calls.append(1) or len(calls) > 9, model=model, pyramid=open_pyramid(img))
+    assert res.cancelled
+    with np.load(res.path / ".muvit" / "state.npz") as z:
+        state = z["state"]
+    grid = TileGrid((0, 200, 0, 200), 32, 8)
+    needed = [t for t in zip(*np.nonzero(state == PREDICTED))]
+    needed += [t for t in zip(*np.nonzero(state == DONE))
+               if any(state[n] != DONE for n in grid.neighbours(*t))]  # a chunk still to blend uses it
+    assert len(needed) > 0
+    for i, j in needed:
+        assert (res.path / ".muvit" / "scratch" / f"{i}_{j}.npy").is_file(), (i, j)
+    res2 = predict(r.replace(resume=True), model=model, pyramid=open_pyramid(img))
+    part = zarr.open_group(str(res2.path), mode="r")
+    np.testing.assert_array_equal(part["0"][:], full["0"][:])
