@@ -289,3 +289,15 @@ def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qt
     expected = attention_probe(open_session(str(slide_path), "demo", "4,16"), (100.0, 100.0), query_level=4)
     np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}16"].data, expected.maps[1][0], rtol=1e-5, atol=1e-7)
     assert len(viewer.layers[CROPS_LAYER].data) == 2
+
+
+def test_both_widgets_open_from_the_plugin_menu(make_napari_viewer):
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.teach import TeachWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="slide")
+    _, probe = viewer.window.add_plugin_dock_widget("napari-muvit", "MuViT attention probe")
+    _, teach = viewer.window.add_plugin_dock_widget("napari-muvit", "MuViT teach")
+    assert isinstance(probe, AttentionProbeWidget) and probe._image.value is viewer.layers["slide"]
+    assert isinstance(teach, TeachWidget) and teach.scribble.image.value is viewer.layers["slide"]

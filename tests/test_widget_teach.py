@@ -34,7 +34,7 @@ def viewer_with_slide(make_napari_viewer, slide, monkeypatch, tmp_path):
     viewer.add_image(data, **kwargs)
     widget = TeachWidget(viewer)
     viewer.window.add_dock_widget(widget, name="teach")
-    warm_up().join()  # the one-time import warm-up runs when the widget opens, before any training
+    warm_up()  # already done when the widget opened: a no-op
     return viewer, widget
 
 

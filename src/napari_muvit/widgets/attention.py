@@ -162,9 +162,9 @@ class ProbeRequest:
 class AttentionProbeWidget(Container):
     """Dock widget: click (or Shift-hover) on an image to probe the model's cross-scale attention."""
 
-    def __init__(self, viewer):
+    def __init__(self, napari_viewer):
         super().__init__(labels=True)
-        self.viewer = viewer
+        viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
         self.overlay = AttentionOverlay(viewer)
         self._image = ComboBox(label="image", choices=lambda _w: image_layers_of(viewer), nullable=True)
         self._model = FileEdit(label="model", mode="d", value="demo",

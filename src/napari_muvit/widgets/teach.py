@@ -7,7 +7,6 @@ Three tabs, each a magicgui `Container`. The training itself is `napari_muvit.en
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -39,28 +38,23 @@ PROBE_LAYER = "MuViT probe prediction"
 RETRAIN_DELAY_MS = 1500  # after the last stroke: long enough to paint a few strokes in a row
 
 
-def _warm_up_imports() -> None:
-    """Import what the training loops load lazily on their first optimiser step.
+_WARMED_UP = False
 
-    torch's first optimiser step imports `torch._dynamo` (~1-2 s), and that import keeps the GIL long
-    enough to freeze the GUI for ~0.2-0.5 s. Doing it once when the widget opens keeps that stall out of
-    every training run.
+
+def warm_up() -> None:
+    """Import what the training loops load lazily on their first optimiser step, once per process.
+
+    torch's first optimiser step imports `torch._dynamo` (1-2 s), and that import holds the GIL long
+    enough to freeze the GUI for 0.2-0.5 s in the middle of a run. It is done here instead, on the GUI
+    thread when the widget opens: torch's imports are not safe to run in a second thread at the same time.
     """
-    import torch._dynamo  # noqa: F401
+    global _WARMED_UP
+    if not _WARMED_UP:
+        import torch._dynamo  # noqa: F401
 
-    import napari_muvit.engine.training  # noqa: F401
+        import napari_muvit.engine.training  # noqa: F401
 
-
-_WARM_UP: threading.Thread | None = None
-
-
-def warm_up() -> threading.Thread:
-    """Start (once per process) the background import warm-up; training jobs wait for it."""
-    global _WARM_UP
-    if _WARM_UP is None:
-        _WARM_UP = threading.Thread(target=_warm_up_imports, name="muvit-warm-up", daemon=True)
-        _WARM_UP.start()
-    return _WARM_UP
+        _WARMED_UP = True
 
 
 class MetricRelay(QObject):
@@ -118,13 +112,9 @@ class _TrainingTab(Container):
             return None
         self.plot.reset()
         self.result = None
-        warming = warm_up()
-
-        def run(progress, cancel):
-            warming.join()  # worker thread: never train while the import warm-up still holds the GIL
-            return self._run(kwargs, progress, cancel)
-
-        job = EngineJob(run, description=self.description, unit="steps")
+        warm_up()
+        job = EngineJob(lambda progress, cancel: self._run(kwargs, progress, cancel),
+                        description=self.description, unit="steps")
         job.progressed.connect(lambda done, total, text: setattr(self.status, "value", text))
         job.succeeded.connect(self._on_done)
         job.cancelled.connect(self._on_cancelled)
@@ -599,9 +589,9 @@ def rois_from_layer(layer, pixel_size=None) -> list:
 class TeachWidget(QWidget):
     """Dock widget with the three ways of teaching the model, one tab each."""
 
-    def __init__(self, viewer):
+    def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = viewer
+        viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
         warm_up()
         self.scribble = ScribbleProbeTab(viewer)
         self.finetune = FinetuneTab(viewer)
