@@ -384,7 +384,10 @@ class PretrainTab(_TrainingTab):
         self._show(result)
 
     def _show(self, result) -> None:
-        self.previews = show_reconstruction(self.viewer, result.preview, self.image.value)
+        if result.preview is None:
+            show_error(f"No reconstruction preview: {result.preview_error}")
+        else:
+            self.previews = show_reconstruction(self.viewer, result.preview, self.image.value)
         state = "cancelled" if result.cancelled else "done"
         self.status.value = (f"{state} after {result.steps_done} steps; model saved to {result.model_dir}; "
                              "reconstructions shown as layers")
@@ -482,7 +485,10 @@ def run_pretrain(kw: dict, progress, cancel, report):
     result = pretrain([kw["source"]], kw["out"], levels=parse_levels(kw["levels"]), size=kw["size"],
                       steps=kw["steps"], batch_size=kw["batch_size"], preview_every=0, progress=progress,
                       cancel=cancel, on_step=report)
-    result.preview = reconstruction_preview(result.model_dir, kw["source"], kw["center_yx"])
+    try:
+        result.preview = reconstruction_preview(result.model_dir, kw["source"], kw["center_yx"])
+    except (ValueError, FileNotFoundError) as exc:  # the model is saved either way; previews are extra
+        result.preview, result.preview_error = None, str(exc)
     return result
 
 
