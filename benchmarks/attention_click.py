@@ -92,7 +92,7 @@ def main() -> dict:
         total, engine = click(point)
         same_tile.append(total)
         same_tile_worker.append(engine)
-    assert widget.session._key == tuple(int(v) for v in origin)
+    assert tuple(widget.last_result.tile["origin_yx"]) == tuple(int(v) for v in origin)  # all in one tile
 
     session = open_session(str(slide), "demo")
     attention_probe(session, tuple(origin + 1))
