@@ -37,8 +37,24 @@ def warm_up() -> None:
     import napari_muvit.engine.predict  # noqa: F401
 
 
+def _exit_with_parent() -> None:
+    """End this process when the GUI process is gone (killed or crashed): never leave an orphan
+    holding a GPU or the terminal."""
+    import multiprocessing
+    import os
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        wait([parent.sentinel])
+        os._exit(0)
+
+
 def serve(tasks, events, cancel_flag) -> None:
     """Child main loop."""
+    import threading
+
+    threading.Thread(target=_exit_with_parent, name="muvit-parent-watch", daemon=True).start()
     while True:
         item = tasks.get()
         if item is None:

@@ -69,6 +69,8 @@ def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, 
     for _, kwargs, _ in tuples:
         kwargs["metadata"]["muvit"]["output"] = True
     rois, roi_error = None, None
+    if store_meta(store).get("task") == "encoder":  # feature overviews have no score to rank by
+        return Outputs(store, result, tuples)
     try:
         tup, table = roi_layer_and_table(store, pixel_size=pixel_size, origin_offset=origin_offset)
         if tup is not None:

@@ -28,6 +28,10 @@ def preview_tuples(preview: dict, origin_offset=(0.0, 0.0), with_probabilities: 
     names = list(image.get("channel_names") or [])
     origin = np.add((y0, x0), origin_offset)
     extra = {"output": True, "preview": True}
+    if meta.get("task") in ("encoder", "mae") and preview["probs"].shape[0] == 3:  # PCA colours
+        return [L.rgb_overview_layer(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
+                                     unit=meta.get("unit"), name="MuViT features (PCA)", origin=origin,
+                                     extra_meta=extra)]
     out = []
     if with_probabilities or preview.get("labels") is None:
         out = L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
