@@ -311,3 +311,25 @@ def test_in_memory_layer_with_its_own_scale_and_offset(make_napari_viewer, tiny_
     for pixel in [(0, 0), (159, 191), (77, 100)]:
         np.testing.assert_allclose(labels.data_to_world(pixel), image.data_to_world(pixel))
     assert np.count_nonzero(np.asarray(labels.data)) == 160 * 192
+
+
+def test_reference_encoder_folder_gives_a_pca_overview(sample_viewer, plugin_dirs, qtbot):
+    """A reference-format encoder folder (no muvit.yaml): the run shows token features as one RGB layer at
+    patch resolution, placed on the region."""
+    from napari_muvit.model import MuViTEncoder, save_model
+
+    torch.manual_seed(0)
+    folder = plugin_dirs / "encoder"
+    if not folder.exists():
+        save_model(MuViTEncoder(in_channels=1, levels=(1, 4), patch_size=8, num_layers=1, dim=32, heads=1), folder)
+    (folder / "muvit.yaml").unlink(missing_ok=True)  # reference folders have config.yaml + model.pth only
+    w = make_widget(sample_viewer, str(folder), region=(128, 256, 64, 192))
+    assert w.model.info.task == "encoder" and w.levels.chosen() == (1, 4)
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None
+    layer = sample_viewer.layers["MuViT features (PCA)"]
+    assert layer.rgb and np.asarray(layer.data).shape == (16, 16, 3)  # 128 px / patch 8
+    np.testing.assert_allclose(layer.scale, (8, 8))
+    np.testing.assert_allclose(layer.translate, (128 + 3.5, 64 + 3.5))
+    assert not [ly.name for ly in sample_viewer.layers if ly.name.startswith("MuViT p(")]
