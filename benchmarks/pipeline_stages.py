@@ -1,0 +1,89 @@
+"""Where the CPU of one `predict` goes: its stages run one after another in one thread, each timed.
+
+    python benchmarks/pipeline_stages.py [--size 2048] [--region 1024] [--tile 64] [--overlap 16] [--batch-size 8]
+
+Same slide, region and model as `benchmarks/pipeline.py`, but without the prefetch and writer threads, so
+every stage's process CPU time (``time.process_time``, which includes zarr's own threads) is attributed to
+it: ``read`` (crops + normalisation), ``model``, ``commit`` (scratch bookkeeping), ``blend_write``
+(blending + chunk writes), ``save`` (state file + deferred scratch writes), ``finish`` (tile table and
+output pyramid), ``setup`` (resolve + store creation). Prints one JSON object (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def main(argv=None):
+    import torch
+    from pipeline import build_model
+
+    from napari_muvit.data.synthetic import write_synthetic_slide
+    from napari_muvit.engine.context import resolve
+    from napari_muvit.engine.device import configure_threads
+    from napari_muvit.engine.predict import finish, open_run
+    from napari_muvit.engine.recipe import Recipe
+    from napari_muvit.engine.store import prepare_output
+    from napari_muvit.engine.tileops import (
+        PredictionCache,
+        commit_batch,
+        finalise_tiles,
+        read_batch,
+        run_batch,
+    )
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--region", type=int, default=1024)
+    p.add_argument("--tile", type=int, default=64)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    args = p.parse_args(argv)
+    threads = configure_threads()
+    tmp = Path(tempfile.mkdtemp(prefix="muvit-stages-"))
+    slide = write_synthetic_slide(tmp / "slide.zarr", args.size, seed=0)
+    model, desc = build_model("auto", torch.device("cpu"))
+    r0 = (args.size - args.region) // 2
+    recipe = Recipe(source=str(slide), region=(r0, r0 + args.region, r0, r0 + args.region), tile=args.tile,
+                    overlap=args.overlap, batch_size=args.batch_size, device="cpu", out=str(tmp / "out.zarr"))
+    cpu: dict = {}
+
+    def timed(name, fn, *a):
+        t0 = time.process_time()
+        out = fn(*a)
+        cpu[name] = cpu.get(name, 0.0) + time.process_time() - t0
+        return out
+
+    wall0 = time.perf_counter()
+    ctx = timed("setup", lambda: resolve(recipe, model=model))
+    prepare_output(recipe.out, False, False)
+    store, book = timed("setup", open_run, ctx, False, False)
+    cache = PredictionCache.for_grid(ctx.grid, args.batch_size)
+    book.on_unneeded = cache.discard
+    book.before_save = lambda: cache.persist(store)
+    for batch in book.pending_batches():
+        x, bbox = timed("read", read_batch, ctx, batch)
+        outputs = timed("model", run_batch, ctx, x, bbox, batch)
+        timed("commit", commit_batch, ctx, store, batch, outputs, batch, cache)
+        book.mark_predicted(batch)
+        jobs = [(t, book.present_neighbours(*t)) for t in book.ready(book.affected(batch))]
+        for t, scores in timed("blend_write", finalise_tiles, ctx, store, jobs, cache).items():
+            book.mark_done(t, scores)
+        timed("save", book.save)
+    timed("save", lambda: book.save(force=True))
+    timed("finish", finish, ctx, store, book)
+    total = sum(cpu.values())
+    print(json.dumps({**{f"{k}_cpu_s": round(v, 3) for k, v in cpu.items()}, "total_cpu_s": round(total, 3),
+                      "model_share": round(cpu["model"] / total, 3), "wall_s": round(time.perf_counter() - wall0, 2),
+                      "tiles": book.total, "complete": book.complete, "torch_threads": threads, "model": desc}))
+
+
+if __name__ == "__main__":
+    main()
