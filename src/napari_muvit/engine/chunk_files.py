@@ -29,7 +29,8 @@ class ChunkFiles:
         self._key = key
         self._compressor = compressor
         self._write_empty = write_empty
-        self._tag = f"{os.getpid()}.{threading.get_ident()}"
+        self._tag = str(os.getpid())
+        self._made: set = set()  # chunk folders known to exist
 
     @classmethod
     def for_array(cls, arr) -> ChunkFiles | None:
@@ -91,8 +92,10 @@ class ChunkFiles:
             data = np.ascontiguousarray(block, dtype=self.dtype).tobytes()
             if self._compressor is not None:
                 data = self._compressor.encode(data)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{self._tag}.tmp")
+            if target.parent not in self._made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._made.add(target.parent)
+            tmp = target.with_name(f".{target.name}.{threading.get_ident()}.{self._tag}.tmp")
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, target)
