@@ -5,8 +5,8 @@ on the same slide's ground truth, then scoring on held-out synthetic slides rend
 The classes (background + three region types) are set by large-scale context, so the model needs its
 coarse levels to tell identical-looking cells apart.
 
-    python scripts/train_demo_model.py                 # full recipe (see docs/models.md for timing)
-    python scripts/train_demo_model.py --quick         # a few minutes, for a first usable model
+    python scripts/train_demo_model.py                 # the shipped model's schedule (about 11 min here)
+    python scripts/train_demo_model.py --quick         # about 2.5 min: a smoke test, too short to learn the context
 
 Writes the model folder (``config.yaml``, ``model.pth``, ``muvit.yaml``) to ``--out`` (default: the
 package's ``model/demo``) and prints one JSON object with the recipe and the held-out metrics.
@@ -35,7 +35,7 @@ TRAIN_SEED, TRAIN_SIZE = 0, 6144
 TEST_SEEDS, TEST_SIZE, TEST_TILES = (100, 101), 4096, 1024
 CLASS_COLORS = ["#00000000", "#e6503c", "#3caae6", "#78c850"]  # background is transparent
 
-FULL = dict(mae_steps=600, epochs=8, steps_per_epoch=60, batch_size=16)
+FULL = dict(mae_steps=300, epochs=10, steps_per_epoch=100, batch_size=16)
 QUICK = dict(mae_steps=150, epochs=4, steps_per_epoch=40, batch_size=16)
 
 
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(DEMO_DIR), help="model folder to write (replaced)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--work", default=None, help="keep intermediate runs here (default: a temp folder)")
+    for key in ("mae_steps", "epochs", "steps_per_epoch", "batch_size"):
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None, help="override the schedule")
     args = parser.parse_args(argv)
 
     from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    schedule = QUICK if args.quick else FULL
+    schedule = dict(QUICK if args.quick else FULL)
+    schedule.update({k: getattr(args, k) for k in schedule if getattr(args, k) is not None})
     work = Path(args.work or tempfile.mkdtemp(prefix="muvit-demo-"))
     t0 = time.perf_counter()
     log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -93,12 +96,15 @@ def main(argv=None) -> int:
         log(f"held-out slide seed {seed}: mDSC {m['mDSC']:.4f}, Dice {np.round(m['dice'], 3).tolist()}")
     mean_mdsc = float(np.mean([v["mDSC"] for v in held_out.values()]))
 
+    flags = [" --quick"] if args.quick else []
+    flags += [f" --{k.replace('_', '-')} {getattr(args, k)}" for k in schedule if getattr(args, k) is not None]
+    command = "python scripts/train_demo_model.py" + "".join(flags)
     card = model.card
     card.provenance = dict(
         card.provenance,
         kind="demo model: MR-MAE pre-training then UNETR fine-tuning on synthetic slides",
         base="MR-MAE pre-trained by the same script",
-        command="python scripts/train_demo_model.py" + (" --quick" if args.quick else ""),
+        command=command,
         training_slide=dict(seed=TRAIN_SEED, size=TRAIN_SIZE, generator="napari_muvit.data.synthetic"),
         mae_steps=pre.steps_done, mae_final_loss=round(pre.metrics["final_loss"], 5),
         schedule=schedule, held_out=held_out, held_out_mean_mDSC=round(mean_mdsc, 4),
