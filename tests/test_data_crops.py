@@ -197,3 +197,9 @@ def test_chunk_cache_crops_equal_uncached_and_respect_byte_bound(tmp_path):
     assert cache.nbytes == 80 and len(cache) == 2 and cache.get(0) is None and cache.get(3) is not None
     cache.put("big", np.zeros(101, np.uint8))  # larger than the whole budget: not kept
     assert cache.get("big") is None and cache.nbytes == 80
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(cached))  # a pyramid sent to another process: cache budget kept, empty
+    assert copy.chunk_cache.max_bytes == bound and copy.chunk_cache.nbytes == 0
+    np.testing.assert_array_equal(copy.crops((350.0, 325.0), (1, 2, 4), 64)[0],
+                                  plain.crops((350.0, 325.0), (1, 2, 4), 64)[0])

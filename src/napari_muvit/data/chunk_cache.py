@@ -8,6 +8,7 @@ is bounded in bytes (not by the slide): memory stays bounded whatever the slide 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from itertools import product
@@ -30,11 +31,24 @@ class ChunkCache:
         self.misses = 0
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # a forked child: the parent's lock may be held by a thread that is gone
+            self.__init__(self.max_bytes)
 
     def __len__(self) -> int:
         return len(self._items)
 
+    # a copy sent to another process (pickle) starts empty: decoded chunks are not worth shipping
+    def __getstate__(self) -> dict:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["max_bytes"])
+
     def get(self, key):
+        self._check_fork()
         with self._lock:
             value = self._items.get(key)
             if value is None:
@@ -49,6 +63,7 @@ class ChunkCache:
         size = int(value.nbytes)
         if size > self.max_bytes:
             return
+        self._check_fork()
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
