@@ -325,3 +325,35 @@ def test_saved_state_never_names_a_prediction_missing_from_scratch(tmp_path, mon
     res2 = predict(r.replace(resume=True), model=model, pyramid=open_pyramid(img))
     part = zarr.open_group(str(res2.path), mode="r")
     np.testing.assert_array_equal(part["0"][:], full["0"][:])
+
+
+def test_prediction_cache_byte_bound_with_pinned_predictions(tmp_path):
+    """Predictions not yet on disk are pinned; above the budget they are written at once and evictable."""
+    from napari_muvit.engine.tileops import PredictionCache
+
+    class Scratch:
+        def __init__(self):
+            self.written = []
+
+        def write_scratch(self, i, j, value):
+            self.written.append((i, j))
+
+    cache, scratch = PredictionCache(max_items=100, max_bytes=1000), Scratch()
+    for k in range(5):
+        cache.put((0, k), np.zeros(100, np.float32), pinned=True)  # 400 bytes each: pinned, never evicted
+    assert cache.nbytes == cache.pinned_bytes == 2000 and all(cache.get((0, k)) is not None for k in range(5))
+    cache.discard((0, 0))  # no chunk needs it any more: it is never written
+    assert cache.persist(scratch) == 4 and sorted(scratch.written) == [(0, 1), (0, 2), (0, 3), (0, 4)]
+    assert cache.pinned_bytes == 0
+    cache.put((1, 0), np.zeros(100, np.float32))
+    assert cache.nbytes <= 1000 and cache.get((1, 0)) is not None
+
+    # a whole run with room for ~3 tile predictions gives the same store as an unbounded one
+    img = random_slide((200, 200), seed=8)
+    model = tiny_segmenter()
+    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4)
+    one = 3 * 32 * 32 * 4  # (K=3, 32, 32) float32
+    _, small = _run(tmp_path, "small.zarr", model, img, tile=32, overlap=8, batch_size=4,
+                    extra={"prediction_cache_bytes": 3 * one})
+    np.testing.assert_array_equal(small["0"][:], full["0"][:])
+    np.testing.assert_array_equal(small["labels/prediction/0"][:], full["labels/prediction/0"][:])

@@ -166,7 +166,8 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
     """Returns True when cancelled. Reads run ahead in a prefetch thread, chunk writes behind in a writer."""
     if progress:
         progress(book.finished, book.total)
-    cache = PredictionCache.for_grid(ctx.grid, int(store.meta["batch_size"]))
+    budget = int(ctx.recipe.extra.get("prediction_cache_bytes") or 256 << 20)  # memory for tile predictions
+    cache = PredictionCache.for_grid(ctx.grid, int(store.meta["batch_size"]), max_bytes=budget)
     book.on_unneeded = cache.discard
     book.before_save = lambda: cache.persist(store)  # the state never names a prediction held only in memory
     blend = ctx.output.mode == "blend"

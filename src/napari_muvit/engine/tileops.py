@@ -116,6 +116,8 @@ def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
             if err is not None:
                 scores.append(float(err[b]))
             out[(i, j)] = np.asarray(scores, np.float32)
+    if cache is not None and mode == "blend" and cache.pinned_bytes > cache.max_bytes:
+        cache.persist(store)  # bounded memory: extra scratch files are harmless (removed at the end)
     return out
 
 
@@ -169,13 +171,15 @@ class PredictionCache:
     Entries put with ``pinned=True`` are not yet in the store's scratch space: they are never evicted,
     and `persist` writes them there (the run calls it right before saving its state, so the state file
     never names a prediction that is only in memory). A prediction no chunk needs any more by then
-    (`discard`) is never written at all.
+    (`discard`) is never written at all. Pinned data above ``max_bytes`` is persisted at once
+    (`commit_batch`), so memory stays bounded on wide grids and fast devices.
     """
 
     def __init__(self, max_items: int = 64, max_bytes: int = 256 << 20):
         self.max_items = max_items
         self.max_bytes = int(max_bytes)
         self.nbytes = 0
+        self.pinned_bytes = 0
         self._items: OrderedDict = OrderedDict()
         self._pinned: set = set()
         self._lock = threading.Lock()
@@ -198,6 +202,7 @@ class PredictionCache:
             self.nbytes += int(value.nbytes)
             if pinned:
                 self._pinned.add(key)
+                self.pinned_bytes += int(value.nbytes)
             while len(self._items) > self.max_items or self.nbytes > self.max_bytes:
                 victim = next((k for k in self._items if k not in self._pinned), None)
                 if victim is None or victim == key:
@@ -208,6 +213,8 @@ class PredictionCache:
         old = self._items.pop(key, None)
         if old is not None:
             self.nbytes -= int(old.nbytes)
+            if key in self._pinned:
+                self.pinned_bytes -= int(old.nbytes)
         self._pinned.discard(key)
 
     def discard(self, key) -> None:
@@ -222,7 +229,10 @@ class PredictionCache:
         for (i, j), value in todo:
             store.write_scratch(i, j, value)
         with self._lock:
-            self._pinned.difference_update(k for k, _ in todo)
+            for k, value in todo:
+                if k in self._pinned and self._items.get(k) is value:
+                    self._pinned.discard(k)
+                    self.pinned_bytes -= int(value.nbytes)
         return len(todo)
 
 
