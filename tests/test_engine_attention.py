@@ -16,12 +16,7 @@ from napari_muvit.engine.testing import random_slide
 REF = Path(__file__).parent / "data" / "reference"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_probe_equals_reference_attention_weights():

@@ -20,12 +20,7 @@ from napari_muvit.engine.tileops import read_batch
 NONE = {"policy": "none"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _encoder():

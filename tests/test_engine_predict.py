@@ -21,12 +21,7 @@ from napari_muvit.engine.testing import (
 NONE = {"policy": "none"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _run(tmp_path, name, model, img, **kw):
