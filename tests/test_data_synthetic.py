@@ -119,6 +119,7 @@ def test_written_ome_zarr(tmp_path, slide):
     root = zarr.open_group(str(path), mode="r")
     assert root.metadata.zarr_format == 3 and root.attrs["ome"]["version"] == "0.5"
     assert root.attrs["muvit"]["class_names"] == slide[2]
+    assert root.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 2
     assert list(root["labels"].attrs["ome"]["labels"]) == ["ground_truth"]
     gt = root["labels/ground_truth"].attrs["ome"]
     assert [p["class"] for p in gt["image-label"]["properties"]] == slide[2]

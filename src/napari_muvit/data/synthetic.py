@@ -25,6 +25,7 @@ import numpy as np
 CLASS_NAMES = ["background", "bright-disc region", "dark-disc region", "ringed-disc region"]
 CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200, 80, 255]]
 KINDS = ("regions", "noise")
+GENERATOR_VERSION = 2  # bumped whenever the same seed renders different pixels (2: disc context)
 
 REGION_SIZE = 1536
 CELL_GRID = 32

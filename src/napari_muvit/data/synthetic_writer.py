@@ -79,7 +79,7 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
     sizes = _level_shapes(size)
     generator = {"kind": kind, "seed": int(seed), "size": int(size), "n_types": int(n_types),
                  "region_size": int(region_size), "class_names": names,
-                 "generator": "napari_muvit.data.synthetic"}
+                 "generator": "napari_muvit.data.synthetic", "generator_version": synthetic.GENERATOR_VERSION}
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     root.attrs.update({"ome": {"version": "0.5", "multiscales": _multiscales(len(sizes), "synthetic slide")},
                        "muvit": generator})
