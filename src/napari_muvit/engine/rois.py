@@ -152,7 +152,7 @@ def _rank_regions(root, meta, column, top_k, min_distance) -> list[Roi]:
     props = measure.regionprops(comp, intensity_image=prob)
     if not props:
         return []
-    scores = np.array([p.mean_intensity for p in props])
+    scores = np.array([p.intensity_mean for p in props])
     centres = np.array([[y0w + c * f + (f - 1) / 2 for c in (p.centroid[0],)] + [x0w + p.centroid[1] * f + (f - 1) / 2]
                         for p in props])
     out = []

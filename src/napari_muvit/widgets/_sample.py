@@ -27,11 +27,11 @@ def cache_dir() -> Path:
 
 def sample_slide_path(size: int | None = None, seed: int | None = None) -> Path:
     """Path of the cached sample slide, generating it on first use (a few seconds)."""
-    from napari_muvit.data.synthetic import write_synthetic_slide
+    from napari_muvit.data.synthetic import GENERATOR_VERSION, write_synthetic_slide
 
     size = SAMPLE_SIZE if size is None else int(size)
     seed = SAMPLE_SEED if seed is None else int(seed)
-    path = cache_dir() / "samples" / f"synthetic_{size}_seed{seed}.ome.zarr"
+    path = cache_dir() / "samples" / f"synthetic_v{GENERATOR_VERSION}_{size}_seed{seed}.ome.zarr"  # a new generator never reuses old samples
     if (path / "zarr.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
