@@ -1,6 +1,15 @@
 """Synthetic multi-scale benchmark: does MuViT's multi-level context (with true world boxes) help?
 
-Arms, each fine-tuned with the same number of steps, batch size, crops, optimiser and class weights on
+Default experiment (``--experiment offsets``): MuViT (1, 4, 16), MR-MAE pre-trained, fine-tuned on nested
+crops whose coarser levels are shifted at random as far as nesting allows (``--train-shift``), with the
+true world boxes. Scored on the level-1 tiles of held-out slides with *shifted* context crops
+(``--eval-shift``, :mod:`napari_muvit.engine.training.offsets`), given (a) the true world boxes, (b) naive
+concentric boxes (the boxes the crops would have if all were centred on the tile), (c) scale-blind boxes
+(every level the level-1 box); plus (d) the encoder restricted to level 1 as the floor (``--no-floor``
+skips it). With concentric test crops (b) would equal (a); here only (a) says where the tile lies in
+its context.
+
+``--experiment arms``: the earlier comparison with concentric test crops. Arms, each fine-tuned with the same number of steps, batch size, crops, optimiser and class weights on
 the same synthetic training slide, and scored (mDSC over background + 3 region classes) on held-out
 synthetic slides rendered with other seeds:
 
@@ -15,7 +24,8 @@ Prints one JSON object (final mDSC per arm, Dice per class, validation curves, b
 ``--context-probe 16`` instead runs a diagnostic: a tile classifier told the region type from the given
 levels alone (is the context learnable at this budget at all?).
 
-    python benchmarks/synthetic_benchmark.py            # defaults as recorded in docs/benchmarks.md
+    python benchmarks/synthetic_benchmark.py --threads 2                 # offsets experiment
+    python benchmarks/synthetic_benchmark.py --experiment arms           # earlier five arms
 """
 
 from __future__ import annotations
@@ -149,6 +159,56 @@ def context_probe(args) -> dict:
             "test_crops": args.test_tiles, "seeds": {"train_slide": train_seed, "test_slide": test_seed}}
 
 
+def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_names, t0, log) -> int:
+    """Non-concentric context crops: train MuViT (1, 4, 16) with shifted coarse crops and their true boxes,
+    then score the level-1 tiles of the test slides with shifted coarse crops given (a) the true world
+    boxes, (b) naive concentric boxes, (c) every level the level-1 box; plus a level-1-only floor."""
+    from napari_muvit.engine.training.offsets import evaluate_offset_slide
+
+    modes = ("world", "concentric", "scale_blind")
+
+    def score(model, modes, tiles, slides, seed_shift=0):
+        per = [evaluate_offset_slide(model, p, truth, CROP, nz, modes=modes, shift=args.eval_shift, max_tiles=tiles,
+                                     seed=s + seed_shift, device=args.device) for s, p, truth, nz in slides]
+        return {m: {"mDSC": round(float(np.mean([r[m]["mDSC"] for r in per])), 4),
+                    "per_slide_mDSC": [round(r[m]["mDSC"], 4) for r in per],
+                    "dice": [round(float(v), 4) for v in np.nanmean([r[m]["dice"] for r in per], axis=0)]}
+                for m in modes}
+
+    def curve_eval(model):  # true boxes, shifted crops, first test slide, other tiles than the final score
+        return score(model, ("world",), args.curve_tiles, tests[:1], seed_shift=1)["world"]["mDSC"]
+
+    arms = {"muvit_1_4_16": (fresh(pretrained), LEVELS)}
+    if not args.no_floor:
+        arms["muvit_1"] = (fresh(pretrained.extract_levels((1,))), (1,))
+    results, curves, params = {}, {}, {}
+    for name, (model, levels) in arms.items():
+        curves[name] = train_arm(model, task_for(levels), args.steps, args.batch_size, args.lr, weight, curve_eval,
+                                 args.eval_every, args.seed, args.device)
+        params[name] = int(sum(p.numel() for p in model.parameters()))
+        scored = score(model, modes if len(levels) > 1 else ("world",), args.test_tiles, tests)
+        if len(levels) > 1:
+            results[f"{name}_true_boxes"] = scored["world"]
+            results[f"{name}_naive_concentric_boxes"] = scored["concentric"]
+            results[f"{name}_scale_blind_boxes"] = scored["scale_blind"]
+        else:
+            results[name] = scored["world"]
+        log(f"{name}: {({k: v['mDSC'] for k, v in results.items()})} curve {curves[name]}")
+
+    print(json.dumps({
+        "experiment": "offsets", "mDSC": {k: v["mDSC"] for k, v in results.items()},
+        "arms": results, "curves": curves, "parameters": params, "class_names": class_names,
+        "budget": {"mae_steps": args.mae_steps, "finetune_steps_per_arm": args.steps, "batch_size": args.batch_size,
+                   "crop": CROP, "levels": list(LEVELS), "encoder": ENCODER, "lr": args.lr,
+                   "train_shift": args.train_shift, "eval_shift": args.eval_shift},
+        "seeds": {"train_slide": args.train_seed, "train_size": args.train_size, "test_slides": args.test_seeds,
+                  "test_size": args.test_size, "test_tiles_per_slide": args.test_tiles, "torch": args.seed,
+                  "test_offsets": "numpy default_rng(test slide seed + 7)"},
+        "threads": args.threads, "device": args.device, "seconds": round(time.perf_counter() - t0),
+    }))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Synthetic multi-scale benchmark (prints JSON).")
     parser.add_argument("--train-size", type=int, default=4096, help="training slide side (px)")
@@ -165,6 +225,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda (bf16 autocast)")
+    parser.add_argument("--experiment", choices=("offsets", "arms"), default="offsets",
+                        help="offsets (default): non-concentric context crops, true vs naive concentric boxes; "
+                             "arms: the earlier five-arm comparison with concentric test crops")
+    parser.add_argument("--train-shift", type=float, default=1.0,
+                        help="offset of the coarser training crops, as a fraction of what nesting allows")
+    parser.add_argument("--eval-shift", type=float, default=1.0,
+                        help="offsets experiment: offset of the coarser test crops (fraction of what nesting allows)")
+    parser.add_argument("--no-floor", action="store_true", help="offsets experiment: skip the level-1-only model")
     parser.add_argument("--context-probe", default=None, metavar="LEVELS",
                         help="run only the region-type-from-context diagnostic with these levels, e.g. 16")
     args = parser.parse_args(argv)
@@ -217,7 +285,7 @@ def main(argv=None) -> int:
 
     def task_for(levels):
         return SegmentationTask(pyramid, lab, levels, CROP, class_names, val_fraction=0.0, seed=args.seed,
-                                normalizer=norm, augment=Augmenter(jitter=0.1))
+                                normalizer=norm, augment=Augmenter(jitter=0.1), shift=args.train_shift)
 
     counts = task_for((1,)).summary.totals[1:5].astype(float)
     weight = torch.tensor(1 / np.sqrt(counts) / np.mean(1 / np.sqrt(counts)), dtype=torch.float32)
@@ -226,6 +294,9 @@ def main(argv=None) -> int:
 
     def fresh(encoder):
         return MuViTSegmenter(copy.deepcopy(encoder), len(class_names), head="unetr", freeze_encoder=False)
+
+    if args.experiment == "offsets":
+        return offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_names, t0, log)
 
     torch.manual_seed(args.seed)
     random_encoder = MuViTEncoder(levels=LEVELS, **ENCODER)
