@@ -1,0 +1,125 @@
+"""The attention probe's layers: one map per level on the crop's pixels, the query marker, the crop outlines.
+
+Turns a `ProbeView` (what the engine's `AttentionResult` says, in world px) into world-aligned napari layers,
+updating them in place on every probe so that hovering never piles layers up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_muvit.widgets.layers import (
+    META_KEY,
+    add_or_update,
+    crop_outlines_layer,
+    level_transform,
+    world_to_napari,
+)
+
+MAP_PREFIX = "attention level "
+QUERY_LAYER = "attention query"
+CROPS_LAYER = "attention crops"
+
+def token_grid_placement(bbox, level: float, shape) -> tuple[np.ndarray, np.ndarray]:
+    """World placement of a per-token map: `(scale, translate)` in world px (multiply by pixel size).
+
+    `bbox` (2, 2) world px: centres of the first and last pixel of the level's crop (the model's bbox);
+    `level` the crop's downsample factor; `shape` (h, w) token grid. Each cell covers `level * patch`
+    world px, i.e. `(bbox extent + level) / n` per axis, and its centre sits at the centre of the pixels it
+    was computed from, so the map lies exactly on the crop's pixels.
+    """
+    bbox = np.asarray(bbox, dtype=float)
+    shape = np.asarray(shape[-2:], dtype=float)
+    edge = bbox[0] - (level - 1) / 2  # world coordinate of the crop's first pixel edge (pixel k: [k f, (k+1) f))
+    cell = (bbox[1] - bbox[0] + level) / shape
+    return cell, edge + (cell - 1) / 2
+
+
+@dataclass
+class ProbeView:
+    """What the overlay draws: one map per level, plus where the query token is.
+
+    `maps[i]` (h_i, w_i) float attention of the query to level `levels[i]`'s tokens, `bboxes[i]` (2, 2)
+    world px of that level's crop, `query_world_yx` (2,) world px, `query_level` the query token's level,
+    `patch_size` in pixels of each level.
+    """
+
+    levels: tuple[int, ...]
+    maps: list
+    bboxes: list
+    query_world_yx: np.ndarray
+    query_level: int
+    patch_size: int
+
+
+def update_in_place(viewer, layer_tuple: tuple, count: int | None = None):
+    """Update an existing same-named layer's data and transform without removing it (a removal costs a
+    full garbage collection, ~0.2 s), else add it through the layer builder's `add_or_update`."""
+    data, kwargs, layer_type = layer_tuple
+    name = kwargs["name"]
+    layer = viewer.layers[name] if name in viewer.layers else None
+    same = layer is not None and layer._type_string == layer_type
+    if same and layer_type == "shapes":
+        same = len(layer.data) == count
+    if not same:
+        return add_or_update(viewer, layer_tuple)
+    # each transform assignment re-validates the viewer's dims: skip the unchanged ones
+    for key in ("scale", "translate"):
+        if key in kwargs and not np.allclose(getattr(layer, key), kwargs[key]):
+            setattr(layer, key, kwargs[key])
+    if layer_type == "shapes" and all(np.array_equal(a, b) for a, b in zip(layer.data, data)):
+        return layer
+    layer.data = data
+    return layer
+
+
+class AttentionOverlay:
+    """One Image layer per level, the query marker and the crop outlines; replaced, never piled up."""
+
+    def __init__(self, viewer):
+        self.viewer = viewer
+        self.levels: tuple[int, ...] = ()
+
+    def show(self, view: ProbeView, pixel_size=None, unit=None) -> None:
+        for level in self.levels:
+            name = f"{MAP_PREFIX}{level}"
+            if level not in view.levels and name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        # coarse maps first so finer ones sit on top of them
+        order = sorted(range(len(view.levels)), key=lambda i: -view.levels[i])
+        for i in order:
+            level = int(view.levels[i])
+            data = np.asarray(view.maps[i], dtype=np.float32)
+            cell, origin = token_grid_placement(view.bboxes[i], level, data.shape)
+            top = float(data.max()) if data.size and data.max() > 0 else 1.0
+            kwargs = {
+                "name": f"{MAP_PREFIX}{level}", "scale": tuple(world_to_napari(cell, pixel_size)),
+                "translate": tuple(world_to_napari(origin, pixel_size)), "colormap": "inferno",
+                "opacity": 0.6, "blending": "translucent", "contrast_limits": (0.0, top),
+                "metadata": {META_KEY: {"kind": "attention", "level": level, "cell": cell.tolist()}},
+            }
+            layer = update_in_place(self.viewer, (data, kwargs, "image"))
+            layer.contrast_limits = (0.0, top)
+        self.levels = tuple(int(v) for v in view.levels)
+        crops = crop_outlines_layer(view.bboxes, view.levels, pixel_size, unit, name=CROPS_LAYER)
+        update_in_place(self.viewer, crops, count=len(view.levels))
+        scale, _ = level_transform(1, pixel_size, 2)
+        point = np.asarray(view.query_world_yx, dtype=float).reshape(1, 2)
+        size = view.query_level * view.patch_size
+        query = {
+            "name": QUERY_LAYER, "scale": scale, "symbol": "square", "size": size,
+            "face_color": "transparent", "border_color": "cyan", "border_width": 0.15,
+        }
+        marker = update_in_place(self.viewer, (point, query, "points"))
+        if not np.allclose(marker.size, size):
+            marker.size = size
+
+    def clear(self) -> None:
+        names = [f"{MAP_PREFIX}{lv}" for lv in self.levels] + [QUERY_LAYER, CROPS_LAYER]
+        for name in names:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.levels = ()
+
