@@ -1,0 +1,128 @@
+"""Fine-tune tab: train a segmentation head on a Labels layer or a tile classifier on annotated ROIs.
+
+The training is `engine.training.finetune`; it writes one row per epoch to the run's `history.csv`, which
+this tab polls from the worker thread to feed the live plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from napari.utils.notifications import show_info
+
+from napari_muvit.engine.recipe import parse_levels
+from napari_muvit.widgets.image_layers import image_pixel_size, image_source, layers_of
+from napari_muvit.widgets.layers import napari_to_world
+from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+
+
+class FinetuneTab(TrainingTab):
+    """Fine-tune a segmentation head (Labels layer) or tile classifier (annotated ROIs)."""
+
+    description = "fine-tune"
+    plot_keys = ("train_loss", "val_loss", "mDSC", "accuracy", "auc")
+
+    def __init__(self, viewer):
+        super().__init__(viewer, xlabel="epoch", right_axis=("mDSC", "accuracy", "auc"))
+        self.task = ComboBox(label="task", choices=["segmentation", "classification"], value="segmentation")
+        self.annotations = ComboBox(label="annotations", choices=self._annotation_layers, nullable=True,
+                                    tooltip="segmentation: a Labels layer; classification: ROIs with a 'class'")
+        self.model = FileEdit(label="base model", mode="d", value="demo")
+        self.levels = LineEdit(label="levels", value="")
+        self.epochs = SpinBox(label="epochs", value=5, min=1, max=1000)
+        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self.train_encoder = CheckBox(text="also train the encoder", value=False)
+        self.out = FileEdit(label="save to", mode="w", value="")
+        self._finish_layout([self.task, self.annotations, self.model, self.levels, self.epochs, self.lr,
+                             self.train_encoder, self.out])
+        self.task.changed.connect(lambda *_: self.annotations.reset_choices())
+
+    def _annotation_layers(self, _w=None):
+        kind = "labels" if self.task.value == "segmentation" else "rois"
+        return layers_of(self.viewer, kind)
+
+    def _prepare(self) -> dict:
+        image, ann = self.image.value, self.annotations.value
+        if image is None or ann is None:
+            raise ValueError("Choose an image and an annotation layer to fine-tune from.")
+        out = chosen_folder(self.out, "the fine-tuned model")
+        kw = {"source": image_source(image), "task": self.task.value, "model": str(self.model.value),
+              "levels": self.levels.value.strip() or None, "epochs": int(self.epochs.value),
+              "lr": float(self.lr.value), "train_encoder": bool(self.train_encoder.value),
+              "out": out}
+        if self.task.value == "segmentation":
+            kw["annotations"] = ann.data[0] if ann.multiscale else ann.data
+        else:
+            kw["annotations"] = rois_from_layer(ann, image_pixel_size(image))
+        return kw
+
+    def _run(self, kw: dict, progress, cancel):
+        return run_finetune(kw, progress, cancel, self._report)
+
+    def _on_done(self, result) -> None:
+        super()._on_done(result)
+        self.status.value = f"saved {result.model_dir}; pick this folder as the model in MuViT predict"
+        show_info(f"Fine-tuned model saved to {result.model_dir}")
+
+
+def _history_reader(path: Path, report):
+    """Forward new rows of a training run's `history.csv` to `report` (rows appear once per epoch)."""
+    seen = {"rows": 0, "mtime": None}
+
+    def poll() -> None:
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == seen["mtime"]:
+            return
+        seen["mtime"] = mtime
+        from napari_muvit.engine.training.state import History
+
+        try:
+            rows = History.read_csv(path).rows
+        except (OSError, ValueError):
+            return  # being rewritten right now: the next poll gets it
+        for row in rows[seen["rows"]:]:
+            report(row)
+        seen["rows"] = len(rows)
+
+    return poll
+
+
+def run_finetune(kw: dict, progress, cancel, report):
+    from napari_muvit.engine.training import finetune
+
+    poll = _history_reader(Path(kw["out"]) / "training" / "history.csv", report)
+
+    def progress_and_poll(done, total):
+        progress(done, total)
+        poll()
+
+    levels = kw["levels"]
+    result = finetune(kw["source"], kw["annotations"], kw["model"], kw["out"], task=kw["task"],
+                      levels=None if levels is None else parse_levels(levels), epochs=kw["epochs"], lr=kw["lr"],
+                      train_encoder=kw["train_encoder"], progress=progress_and_poll, cancel=cancel)
+    poll()
+    return result
+
+
+def rois_from_layer(layer, pixel_size=None) -> list:
+    """A Shapes (polygons/rectangles) or Points layer with a class column -> engine ROIs (world px)."""
+    from napari_muvit.engine.training.annotations import ROI
+
+    features = layer.features
+    column = next((c for c in ("class", "label", "classification", "name") if c in features), None)
+    if column is None:
+        raise ValueError(f"The layer {layer.name!r} needs a 'class' column in its features naming each ROI's class.")
+    shapes = layer.data if hasattr(layer, "shape_type") else [np.asarray([p, p]) for p in layer.data]
+    rois = []
+    for verts, label in zip(shapes, features[column]):
+        world = np.asarray([layer.data_to_world(v) for v in np.asarray(verts)])[:, -2:]
+        if str(label) not in ("", "nan", "None"):
+            rois.append(ROI(polygon=napari_to_world(world, pixel_size), label=str(label)))
+    if not rois:
+        raise ValueError(f"The layer {layer.name!r} has no ROI with a class; fill the 'class' column.")
+    return rois

@@ -1,0 +1,212 @@
+"""Scribble probe tab: paint a few strokes per class, fit the light probe head on frozen features, predict.
+
+The fit is `engine.training.fit_probe`; the prediction is `engine.predict` with the fitted probe held in
+memory. New strokes retrain it (debounced) while the tab watches the scribble layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+
+from napari_muvit.widgets.image_layers import (
+    image_pixel_size,
+    image_shape_yx,
+    image_source,
+    layers_of,
+    view_region_of,
+)
+from napari_muvit.widgets.layers import add_or_update
+from napari_muvit.widgets.model_runs import predict_with_model
+from napari_muvit.widgets.scratch import ScratchFolder
+from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+
+SCRIBBLE_LAYER = "MuViT scribbles"
+PROBE_LAYER = "MuViT probe prediction"
+RETRAIN_DELAY_MS = 1500  # after the last stroke: long enough to paint a few strokes in a row
+IN_MEMORY_PX = 64_000_000  # predictions up to this size are read in the worker: the GUI then only shows them
+
+
+def _classes(text: str) -> list[str] | None:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names or None
+
+
+class ScribbleProbeTab(TrainingTab):
+    """Paint a few strokes per class; the light probe head is fitted on frozen features and predicts."""
+
+    description = "scribble probe"
+    plot_keys = ("loss", "accuracy")
+
+    def __init__(self, viewer):
+        super().__init__(viewer, xlabel="step", right_axis=("accuracy",))
+        self.start_btn.text = "Train probe"
+        self.scribbles = ComboBox(label="scribbles", choices=lambda _w: layers_of(viewer, "labels"),
+                                  nullable=True, tooltip="Labels layer: label k = class k, 0 = not painted")
+        self.new_btn = PushButton(text="New scribble layer")
+        self.model = FileEdit(label="base model", mode="d", value="demo")
+        self.classes = LineEdit(label="class names", value="", tooltip="comma separated: label 1, label 2, ...")
+        self.region = ComboBox(label="predict", choices=["current view", "whole slide"], value="current view")
+        self.auto = CheckBox(text="retrain after new strokes", value=True)
+        self.save_path = FileEdit(label="save to", mode="w", value="")
+        self.save_btn = PushButton(text="Save probe as model folder", enabled=False)
+        self._finish_layout([self.scribbles, self.new_btn, self.model, self.classes,
+                             self.region, self.auto, self.save_path, self.save_btn])
+        self.debounce = QTimer(self.native)
+        self.debounce.setSingleShot(True)
+        self.debounce.setInterval(RETRAIN_DELAY_MS)
+        self.debounce.timeout.connect(lambda: self.start())  # looked up at call time
+        self._watched = None
+        self._again = False
+        self._scratch = ScratchFolder("napari-muvit-probe-")  # this tab's probe predictions
+        self.new_btn.changed.connect(self.new_scribble_layer)
+        self.scribbles.changed.connect(self._watch)
+        self.save_btn.changed.connect(self.save)
+
+    def new_scribble_layer(self, *_):
+        """An empty Labels layer on the image's level-1 grid (lazy zarr chunks for big slides)."""
+        image = self.image.value
+        if image is None:
+            show_error("Add an image layer first; the scribbles are painted on it.")
+            return None
+        shape = image_shape_yx(image)
+        if int(np.prod(shape)) <= 64_000_000:
+            data = np.zeros(shape, dtype=np.uint8)
+        else:  # a gigapixel canvas: only painted chunks take memory
+            import zarr
+
+            data = zarr.zeros(shape, chunks=(1024, 1024), dtype="uint8")
+        layer = self.viewer.add_labels(data, name=SCRIBBLE_LAYER, scale=image.scale, translate=image.translate)
+        layer.mode = "paint"
+        layer.brush_size = 10
+        self.scribbles.value = layer
+        return layer
+
+    def _watch(self, layer) -> None:
+        """Retrain (debounced) whenever the watched scribble layer gets a new stroke."""
+        if self._watched is not None:
+            self._watched.events.paint.disconnect(self._on_paint)
+        self._watched = layer
+        if layer is not None:
+            layer.events.paint.connect(self._on_paint)
+
+    def _on_paint(self, *_):
+        trained = self.result is not None or self.job is not None  # a probe exists or is being fitted
+        if self.auto.value and trained:
+            self.debounce.start()  # restarts: trains once, RETRAIN_DELAY_MS after the last stroke
+
+    def start(self, *_):
+        if self.job is not None and self.job.running:
+            self._again = True  # strokes arrived mid-training: one more round when this one ends
+            return self.job
+        return super().start()
+
+    def _on_ended(self) -> None:
+        super()._on_ended()
+        if self._again:
+            self._again = False
+            self.start()
+
+    def _prepare(self) -> dict:
+        image, scribbles = self.image.value, self.scribbles.value
+        if image is None or scribbles is None:
+            raise ValueError("Choose an image and a scribbles Labels layer (or make one with 'New scribble layer').")
+        if self.region.value == "current view":
+            region = view_region_of(self.viewer, image)
+        else:
+            region = None
+        labels = scribbles.data[0] if scribbles.multiscale else scribbles.data
+        if isinstance(labels, np.ndarray):
+            labels = labels.copy()  # a snapshot: painting may go on while the probe trains
+        return {"source": image_source(image), "labels": labels, "model": str(self.model.value),
+                "class_names": _classes(self.classes.value), "region": region,
+                "pixel_size": image_pixel_size(image), "store": self._scratch.fresh("probe")}
+
+    def _run(self, kw: dict, progress, cancel):
+        return run_scribble_probe(kw, progress, cancel, self._report)
+
+    def _on_done(self, result) -> None:
+        super()._on_done(result)
+        show_prediction(self.viewer, result, PROBE_LAYER)
+        self.save_btn.enabled = True
+        self.status.value = f"probe trained in {result['seconds']:.1f} s; prediction in '{PROBE_LAYER}'"
+
+    def save(self, *_):
+        if self.result is None:
+            show_error("Train the probe first.")
+            return None
+        try:
+            out = save_probe(self.result, Path(chosen_folder(self.save_path, "the model")))
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            show_error(str(exc))
+            return None
+        show_info(f"Saved the probe as a model folder: {out}")
+        return out
+
+
+def run_scribble_probe(kw: dict, progress, cancel, report) -> dict:
+    """Fit the probe on the scribbles, then predict the region with it (`engine.predict`)."""
+    from napari_muvit.engine.training import fit_probe
+
+    fit = fit_probe(kw["model"], kw["source"], kw["labels"], class_names=kw["class_names"],
+                    progress=progress, cancel=cancel)
+    for step, loss in enumerate(fit.losses, start=1):
+        report({"step": step, "loss": loss})
+    report({"step": len(fit.losses), "accuracy": fit.train_accuracy})
+    out = {"fit": fit, "store": None, "seconds": fit.seconds, "pixel_size": kw["pixel_size"]}
+    if fit.cancelled:
+        return out
+    out["store"] = predict_in_memory(fit.model, kw["source"], kw["region"], kw["store"], cancel)
+    out["layer"] = prediction_layer(out["store"], fit.class_names)
+    return out
+
+
+def prediction_layer(store, class_names) -> tuple | None:
+    """Worker thread: the probe's argmax labels from its store as a Labels layer tuple.
+
+    Region-sized results are read into memory here so that adding the layer on the GUI thread does not
+    read chunks; a class the user called background is see-through.
+    """
+    from napari_muvit.widgets.results import store_layers
+
+    tuples = [t for t in store_layers(store, prefix="MuViT probe") if t[2] == "labels"]
+    if not tuples:
+        return None
+    data, kwargs, kind = tuples[0]
+    arrays = data if isinstance(data, list) else [data]
+    if int(np.prod(arrays[0].shape)) <= IN_MEMORY_PX:
+        data = np.asarray(arrays[0])  # one level: small enough, and napari shows it without a pyramid
+        kwargs["multiscale"] = False
+    if isinstance(kwargs.get("colormap"), dict):
+        for k, class_name in enumerate(class_names):
+            if class_name.strip().lower() in ("background", "bg"):
+                kwargs["colormap"][k + 1] = "transparent"  # store labels are class index + 1
+    return data, kwargs, kind
+
+
+def predict_in_memory(model, source, region, out, cancel) -> Path:
+    """Predict `region` (world px, None = whole slide) with a model held in memory into the store `out`."""
+    predict_with_model(model, source, out, model_name="scribble probe", region=region, cancel=cancel)
+    return Path(out)
+
+
+def show_prediction(viewer, result: dict, name: str):
+    """The probe's prediction (built by `prediction_layer`) as one Labels layer `name`, replaced each round."""
+    if result.get("layer") is None:
+        return None
+    data, kwargs, kind = result["layer"]
+    kwargs["name"] = name
+    return add_or_update(viewer, (data, kwargs, kind))
+
+
+def save_probe(result: dict, path: Path) -> Path:
+    """The fitted probe as a napari-muvit model folder (the predict widget can load it)."""
+    from napari_muvit.model import save_model
+
+    model = result["fit"].model
+    return save_model(model, path, card=model.card)
+

@@ -1,0 +1,140 @@
+"""What every teaching tab shares: start/cancel, status line, live metric plot, the worker job.
+
+A tab reads its inputs on the GUI thread (`_prepare`), runs the engine in an `EngineJob` thread (`_run`),
+relays the per-step numbers to the live plot through a queued Qt signal, and shows the result (`_on_done`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from magicgui.widgets import ComboBox, Container, Label, PushButton
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QObject, Signal
+
+from napari_muvit.widgets.image_layers import layers_of, pick_first
+from napari_muvit.widgets.plots import CurvePlot
+from napari_muvit.widgets.workers import EngineJob
+
+_WARMED_UP = False
+
+
+def warm_up() -> None:
+    """Import what the training loops load lazily on their first optimiser step, once per process.
+
+    torch's first optimiser step imports `torch._dynamo` (1-2 s), and that import holds the GIL long
+    enough to freeze the GUI for 0.2-0.5 s in the middle of a run. It is done here instead, on the GUI
+    thread when the widget opens: torch's imports are not safe to run in a second thread at the same time.
+    """
+    global _WARMED_UP
+    if not _WARMED_UP:
+        import torch._dynamo  # noqa: F401
+
+        import napari_muvit.engine.training  # noqa: F401
+
+        _WARMED_UP = True
+
+
+def chosen_folder(edit, what: str) -> str:
+    """The folder name typed under 'save to'; ValueError naming `what` when none is chosen."""
+    text = str(edit.value)
+    if not text or Path(text) == Path("."):
+        raise ValueError(f"Choose a folder name under 'save to' for {what}.")
+    return text
+
+
+class MetricRelay(QObject):
+    """Carries `{name: value, "step": x}` rows from a training thread to the GUI thread (queued signal)."""
+
+    row = Signal(object)
+
+
+class TrainingTab(Container):
+    """Shared parts of a tab that runs one training job: start/cancel, status, live plot, heartbeat-safe."""
+
+    description = "training"
+    plot_keys: tuple[str, ...] = ("loss",)  # history columns drawn in the live plot
+
+    def __init__(self, viewer, xlabel: str, right_axis=()):
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=lambda _w: layers_of(viewer, "image"), nullable=True)
+        self.start_btn = PushButton(text="Start")
+        self.cancel_btn = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.plot = CurvePlot(xlabel=xlabel, right_axis=right_axis)
+        self.relay = MetricRelay()
+        self.relay.row.connect(self._on_row)
+        self.job: EngineJob | None = None
+        self.result = None
+        self.start_btn.changed.connect(self.start)
+        self.cancel_btn.changed.connect(self.cancel)
+
+    def _finish_layout(self, controls: list) -> None:
+        self.extend([self.image, *controls, self.start_btn, self.cancel_btn, self.status])
+        self.native.layout().addWidget(self.plot)
+        self.native.layout().addStretch(1)  # spare height goes below the plot, not between the rows
+        self.refresh()
+
+    def refresh(self, *_) -> None:
+        self.reset_choices()
+        pick_first(self.image)
+
+    # subclasses: `_prepare()` on the GUI thread -> kwargs, `_run(kwargs, progress, cancel)` in the worker
+    def start(self, *_) -> EngineJob | None:
+        if self.job is not None and self.job.running:
+            return self.job
+        try:
+            kwargs = self._prepare()
+        except (ValueError, FileNotFoundError) as exc:
+            show_error(str(exc))
+            return None
+        self.plot.reset()
+        self.result = None
+        warm_up()
+        job = EngineJob(lambda progress, cancel: self._run(kwargs, progress, cancel),
+                        description=self.description, unit="steps")
+        job.progressed.connect(lambda done, total, text: setattr(self.status, "value", text))
+        job.succeeded.connect(self._on_done)
+        job.cancelled.connect(self._on_cancelled)
+        job.failed.connect(self._on_failed)
+        job.ended.connect(self._on_ended)
+        self.start_btn.enabled, self.cancel_btn.enabled = False, True
+        self.status.value = "starting..."
+        self.job = job.start()
+        return job
+
+    def cancel(self, *_) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.status.value = "cancelling..."
+
+    def _report(self, row: dict) -> None:
+        """Worker thread: hand one row of numbers to the GUI thread."""
+        self.relay.row.emit(dict(row))
+
+    def _on_row(self, row: dict) -> None:
+        x = row.get("epoch", row.get("step", 0))
+        for key in self.plot_keys:
+            if isinstance(row.get(key), (int, float)):
+                self.plot.append(key, x, row[key])
+
+    def _on_done(self, result) -> None:
+        self.finished_at = time.perf_counter()  # the job's end, before any result layer is built
+        self.result = result
+        self.status.value = "done"
+
+    def _on_cancelled(self, result) -> None:
+        self.finished_at = time.perf_counter()
+        self.result = result
+        self.status.value = "cancelled"
+
+    def _on_failed(self, message: str) -> None:
+        self.status.value = "failed"
+        show_error(message)
+
+    def _on_ended(self) -> None:
+        self.start_btn.enabled, self.cancel_btn.enabled = True, False
+        self.plot.redraw()
+
