@@ -49,9 +49,12 @@ def test_wheel_ships_the_manifest(tmp_path):
     (wheel,) = tmp_path.glob("napari_muvit-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         manifest = zf.read("napari_muvit/napari.yaml")
+        names = set(zf.namelist())
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt"))).decode()
     assert manifest == (ROOT / "napari.yaml").read_bytes()
     assert "napari_muvit:napari.yaml" in entry_points
+    # the built-in demo model loads offline from an installed wheel
+    assert {f"napari_muvit/model/demo/{f}" for f in ("config.yaml", "model.pth", "muvit.yaml")} <= names
 
 
 def test_cli_help_lists_commands():
