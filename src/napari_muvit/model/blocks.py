@@ -151,3 +151,33 @@ class TransformerBlock(nn.Module):
         x = x + a
         x = x + self.ff(self.norm2(x))
         return x, attn
+
+
+def make_blocks(
+    dim: int, heads: int, ndim: int, num_layers: int, rotary_mode: str, rotary_base: float, dropout: float
+) -> tuple[nn.ModuleList | None, nn.ModuleList]:
+    """``(shared frequencies or None, blocks)`` for a ``rotary_mode`` of ``per_layer``/``shared``/``fixed``/``none``.
+
+    ``shared`` (trainable) and ``fixed`` (buffer) give every block the same frequency set, which the
+    owner registers as ``rotary_pos_embs`` (reference checkpoint layout).
+    """
+    shared = None
+    if rotary_mode in ("shared", "fixed"):
+        shared = make_axis_frequencies(split_rope_dims(dim, heads, ndim), rotary_base, rotary_mode == "shared")
+    block_rotary = {"per_layer": "own", "none": None}.get(rotary_mode, shared)
+    layers = nn.ModuleList(
+        [TransformerBlock(dim, heads, ndim, block_rotary, rotary_base, dropout) for _ in range(num_layers)]
+    )
+    return shared, layers
+
+
+def layer_rotations(layers: nn.ModuleList, coords: Tensor | None) -> list[Tensor | None]:
+    """RoPE rotation of ``coords`` for every block, computed once per distinct frequency set."""
+    cache: dict[int, Tensor | None] = {}
+    out = []
+    for layer in layers:
+        key = id(layer.rotary_pos_embs)
+        if key not in cache:
+            cache[key] = layer.rotation(coords)
+        out.append(cache[key])
+    return out

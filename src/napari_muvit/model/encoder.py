@@ -12,9 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .blocks import ATTENTION_MODES, TransformerBlock, level_mask
+from .blocks import ATTENTION_MODES, layer_rotations, level_mask, make_blocks
 from .patches import check_bbox, check_input, patchify
-from .rope import make_axis_frequencies, split_rope_dims
 
 ROTARY_MODES = ("per_layer", "shared", "fixed", "none")
 
@@ -92,15 +91,9 @@ class MuViTEncoder(nn.Module):
         )
         self.level_embed = nn.Parameter(torch.randn(len(levels), 1, 1, dim)) if use_level_embed else None
 
-        shared = None
-        if rotary_mode in ("shared", "fixed"):
-            dims = split_rope_dims(dim, heads, ndim)
-            shared = make_axis_frequencies(dims, rotary_base, trainable=rotary_mode == "shared")
+        shared, self.layers = make_blocks(dim, heads, ndim, num_layers, rotary_mode, rotary_base, dropout)
+        if shared is not None:
             self.rotary_pos_embs = shared
-        block_rotary = {"per_layer": "own", "none": None}.get(rotary_mode, shared)
-        self.layers = nn.ModuleList(
-            [TransformerBlock(dim, heads, ndim, block_rotary, rotary_base, dropout) for _ in range(num_layers)]
-        )
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -161,14 +154,7 @@ class MuViTEncoder(nn.Module):
 
     def rotations(self, coords: Tensor) -> list[Tensor | None]:
         """Per-layer complex RoPE rotations, computed once per distinct frequency set."""
-        cache: dict[int, Tensor | None] = {}
-        out = []
-        for layer in self.layers:
-            key = id(layer.rotary_pos_embs)
-            if key not in cache:
-                cache[key] = layer.rotation(coords)
-            out.append(cache[key])
-        return out
+        return layer_rotations(self.layers, coords)
 
     def run_blocks(
         self, tokens: Tensor, coords: Tensor, level_idx: Tensor, return_attention: bool = False

@@ -8,11 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import TransformerBlock
+from .blocks import layer_rotations, make_blocks
 from .encoder import MuViTEncoder
 from .masking import indices_from_mask, level_ratio_masking, sample_masking
 from .patches import check_bbox, check_input, unpatchify
-from .rope import make_axis_frequencies, split_rope_dims
 
 DECODER_MODES = ("multi", "single", "multi_iso")
 LOSSES = ("mse", "norm_mse")
@@ -25,14 +24,9 @@ class MaeDecoder(nn.Module):
                  rotary_mode: str, rotary_base: float, dropout: float):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(dim_in, dim), nn.GELU(), nn.LayerNorm(dim))
-        shared = None
-        if rotary_mode in ("shared", "fixed"):
-            shared = make_axis_frequencies(split_rope_dims(dim, heads, ndim), rotary_base, rotary_mode == "shared")
+        shared, self.layers = make_blocks(dim, heads, ndim, num_layers, rotary_mode, rotary_base, dropout)
+        if shared is not None:
             self.rotary_pos_embs = shared
-        block_rotary = {"per_layer": "own", "none": None}.get(rotary_mode, shared)
-        self.layers = nn.ModuleList(
-            [TransformerBlock(dim, heads, ndim, block_rotary, rotary_base, dropout) for _ in range(num_layers)]
-        )
 
     def forward(self, x: Tensor, coords: Tensor, context: Tensor | None = None,
                 context_coords: Tensor | None = None) -> Tensor:
@@ -40,8 +34,7 @@ class MaeDecoder(nn.Module):
         x = self.proj(x)
         if context is not None:
             context = self.proj(context)
-        for i, layer in enumerate(self.layers):
-            rot = layer.rotation(coords)
+        for i, (layer, rot) in enumerate(zip(self.layers, layer_rotations(self.layers, coords))):
             if i == 0 and context is not None:
                 x, _ = layer(x, rot, None, context, layer.rotation(context_coords))
             else:
