@@ -30,14 +30,22 @@ def _entropy(probs: np.ndarray, axis=0) -> np.ndarray:
     return -(probs * np.log(p)).sum(axis=axis)
 
 
-class SegmentationOutput:
-    mode = "blend"
+class _ClassOutput:
+    """Per-class probabilities: tile scores are ``p:<class>`` and the entropy."""
 
     def __init__(self, class_names, class_colors=None):
         self.class_names = list(class_names)
         self.class_colors = list(class_colors or [])
         self.score_names = [f"p:{n}" for n in self.class_names] + ["entropy"]
         self.labels = self.class_names
+
+    @property
+    def label_dtype(self):
+        return np.uint8 if len(self.class_names) < 255 else np.uint16
+
+
+class SegmentationOutput(_ClassOutput):
+    mode = "blend"
 
     def image_spec(self, grid) -> dict:
         h, w = grid.shape
@@ -53,19 +61,13 @@ class SegmentationOutput:
 
     def chunk(self, probs: np.ndarray):
         """Blended ``(K, h, w)`` -> (values, labels (h, w) = argmax + 1, scores)."""
-        labels = (probs.argmax(axis=0) + 1).astype(np.uint8 if len(self.class_names) < 255 else np.uint16)
+        labels = (probs.argmax(axis=0) + 1).astype(self.label_dtype)
         scores = [*probs.reshape(probs.shape[0], -1).mean(axis=1).tolist(), float(_entropy(probs).mean())]
         return probs, labels, np.asarray(scores, np.float32)
 
 
-class ClassificationOutput:
+class ClassificationOutput(_ClassOutput):
     mode = "tile"
-
-    def __init__(self, class_names, class_colors=None):
-        self.class_names = list(class_names)
-        self.class_colors = list(class_colors or [])
-        self.score_names = [f"p:{n}" for n in self.class_names] + ["entropy"]
-        self.labels = self.class_names
 
     def image_spec(self, grid) -> dict:
         rows, cols = grid.grid_shape
@@ -85,7 +87,7 @@ class ClassificationOutput:
         k = len(self.class_names)
         done = state == done_code
         probs = np.where(done[None], np.nan_to_num(np.moveaxis(scores[..., :k], -1, 0)), 0).astype(np.float32)
-        labels = np.where(done, probs.argmax(axis=0) + 1, 0).astype(np.uint8 if k < 255 else np.uint16)
+        labels = np.where(done, probs.argmax(axis=0) + 1, 0).astype(self.label_dtype)
         return probs, labels
 
 
