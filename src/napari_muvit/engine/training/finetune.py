@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,12 +23,12 @@ from .pretrain import TrainResult, _normalizers
 from .runtime import autocast, check_cancel, limit_threads, resolve_device
 from .schedule import make_optimizer, make_scheduler
 from .state import (
-    CHECKPOINT_NAME,
     History,
     capture_rng,
     load_checkpoint,
+    prepare_output,
     publish_model,
-    restore_rng,
+    restore_training,
     save_checkpoint,
 )
 
@@ -163,13 +161,7 @@ def finetune(
     from napari_muvit.model import ModelCard
 
     limit_threads(num_threads)
-    out = Path(out)
-    train_dir = out / "training"
-    ckpt_path = train_dir / CHECKPOINT_NAME
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise FileExistsError(f"Output folder {out} already exists; pass --resume to continue it or choose a new --out.")
-    if overwrite and not resume:
-        shutil.rmtree(train_dir, ignore_errors=True)
+    out, train_dir, ckpt_path = prepare_output(out, resume, overwrite)
     dev = resolve_device(device)
     (pyramid,) = open_slides([source])
     base_model, encoder, base_card = _load_base(base, dev)
@@ -212,11 +204,7 @@ def finetune(
     start_epoch, metrics = 0, {}
     if resume:
         ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        restore_rng(ckpt["rng"], data.rng)
-        history = History(ckpt["history"])
+        history = restore_training(ckpt, model, opt, sched, data.rng)
         start_epoch = int(ckpt["epoch"])
         metrics = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()
                    if k not in ("epoch", "step", "train_loss", "lr", "seconds")}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,12 @@ from .batches import Prefetcher, SlideBatches, open_slides
 from .runtime import autocast, check_cancel, limit_threads, resolve_device
 from .schedule import make_optimizer, make_scheduler
 from .state import (
-    CHECKPOINT_NAME,
     History,
     capture_rng,
     load_checkpoint,
+    prepare_output,
     publish_model,
-    restore_rng,
+    restore_training,
     save_checkpoint,
 )
 
@@ -119,13 +118,7 @@ def pretrain(
     from napari_muvit.model import ModelCard
 
     limit_threads(num_threads)
-    out = Path(out)
-    train_dir = out / "training"
-    ckpt_path = train_dir / CHECKPOINT_NAME
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise FileExistsError(f"Output folder {out} already exists; pass --resume to continue it or choose a new --out.")
-    if overwrite and not resume:
-        shutil.rmtree(train_dir, ignore_errors=True)
+    out, train_dir, ckpt_path = prepare_output(out, resume, overwrite)
     dev = resolve_device(device)
 
     ckpt = load_checkpoint(ckpt_path) if resume else None
@@ -170,11 +163,7 @@ def pretrain(
     history = History()
     start = 0
     if ckpt is not None:
-        mae.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        restore_rng(ckpt["rng"], data.rng)
-        history = History(ckpt["history"])
+        history = restore_training(ckpt, mae, opt, sched, data.rng)
         start = int(ckpt["step"])
 
     # a fixed preview batch drawn from its own generator: previews never change the training stream

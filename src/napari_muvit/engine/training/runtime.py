@@ -37,9 +37,5 @@ def limit_threads(num_threads: int | None) -> None:
         torch.set_num_threads(int(num_threads))
 
 
-class Cancelled(Exception):
-    """Raised inside a loop when the ``cancel()`` callback returned True (caught by the loop itself)."""
-
-
 def check_cancel(cancel) -> bool:
     return bool(cancel is not None and cancel())

@@ -43,6 +43,32 @@ def restore_rng(state: dict, sampler_rng: np.random.Generator | None = None) -> 
         sampler_rng.bit_generator.state = state["sampler"]
 
 
+def prepare_output(out: str | Path, resume: bool, overwrite: bool) -> tuple[Path, Path, Path]:
+    """Check the output folder of a training run; returns ``(out, out/training, checkpoint path)``.
+
+    A non-empty folder needs ``resume`` or ``overwrite``; ``overwrite`` without ``resume`` clears
+    ``out/training`` (the model files are replaced when the run publishes its model).
+    """
+    import shutil
+
+    out = Path(out)
+    train_dir = out / "training"
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise FileExistsError(f"Output folder {out} already exists; pass --resume to continue it or choose a new --out.")
+    if overwrite and not resume:
+        shutil.rmtree(train_dir, ignore_errors=True)
+    return out, train_dir, train_dir / CHECKPOINT_NAME
+
+
+def restore_training(ckpt: dict, model, optimizer, scheduler, sampler_rng: np.random.Generator) -> History:
+    """Load a checkpoint's model, optimiser, scheduler and RNG states in place; returns its history."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    restore_rng(ckpt["rng"], sampler_rng)
+    return History(ckpt["history"])
+
+
 def save_checkpoint(path: str | Path, **state) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
