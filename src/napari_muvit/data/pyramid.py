@@ -167,20 +167,13 @@ class Pyramid:
 
     def _read_stored(self, i: int, start: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Read ``(C, *size)`` float32 from stored level ``i`` at pixel ``start``; zero outside."""
-        lv = self._levels[i]
-        shape = np.asarray(self.level_shape(i))
-        lo = np.clip(start, 0, shape)
-        hi = np.clip(start + size, 0, shape)
-        out = np.zeros((self.n_channels, *size.tolist()), dtype=np.float32)
-        valid = np.zeros(tuple(size.tolist()), dtype=bool)
-        if np.any(hi <= lo):
-            return out, valid
-        spatial = dict(zip(_spatial_axes(lv.layout), zip(lo.tolist(), hi.tolist())))
-        block = _to_channels_first(self._read_raw(i, spatial), lv.layout)
-        dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))
-        out[(slice(None),) + dst] = block
-        valid[dst] = True
-        return out, valid
+        layout = self._levels[i].layout
+
+        def read(lo: list[int], hi: list[int]) -> np.ndarray:
+            spatial = dict(zip(_spatial_axes(layout), zip(lo, hi)))
+            return _to_channels_first(self._read_raw(i, spatial), layout)
+
+        return _padded_window(self.n_channels, self.level_shape(i), start, size, read)
 
     def _read_raw(self, i: int, spatial: dict) -> np.ndarray:
         """``raw[t=0, all channels, spatial ranges]`` of stored level ``i`` in its own layout (without ``t``).
@@ -304,18 +297,29 @@ class Pyramid:
         return (img, bbox, valid) if return_valid else (img, bbox)
 
 
-def _slice_padded(arr: np.ndarray, start: np.ndarray, size: np.ndarray):
-    """Window ``(C, *size)`` of an in-memory ``(C, *S)`` array, zero outside; plus validity mask."""
-    shape = np.asarray(arr.shape[1:])
+def _padded_window(n_channels: int, shape, start: np.ndarray, size: np.ndarray, read):
+    """Window ``(C, *size)`` float32 at pixel ``start`` of a ``(C, *shape)`` source, zero outside; plus validity.
+
+    ``read(lo, hi)`` returns the source's ``(C, *(hi - lo))`` block for the in-bounds part (not called when empty).
+    """
+    shape = np.asarray(shape)
     lo = np.clip(start, 0, shape)
     hi = np.clip(start + size, 0, shape)
-    out = np.zeros((arr.shape[0], *size.tolist()), dtype=np.float32)
+    out = np.zeros((n_channels, *size.tolist()), dtype=np.float32)
     valid = np.zeros(tuple(size.tolist()), dtype=bool)
     if np.all(hi > lo):
         dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))
-        out[(slice(None),) + dst] = arr[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo.tolist(), hi.tolist()))]
+        out[(slice(None),) + dst] = read(lo.tolist(), hi.tolist())
         valid[dst] = True
     return out, valid
+
+
+def _slice_padded(arr: np.ndarray, start: np.ndarray, size: np.ndarray):
+    """Window ``(C, *size)`` of an in-memory ``(C, *S)`` array, zero outside; plus validity mask."""
+    return _padded_window(
+        arr.shape[0], arr.shape[1:], start, size,
+        lambda lo, hi: arr[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))],
+    )
 
 
 def _chunks_of(raw) -> Any:
