@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .pyramid import Level, Pyramid
-from .readers import check_levels_ascending, factors_from_shapes, pyramid_from_array
+from .readers import check_levels_ascending, factors_from_shapes, pyramid_from_array, pyramid_from_arrays
 
 _TIFF_AXES = {"Y": "y", "X": "x", "Z": "z", "C": "c", "S": "c", "T": "t"}
 _UM_PER = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
@@ -71,21 +71,14 @@ def open_tiff(path: Path, name: str = "image") -> Pyramid:
     except Exception as exc:
         raise _not_an_image(path, exc) from exc
     layout = _tiff_layout(series.axes, series.shape)
-    spatial_idx = [i for i, a in enumerate(layout) if a in "zyx"]
     arrays = [zarr.open(series.aszarr(level=k), mode="r") for k in range(len(series.levels))]
     pixel_size, unit = _tiff_pixel_size(tif)
-    if len(spatial_idx) == 3 and pixel_size is not None:
+    if "z" in layout and pixel_size is not None:
         pixel_size = None  # Z spacing is not in the resolution tags; better none than a wrong one
     if len(arrays) == 1:
         pyr = pyramid_from_array(arrays[0], name=name, axes=layout)
     else:
-        levels = []
-        for k, arr in enumerate(arrays):
-            factor = factors_from_shapes([arrays[0].shape[i] for i in spatial_idx],
-                                         [arr.shape[i] for i in spatial_idx], k)
-            levels.append(Level(arr, layout, factor))
-        check_levels_ascending([lv.factor for lv in levels])
-        pyr = Pyramid(levels, name=name, rgb=layout.endswith("c") and series.shape[-1] in (3, 4))
+        pyr = pyramid_from_arrays(arrays, name=name, axes=layout)
     pyr.pixel_size, pyr.unit = pixel_size, unit
     pyr._file = tif  # keeps the file handle open as long as the pyramid lives
     return pyr
