@@ -161,3 +161,10 @@ def test_cli(tmp_path, capsys):
     (keep / "notes.txt").write_text("precious")
     assert main(["synth", str(keep), "--size", "512", "--overwrite"]) == 2
     assert "not a zarr store" in capsys.readouterr().err and (keep / "notes.txt").exists()
+
+
+def test_write_progress_counts_up_to_the_chunk_total(tmp_path):
+    calls = []
+    write_synthetic_slide(tmp_path / "p.zarr", 600, seed=0, kind="noise", chunk=256,
+                          progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (9, 9) and len(calls) == 9

@@ -102,7 +102,7 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
         "muvit": generator,
     })
     labels = _create_levels(gt, sizes, chunk)
-    n_chunks = -(-size // chunk) ** 2
+    n_chunks = (-(-size // chunk)) ** 2
     done = 0
     for y in range(0, size, chunk):
         for x in range(0, size, chunk):
