@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
-from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
+from napari_muvit.widgets.layers import add_or_update, rgb_overview_layer
 from napari_muvit.widgets.model_runs import predict_with_model
 from napari_muvit.widgets.scratch import ScratchFolder
 from napari_muvit.widgets.workers import EngineJob
@@ -51,9 +51,6 @@ def show_features(viewer, path, pixel_size=None):
     meta = dict(root.attrs.get("napari_muvit", {}))
     factor = float((meta.get("image") or {}).get("factor", 1))
     y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
-    rgb = da.moveaxis(da.from_zarr(root["0"]), 0, -1)
-    scale, translate = level_transform(factor, pixel_size, 2, origin=(y0, x0))
-    kwargs = {"name": FEATURES_LAYER, "rgb": True, "scale": scale, "translate": translate,
-              "contrast_limits": (0.0, 1.0), "opacity": 0.8,
-              "metadata": {META_KEY: {"kind": "features", "level": factor, "store": str(path)}}}
-    return add_or_update(viewer, (rgb, kwargs, "image"))
+    layer = rgb_overview_layer(da.from_zarr(root["0"]), level=factor, pixel_size=pixel_size, name=FEATURES_LAYER,
+                               origin=(y0, x0), extra_meta={"store": str(path)})
+    return add_or_update(viewer, layer)
