@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .preview_view import PREVIEW_SIDE
-from .results import label_colors, read_preview, store_layers, store_meta
+from .results import read_preview, store_layers, store_meta
 from .workers import EngineJob, ProcessJob
 
 PREDICT_TARGET = "napari_muvit.engine.predict:predict"
@@ -93,8 +93,7 @@ def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_si
         try:
             got = read_preview(recipe.out, max_side=PREVIEW_SIDE)
             if got is not None:
-                on_preview({"probs": got[0], "stride": got[1], "labels": got[2], "meta": store_meta(recipe.out),
-                            "label_colors": label_colors(recipe.out)})
+                on_preview(got)
         finally:
             reading.release()
 

@@ -78,26 +78,16 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
     return out
 
 
-def label_colors(path) -> list | None:
-    """Class colours of a store's ``labels/prediction`` (indexed by label value), or None."""
-    import zarr
-
-    from ._reader import _attrs, _label_colors
-
-    try:
-        return _label_colors(_attrs(zarr.open_group(str(path), mode="r")["labels"]["prediction"]))
-    except (KeyError, ValueError, OSError):
-        return None
-
-
-def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096):
-    """Level 0 of a running store, strided to at most ``max_side`` px: ``(probs (K, h, w), stride,
-    labels (h, w) or None)``, or None
-    (also for outputs over ``max_read_px`` pixels: reading them every second would slow the run).
+def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096) -> dict | None:
+    """Level 0 of a running store, strided to at most ``max_side`` px, as a preview dict: ``probs (K, h, w)``,
+    ``stride``, ``labels (h, w)`` or None, the store's ``meta`` and ``label_colors`` (one store open). None
+    also for outputs over ``max_read_px`` pixels: reading them every second would slow the run.
 
     Runs on the worker side; a chunk being written at the same moment just makes this preview skip.
     """
     import zarr
+
+    from ._reader import _attrs, _label_colors
 
     try:
         root = zarr.open_group(str(path), mode="r")
@@ -107,10 +97,13 @@ def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096):
             return None
         stride = max(1, int(np.ceil(max(h, w) / max_side)))
         probs = np.asarray(arr[:, ::stride, ::stride])
-        labels = None
+        labels = colors = None
         if "labels" in root and "prediction" in root["labels"]:
-            labels = np.asarray(root["labels"]["prediction"]["0"][::stride, ::stride])
-        return probs, stride, labels
+            group = root["labels"]["prediction"]
+            labels = np.asarray(group["0"][::stride, ::stride])
+            colors = _label_colors(_attrs(group))
+        meta = dict(root.attrs.get("napari_muvit", {}))
+        return {"probs": probs, "stride": stride, "labels": labels, "meta": meta, "label_colors": colors}
     except Exception:  # noqa: BLE001 - a preview is best effort, the final layers are not
         return None
 
