@@ -64,6 +64,9 @@ def screenshot_run(viewer, widget, out: str, region: int, timeout: float, attent
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.results import centre_camera
+
     app = QApplication.instance()
     h, w = widget.image.pyramid.shape[-2:]
     side = min(int(region), h, w)
@@ -84,31 +87,19 @@ def screenshot_run(viewer, widget, out: str, region: int, timeout: float, attent
     info = {"tiles": job.total, "prediction_s": round(job.stopped_at - job.started_at, 1)}
     centre = (y0 + side / 2, x0 + side / 2)
     widget.update_context_preview(center_yx=centre)
-    probe = None
-    try:
-        from napari_muvit.widgets.attention import AttentionProbeWidget
-    except ImportError:
-        info["attention"] = "attention widget not available"
-    else:
-        probe = AttentionProbeWidget(viewer)
-        viewer.window.add_dock_widget(probe, name="MuViT attention", area="right", tabify=True)
-        if widget.model.model_source() != "demo":  # the probe widget starts on the demo model
-            probe._model.value = widget.model.model_source()
-        probe.probe(centre)
-        _wait(app, lambda: probe.last_view is not None or "failed" in str(probe._status.value).lower(),
-              timeout, "attention probe")
-        info["attention"] = str(probe._status.value)
-        widget._hide_context()  # the probe draws its own crops
+    probe = AttentionProbeWidget(viewer)
+    viewer.window.add_dock_widget(probe, name="MuViT attention", area="right", tabify=True)
+    if widget.model.model_source() != "demo":  # the probe widget starts on the demo model
+        probe._model.value = widget.model.model_source()
+    probe.probe(centre)
+    _wait(app, lambda: probe.last_view is not None or "failed" in str(probe._status.value).lower(),
+          timeout, "attention probe")
+    info["attention"] = str(probe._status.value)
+    widget._hide_context()  # the probe draws its own crops
     ps = np.asarray(viewer.layers[0].scale, dtype=float)[-2:]
-    margin = side * 0.9
-    from napari_muvit.widgets.region import scene_camera
-
-    camera = scene_camera(viewer)
-    centre_n = (np.asarray(centre) * ps).tolist()
-    camera.center = (*camera.center[:-2], *centre_n)
-    camera.zoom = 0.95 * float(min(viewer.canvas.size)) / float((side + 2 * margin) * ps.max())
+    centre_camera(viewer, *centre, side * 2.8, ps, fill=0.95)  # the region plus 0.9 of its side each way
     _settle(app)
-    if attention_out and probe is not None:
+    if attention_out:
         viewer.screenshot(attention_out, canvas_only=False)
         info["attention_screenshot"] = attention_out
     widget.dock.raise_()
