@@ -36,17 +36,15 @@ def level_ratio_masking(B: int, L: int, n: int, ratios, device=None, generator=N
     """Mask a fixed share ``ratios[l]`` of each level's ``n`` tokens; returns ``(idx (B, L*n), n_keep)``."""
     if len(ratios) != L:
         raise ValueError(f"{len(ratios)} per-level masking ratios were given for {L} levels; give one per level.")
+    counts = [int(n * (1 - float(r))) for r in ratios]
     rows = []
     for _ in range(B):
-        keep = []
-        for li, r in enumerate(ratios):
-            k = int(n * (1 - float(r)))
-            keep.append(torch.randperm(n, device=device, generator=generator)[:k] + li * n)
-        keep = torch.cat(keep)
+        keep = torch.cat([torch.randperm(n, device=device, generator=generator)[:k] + li * n
+                          for li, k in enumerate(counts)])
         visible = torch.zeros(L * n, dtype=torch.bool, device=device)
         visible[keep] = True
         rows.append(torch.cat([keep, torch.nonzero(~visible).flatten()]))
-    return torch.stack(rows), int(rows[0].numel() - (~visible).sum())
+    return torch.stack(rows), sum(counts)
 
 
 def sample_masking(B: int, L: int, n: int, ratio: float, mode, device=None, generator=None) -> tuple[Tensor, int]:
