@@ -83,11 +83,12 @@ def result_of(ctx, store, book, cancelled, seconds) -> PredictionResult:
 def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) -> tuple[OutputStore, TileBook]:
     """Create the store (or reopen it when resuming, checking it was started with the same recipe)."""
     out = ctx.recipe.out
+    fg = foreground_tiles(ctx)
     if resuming:
         store = OutputStore(out)
-        old = store.meta.get("recipe", {})
+        old, new = store.meta.get("recipe", {}), ctx.recipe.to_dict()
         for key in IDENTITY:
-            new_v = ctx.recipe.to_dict()[key]
+            new_v = new[key]
             if key == "normalization" and not given_normalization:
                 continue  # resolved from the slide again: the stored values are used below
             if _norm(old.get(key)) != _norm(new_v):
@@ -105,7 +106,7 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
         ctx.recipe = ctx.recipe.replace(normalization=old["normalization"])
         if ctx.output.mode == "direct":
             if store.meta.get("pca") is None:  # stopped before the PCA was stored
-                store.set_meta(pca=fit_feature_pca(ctx))
+                store.set_meta(pca=fit_feature_pca(ctx, fg))
             ctx.output.pca = store.meta["pca"]
     else:
         batch_size = _resolve_batch_size(ctx)
@@ -119,8 +120,7 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
             label_colors=getattr(ctx.output, "class_colors", None), pixel_size=ctx.pyramid.pixel_size,
             unit=ctx.pyramid.unit, attrs=attrs)
         if ctx.output.mode == "direct":
-            store.set_meta(pca=fit_feature_pca(ctx))
-    fg = foreground_tiles(ctx)
+            store.set_meta(pca=fit_feature_pca(ctx, fg))
     book = TileBook(ctx.grid, store, ctx.output.mode, fg, len(ctx.output.score_names), int(store.meta["batch_size"]))
     book.save(force=True)
     return store, book
@@ -144,9 +144,8 @@ def _resolve_batch_size(ctx: RunContext) -> int:
     return auto_batch_size(probe, ctx.device)
 
 
-def fit_feature_pca(ctx: RunContext) -> dict:
-    """Fit the RGB overview's PCA on up to 32 evenly spaced (foreground) tiles."""
-    fg = foreground_tiles(ctx)
+def fit_feature_pca(ctx: RunContext, fg: np.ndarray) -> dict:
+    """Fit the RGB overview's PCA on up to 32 evenly spaced tiles of ``fg`` (the tiles to predict)."""
     tiles = [(int(i), int(j)) for i, j in zip(*np.nonzero(fg))]
     if not tiles:
         tiles = [(0, 0)]

@@ -1,7 +1,7 @@
 """Per-tile operations shared by the in-process runner and the dask workers.
 
 ``read_batch`` (crops, normalised), ``run_batch`` (model, out-of-memory safe), ``commit_batch`` (scratch or
-direct writes) and ``finalise_tile`` (blend one owned chunk from its neighbours and write it).
+direct writes) and ``finalise_tiles`` (blend owned chunks from their neighbours and write them).
 """
 
 from __future__ import annotations
@@ -156,11 +156,6 @@ def finalise_tiles(ctx, store, jobs, cache=None) -> dict:
         labels = np.concatenate([blocks[t][1] for t in run], axis=-1)
         store.write_block((a0, a1, b0, b1), values, labels)
     return {t: b[2] for t, b in blocks.items()}
-
-
-def finalise_tile(ctx, store, i, j, neighbours_present, cache=None):
-    """Blend chunk ``(i, j)`` from the predictions of its present neighbours, write it; returns its scores."""
-    return finalise_tiles(ctx, store, [((i, j), neighbours_present)], cache)[(i, j)]
 
 
 class PredictionCache:
