@@ -107,7 +107,7 @@ def _check_axes(axes: str, shape) -> str:
     return axes
 
 
-def _is_rgb(axes: str, shape, dtype) -> bool:
+def _is_rgb(axes: str, shape) -> bool:
     """RGB(A) = samples on the last axis (how napari, TIFF and PNG store colour)."""
     return axes.endswith("c") and shape[-1] in (3, 4)
 
@@ -128,7 +128,7 @@ def pyramid_from_array(
         f *= 2
         factor = tuple(f if (a != "z" or downsample_z) else 1 for a in spatial)
         levels.append(Level(None, axes, factor, source=0))
-    return Pyramid(levels, name=name, rgb=_is_rgb(axes, array.shape, array.dtype))
+    return Pyramid(levels, name=name, rgb=_is_rgb(axes, array.shape))
 
 
 def pyramid_from_arrays(arrays: list, *, name="image", axes=None) -> Pyramid:
@@ -145,7 +145,7 @@ def pyramid_from_arrays(arrays: list, *, name="image", axes=None) -> Pyramid:
         factor = factors_from_shapes([shape0[i] for i in spatial_idx], [arr.shape[i] for i in spatial_idx], k)
         levels.append(Level(arr, axes, factor))
     check_levels_ascending([lv.factor for lv in levels])
-    return Pyramid(levels, name=name, rgb=_is_rgb(axes, shape0, arrays[0].dtype))
+    return Pyramid(levels, name=name, rgb=_is_rgb(axes, shape0))
 
 
 def factors_from_shapes(shape0: Sequence[int], shape: Sequence[int], level_index: int) -> tuple[int, ...]:
