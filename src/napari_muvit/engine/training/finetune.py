@@ -15,12 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from .annotations import IGNORE, open_label_image, read_rois
 from .augment import Augmenter
 from .batches import Prefetcher, check_levels_available, open_slides
 from .metrics import ConfusionMatrix, multiclass_auc
 from .pretrain import TrainResult, _normalizers
-from .runtime import autocast, check_cancel, limit_threads, resolve_device
+from .runtime import autocast, check_cancel, limit_threads
 from .schedule import make_optimizer, make_scheduler
 from .state import (
     History,

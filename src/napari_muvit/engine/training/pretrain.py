@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from .augment import Augmenter
 from .batches import Prefetcher, SlideBatches, open_slides
-from .runtime import autocast, check_cancel, limit_threads, resolve_device
+from .runtime import autocast, check_cancel, limit_threads
 from .schedule import make_optimizer, make_scheduler
 from .state import (
     History,

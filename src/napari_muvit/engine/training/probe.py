@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..device import resolve_device
 from .annotations import IGNORE, check_classes, open_label_image, read_label_crop
 from .batches import check_levels_available, open_slides
-from .runtime import check_cancel, limit_threads, resolve_device
+from .runtime import check_cancel, limit_threads
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Device, precision and thread choices shared by the training loops."""
+"""Precision, thread and cancel helpers shared by the training loops (the device comes from `engine.device`)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,6 @@ import contextlib
 import os
 
 import torch
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
-    if str(device) != "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but no CUDA GPU is available; use 'cpu' or 'auto'.")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def autocast(device: torch.device, precision: str = "auto"):
