@@ -56,6 +56,14 @@ def _hash_uniform(seed: int, a, b, salt: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+def _region_seeds(cy, cx, seed: int, n_types: int, region_size: int):
+    """World position ``(sy, sx)`` and type ``1..n_types`` of the jittered seed of region grid cells ``(cy, cx)``."""
+    sy = (cy + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 1)) * region_size
+    sx = (cx + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 2)) * region_size
+    types = 1 + np.minimum((_hash_uniform(seed, cy, cx, 3) * n_types).astype(np.int64), n_types - 1)
+    return sy, sx, types
+
+
 def region_type(y, x, seed: int, n_types: int = 3, region_size: int = REGION_SIZE) -> np.ndarray:
     """Region type (1..n_types) at world points ``y, x`` (arrays): the type of the nearest jittered seed."""
     y = np.asarray(y, dtype=np.float64)
@@ -65,11 +73,8 @@ def region_type(y, x, seed: int, n_types: int = 3, region_size: int = REGION_SIZ
     kind = np.zeros(y.shape, dtype=np.uint8)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            cy, cx = gy + dy, gx + dx
-            sy = (cy + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 1)) * region_size
-            sx = (cx + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 2)) * region_size
+            sy, sx, t = _region_seeds(gy + dy, gx + dx, seed, n_types, region_size)
             d = (y - sy) ** 2 + (x - sx) ** 2
-            t = 1 + np.minimum((_hash_uniform(seed, cy, cx, 3) * n_types).astype(np.int64), n_types - 1)
             closer = d < best
             best = np.where(closer, d, best)
             kind = np.where(closer, t, kind).astype(np.uint8)
@@ -82,9 +87,7 @@ def _region_map(y0: int, x0: int, shape, seed: int, n_types: int, region_size: i
     gy = np.arange(y0 // region_size - 1, (y0 + h - 1) // region_size + 2)
     gx = np.arange(x0 // region_size - 1, (x0 + w - 1) // region_size + 2)
     cy, cx = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
-    sy = (cy + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 1)) * region_size
-    sx = (cx + 0.1 + 0.8 * _hash_uniform(seed, cy, cx, 2)) * region_size
-    types = (1 + np.minimum((_hash_uniform(seed, cy, cx, 3) * n_types).astype(np.int64), n_types - 1))
+    sy, sx, types = _region_seeds(cy, cx, seed, n_types, region_size)
     yy = np.arange(y0, y0 + h, dtype=np.float32)[:, None]
     xx = np.arange(x0, x0 + w, dtype=np.float32)[None, :]
     best = np.full((h, w), np.inf, np.float32)
