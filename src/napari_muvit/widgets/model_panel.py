@@ -58,7 +58,8 @@ class _TupleSafeLoader(yaml.SafeLoader):
 _TupleSafeLoader.add_constructor(
     "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
 )
-MAE_ONLY_KEYS = ("decoder_mode", "dim_decoder", "masking_mode", "masking_ratio", "num_layers_decoder")
+# the MAE-only config keys, as model.checkpoint.MAE_KEYS: any of them makes a card-less folder an MAE
+MAE_ONLY_KEYS = ("decoder_mode", "dim_decoder", "loss", "masking_mode", "masking_ratio", "num_layers_decoder")
 
 
 def _model_folder(source: str) -> Path:
