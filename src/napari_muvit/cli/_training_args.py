@@ -17,6 +17,14 @@ def parse_levels(text: str) -> tuple[int, ...]:
     return validate_levels(values)
 
 
+def check_positive(args, names) -> None:
+    """Raise for any of the ``names`` flags given as zero or a negative number."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+
+
 def add_common(p) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="crops per optimisation step (default 8)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")

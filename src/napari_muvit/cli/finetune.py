@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ._training_args import add_common, parse_levels, printer
+from ._training_args import add_common, check_positive, parse_levels, printer
 
 
 def add_parser(subparsers) -> None:
@@ -39,10 +39,7 @@ def run(args) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     if not 0 <= args.val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
-    for name in ("epochs", "batch_size", "steps_per_epoch", "size"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    check_positive(args, ("epochs", "batch_size", "steps_per_epoch", "size"))
     result = finetune(
         args.source, args.labels, args.base, args.out, task=args.task, class_names=classes, levels=levels,
         size=args.size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,

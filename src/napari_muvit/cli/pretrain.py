@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ._training_args import add_common, parse_levels, printer
+from ._training_args import add_common, check_positive, parse_levels, printer
 
 
 def add_parser(subparsers) -> None:
@@ -33,10 +33,7 @@ def run(args) -> int:
     from napari_muvit.engine.training import pretrain
 
     levels = parse_levels(args.levels) if args.levels else None
-    for name in ("steps", "epochs", "batch_size", "size", "checkpoint_every"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+    check_positive(args, ("steps", "epochs", "batch_size", "size", "checkpoint_every"))
     result = pretrain(
         args.sources, args.out, levels=levels, size=args.size, steps=args.steps, epochs=args.epochs,
         batch_size=args.batch_size, base=args.base, lr=args.lr or 1.5e-4,
