@@ -41,7 +41,7 @@ def _predict_in_thread(recipe, progress=None, cancel=None, pyramid=None):
     return predict(recipe, progress=progress, cancel=cancel, pyramid=pyramid)
 
 
-def _materialize(tuples: list, max_px: int) -> list:
+def materialize_small(tuples: list, max_px: int) -> list:
     """Small outputs -> level 0 as one numpy array (napari then swaps the data of the preview layer
     instead of building a new layer, which costs the GUI thread far more than the pixels)."""
     out = []
@@ -65,7 +65,7 @@ def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, 
         return Outputs(store, result)
     if complete is None and result is not None:
         complete = bool(getattr(result, "complete", False))
-    tuples = _materialize(store_layers(store, complete=complete, origin_offset=origin_offset), max_px)
+    tuples = materialize_small(store_layers(store, complete=complete, origin_offset=origin_offset), max_px)
     for _, kwargs, _ in tuples:
         kwargs["metadata"]["muvit"]["output"] = True
     rois, roi_error = None, None

@@ -171,16 +171,13 @@ def prediction_layer(store, class_names) -> tuple | None:
     Region-sized results are read into memory here so that adding the layer on the GUI thread does not
     read chunks; a class the user called background is see-through.
     """
+    from napari_muvit.widgets.prediction_job import materialize_small
     from napari_muvit.widgets.results import store_layers
 
     tuples = [t for t in store_layers(store, prefix="MuViT probe") if t[2] == "labels"]
     if not tuples:
         return None
-    data, kwargs, kind = tuples[0]
-    arrays = data if isinstance(data, list) else [data]
-    if int(np.prod(arrays[0].shape)) <= IN_MEMORY_PX:
-        data = np.asarray(arrays[0])  # one level: small enough, and napari shows it without a pyramid
-        kwargs["multiscale"] = False
+    data, kwargs, kind = materialize_small(tuples[:1], IN_MEMORY_PX)[0]
     if isinstance(kwargs.get("colormap"), dict):
         for k, class_name in enumerate(class_names):
             if class_name.strip().lower() in ("background", "bg"):
