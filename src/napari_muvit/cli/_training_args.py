@@ -6,17 +6,6 @@ import sys
 import time
 
 
-def parse_levels(text: str) -> tuple[int, ...]:
-    """``"1,8,32"`` -> ``(1, 8, 32)``, validated (ascending, nested)."""
-    from napari_muvit.data.geometry import validate_levels
-
-    try:
-        values = [float(v) for v in str(text).replace(" ", "").split(",") if v]
-    except ValueError:
-        raise ValueError(f"--levels {text!r} must be comma-separated downsample factors, e.g. 1,8,32.") from None
-    return validate_levels(values)
-
-
 def check_positive(args, names) -> None:
     """Raise for any of the ``names`` flags given as zero or a negative number."""
     for name in names:
