@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layers import META_KEY
+from .layers import META_KEY, napari_to_world
 
 
 @dataclass
@@ -34,8 +34,8 @@ class ImageInput:
         return (y0 - oy, y1 - oy, x0 - ox, x1 - ox)
 
     def to_image_world_point(self, napari_yx) -> np.ndarray:
-        ps = np.ones(2) if self.pixel_size is None else np.asarray(self.pixel_size[-2:], dtype=float)
-        return np.asarray(napari_yx, dtype=float) / ps - np.asarray(self.origin_offset)
+        ps = None if self.pixel_size is None else self.pixel_size[-2:]
+        return napari_to_world(napari_yx, ps) - np.asarray(self.origin_offset)
 
     def from_image_world_boxes(self, bboxes) -> np.ndarray:
         """Crop bboxes ``(L, 2, 2)`` of the image frame -> napari's world px frame."""
