@@ -191,17 +191,9 @@ def read_mask(path: str, slide_shape) -> tuple[np.ndarray, float, float]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"mask {path!r} does not exist; give a .npy, .tif or zarr mask image.")
-    if p.suffix == ".npy":
-        mask = np.load(p)
-    elif p.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    from .training.annotations import read_label_file
 
-        mask = tifffile.imread(p)
-    else:
-        import zarr
-
-        mask = zarr.open_array(str(p), mode="r")[:]
-    mask = np.asarray(mask)
+    mask = np.asarray(read_label_file(p))
     if mask.ndim != 2:
         raise ValueError(f"mask {path!r} has shape {mask.shape}; it must be a 2D image (y, x).")
     fy, fx = slide_shape[0] / mask.shape[0], slide_shape[1] / mask.shape[1]

@@ -27,7 +27,7 @@ def open_label_image(labels, shape: tuple[int, int]) -> da.Array:
     ``shape``: the slide's level-1 ``(Y, X)``; any other shape is a user error.
     """
     if isinstance(labels, (str, Path)):
-        labels = _read_label_file(Path(labels))
+        labels = read_label_file(Path(labels))
     if isinstance(labels, (list, tuple)):
         labels = labels[0]  # napari multiscale Labels: level 0 is full resolution
     arr = labels if isinstance(labels, da.Array) else da.from_array(labels, chunks=(2048,) * np.ndim(labels))
@@ -46,7 +46,8 @@ def open_label_image(labels, shape: tuple[int, int]) -> da.Array:
     return arr
 
 
-def _read_label_file(path: Path):
+def read_label_file(path: Path):
+    """An image from ``.npy`` (memory-mapped), ``.tif``/``.tiff`` (lazy) or a zarr array / OME-Zarr group."""
     if not path.exists():
         raise FileNotFoundError(f"Label file {path} does not exist.")
     suffix = path.suffix.lower()
