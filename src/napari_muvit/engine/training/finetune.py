@@ -37,6 +37,12 @@ DEFAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564
                   "#bcbd22", "#17becf"]
 
 
+def class_colors_for(class_colors, n: int) -> list[str]:
+    """``class_colors`` padded to ``n`` with the default palette (cycled)."""
+    colors = list(class_colors or [])
+    return colors + [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(colors), n)]
+
+
 def _load_base(base, device):
     from napari_muvit.model import load_model
 
@@ -248,9 +254,7 @@ def finetune(
             history.plot(train_dir / "metrics.png", x="epoch", ys=("train_loss", "val_loss"), title=f"{task} loss")
     finally:
         prefetch.close()
-    colors = list(class_colors or DEFAULT_COLORS[: data.num_classes])
-    while len(colors) < data.num_classes:
-        colors.append(DEFAULT_COLORS[len(colors) % len(DEFAULT_COLORS)])
+    colors = class_colors_for(class_colors, data.num_classes)
     card = ModelCard(
         task=task, levels=list(levels), crop_size=int(size), in_channels=int(encoder.in_channels),
         class_names=list(data.class_names), class_colors=colors,

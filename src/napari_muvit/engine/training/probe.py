@@ -150,11 +150,9 @@ def fit_probe(
             pred = seg.head_forward(fused, x).argmax(1)
             keep = t != IGNORE
             acc = float((pred[keep] == t[keep]).float().mean())
-    colors = list(class_colors or [])
-    if len(colors) < len(class_names):
-        from .finetune import DEFAULT_COLORS
+    from .finetune import class_colors_for
 
-        colors += [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(colors), len(class_names))]
+    colors = class_colors_for(class_colors, len(class_names))
     seg.card = ModelCard(
         task="segmentation", levels=levels, crop_size=size, in_channels=encoder.in_channels,
         class_names=list(class_names), class_colors=colors, normalization=normalizer.to_dict(),
