@@ -218,13 +218,12 @@ def roi_points_layer(centers_yx, features=None, pixel_size=None, unit=None, name
                      size_px: float = 32.0, extra_meta: Mapping | None = None) -> tuple:
     """ROI centres ``(N, 2)`` world px with a features table (e.g. score, rank) -> Points."""
     centers = np.asarray(centers_yx, dtype=float).reshape(-1, 2)
-    ps = pixel_size
-    scale, _ = level_transform(1, ps, 2)
+    scale, _ = level_transform(1, pixel_size, 2)
     feats = _features(features)
     kwargs = {
         "name": name, "scale": scale, "units": _units(unit, 2), "features": feats, "size": size_px,
         "face_color": "transparent", "border_color": "#00ff88", "border_width": 0.15,
-        "metadata": _meta("rois", 1, ps, unit, extra_meta),
+        "metadata": _meta("rois", 1, pixel_size, unit, extra_meta),
     }
     if "rank" in feats:
         kwargs["text"] = {"string": "{rank}", "color": "#00ff88", "anchor": "upper_left", "size": 10}

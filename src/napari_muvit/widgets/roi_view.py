@@ -44,8 +44,7 @@ def roi_layer_and_table(store, pixel_size=None, origin_offset=(0.0, 0.0), score=
         "class": np.asarray([r.classification for r in rois]),
         "centroid_y": centres[:, 0], "centroid_x": centres[:, 1],
     }
-    meta_pixel = pixel_size
-    scale, _ = layers.level_transform(1, meta_pixel, 2)
+    scale, _ = layers.level_transform(1, pixel_size, 2)
     kwargs = {
         "name": ROI_LAYER, "scale": scale, "shape_type": "polygon", "features": features,
         "edge_color": "#00ff88", "face_color": "transparent", "edge_width": 2.0,
