@@ -24,7 +24,7 @@ import numpy as np
 
 from .book import TileBook
 from .context import resolve
-from .predict import PredictionResult, finish, open_run, result_of
+from .predict import PredictionResult, conclude, open_run, result_of
 from .recipe import Recipe
 from .store import PREDICTED, OutputStore, prepare_output
 from .tileops import commit_batch, finalise_tiles, read_batch, run_batch
@@ -109,11 +109,7 @@ def predict_distributed(recipe: Recipe, progress=None, cancel=None) -> Predictio
         client.close()
         if cluster is not None:
             cluster.close()
-    if not cancelled and book.complete:
-        finish(ctx, store, book)
-    else:
-        book.save(force=True)
-        store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
+    conclude(ctx, store, book, cancelled)
     res = result_of(ctx, store, book, cancelled, time.perf_counter() - t0)
     res.info["workers"] = recipe.workers or recipe.scheduler
     return res

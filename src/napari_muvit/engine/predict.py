@@ -61,11 +61,7 @@ def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=N
     resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
     store, book = open_run(ctx, resuming, recipe.normalization is not None)
     cancelled = _run_local(ctx, store, book, progress, cancel)
-    if not cancelled and book.complete:
-        finish(ctx, store, book)
-    else:
-        book.save(force=True)
-        store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
+    conclude(ctx, store, book, cancelled)
     return result_of(ctx, store, book, cancelled, time.perf_counter() - t0)
 
 
@@ -211,6 +207,15 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
     if progress:
         progress(book.finished, book.total)
     return cancelled
+
+
+def conclude(ctx, store, book, cancelled: bool) -> None:
+    """`finish` a complete run; an interrupted one saves its state and tile table for ``resume``."""
+    if not cancelled and book.complete:
+        finish(ctx, store, book)
+    else:
+        book.save(force=True)
+        store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
 
 
 def finish(ctx, store, book) -> None:
