@@ -15,6 +15,7 @@ from napari_muvit.widgets.layers import (
     add_or_update,
     crop_outlines_layer,
     level_transform,
+    set_transform,
     world_to_napari,
 )
 
@@ -65,10 +66,7 @@ def update_in_place(viewer, layer_tuple: tuple, count: int | None = None):
         same = len(layer.data) == count
     if not same:
         return add_or_update(viewer, layer_tuple)
-    # each transform assignment re-validates the viewer's dims: skip the unchanged ones
-    for key in ("scale", "translate"):
-        if key in kwargs and not np.allclose(getattr(layer, key), kwargs[key]):
-            setattr(layer, key, kwargs[key])
+    set_transform(layer, kwargs)
     if layer_type == "shapes" and all(np.array_equal(a, b) for a, b in zip(layer.data, data)):
         return layer
     layer.data = data

@@ -284,19 +284,27 @@ def add_or_update(viewer, layer_tuple: tuple):
     name = kwargs.get("name")
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if layer._type_string == layer_type and _same_structure(layer, data):
-            layer.scale = kwargs.get("scale", layer.scale)
-            layer.translate = kwargs.get("translate", layer.translate)
+        # points and shapes carry features/colours per item: rebuilt, like a layer of another kind
+        rebuild = layer_type in ("points", "shapes") or layer._type_string != layer_type
+        if not rebuild and _same_structure(layer, data):
+            set_transform(layer, kwargs)
             layer.metadata = kwargs.get("metadata", layer.metadata)
-            if layer_type in ("points", "shapes"):
-                viewer.layers.remove(layer)  # features/colours per item: rebuild
-            else:
-                layer.data = data
-                return layer
-        else:
-            viewer.layers.remove(layer)
+            layer.data = data
+            return layer
+        viewer.layers.remove(layer)
     add = getattr(viewer, f"add_{layer_type}")
     return add(data, **kwargs)
+
+
+def set_transform(layer, kwargs: Mapping) -> None:
+    """Apply ``kwargs``' scale and translate to an existing layer, skipping unchanged ones: each
+    assignment re-validates the viewer's dims (a live preview or a hover would pay it every update)."""
+    for key in ("scale", "translate"):
+        if key not in kwargs:
+            continue
+        old, new = np.asarray(getattr(layer, key), dtype=float), np.asarray(kwargs[key], dtype=float)
+        if old.shape != new.shape or not np.allclose(old, new):
+            setattr(layer, key, kwargs[key])
 
 
 def _same_structure(layer, data) -> bool:
