@@ -55,9 +55,9 @@ def test_failed_tasks_are_retried_and_a_killed_worker_loses_no_tile(tmp_path, mo
         (tokens / name).touch()
     monkeypatch.setenv("NAPARI_MUVIT_INJECT_FAILURES", str(tokens))  # inherited by the worker processes
     seen, killed = [], []
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        pids = sorted(client.run(os.getpid).values())
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:  # closed before predict opens its own client: one client at a time
+            pids = sorted(client.run(os.getpid).values())
 
         def progress(done, total):
             seen.append(done)
