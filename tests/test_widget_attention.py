@@ -141,7 +141,8 @@ def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypa
     widget = AttentionProbeWidget(viewer)
     assert widget._image.value is viewer.layers["slide"]
     probed = []
-    monkeypatch.setattr(widget, "probe", lambda yx: probed.append(tuple(yx)))
+    # patch the class: magicgui containers turn the instance-level undo (delattr) into remove()
+    monkeypatch.setattr(AttentionProbeWidget, "probe", lambda self, yx: probed.append(tuple(yx)))
     # a click: press and release at the same screen point -> one probe at the world (level-1 px) point
     _mouse(viewer, "press", (50.0, 60.0), pos=(10, 10))
     _mouse(viewer, "release", (50.0, 60.0), pos=(10, 10))

@@ -139,7 +139,8 @@ def test_new_strokes_retrain_once_debounced(viewer_with_slide, qtbot, monkeypatc
     tab = widget.scribble
     layer = tab.new_scribble_layer()
     starts = []
-    monkeypatch.setattr(tab, "start", lambda *a: starts.append(time.perf_counter()))
+    # patch the class: magicgui containers turn the instance-level undo (delattr) into remove()
+    monkeypatch.setattr(type(tab), "start", lambda self, *a: starts.append(time.perf_counter()))
     tab.debounce.setInterval(150)
     layer.paint((10, 10), 1)  # before a first training: painting alone trains nothing
     qtbot.wait(300)
@@ -252,12 +253,12 @@ def test_strokes_during_training_retrain_once_afterwards(viewer_with_slide, qtbo
     tab.debounce.setInterval(100)
     runs = []
 
-    def fake_fit(kw, progress, cancel):  # the widget logic only: a probe round that takes 0.6 s
+    def fake_fit(self, kw, progress, cancel):  # the widget logic only: a probe round that takes 0.6 s
         runs.append(time.perf_counter())
         time.sleep(0.6)
         return {"fit": None, "layer": None, "seconds": 0.6}
 
-    monkeypatch.setattr(tab, "_run", fake_fit)
+    monkeypatch.setattr(type(tab), "_run", fake_fit)  # the class: see above
     tab.start()
     qtbot.waitUntil(lambda: len(runs) == 1, timeout=5000)
     for k in range(3):  # strokes while the first round trains
