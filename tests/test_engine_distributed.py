@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 import zarr
 
 from napari_muvit.engine.predict import predict
@@ -18,7 +17,6 @@ pytest.importorskip("distributed")
 def test_two_worker_cluster_matches_single_process(tmp_path):
     from napari_muvit.model import save_model
 
-    torch.set_num_threads(1)
     save_model(tiny_segmenter(), tmp_path / "model")
     tifffile.imwrite(tmp_path / "slide.tif", (random_slide((200, 176), seed=11) * 255).astype(np.uint8))
     base = Recipe(source=str(tmp_path / "slide.tif"), model=str(tmp_path / "model"), overlap=8, batch_size=4,
@@ -44,7 +42,6 @@ def test_failed_tasks_are_retried_and_a_killed_worker_loses_no_tile(tmp_path, mo
 
     from napari_muvit.model import save_model
 
-    torch.set_num_threads(1)
     save_model(tiny_segmenter(), tmp_path / "model")
     tifffile.imwrite(tmp_path / "slide.tif", (random_slide((160, 160), seed=3) * 255).astype(np.uint8))
     base = Recipe(source=str(tmp_path / "slide.tif"), model=str(tmp_path / "model"), overlap=8, batch_size=4)

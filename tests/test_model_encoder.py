@@ -13,8 +13,6 @@ from napari_muvit.model import (
     save_model,
 )
 
-torch.set_num_threads(1)
-
 
 def tiny(ndim=2, **kw):
     torch.manual_seed(0)

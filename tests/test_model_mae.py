@@ -5,8 +5,6 @@ import torch
 
 from napari_muvit.model import MuViTMAE, load_model, save_model
 
-torch.set_num_threads(1)
-
 
 def tiny(**kw):
     torch.manual_seed(0)

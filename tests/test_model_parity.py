@@ -19,7 +19,6 @@ import torch
 
 from napari_muvit.model import MuViTEncoder, MuViTMAE, load_model, save_model
 
-torch.set_num_threads(1)
 REF = Path(__file__).parent / "data" / "reference"
 MANIFEST = json.loads((REF / "cases.json").read_text())
 ENCODER_CASES = [c for c in MANIFEST["cases"] if c["kind"] == "encoder"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ TINY = dict(patch_size=8, dim=48, num_layers=2, heads=2, dim_decoder=48, num_lay
 @pytest.fixture(scope="module")
 def easy(tmp_path_factory):
     """Slide, labels (1 = background, 2 = cell) and an untrained tiny MAE folder with levels (1, 4)."""
-    torch.set_num_threads(1)
     image, labels, _ = synthetic_slide(768, seed=3)
     easy = (labels > 0).astype(np.uint8) + 1
     torch.manual_seed(0)
@@ -92,14 +90,12 @@ def test_finetune_classifier_from_rois(easy, tmp_path):
     assert model.card.task == "classification" and model.card.class_names == ["cells", "empty"]
 
 
-def test_fit_probe_from_scribbles_in_seconds(easy):
+def test_fit_probe_from_scribbles(easy):
     image, labels, base = easy
     scribbles = np.zeros_like(labels)
     for y in (40, 200, 360):
         scribbles[y : y + 24, :384] = labels[y : y + 24, :384]
-    t0 = time.perf_counter()
     result = fit_probe(base, image, scribbles, class_names=["background", "cell"], steps=60, hidden=32)
-    assert time.perf_counter() - t0 < 30
     assert result.n_tiles > 0 and result.losses[-1] < result.losses[0]
     assert result.train_accuracy > 0.8
     # held-out area (never scribbled): balanced accuracy well above the 0.5 of chance

@@ -16,7 +16,6 @@ TINY = dict(patch_size=8, dim=48, num_layers=2, heads=2, dim_decoder=48, num_lay
 
 @pytest.fixture(scope="module")
 def slide():
-    torch.set_num_threads(1)
     image, labels, names = synthetic_slide(768, seed=3)
     return image
 
