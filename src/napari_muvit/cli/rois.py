@@ -9,8 +9,9 @@ EXAMPLES = """examples:
   napari-muvit rois pred.zarr --score class:tumour --regions --export tumour.csv
   napari-muvit rois mae.zarr --score mae_error --top-k 50 --min-distance 2048 --export unusual.geojson
 
-scores: entropy, class:NAME (class probability or classifier score), mae_error (MAE reconstruction error),
-or any column of OUT.zarr/tiles.csv.
+scores: foreground (default for class outputs: the most probable class that is not background),
+entropy, class:NAME (class probability or classifier score), mae_error (MAE reconstruction error, the
+default for MAE stores), or any column of OUT.zarr/tiles.csv.
 """
 
 
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", metavar="OUT.zarr", help="prediction store written by napari-muvit predict")
-    p.add_argument("--score", help="entropy (default), class:NAME, mae_error, or a tiles.csv column")
+    p.add_argument("--score", help="foreground (default), entropy, class:NAME, mae_error, or a tiles.csv column")
     p.add_argument("--top-k", dest="top_k", type=int, default=20, help="number of ROIs (default 20)")
     p.add_argument("--min-distance", dest="min_distance", type=float,
                    help="minimum distance between ROI centres in full-resolution px (default: 2 tile strides)")
@@ -37,7 +38,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from napari_muvit.engine.export import export_rois
-    from napari_muvit.engine.rois import rank_rois
+    from napari_muvit.engine.rois import rank_rois, store_default_score
 
     if not Path(args.store).exists():
         raise FileNotFoundError(f"store {args.store!r} does not exist; give the OUT.zarr written by predict.")
@@ -46,7 +47,7 @@ def run(args) -> int:
             raise ValueError(f"export file {target!r} must end in .geojson or .csv.")
     rois = rank_rois(args.store, score=args.score, top_k=args.top_k, min_distance=args.min_distance,
                      mode="regions" if args.regions else "tiles")
-    score_name = args.score or "default"
+    score_name = args.score or store_default_score(args.store)
     for target in args.export:
         export_rois(rois, target, score_name)
     print(f"{'rank':>4} {'score':>10} {'centre y':>10} {'centre x':>10}  class")

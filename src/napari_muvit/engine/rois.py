@@ -1,8 +1,10 @@
 """Rank regions of interest in a prediction store by a score, with non-maximum suppression by distance.
 
-Scores (``score=``): ``entropy`` (predictive uncertainty), ``class:NAME`` / ``NAME`` (probability of a
-class: segmentation mean over the tile, or the classifier's score), ``mae_error`` (MAE reconstruction
-error: a label-free "unusual tissue" score), or any other column of ``tiles.csv``.
+Scores (``score=``): ``foreground`` (the highest tile probability of any class but the background: the
+default for class outputs, so a default ranking never puts plain background on top), ``entropy``
+(predictive uncertainty), ``class:NAME`` / ``NAME`` (probability of a class: segmentation mean over the
+tile, or the classifier's score), ``mae_error`` (MAE reconstruction error: a label-free "unusual tissue"
+score, the default for MAE stores), or any other column of ``tiles.csv``.
 
 ``mode="tiles"`` ranks tiles (the owned square of each tile); ``mode="regions"`` (segmentation,
 ``class:NAME`` only) ranks connected regions of that class in the label image at a coarse pyramid level,
@@ -41,6 +43,51 @@ def _meta(store):
     return root, meta
 
 
+FOREGROUND = "foreground"  # derived score: max over the non-background class columns of a tile
+BACKGROUND_NAMES = ("background", "bg")
+
+
+def is_background(name) -> bool:
+    """Whether a class name means "no object here" (shown see-through, never a default ROI)."""
+    return str(name).strip().lower() in BACKGROUND_NAMES
+
+
+def foreground_columns(meta: dict) -> list[str]:
+    """The ``p:NAME`` tile-table columns of every class but the background (all classes when none is)."""
+    columns = list(meta.get("score_names") or [])
+    pcols = [f"p:{c}" for c in meta.get("class_names") or [] if f"p:{c}" in columns]
+    kept = [c for c in pcols if not is_background(c[2:])]
+    return kept or pcols
+
+
+def score_names(meta: dict) -> list[str]:
+    """The scores a store can be ranked by, as users type them, its default first."""
+    columns = list(meta.get("score_names") or [])
+    names = ["entropy" if c == "entropy" else c.replace("p:", "class:") for c in columns]
+    if foreground_columns(meta):
+        names.insert(0, FOREGROUND)
+    default = default_score(meta)
+    if default in names:
+        names.remove(default)
+        names.insert(0, default)
+    return names
+
+
+def default_score(meta: dict) -> str | None:
+    """``foreground`` for class outputs, ``mae_error`` for MAE stores, else ``entropy`` if stored, else None."""
+    columns = list(meta.get("score_names") or [])
+    if "mae_error" in columns:
+        return "mae_error"
+    if foreground_columns(meta):
+        return FOREGROUND
+    return "entropy" if "entropy" in columns else None
+
+
+def store_default_score(store) -> str | None:
+    """`default_score` of the store at ``store``."""
+    return default_score(_meta(store)[1])
+
+
 def read_tile_table(store) -> tuple[list[str], list[dict]]:
     path = Path(store) / "tiles.csv"
     if not path.is_file():
@@ -55,10 +102,12 @@ def score_column(score: str | None, meta: dict) -> str:
     columns = list(meta.get("score_names") or [])
     classes = list(meta.get("class_names") or [])
     if score is None:
-        score = "mae_error" if "mae_error" in columns else "entropy" if "entropy" in columns else None
+        score = default_score(meta)
         if score is None:
             raise ValueError(f"this store has no default score; choose one of {', '.join(columns)}.")
     s = str(score)
+    if s == FOREGROUND and foreground_columns(meta):
+        return FOREGROUND
     if s.startswith("class:"):
         s = "p:" + s[6:]
     elif s in classes:
@@ -66,8 +115,7 @@ def score_column(score: str | None, meta: dict) -> str:
     elif s == "mae":
         s = "mae_error"
     if s not in columns:
-        accepted = ["entropy" if c == "entropy" else c.replace("p:", "class:") for c in columns]
-        raise ValueError(f"score {score!r} is not in this store; use one of {', '.join(accepted)}.")
+        raise ValueError(f"score {score!r} is not in this store; use one of {', '.join(score_names(meta))}.")
     return s
 
 
@@ -101,20 +149,27 @@ def rank_rois(store, score: str | None = None, top_k: int = 20, min_distance: fl
     if mode == "regions":
         return _rank_regions(root, meta, column, top_k, min_distance or 0.0)
     _, rows = read_tile_table(store)
-    rows = [r for r in rows if r["status"] == "done" and r.get(column, "") != ""]
+    needed = foreground_columns(meta) if column == FOREGROUND else [column]
+    rows = [r for r in rows if r["status"] == "done" and all(r.get(c, "") != "" for c in needed)]
     if not rows:
         return []
     stride = float(meta.get("grid", {}).get("stride", 1))
     min_distance = 2 * stride if min_distance is None else float(min_distance)
     boxes = np.array([[float(r[k]) for k in ("y0", "y1", "x0", "x1")] for r in rows])
     centres = np.stack([(boxes[:, 0] + boxes[:, 1] - 1) / 2, (boxes[:, 2] + boxes[:, 3] - 1) / 2], axis=1)
-    scores = np.array([float(r[column]) for r in rows])
     classes = list(meta.get("class_names") or [])
     pcols = [f"p:{c}" for c in classes]
+    if column == FOREGROUND:
+        table = np.array([[float(r[c]) for c in needed] for r in rows]).reshape(len(rows), len(needed))
+        scores, best = table.max(axis=1), table.argmax(axis=1)
+    else:
+        scores = np.array([float(r[column]) for r in rows])
     out = []
     for rank, i in enumerate(nms_by_distance(centres, scores, min_distance, top_k), start=1):
         r = rows[i]
-        if column.startswith("p:"):
+        if column == FOREGROUND:
+            label = needed[int(best[i])][2:]
+        elif column.startswith("p:"):
             label = column[2:]
         elif pcols and all(c in r for c in pcols):
             label = classes[int(np.argmax([float(r[c]) for c in pcols]))]
@@ -139,7 +194,8 @@ def _rank_regions(root, meta, column, top_k, min_distance) -> list[Roi]:
     from skimage import measure
 
     if not column.startswith("p:") or meta.get("task") != "segmentation":
-        raise ValueError("region ROIs need a segmentation store and a class score such as class:tumour.")
+        example = next((c.replace("p:", "class:") for c in foreground_columns(meta)), "class:tumour")
+        raise ValueError(f"region ROIs need a segmentation store and a class score such as {example}.")
     classes = list(meta["class_names"])
     k = classes.index(column[2:])
     labels_group = root["labels/prediction"]

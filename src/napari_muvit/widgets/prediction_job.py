@@ -31,7 +31,7 @@ class Outputs:
     store: Path
     result: object = None  # engine PredictionResult (None when the worker process was stopped)
     layers: list = field(default_factory=list)
-    rois: tuple | None = None  # (points layer tuple, (ranks, scores, centres_yx, sizes))
+    rois: tuple | None = None  # (ROI shapes layer tuple, roi_view.RankedRois)
     roi_error: str | None = None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -28,8 +29,11 @@ class RoiPanel(QGroupBox):
         super().__init__("Regions of interest (click to go there)", parent)
         self.viewer, self._image, self._report = viewer, image, report
         self.store: Path | None = None
+        self.ranked = None  # the RankedRois the list shows (export writes exactly these)
         self.table = RoiTable()
         self.score = QComboBox()
+        self.score.setToolTip("What makes a region interesting; the list, the ROI layer and the exports "
+                              "always follow this choice.")
         self.export_geojson = QPushButton("Export ROIs (GeoJSON)")
         self.export_csv = QPushButton("Export ROIs (CSV)")
         form = QFormLayout()
@@ -52,27 +56,35 @@ class RoiPanel(QGroupBox):
         return (image.pixel_size, image.origin_offset) if image is not None else (None, (0.0, 0.0))
 
     def show(self, store, rois) -> list:
-        """New run results: score choices from the store, then the ROI layer and rows. Returns new layers."""
-        from .roi_view import score_choices
+        """New run results: score choices from the store (its default first), then the ROI layer and rows,
+        ranked by the store's default score. Returns new layers."""
+        from .roi_view import score_choices, score_help
 
         self.store = Path(store)
         try:
             choices = score_choices(store)
         except (ValueError, OSError, KeyError):
             choices = []
-        current = self.score.currentText()
+        self.score.blockSignals(True)
         self.score.clear()
-        self.score.addItems(choices)
-        if current in choices:
-            self.score.setCurrentText(current)
+        for k, name in enumerate(choices):
+            self.score.addItem(name)
+            self.score.setItemData(k, score_help(name), Qt.ToolTipRole)
+        self.score.blockSignals(False)
         return self._show(rois)
 
     def _show(self, rois) -> list:
+        """Show ``(layer tuple, RankedRois)``: the box, the list and the layer all from that one ranking."""
         if rois is None:
+            self.ranked = None
             self.table.set_rois([], [], [], [])
             return []
-        tup, rows = rois
-        self.table.set_rois(*rows)
+        tup, ranked = rois
+        self.ranked = ranked
+        self.score.blockSignals(True)
+        self.score.setCurrentText(ranked.score)
+        self.score.blockSignals(False)
+        self.table.set_rois(*ranked.rows)
         return [L.add_or_update(self.viewer, tup)]
 
     def rerank(self):
@@ -82,38 +94,56 @@ class RoiPanel(QGroupBox):
         if self.store is None or not self.score.currentText():
             return None
         store, score = self.store, self.score.currentText()
+        self.export_geojson.setEnabled(False)  # until the list shows the new ranking
+        self.export_csv.setEnabled(False)
         pixel_size, offset = self._frame()
         job = EngineJob(lambda progress, cancel: roi_layer_and_table(store, pixel_size, offset, score=score),
                         description="MuViT ROIs", show_progress=False)
         job.succeeded.connect(lambda res: self._show(None if res[0] is None else res))
         job.failed.connect(notify_error)
+        job.ended.connect(self._reranked)
         self._job = job.start()
         return job
+
+    def _reranked(self):
+        self.export_geojson.setEnabled(True)
+        self.export_csv.setEnabled(True)
+        if self.ranked is not None and self.score.currentText() != self.ranked.score:  # ranking failed
+            self.score.blockSignals(True)
+            self.score.setCurrentText(self.ranked.score)
+            self.score.blockSignals(False)
 
     def _go_to(self, y, x, size):
         # list rows are already in napari's world px frame (offset included)
         centre_camera(self.viewer, y, x, size, self._frame()[0])
 
     def _export_clicked(self, fmt: str):
-        if self.store is None:
+        if self.ranked is None:
             notify_error("there are no ROIs yet; run a prediction first.")
             return
-        default = str(self.store.parent / f"{self.store.stem}-rois.{fmt}")
+        default = str(self._default_path(fmt))
         path, _ = QFileDialog.getSaveFileName(self, "Export ROIs", default, f"{fmt.upper()} (*.{fmt})")
         if path:
             out = self.export_rois(fmt, path)
             if out is not None:
                 self._report(f"ROIs written to {out}")
 
+    def _default_path(self, fmt: str) -> Path:
+        return self.store.parent / f"{self.store.stem}-rois-{self.ranked.score.replace(':', '-')}.{fmt}"
+
     def export_rois(self, fmt: str, path=None):
-        """Write the ranked ROIs (GeoJSON for QuPath, or CSV); errors become notifications."""
+        """Write the listed ROIs, in the list's order (GeoJSON for QuPath, or CSV) to ``path`` (default:
+        beside the store); errors become notifications."""
         from .roi_view import export_rois
 
-        if self.store is None:
+        if self.ranked is None:
             notify_error("there are no ROIs yet; run a prediction first.")
             return None
+        path = Path(path) if path else self._default_path(fmt)
+        if path.suffix.lower() not in ({".geojson", ".json"} if fmt == "geojson" else {".csv"}):
+            path = path.with_name(path.name + f".{fmt}")
         try:
-            return export_rois(self.store, fmt, path, score=self.score.currentText() or None)
+            return export_rois(self.ranked, fmt, path)
         except (ValueError, FileNotFoundError, FileExistsError) as exc:
             notify_error(str(exc))
             return None

@@ -7,6 +7,7 @@ pixel ``j`` spans ``[j, j+1)``), napari puts pixel *centres* on integers, hence 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +18,53 @@ ROI_LAYER = "MuViT ROIs"
 EDGE_TO_CENTRE = -0.5  # QuPath/edge frame -> world pixel-centre frame
 
 
+SCORE_HELP = {
+    "foreground": "the most probable class that is not background (the default: background never comes first)",
+    "entropy": "uncertainty: high where the model hesitates between classes",
+    "mae_error": "reconstruction error: high where the tissue looks unusual",
+}
+
+
 def score_choices(store) -> list[str]:
-    """Scores the store can rank by, as the engine names them (``entropy``, ``class:NAME``, ...)."""
+    """Scores the store can rank by, as the engine (and the CLI) names them, the default first."""
+    from napari_muvit.engine.rois import score_names
+
     from .results import store_meta
 
-    columns = list(store_meta(store).get("score_names") or [])
-    return ["entropy" if c == "entropy" else c.replace("p:", "class:") for c in columns]
+    return score_names(store_meta(store))
+
+
+def score_help(score: str) -> str:
+    """One line explaining a score in plain words (for the rank-by tooltip)."""
+    if score.startswith("class:"):
+        return f"mean probability of {score[6:]!r} over each tile"
+    return SCORE_HELP.get(score, f"the tile table's {score!r} column")
+
+
+@dataclass
+class RankedRois:
+    """The ROIs a list shows, in its order: ``rois`` (engine `Roi`, best first) are what export writes;
+    ``centres_yx`` / ``sizes`` are in napari's world px frame (the image offset included)."""
+
+    score: str
+    rois: list = field(default_factory=list)
+    centres_yx: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    sizes: list = field(default_factory=list)
+
+    @property
+    def rows(self) -> tuple:
+        """``(ranks, scores, centres_yx, sizes)`` for `RoiTable.set_rois`."""
+        return ([r.rank for r in self.rois], [r.score for r in self.rois], self.centres_yx, self.sizes)
 
 
 def roi_layer_and_table(store, pixel_size=None, origin_offset=(0.0, 0.0), score=None, top_k: int = 20):
-    """``(shapes layer tuple, rows)`` with ``rows = (ranks, scores, centres_yx, sizes)`` in napari's
-    world px frame, or ``(None, None)`` when the store has no ranked ROI (e.g. nothing finished yet)."""
-    from napari_muvit.engine.rois import rank_rois
+    """``(shapes layer tuple, RankedRois)`` in napari's world px frame, or ``(None, None)`` when the store
+    has no ranked ROI (e.g. nothing finished yet). ``score`` None = the store's default score."""
+    from napari_muvit.engine.rois import rank_rois, store_default_score
 
     if not (Path(store) / "tiles.csv").is_file():
         return None, None
+    score = score or store_default_score(store)
     rois = rank_rois(store, score=score, top_k=top_k)
     if not rois:
         return None, None
@@ -52,19 +85,15 @@ def roi_layer_and_table(store, pixel_size=None, origin_offset=(0.0, 0.0), score=
         "metadata": {layers.META_KEY: {"kind": "rois", "level": 1, "store": str(store), "score": score,
                                        "pixel_size": None if pixel_size is None else list(pixel_size)}},
     }
-    rows = (features["rank"], features["score"], centres, sizes)
-    return (polygons, kwargs, "shapes"), rows
+    return (polygons, kwargs, "shapes"), RankedRois(score, list(rois), centres, sizes)
 
 
-def export_rois(store, fmt: str, path=None, score=None, top_k: int = 20) -> Path:
-    """Write the store's ranked ROIs as GeoJSON (QuPath) or CSV next to it (or to ``path``)."""
+def export_rois(ranked: RankedRois, fmt: str, path) -> Path:
+    """Write exactly the listed ROIs (same ROIs, same order) as GeoJSON (QuPath) or CSV to ``path``."""
     from napari_muvit.engine.export import export_rois as engine_export
-    from napari_muvit.engine.rois import rank_rois
 
     if fmt not in ("geojson", "csv"):
         raise ValueError(f"export format {fmt!r} is not 'geojson' or 'csv'.")
-    rois = rank_rois(store, score=score, top_k=top_k)
-    if not rois:
+    if ranked is None or not ranked.rois:
         raise ValueError("this run has no finished tiles to rank yet; run (or continue) the prediction first.")
-    path = Path(path) if path else Path(store) / f"rois.{fmt}"
-    return engine_export(rois, path, score_name=score or "score")
+    return engine_export(ranked.rois, Path(path), score_name=ranked.score)
