@@ -16,8 +16,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("out", metavar="OUT.zarr", help="output OME-Zarr folder")
     p.add_argument("--size", type=int, default=8192, help="side length in pixels (default 8192)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same slide")
-    p.add_argument("--kind", default="regions", choices=["regions", "noise"],
-                   help="'regions' (labelled benchmark, default) or 'noise' (fast unlabelled test image)")
+    p.add_argument("--kind", default="regions", choices=["regions", "bearing", "noise"],
+                   help="'regions' (labelled benchmark, default: a cell's class is the region it lies in), "
+                   "'bearing' (a cell's class is the side its nearest landmark lies on: position is the cue) "
+                   "or 'noise' (fast unlabelled test image)")
     p.add_argument("--chunk", type=int, default=1024, help="zarr chunk side in pixels (default 1024)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.zarr if it exists")
 

@@ -24,7 +24,7 @@ import numpy as np
 
 CLASS_NAMES = ["background", "bright-disc region", "dark-disc region", "ringed-disc region"]
 CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200, 80, 255]]
-KINDS = ("regions", "noise")
+KINDS = ("regions", "bearing", "noise")  # "bearing": position is the cue (synthetic_bearing.py)
 GENERATOR_VERSION = 2  # bumped whenever the same seed renders different pixels (2: disc context)
 
 REGION_SIZE = 1536
@@ -146,6 +146,11 @@ def render_window(y0: int, x0: int, shape: tuple[int, int], seed: int, kind: str
     noise = _hash_uniform(seed, yy, xx, 99).astype(np.float32)
     if kind == "noise":  # cheap benchmark image: hashed noise, no labels
         return (noise * 255).astype(np.uint8), np.zeros((h, w), np.uint8)
+    if kind == "bearing":
+        from .synthetic_bearing import render_bearing_window
+
+        return render_bearing_window(y0, x0, shape, seed, hash_uniform=_hash_uniform, cell_grid=CELL_GRID,
+                                     cell_radius=CELL_RADIUS, cell_prob=CELL_PROB)
     regions = _region_map(y0, x0, shape, seed, n_types, region_size)
     img = BACKGROUND + NOISE * (noise - 0.5) * 2
     _draw_structures(img, regions, y0, x0, seed, n_types, region_size)
@@ -179,13 +184,27 @@ def synthetic_slide(size: int = 2048, seed: int = 0, kind: str = "regions", n_ty
             h, w = min(step, size - y), min(step, size - x)
             image[y:y + h, x:x + w], labels[y:y + h, x:x + w] = render_window(
                 y, x, (h, w), seed, kind, n_types, region_size)
-    return image, labels, class_names(n_types)
+    return image, labels, class_names(n_types, kind)
 
 
-def class_names(n_types: int = 3) -> list[str]:
+def class_names(n_types: int = 3, kind: str = "regions") -> list[str]:
+    """Class names by label value (0 = background) of a synthetic slide of ``kind``."""
+    if kind == "bearing":
+        from .synthetic_bearing import CLASS_NAMES as BEARING_NAMES
+
+        return list(BEARING_NAMES)
     if n_types <= 3:
         return CLASS_NAMES[: n_types + 1]
     return CLASS_NAMES + [f"region type {k}" for k in range(4, n_types + 1)]
+
+
+def class_colors(kind: str = "regions") -> list[list[int]]:
+    """0-255 RGBA colour of every label value of a synthetic slide of ``kind`` (background transparent)."""
+    if kind == "bearing":
+        from .synthetic_bearing import CLASS_COLORS as BEARING_COLORS
+
+        return [list(c) for c in BEARING_COLORS]
+    return [list(c) for c in CLASS_COLORS]
 
 
 def _check_size(size) -> int:
