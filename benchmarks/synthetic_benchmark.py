@@ -123,10 +123,10 @@ def context_probe(args) -> dict:
     levels = tuple(int(v) for v in args.context_probe.split(","))
     torch.manual_seed(args.seed)
     train_seed, test_seed = args.train_seed, int(args.test_seeds.split(",")[0])
-    image, _, _ = synthetic_slide(args.train_size, seed=train_seed)
+    image, _, _ = synthetic_slide(args.train_size, seed=train_seed, kind=args.kind)
     pyramid = open_pyramid(image)
     norm = Normalizer.from_pyramid(pyramid)
-    test_image, _, _ = synthetic_slide(args.test_size, seed=test_seed)
+    test_image, _, _ = synthetic_slide(args.test_size, seed=test_seed, kind=args.kind)
     test_pyramid = open_pyramid(test_image)
 
     def batch(pyr, size, seed, n, rng):
@@ -179,8 +179,10 @@ def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_n
         return score(model, ("world",), args.curve_tiles, tests[:1], seed_shift=1)["world"]["mDSC"]
 
     arms = {"muvit_1_4_16": (fresh(pretrained), LEVELS)}
-    if not args.no_floor:
+    if not args.no_floor:  # the floors: MuViT restricted to level 1, and a CNN that sees the level-1 crop only
         arms["muvit_1"] = (fresh(pretrained.extract_levels((1,))), (1,))
+        torch.manual_seed(args.seed)
+        arms["unet_level1"] = (SmallUNet(1, len(class_names)), (1,))
     results, curves, params = {}, {}, {}
     for name, (model, levels) in arms.items():
         curves[name] = train_arm(model, task_for(levels), args.steps, args.batch_size, args.lr, weight, curve_eval,
@@ -196,7 +198,7 @@ def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_n
         log(f"{name}: {({k: v['mDSC'] for k, v in results.items()})} curve {curves[name]}")
 
     print(json.dumps({
-        "experiment": "offsets", "mDSC": {k: v["mDSC"] for k, v in results.items()},
+        "experiment": "offsets", "kind": args.kind, "mDSC": {k: v["mDSC"] for k, v in results.items()},
         "arms": results, "curves": curves, "parameters": params, "class_names": class_names,
         "budget": {"mae_steps": args.mae_steps, "finetune_steps_per_arm": args.steps, "batch_size": args.batch_size,
                    "crop": CROP, "levels": list(LEVELS), "encoder": ENCODER, "lr": args.lr,
@@ -220,7 +222,7 @@ def demo_offsets(args) -> dict:
     modes = ("world", "concentric", "scale_blind")
     per = []
     for s in (int(v) for v in args.test_seeds.split(",")):
-        img, truth, _ = synthetic_slide(args.test_size, seed=s)
+        img, truth, _ = synthetic_slide(args.test_size, seed=s, kind=args.kind)
         per.append(evaluate_offset_slide(model, open_pyramid(img), truth.astype(np.int64), CROP, norm, modes=modes,
                                          shift=args.eval_shift, max_tiles=args.test_tiles, seed=s,
                                          device=args.device))
@@ -236,6 +238,9 @@ def demo_offsets(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Synthetic multi-scale benchmark (prints JSON).")
+    parser.add_argument("--kind", choices=("regions", "bearing"), default="regions",
+                        help="synthetic family: 'regions' (which discs the context holds is the cue) or "
+                             "'bearing' (where the nearest landmark lies is the cue)")
     parser.add_argument("--train-size", type=int, default=4096, help="training slide side (px)")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--test-seeds", default="100,101")
@@ -258,7 +263,8 @@ def main(argv=None) -> int:
                         help="offset of the coarser training crops, as a fraction of what nesting allows")
     parser.add_argument("--eval-shift", type=float, default=1.0,
                         help="offsets experiment: offset of the coarser test crops (fraction of what nesting allows)")
-    parser.add_argument("--no-floor", action="store_true", help="offsets experiment: skip the level-1-only model")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="offsets experiment: skip the level-1-only models (MuViT level 1, U-Net level 1)")
     parser.add_argument("--context-probe", default=None, metavar="LEVELS",
                         help="run only the region-type-from-context diagnostic with these levels, e.g. 16")
     args = parser.parse_args(argv)
@@ -286,13 +292,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     log = lambda m: print(f"[{time.perf_counter() - t0:6.0f} s] {m}", file=sys.stderr, flush=True)  # noqa: E731
 
-    image, labels, class_names = synthetic_slide(args.train_size, seed=args.train_seed)
+    image, labels, class_names = synthetic_slide(args.train_size, seed=args.train_seed, kind=args.kind)
     pyramid = open_pyramid(image)
     norm = Normalizer.from_pyramid(pyramid)
     lab = open_label_image(labels.astype(np.int32) + 1, pyramid.shape)  # 0 is reserved for "unlabelled"
     tests = []
     for s in (int(v) for v in args.test_seeds.split(",")):
-        img, truth, _ = synthetic_slide(args.test_size, seed=s)
+        img, truth, _ = synthetic_slide(args.test_size, seed=s, kind=args.kind)
         tests.append((s, open_pyramid(img), truth.astype(np.int64), norm))  # the training slide's values
 
     def curve_eval(model):
@@ -319,7 +325,7 @@ def main(argv=None) -> int:
         return SegmentationTask(pyramid, lab, levels, CROP, class_names, val_fraction=0.0, seed=args.seed,
                                 normalizer=norm, augment=Augmenter(jitter=0.1), shift=args.train_shift)
 
-    counts = task_for((1,)).summary.totals[1:5].astype(float)
+    counts = task_for((1,)).summary.totals[1 : 1 + len(class_names)].astype(float)
     weight = torch.tensor(1 / np.sqrt(counts) / np.mean(1 / np.sqrt(counts)), dtype=torch.float32)
 
     import copy
