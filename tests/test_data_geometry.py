@@ -70,3 +70,46 @@ def test_validate_crop_size():
         validate_crop_size(100, 8)
     with pytest.raises(ValueError, match="positive"):
         validate_crop_size(0)
+
+
+# ---------------------------------------------------------------------- OME coordinateTransformations
+def test_ome_transforms_place_pixel_centres():
+    from napari_muvit.data.geometry import ome_transforms, read_ome_transforms
+
+    # a level-4 array of a 0.5 um slide translated by (10, 20) um, starting at world corner (512, 256)
+    tr = ome_transforms(4, (0.5, 0.5), (512, 256), (10.0, 20.0), channel=True)
+    assert tr == [{"type": "scale", "scale": [1.0, 2.0, 2.0]},
+                  {"type": "translation", "translation": [0.0, 10 + (512 + 1.5) * 0.5, 20 + (256 + 1.5) * 0.5]}]
+    scale, trans = read_ome_transforms(tr)
+    # its pixel (3, 5) covers world [524, 528) x [276, 280): centre (525.5, 277.5) -> physical T + w * p
+    k = np.array([3, 5])
+    np.testing.assert_allclose(k * scale[1:] + trans[1:], [10 + 525.5 * 0.5, 20 + 277.5 * 0.5])
+    np.testing.assert_allclose(index_to_world(k, 4) + [512, 256], [525.5, 277.5])
+
+
+def test_read_ome_transforms_composes_dataset_then_global():
+    from napari_muvit.data.geometry import read_ome_transforms
+
+    ds = [{"type": "scale", "scale": [1, 2, 2]}, {"type": "translation", "translation": [0, 1, 1]}]
+    glob = [{"type": "scale", "scale": [1, 3, 3]}, {"type": "translation", "translation": [0, 5, -5]}]
+    scale, trans = read_ome_transforms(ds, glob)
+    np.testing.assert_allclose(scale, [1, 6, 6])
+    np.testing.assert_allclose(trans, [0, 1 * 3 + 5, 1 * 3 - 5])
+    scale, trans = read_ome_transforms(None, None, ndim=2)
+    np.testing.assert_allclose(scale, [1, 1]) and np.testing.assert_allclose(trans, [0, 0])
+    with pytest.raises(ValueError, match="'affine' is not supported"):
+        read_ome_transforms([{"type": "affine", "affine": [[1, 0], [0, 1]]}], ndim=2)
+    with pytest.raises(ValueError, match="must be 3 finite numbers"):
+        read_ome_transforms([{"type": "scale", "scale": [1, 2]}], ndim=3)
+    with pytest.raises(ValueError, match="positive"):
+        read_ome_transforms([{"type": "scale", "scale": [1, 0]}])
+
+
+def test_pixel_edges_and_frames():
+    from napari_muvit.data.geometry import centre_to_edge_frame, edge_to_centre_frame, pixel_centre, pixel_edges
+
+    lo, hi = pixel_edges(3, 4, origin=100)
+    assert (lo, hi) == (112.0, 116.0)
+    assert pixel_centre(3, 4, origin=100) == 113.5 == (lo + hi - 1) / 2  # mean of level-1 centres 112..115
+    np.testing.assert_allclose(centre_to_edge_frame([0.0, 9.0]), [0.5, 9.5])
+    np.testing.assert_allclose(edge_to_centre_frame(centre_to_edge_frame([2.25])), [2.25])

@@ -97,11 +97,13 @@ def regular_chunks(raw) -> tuple[int, ...] | None:
 
 
 def read_through_cache(raw, chunks: tuple[int, ...], ranges: list[tuple[int, int]], cache: ChunkCache,
-                       tag) -> np.ndarray:
+                       tag, read_chunk=None) -> np.ndarray:
     """``raw[ranges]`` (every axis a half-open ``(start, stop)`` inside the array) assembled from whole chunks.
 
     Each overlapped chunk is read once (``raw[chunk]``, one decode) and kept in ``cache`` under
     ``(tag, chunk index)``; the result equals ``np.asarray(raw[slices])`` exactly (same dtype).
+    ``read_chunk(slices, chunk_index)``, when given, reads one chunk instead of ``raw[slices]`` (the pyramid
+    uses it to report missing and corrupt chunks).
     """
     shape = raw.shape
     out = np.empty(tuple(b - a for a, b in ranges), dtype=np.dtype(raw.dtype))
@@ -111,7 +113,7 @@ def read_through_cache(raw, chunks: tuple[int, ...], ranges: list[tuple[int, int
         block = cache.get(key)
         if block is None:
             src = tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(idx, chunks, shape))
-            block = np.asarray(raw[src])
+            block = np.asarray(raw[src]) if read_chunk is None else np.asarray(read_chunk(src, idx))
             cache.put(key, block)
         # overlap of this chunk with the request, in chunk and in output coordinates
         src_sel, dst_sel = [], []

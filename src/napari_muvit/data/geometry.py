@@ -8,6 +8,14 @@ which is the reference MuViT encoder's own bbox convention.
 
 All functions work per axis and broadcast over numpy arrays; ``f`` may be a scalar or a per-axis
 sequence.
+
+**Physical frame (OME-Zarr ``coordinateTransformations``).** A slide with level-1 pixel size ``p`` (per
+axis) and slide translation ``T`` (the physical position of the *centre* of level-1 pixel 0, i.e. the
+level-0 OME ``translation``; 0 when the file has none) maps world coordinate ``w`` to physical
+``T + w * p``. An array whose pixel ``k`` is a level-``f`` pixel whose first pixel starts at world
+``origin`` (e.g. the corner of a predicted region) therefore has OME ``scale = f * p`` and
+``translation = T + (origin + (f - 1) / 2) * p`` (`ome_transforms`); `read_ome_transforms` is the
+inverse direction. napari's layer ``scale``/``translate`` are the same two numbers.
 """
 
 from __future__ import annotations
@@ -96,3 +104,125 @@ def validate_crop_size(size: int, patch_size: int | None = None) -> int:
             f"{patch_size}, e.g. {max(1, size // int(patch_size)) * int(patch_size)}."
         )
     return size
+
+
+# ------------------------------------------------------------------------- pixel centres and edges
+def pixel_centre(index, f=1, origin=0.0):
+    """World coordinate of the centre of pixel ``index`` of an array at factor ``f`` starting at world ``origin``."""
+    return np.asarray(origin, dtype=np.float64) + index_to_world(index, f)
+
+
+def pixel_edges(index, f=1, origin=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """World interval ``[lo, hi)`` covered by pixel ``index`` of an array at factor ``f`` starting at ``origin``."""
+    f = np.asarray(f, dtype=np.float64)
+    lo = np.asarray(origin, dtype=np.float64) + np.asarray(index, dtype=np.float64) * f
+    return lo, lo + f
+
+
+def centre_to_edge_frame(world):
+    """World pixel-centre coordinates -> the pixel-edge frame (level-1 pixel ``j`` spans ``[j, j+1)``:
+    QuPath and GeoJSON exports). Adds 0.5."""
+    return np.asarray(world, dtype=np.float64) + 0.5
+
+
+def edge_to_centre_frame(coords):
+    """Pixel-edge frame (QuPath, GeoJSON) -> world pixel-centre coordinates. Subtracts 0.5."""
+    return np.asarray(coords, dtype=np.float64) - 0.5
+
+
+# --------------------------------------------------------------------- OME coordinateTransformations
+def ome_transforms(
+    factor,
+    pixel_size=None,
+    origin_world_yx=(0.0, 0.0),
+    translation=(0.0, 0.0),
+    channel: bool = False,
+) -> list[dict]:
+    """OME ``coordinateTransformations`` (v0.4 and v0.5) of an array of level-``factor`` pixels.
+
+    factor: downsample factor of the array's pixels (scalar or per spatial axis).
+    pixel_size: physical size of a level-1 pixel per spatial axis (None = 1: the frame is level-1 pixels).
+    origin_world_yx: world coordinate (level-1 pixels) where the array's pixel 0 *starts*, e.g. the corner
+        ``(y0, x0)`` of a predicted region; ``(0, 0)`` for a whole slide.
+    translation: the slide's own translation (`Pyramid.translation`, physical units, centre of level-1
+        pixel 0), added unchanged.
+    channel: prepend a channel axis (scale 1, translation 0).
+
+    Returns ``[{"type": "scale", ...}, {"type": "translation", ...}]`` with
+    ``scale = f * p`` and ``translation = T + (origin + (f - 1) / 2) * p`` per spatial axis.
+    """
+    origin = np.atleast_1d(np.asarray(origin_world_yx, dtype=np.float64))
+    ndim = origin.size
+    f = _per_axis(factor, ndim, 1.0)
+    p = _per_axis(pixel_size, ndim, 1.0)
+    t = _per_axis(translation, ndim, 0.0)
+    scale = (f * p).tolist()
+    trans = (t + (origin + (f - 1.0) / 2.0) * p).tolist()
+    if channel:
+        scale, trans = [1.0, *scale], [0.0, *trans]
+    return [{"type": "scale", "scale": [float(v) for v in scale]},
+            {"type": "translation", "translation": [float(v) for v in trans]}]
+
+
+def _per_axis(value, ndim: int, default: float) -> np.ndarray:
+    """A scalar or a per-axis sequence (its last ``ndim`` values) as ``ndim`` floats; None -> default."""
+    arr = np.atleast_1d(np.asarray(default if value is None else value, dtype=np.float64))
+    return np.full(ndim, arr[0]) if arr.size == 1 else arr[-ndim:].copy()
+
+
+def _compose(transforms, ndim: int, scale: np.ndarray, trans: np.ndarray, where: str):
+    """Apply a list of OME transforms after ``x -> x * scale + trans``."""
+    for tr in transforms or []:
+        if not isinstance(tr, dict):
+            raise ValueError(f"{where} coordinateTransformation {tr!r} is not an object with a 'type'.")
+        kind = tr.get("type")
+        if kind == "identity":
+            continue
+        if kind not in ("scale", "translation"):
+            raise ValueError(
+                f"{where} coordinateTransformation type {kind!r} is not supported; use 'scale' and 'translation'."
+            )
+        if kind not in tr:
+            raise ValueError(
+                f"{where} {kind} transformation has no inline {kind!r} values (a 'path' to a binary "
+                "transformation is not supported)."
+            )
+        values = np.asarray(tr[kind], dtype=np.float64)
+        if values.shape != (ndim,) or not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"{where} {kind} {tr[kind]!r} must be {ndim} finite numbers, one per axis."
+            )
+        if kind == "scale":
+            if np.any(values <= 0):
+                raise ValueError(f"{where} scale {tr[kind]!r} must be positive on every axis.")
+            scale, trans = scale * values, trans * values
+        else:
+            trans = trans + values
+    return scale, trans
+
+
+def read_ome_transforms(dataset_transforms, global_transforms=None, ndim: int | None = None):
+    """Per-axis ``(scale, translation)`` of one OME dataset: pixel ``k`` -> physical ``k * scale + translation``.
+
+    dataset_transforms: the dataset's ``coordinateTransformations`` list (``scale`` then optional
+        ``translation``, v0.4/v0.5); global_transforms: the multiscale-wide list, applied after it.
+    ndim: number of axes (taken from the first scale when omitted).
+    Missing transforms are identity; the returned ``translation`` is the physical position of the centre
+    of the dataset's pixel 0. Raises ``ValueError`` naming an unsupported or malformed transformation.
+    """
+    if ndim is None:
+        for tr in list(dataset_transforms or []) + list(global_transforms or []):
+            if isinstance(tr, dict) and isinstance(tr.get(tr.get("type")), list):
+                ndim = len(tr[tr["type"]])
+                break
+        else:
+            raise ValueError("cannot tell the number of axes from empty coordinateTransformations; pass ndim.")
+    scale, trans = np.ones(ndim), np.zeros(ndim)
+    scale, trans = _compose(dataset_transforms, ndim, scale, trans, "dataset")
+    scale, trans = _compose(global_transforms, ndim, scale, trans, "multiscale")
+    return scale, trans
+
+
+def has_transform(transforms, kind: str) -> bool:
+    """Whether a ``coordinateTransformations`` list holds a transformation of ``kind`` ('scale', 'translation')."""
+    return any(isinstance(tr, dict) and tr.get("type") == kind for tr in transforms or [])

@@ -8,8 +8,11 @@ arrays, channels-first ``(C, Y, X)`` or ``(C, Z, Y, X)``.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 import dask.array as da
@@ -17,6 +20,8 @@ import numpy as np
 
 from .chunk_cache import DEFAULT_CACHE_BYTES, ChunkCache, read_through_cache, regular_chunks
 from .geometry import crop_bbox, crop_start_index, validate_crop_size, validate_levels
+
+log = logging.getLogger(__name__)
 
 SPATIAL = "zyx"
 CACHE_STRIP_BYTES = 64 << 20  # float32 temporaries while averaging an in-memory source once
@@ -27,7 +32,8 @@ class Level:
     """One pyramid level.
 
     raw: array-like with numpy slicing (zarr.Array, numpy, dask), axes given by ``layout``
-        (letters from ``t c z y x``; ``c`` = channels or RGB samples; ``t`` is read at index 0).
+        (letters from ``t c z y x``; ``c`` = channels or RGB samples; every ``t`` axis, a time axis or a
+        singleton axis squeezed away such as ``z = 1`` of a 5-D ``t,c,z,y,x`` image, is read at index 0).
     factor: downsample factor per spatial axis relative to level 0 (ints).
     source: index of the stored level a virtual level is averaged from (None when stored).
     """
@@ -40,6 +46,11 @@ class Level:
 
 def _spatial_axes(layout: str) -> str:
     return "".join(a for a in layout if a in SPATIAL)
+
+
+def _at_t0(layout: str) -> tuple:
+    """Index selecting position 0 of every ``t`` axis of an array in ``layout`` (other axes whole)."""
+    return tuple(0 if a == "t" else slice(None) for a in layout)
 
 
 def _to_channels_first(block: np.ndarray, layout: str) -> np.ndarray:
@@ -68,6 +79,18 @@ class Pyramid:
     ``rgb``, ``dtype``, ``pixel_size`` (level-0 physical size per spatial axis, or None), ``unit``,
     ``name``, ``spatial_ndim``, ``channel_names``, ``chunk_cache`` (`ChunkCache` of decoded source chunks
     shared by every window read; set ``chunk_cache.max_bytes`` to change its budget, 0 disables it).
+
+    ``translation``: physical position ``(y, x)`` (same unit as ``pixel_size``; level-1 pixels when the
+    pixel size is unknown) of the *centre* of level-1 pixel ``(0, 0)``, i.e. the level-0 OME-Zarr
+    ``translation`` of the spatial axes (combined with the multiscale-wide transformations);
+    ``(0.0, 0.0)`` when the file has none. World coordinate ``w`` is at physical ``translation + w *
+    pixel_size``; ``spatial_translation`` holds every spatial axis (``(z, y, x)`` for 3-D).
+
+    Missing and corrupt source chunks (zarr): a chunk absent from the store reads as the array's fill
+    value, as the Zarr spec allows; the first one is reported with a warning naming the array and chunk
+    and every one is counted in ``missing_chunks`` (`missing_chunks_message` gives the count in one
+    sentence). With ``strict = True`` a missing chunk raises ``ValueError`` instead. A chunk that cannot be
+    decoded always raises ``ValueError`` naming the array and chunk.
     """
 
     def __init__(
@@ -79,6 +102,8 @@ class Pyramid:
         unit: str | None = None,
         channel_names: list[str] | None = None,
         rgb: bool = False,
+        translation: Sequence[float] | None = None,
+        strict: bool = False,
     ):
         if not levels:
             raise ValueError("the pyramid has no levels; give at least one image array.")
@@ -88,6 +113,12 @@ class Pyramid:
         self.unit = unit
         self.rgb = bool(rgb)
         self.spatial_ndim = len(levels[0].factor)
+        self.spatial_translation = (0.0,) * self.spatial_ndim
+        if translation is not None:
+            self.translation = translation
+        self.strict = bool(strict)
+        self.missing_chunks: set = set()
+        self._checked_chunks: set = set()
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self.chunk_cache = ChunkCache(DEFAULT_CACHE_BYTES)
         self.metadata: dict = {}
@@ -102,6 +133,20 @@ class Pyramid:
             self.channel_names = ["red", "green", "blue", "alpha"][: self.n_channels]
 
     # ---- descriptive properties -------------------------------------------------------------
+    @property
+    def translation(self) -> tuple[float, float]:
+        """Physical ``(y, x)`` of the centre of level-1 pixel ``(0, 0)`` (see the class docstring)."""
+        return tuple(self.spatial_translation[-2:])
+
+    @translation.setter
+    def translation(self, value: Sequence[float]) -> None:
+        vals = [float(v) for v in value]
+        if not all(np.isfinite(vals)) or len(vals) not in (2, self.spatial_ndim):
+            raise ValueError(
+                f"translation {tuple(value)!r} must be {self.spatial_ndim} finite numbers (one per spatial axis)."
+            )
+        self.spatial_translation = tuple([0.0] * (self.spatial_ndim - len(vals)) + vals)
+
     @property
     def factors(self) -> list[tuple[int, ...]]:
         return [lv.factor for lv in self._levels]
@@ -132,7 +177,7 @@ class Pyramid:
             raw = lv.raw if isinstance(lv.raw, da.Array) else da.from_array(
                 lv.raw, chunks=_chunks_of(lv.raw), name=False)
             if "t" in lv.layout:
-                raw = raw[(slice(None),) * lv.layout.index("t") + (0,)]
+                raw = raw[_at_t0(lv.layout)]
             layout = lv.layout.replace("t", "")
             arr = raw[None] if "c" not in layout else da.moveaxis(raw, layout.index("c"), 0)
             return arr
@@ -189,12 +234,65 @@ class Pyramid:
             if chunk_bytes * 4 <= cache.max_bytes:  # several chunks must fit, or the cache only adds work
                 ranges = [(0, 1) if a == "t" else (0, int(n)) if a == "c" else spatial[a]
                           for a, n in zip(lv.layout, lv.raw.shape)]
-                block = read_through_cache(lv.raw, chunks, ranges, cache, i)
-                return block[(slice(None),) * lv.layout.index("t") + (0,)] if "t" in lv.layout else block
+                block = read_through_cache(lv.raw, chunks, ranges, cache, i,
+                                           read_chunk=lambda src, idx: self._read_chunk(i, src, idx))
+                return block[_at_t0(lv.layout)] if "t" in lv.layout else block
         key = tuple(
             0 if a == "t" else slice(None) if a == "c" else slice(*spatial[a]) for a in lv.layout
         )
-        return np.asarray(lv.raw[key])
+        if chunks is not None:
+            ranges = [(k, k + 1) if isinstance(k, int) else k.indices(n)[:2] for k, n in zip(key, lv.raw.shape)]
+            for idx in product(*[range(a // c, -(-b // c)) for (a, b), c in zip(ranges, chunks)]):
+                self._check_chunk(i, idx)
+        return self._decode(i, key, None)
+
+    # ---- missing and corrupt chunks ---------------------------------------------------------
+    def _array_name(self, i: int) -> str:
+        raw = self._levels[i].raw
+        where = getattr(raw, "store_path", None)
+        return f"{str(where)!r}" if where is not None else f"level {i}"
+
+    def _check_chunk(self, i: int, idx: tuple[int, ...]) -> None:
+        """Record (or, when ``strict``, refuse) a chunk of stored level ``i`` that is absent from its zarr store."""
+        key = (i, idx)
+        if key in self._checked_chunks:
+            return
+        self._checked_chunks.add(key)
+        if not _chunk_missing(self._levels[i].raw, idx):
+            return
+        where = f"chunk {idx} of array {self._array_name(i)}"
+        if self.strict:
+            raise ValueError(f"{where} is missing from the store; strict mode refuses to read it as fill value.")
+        self.missing_chunks.add(key)
+        if len(self.missing_chunks) == 1:
+            msg = (f"{where} is missing from the store and is read as the fill value (zeros); further missing "
+                   "chunks are only counted.")
+            log.warning(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+    def missing_chunks_message(self) -> str | None:
+        """One sentence with the number of missing source chunks read so far as fill value, or None."""
+        n = len(self.missing_chunks)
+        if not n:
+            return None
+        return (f"{n} source chunk{'s' if n != 1 else ''} of {self.name!r} {'were' if n != 1 else 'was'} "
+                "missing and read as fill value (zeros).")
+
+    def _decode(self, i: int, key, idx) -> np.ndarray:
+        try:
+            return np.asarray(self._levels[i].raw[key])
+        except MemoryError:
+            raise
+        except Exception as exc:
+            what = f"chunk {idx}" if idx is not None else "a window"
+            raise ValueError(
+                f"{what} of array {self._array_name(i)} could not be read ({type(exc).__name__}: {exc}); the "
+                "file is damaged: copy or convert the slide again."
+            ) from exc
+
+    def _read_chunk(self, i: int, src: tuple, idx: tuple[int, ...]) -> np.ndarray:
+        self._check_chunk(i, idx)
+        return self._decode(i, src, idx)
 
     def _read(self, target: tuple[int, ...], start: np.ndarray, size: np.ndarray):
         i = self._stored_source_for(target)
@@ -223,7 +321,7 @@ class Pyramid:
             lv = self._levels[i]
             src = np.asarray(lv.raw)
             if "t" in lv.layout:
-                src = src[(slice(None),) * lv.layout.index("t") + (0,)]
+                src = src[_at_t0(lv.layout)]
             src = _to_channels_first(src, lv.layout)
             n = np.asarray(src.shape[1:]) // ratio
             out = np.empty((src.shape[0], *n.tolist()), np.float32)
@@ -320,6 +418,26 @@ def _slice_padded(arr: np.ndarray, start: np.ndarray, size: np.ndarray):
         arr.shape[0], arr.shape[1:], start, size,
         lambda lo, hi: arr[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))],
     )
+
+
+def _chunk_missing(raw, idx: tuple[int, ...]) -> bool:
+    """Whether chunk ``idx`` of a zarr array is absent from its store (False for anything else)."""
+    try:
+        import zarr
+        from zarr.core.sync import sync
+
+        if not isinstance(raw, zarr.Array):
+            return False
+        sp = raw.store_path
+        if not type(sp.store).__module__.startswith("zarr."):  # e.g. tifffile's store: no missing-chunk notion
+            return False
+        shards = getattr(raw, "shards", None)
+        if shards:  # ``chunks`` are the inner chunks; the store holds whole shards
+            idx = tuple(int(k) * int(c) // int(s) for k, c, s in zip(idx, raw.chunks, shards))
+        key = raw.metadata.encode_chunk_key(tuple(int(k) for k in idx))
+        return not sync(sp.store.exists(f"{sp.path}/{key}" if sp.path else key))
+    except Exception:  # an exotic store that cannot answer: read as usual
+        return False
 
 
 def _chunks_of(raw) -> Any:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from .pyramid import SPATIAL, Level, Pyramid
 
@@ -25,6 +28,7 @@ def open_pyramid(
     axes: str | None = None,
     min_size: int = DEFAULT_MIN_SIZE,
     downsample_z: bool = False,
+    strict: bool = False,
 ) -> Pyramid:
     """Open an image as a lazy `Pyramid` in world coordinates.
 
@@ -36,16 +40,20 @@ def open_pyramid(
         at most 8 on a 3-D array is channels).
     min_size: arrays without levels are coarsened by 2 until the smallest Y/X side is below this.
     downsample_z: 3-D arrays without levels are also coarsened along Z.
+    strict: refuse (``ValueError``) a zarr chunk missing from the store instead of reading it as fill
+        value with a warning (see `Pyramid`).
     """
     if isinstance(source, (str, os.PathLike)):
-        return _open_path(Path(source), name)
+        pyr = _open_path(Path(source), name, strict)
+        pyr.strict = pyr.strict or strict
+        return pyr
     try:
         import zarr
 
         if isinstance(source, zarr.Group):
             from .ome_zarr import open_ome_zarr_group
 
-            return open_ome_zarr_group(source, name=name or "image")
+            return open_ome_zarr_group(source, name=name or "image", strict=strict)
     except ImportError:  # pragma: no cover - zarr is a dependency
         pass
     if isinstance(source, (list, tuple)):
@@ -58,7 +66,7 @@ def open_pyramid(
     )
 
 
-def _open_path(path: Path, name: str | None) -> Pyramid:
+def _open_path(path: Path, name: str | None, strict: bool = False) -> Pyramid:
     if not path.exists():
         raise FileNotFoundError(f"image {str(path)!r} does not exist; check the path.")
     name = name or path.name.split(".")[0] or "image"
@@ -67,7 +75,7 @@ def _open_path(path: Path, name: str | None) -> Pyramid:
         if any((path / f).exists() for f in ("zarr.json", ".zattrs", ".zgroup")):
             from .ome_zarr import open_ome_zarr
 
-            return open_ome_zarr(path, name=name)
+            return open_ome_zarr(path, name=name, strict=strict)
         raise ValueError(f"folder {str(path)!r} is not an OME-Zarr image (no zarr.json or .zattrs inside).")
     from . import slide_readers
 
@@ -110,6 +118,43 @@ def _check_axes(axes: str, shape) -> str:
 def _is_rgb(axes: str, shape) -> bool:
     """RGB(A) = samples on the last axis (how napari, TIFF and PNG store colour)."""
     return axes.endswith("c") and shape[-1] in (3, 4)
+
+
+_RGB_NAMES = (("red", "green", "blue"), ("r", "g", "b"))
+_RGB_COLORS = ("ff0000", "00ff00", "0000ff")
+
+
+def _hex_color(value) -> str | None:
+    """An OME/omero colour (``"FF0000"``, ``"#ff0000"``, or a signed RGBA int as in OME-XML) as ``rrggbb``."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        return f"{(int(value) & 0xFFFFFFFF) >> 8:06x}"
+    text = str(value).strip().lstrip("#").lower()
+    return text[:6] if len(text) in (6, 8) else None
+
+
+def is_brightfield_rgb(n_channels: int, dtype, names=None, colors=None) -> bool:
+    """Whether separate channels hold a brightfield colour image (one rule for every format).
+
+    True when there are exactly 3 channels of ``uint8`` and the file does not say otherwise: channel
+    colours, when given, are red, green, blue in that order, and channel names, when given and not
+    generic (``channel 0``, ``Channel:0:0``, ``c0``), are red/green/blue or R/G/B. So ome-zarr-py's plain
+    RGB (3 uint8 channels, no ``omero``) and a viewer-coloured RGB are RGB, while 3 uint8 fluorescence
+    channels named DAPI/GFP/... or coloured otherwise are not. Colour samples stored on their own axis
+    (TIFF ``S``, PNG, SVS) are RGB whatever this says.
+    """
+    if int(n_channels) != 3 or np.dtype(dtype) != np.uint8:
+        return False
+    if colors is not None and any(c is not None for c in colors):
+        if tuple(_hex_color(c) for c in colors) != _RGB_COLORS:
+            return False
+    if names:
+        lowered = tuple(str(n).strip().lower() for n in names)
+        generic = all(re.fullmatch(r"(channel[ :_-]*[0-9:]*|c ?[0-9]+|[0-9]+)", n) for n in lowered)
+        if not generic and lowered not in _RGB_NAMES:
+            return False
+    return True
 
 
 def pyramid_from_array(

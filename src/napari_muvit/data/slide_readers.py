@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from .pyramid import Level, Pyramid
-from .readers import check_levels_ascending, factors_from_shapes, pyramid_from_array, pyramid_from_arrays
+from .readers import (
+    check_levels_ascending,
+    factors_from_shapes,
+    is_brightfield_rgb,
+    pyramid_from_array,
+    pyramid_from_arrays,
+)
 
 _TIFF_AXES = {"Y": "y", "X": "x", "Z": "z", "C": "c", "S": "c", "T": "t"}
 _UM_PER = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
@@ -60,6 +66,24 @@ def _tiff_pixel_size(tif) -> tuple[tuple[float, ...] | None, str | None]:
     return None, None
 
 
+def _ome_channel_names(tif, n_channels: int) -> list[str] | None:
+    """Channel names of the first OME-XML image (``Channel/@Name``), when there is one per channel."""
+    ome = tif.ome_metadata
+    if not ome:
+        return None
+    try:
+        import xml.etree.ElementTree as ET
+
+        image = next(el for el in ET.fromstring(ome).iter() if el.tag.rsplit("}", 1)[-1] == "Image")
+        channels = [el for el in image.iter() if el.tag.rsplit("}", 1)[-1] == "Channel"]
+    except Exception:  # malformed OME-XML: names are optional
+        return None
+    names = [ch.get("Name") for ch in channels]
+    if len(names) != n_channels or not all(names):
+        return None
+    return [str(n) for n in names]
+
+
 def open_tiff(path: Path, name: str = "image") -> Pyramid:
     """Pyramidal OME-TIFF / TIFF: the levels of the first series (a plain TIFF gets lazy levels)."""
     import tifffile
@@ -80,6 +104,12 @@ def open_tiff(path: Path, name: str = "image") -> Pyramid:
     else:
         pyr = pyramid_from_arrays(arrays, name=name, axes=layout)
     pyr.pixel_size, pyr.unit = pixel_size, unit
+    names = None if pyr.rgb else _ome_channel_names(tif, pyr.n_channels)
+    if names:
+        pyr.channel_names = names
+    elif not pyr.rgb and "c" in layout and pyr.n_channels == 3 and is_brightfield_rgb(3, pyr.dtype):
+        # three uint8 channels stored as planes (not samples) with no names: the same rule as OME-Zarr
+        pyr.rgb, pyr.channel_names = True, ["red", "green", "blue"]
     pyr._file = tif  # keeps the file handle open as long as the pyramid lives
     return pyr
 

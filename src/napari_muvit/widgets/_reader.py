@@ -3,6 +3,11 @@
 The pyramid comes from ``napari_muvit.data.open_pyramid`` (the one place that knows file formats and
 the world frame); the layers come from ``widgets.layers`` (the one place that knows napari transforms).
 Labels stored in an OME-Zarr ``labels/`` group are added as Labels layers aligned to the image.
+
+Positions: napari ``scale``/``translate`` of every layer are the OME ``coordinateTransformations`` of its
+level 0 (scale and translation, v0.4 and v0.5, read by ``data.geometry.read_ome_transforms``): the slide's
+``Pyramid.translation`` is added to the image layers, and a labels image gets its own transforms, so a
+slide, a prediction store made from a region of it and their labels overlay exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
+from napari_muvit.data.geometry import has_transform, read_ome_transforms
 
 from . import layers
 
@@ -48,10 +55,22 @@ def read_slide(path) -> list[tuple]:
         path = path[0]
     path = str(path)
     pyramid = open_pyramid(path)
-    out = layers.image_layers(pyramid, name=pyramid.name or Path(path).name, source=path)
+    out = [_translated(layer, pyramid.spatial_translation)
+           for layer in layers.image_layers(pyramid, name=pyramid.name or Path(path).name, source=path)]
     if Path(path).is_dir():
         out += _ome_zarr_labels(Path(path), pyramid)
     return out
+
+
+def _translated(layer: tuple, translation) -> tuple:
+    """Shift a layer tuple by the slide translation (physical units, one value per spatial axis)."""
+    data, kwargs, kind = layer
+    if not any(translation):
+        return layer
+    shift = np.asarray(translation, dtype=float)
+    translate = np.asarray(kwargs["translate"], dtype=float)
+    translate[-len(shift):] += shift
+    return data, dict(kwargs, translate=tuple(float(t) for t in translate)), kind
 
 
 # ------------------------------------------------------------------------------------ OME-Zarr labels
@@ -79,19 +98,31 @@ def _ome_zarr_labels(path: Path, pyramid) -> list[tuple]:
         try:
             group = labels_group[name]
             attrs = _attrs(group)
-            datasets = attrs["multiscales"][0]["datasets"]
+            ms = attrs["multiscales"][0]
+            datasets = ms["datasets"]
             arrays = [da.from_zarr(group[d["path"]]) for d in datasets]
+            ndim0 = arrays[0].ndim
+            scale, trans = read_ome_transforms(datasets[0].get("coordinateTransformations"),
+                                               ms.get("coordinateTransformations"), ndim0)
         except Exception as exc:
             log.warning("skipping labels %r in %s: %s", name, path, exc)
             continue
         arrays = [_spatial_only(a, pyramid.spatial_ndim) for a in arrays]
-        # labels may be stored coarser than the image: their level = image shape / labels shape
-        level = tuple(float(s) / float(n) for s, n in zip(pyramid.shape, arrays[0].shape))
+        nd = arrays[0].ndim
+        ps = np.ones(nd) if pyramid.pixel_size is None else np.asarray(pyramid.pixel_size, dtype=float)[-nd:]
+        if any(has_transform(d.get("coordinateTransformations"), "scale") for d in datasets):
+            # the labels' own transforms: level = scale / slide pixel, origin from the translation
+            level = scale[-nd:] / ps
+            origin = (trans[-nd:] - np.asarray(pyramid.spatial_translation)[-nd:]) / ps - (level - 1) / 2
+        else:  # no transforms: labels cover the image; their level = image shape / labels shape
+            level = np.array([float(s) / float(n) for s, n in zip(pyramid.shape, arrays[0].shape)])
+            origin = np.zeros(nd)
         colors = _label_colors(attrs)
-        out.append(layers.labels_layer(
-            arrays, level=level, pixel_size=pyramid.pixel_size, unit=pyramid.unit, name=f"{name}",
-            class_colors=colors, extra_meta={"source": str(path / "labels" / name)},
-        ))
+        layer = layers.labels_layer(
+            arrays, level=tuple(level.tolist()), pixel_size=pyramid.pixel_size, unit=pyramid.unit, name=f"{name}",
+            class_colors=colors, origin=tuple(origin.tolist()), extra_meta={"source": str(path / "labels" / name)},
+        )
+        out.append(_translated(layer, pyramid.spatial_translation))
     return out
 
 
