@@ -1,11 +1,21 @@
-"""Latency of one attention-probe click in napari with the demo model on CPU.
+"""Attention-probe clicks: cache size and latency with the paper-sized encoder, or in the napari widget.
 
-Opens a viewer with a synthetic slide and the attention probe widget, then probes: the very first click
-(model load + encoder pass), the first click in each new tile (encoder pass), and clicks inside an
-already probed tile (cache hit). A click's latency (`*_click_ms`) runs from the widget's `probe(point)` call to the
-attention layers, marker, outlines and share plot request being updated on the GUI thread;
-`*_on_screen_ms` runs until the canvas has finished painting them. Also the engine alone (`attention_probe` on a session) for the
-same cached clicks. Prints one JSON object. Needs a display (`xvfb-run -a python benchmarks/attention_click.py`).
+Default (engine, no display): a paper-sized encoder (dim 384, 12 layers, 6 heads, levels 1,8,32, patch 8,
+3 x 256^2 crops = 3072 tokens; random weights, which cost the same as trained ones) on an in-memory
+random slide, CPU. Measures the bytes one cached tile holds (`AttentionSession.cache_nbytes`: crops plus
+every layer's rotated q and k), a click in a new tile (encoder pass + capture), and clicks in the cached
+tile as the widget's worker makes them (`attention_probe` + the tile's level share over 64 query tokens):
+last layer / head mean, layer 0 / head 1 at another query level, and rollout (head mean and one head).
+`full_weights_mb_per_tile` is what caching every layer's N x N weights would take (computed, not run).
+
+    python benchmarks/attention_click.py [--tiles 2] [--clicks 10] [--rollout-clicks 2] [--threads 1]
+
+``--widget``: the demo model in the attention probe widget of a real viewer (needs a display:
+``xvfb-run -a python benchmarks/attention_click.py --widget``). A click's latency (`*_click_ms`) runs from the
+widget's `probe(point)` call to the attention layers, marker, outlines and share plot request being updated on
+the GUI thread; `*_on_screen_ms` runs until the canvas has finished painting them; also the engine alone
+(`attention_probe` on a session) for the same cached clicks.
+Prints one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -13,12 +23,77 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+
+def _ms(values):
+    return {"median": round(1000 * statistics.median(values), 1), "max": round(1000 * max(values), 1)}
+
+
+def engine_benchmark(args) -> dict:
+    """Paper-sized encoder, engine only: cache bytes per tile, new-tile and cached-tile click latency."""
+    import torch
+
+    from napari_muvit.data import open_pyramid
+    from napari_muvit.engine.attention import AttentionSession, attention_probe
+    from napari_muvit.engine.attention_share import TILE_SHARE_QUERIES, tile_level_share
+    from napari_muvit.engine.testing import random_slide
+    from napari_muvit.model import MuViTEncoder
+
+    torch.manual_seed(0)
+    levels, tile = (1, 8, 32), 256
+    enc = MuViTEncoder(in_channels=1, levels=levels, patch_size=8, num_layers=12, dim=384, heads=6).eval()
+    session = AttentionSession(open_pyramid(random_slide((args.size, args.size), seed=0)), enc, tile=tile,
+                               device="cpu")
+    n_tokens = len(levels) * (tile // 8) ** 2
+
+    def click(point, **kw):
+        """What the widget's worker runs for one click: the probe, then the tile's level share."""
+        t0 = time.perf_counter()
+        res = attention_probe(session, point, **kw)
+        entry, _ = session.entry_for(point)
+        li = levels.index(kw.get("query_level", 1))
+        tile_level_share(entry["attn"], entry["grid"], len(levels), li, kw.get("layer", "last"),
+                         kw.get("head", "mean"), TILE_SHARE_QUERIES)
+        return time.perf_counter() - t0, res
+
+    new_tile, cache_mb = [], []
+    for k in range(args.tiles):
+        t, _ = click((tile * (k + 1) + 5.0, tile * (k + 2) + 7.0))
+        new_tile.append(t)
+        cache_mb.append(session.cache_nbytes() / 2**20)
+    origin = np.array([tile * (args.tiles + 2), tile * (args.tiles + 3)], float)
+    click(tuple(origin + 1))
+    calls = session.forward_calls
+    rng = np.random.default_rng(0)
+    points = [tuple(origin + rng.uniform(0, tile - 1, 2)) for _ in range(args.clicks)]
+    cached = {
+        "last_mean": [click(p)[0] for p in points],
+        "layer0_head1_query_level8": [click(p, layer=0, head=1, query_level=8)[0] for p in points],
+        "rollout_mean": [click(p, layer="rollout")[0] for p in points[: args.rollout_clicks]],
+        "rollout_head2": [click(p, layer="rollout", head=2)[0] for p in points[: args.rollout_clicks]],
+    }
+    assert session.forward_calls == calls  # every cached click stayed in the cached tile
+    cache_mb.append(session.cache_nbytes() / 2**20)  # with the rollout rows cached
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU",
+        "encoder": "paper-sized: dim 384, 12 layers, 6 heads, levels 1,8,32, patch 8, 256 px tiles",
+        "tokens": n_tokens,
+        "cache_mb_per_tile": round(max(cache_mb), 1),
+        "full_weights_mb_per_tile": round(12 * 6 * n_tokens**2 * 4 / 2**20, 1),
+        "click_ms_new_tile": _ms(new_tile),
+        "click_ms_cached": _ms(cached["last_mean"]),
+        **{f"click_ms_cached_{k}": _ms(v) for k, v in cached.items() if k != "last_mean"},
+        "cached_clicks_under_300ms": sum(t < 0.3 for v in cached.values() for t in v),
+        "cached_clicks": sum(len(v) for v in cached.values()),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def _wait(app, widget, timeout=120.0):
@@ -31,14 +106,8 @@ def _wait(app, widget, timeout=120.0):
     app.processEvents()
 
 
-def main() -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=1024, help="synthetic slide side (px)")
-    parser.add_argument("--clicks", type=int, default=20, help="clicks inside an already probed tile")
-    parser.add_argument("--tiles", type=int, default=5, help="clicks that each open a new tile")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    args = parser.parse_args()
-
+def widget_benchmark(args) -> dict:
+    """The demo model in the attention probe widget, clicked in a real viewer."""
     import napari
     import torch
     from qtpy.QtWidgets import QApplication
@@ -48,8 +117,6 @@ def main() -> dict:
     from napari_muvit.widgets._reader import read_slide
     from napari_muvit.widgets.attention import AttentionProbeWidget
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="muvit-bench-"))
     slide = tmp / "slide.ome.zarr"
     write_synthetic_slide(slide, size=args.size, seed=0)
@@ -103,21 +170,38 @@ def main() -> dict:
         engine_only.append(time.perf_counter() - t0)
     viewer.close()
 
-    def ms(values):
-        return {"median": round(1000 * statistics.median(values), 1), "max": round(1000 * max(values), 1)}
-
     return {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU",
         "model": "demo", "slide_px": args.size, "tile_px": tile, "levels": list(widget.session.levels),
         "first_click_ms": round(1000 * first, 1),
-        "new_tile_click_ms": ms(new_tile), "new_tile_worker_ms": ms(new_tile_engine),
-        "same_tile_click_ms": ms(same_tile),
-        "same_tile_on_screen_ms": ms(on_screen[-args.clicks:]), "same_tile_worker_ms": ms(same_tile_worker),
-        "same_tile_engine_only_ms": ms(engine_only),
-        "same_tile_delivery_ms": ms([p["delivery_s"] for p in parts[-args.clicks:]]),
-        "same_tile_gui_update_ms": ms([p["gui_s"] for p in parts[-args.clicks:]]),
+        "new_tile_click_ms": _ms(new_tile), "new_tile_worker_ms": _ms(new_tile_engine),
+        "same_tile_click_ms": _ms(same_tile),
+        "same_tile_on_screen_ms": _ms(on_screen[-args.clicks:]), "same_tile_worker_ms": _ms(same_tile_worker),
+        "same_tile_engine_only_ms": _ms(engine_only),
+        "same_tile_delivery_ms": _ms([p["delivery_s"] for p in parts[-args.clicks:]]),
+        "same_tile_gui_update_ms": _ms([p["gui_s"] for p in parts[-args.clicks:]]),
         "same_tile_clicks_under_300ms": sum(t < 0.3 for t in same_tile), "same_tile_clicks": len(same_tile),
     }
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--widget", action="store_true", help="the demo model in the napari widget (needs a display)")
+    parser.add_argument("--size", type=int, default=None, help="synthetic slide side (px; 4096 engine, 1024 widget)")
+    parser.add_argument("--clicks", type=int, default=None, help="clicks inside an already probed tile (10 / 20)")
+    parser.add_argument("--rollout-clicks", type=int, default=2, help="engine: rollout clicks per head choice")
+    parser.add_argument("--tiles", type=int, default=None, help="clicks that each open a new tile (2 / 5)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    defaults = {"size": 1024, "clicks": 20, "tiles": 5} if args.widget else {"size": 4096, "clicks": 10, "tiles": 2}
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return widget_benchmark(args) if args.widget else engine_benchmark(args)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
 """Attention probe: where does the token under a clicked point look, at every level?
 
 For the tile containing the point (tiles of ``tile`` level-1 px on a grid anchored at world 0), the
-encoder runs once with ``return_attention=True``; the session keeps that tile's crops and attention
-weights, so further clicks in the same tile only index arrays. The query token is the patch of level
+encoder runs once (fused path) and keeps every layer's rotated queries and keys (`attention_cache.TileAttention`);
+the session keeps that tile's crops and these, so a further click in the same tile computes only the
+attention rows it needs. The query token is the patch of level
 ``query_level``'s crop that contains the point. Results are per level a ``(h, w)`` map of attention
 weights with the crop's world bbox ``(2, 2)`` (centres of its first and last pixel; each map cell covers
 ``level * patch`` world px), and the share of the query's attention that each level receives.
 
 ``layer``: ``"last"``, a layer index (negative counts from the end) or ``"rollout"`` (attention rollout:
 per layer ``A = (head-reduced attention + I) / 2`` with rows renormalised, multiplied from the first
-layer to the last). ``head``: ``"mean"`` over heads or a head index.
-Memory: a tile's cached weights take ``layers * heads * N^2 * 4`` bytes (N tokens of all levels).
+layer to the last; evaluated as vector-matrix products from the query's side). ``head``: ``"mean"`` over
+heads or a head index.
+Memory: a cached tile holds ``2 * layers * N * dim * 4`` bytes of q and k (N tokens of all levels; 113 MB for
+the paper-sized encoder) instead of ``layers * heads * N^2 * 4`` for the full weights (2.7 GB).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from .attention_cache import TileAttention, resolve_head, resolve_layer
 
 
 @dataclass
@@ -80,15 +85,18 @@ class AttentionSession:
         return (int(y // s) * s, int(x // s) * s)
 
     def run(self, x: np.ndarray, bbox: np.ndarray) -> dict:
-        """Encoder with attention on one input ``x (L, C, H, W)``, ``bbox (L, 2, 2)``; returns the cache entry."""
+        """Encoder on one input ``x (L, C, H, W)``, ``bbox (L, 2, 2)``; returns the cache entry, whose
+        ``"attn"`` is a `TileAttention` (rotated q and k of every layer, weights on demand)."""
         xt = torch.as_tensor(x, dtype=torch.float32, device=self.device)[None]
         bt = torch.as_tensor(bbox, dtype=torch.float32, device=self.device)[None]
-        with torch.inference_mode():
-            _, attn = self.encoder(xt, bt, return_attention=True)
+        attn = TileAttention.from_encoder(self.encoder, xt, bt)
         self.forward_calls += 1
         grid = tuple(int(n) // self.patch_size for n in x.shape[-2:])
-        return {"x": x, "bbox": np.asarray(bbox, np.float32), "grid": grid,
-                "attn": torch.stack([a[0].float().cpu() for a in attn])}  # (layers, heads, N, N)
+        return {"x": x, "bbox": np.asarray(bbox, np.float32), "grid": grid, "attn": attn}
+
+    def cache_nbytes(self) -> int:
+        """Bytes the cached tile holds (crops + attention cache); 0 before the first click."""
+        return 0 if self._entry is None else entry_nbytes(self._entry)
 
     def entry_for(self, point_yx) -> tuple[dict, tuple[int, int]]:
         origin = self.tile_origin(point_yx)
@@ -101,17 +109,31 @@ class AttentionSession:
         return self._entry, origin
 
 
-def attention_row(attn: torch.Tensor, q: int, layer="last", head="mean") -> np.ndarray:
-    """Attention of token ``q`` to every token, ``(N,)``; ``attn (layers, heads, N, N)``."""
+def entry_nbytes(entry: dict) -> int:
+    """Bytes of a cache entry: crops, boxes and the attention cache (`TileAttention` or full weights)."""
+    attn = entry["attn"]
+    return int(np.asarray(entry["x"]).nbytes + entry["bbox"].nbytes + attn.nbytes)
+
+
+def attention_rows(attn, queries, layer="last", head="mean") -> np.ndarray:
+    """Attention of tokens ``queries (Q,)`` to every token, ``(Q, N)`` float32; ``attn`` a `TileAttention`
+    (rows computed on demand, one rollout pass for all queries) or full weights ``(layers, heads, N, N)``."""
+    if isinstance(attn, TileAttention):
+        return attn.rows(queries, layer, head).numpy()
+    return np.stack([attention_row(attn, int(q), layer, head) for q in np.atleast_1d(queries)])
+
+
+def attention_row(attn, q: int, layer="last", head="mean") -> np.ndarray:
+    """Attention of token ``q`` to every token, ``(N,)``; ``attn`` a `TileAttention` or full weights
+    ``(layers, heads, N, N)`` (e.g. ``encoder(..., return_attention=True)`` stacked; N x N products)."""
+    if isinstance(attn, TileAttention):
+        return attn.rows([q], layer, head)[0].numpy()
     n_layers, n_heads = attn.shape[:2]
+    layer = resolve_layer(layer, n_layers)
+    head = resolve_head(head, n_heads)
 
     def pick(a):  # (heads, N, N) -> (N, N)
-        if head == "mean":
-            return a.mean(0)
-        h = int(head)
-        if not -n_heads <= h < n_heads:
-            raise ValueError(f"head {head!r} does not exist; this model has heads 0..{n_heads - 1} (or 'mean').")
-        return a[h]
+        return a.mean(0) if head == "mean" else a[head]
 
     if layer == "rollout":
         eye = torch.eye(attn.shape[-1], dtype=attn.dtype)
@@ -121,14 +143,7 @@ def attention_row(attn: torch.Tensor, q: int, layer="last", head="mean") -> np.n
             a = a / a.sum(-1, keepdim=True)
             rollout = a @ rollout
         return rollout[q].numpy()
-    idx = n_layers - 1 if layer == "last" else layer
-    try:
-        idx = int(idx)
-    except (TypeError, ValueError):
-        raise ValueError(f"layer {layer!r} is not 'last', 'rollout' or a layer index 0..{n_layers - 1}.") from None
-    if not -n_layers <= idx < n_layers:
-        raise ValueError(f"layer {layer!r} does not exist; this model has layers 0..{n_layers - 1}.")
-    return pick(attn[idx])[q].numpy()
+    return pick(attn[layer])[q].numpy()
 
 
 def query_token(bbox_level: np.ndarray, level: int, patch: int, grid, point_yx) -> tuple[int, int]:
@@ -148,7 +163,13 @@ def probe_entry(entry: dict, levels, patch: int, point_yx, layer="last", head="m
     n = gh * gw
     r, c = query_token(entry["bbox"][li], levels[li], patch, (gh, gw), point_yx)
     q = li * n + r * gw + c
-    row = attention_row(entry["attn"], q, layer, head)
+    queries = [q]
+    if layer == "rollout" and isinstance(entry["attn"], TileAttention):
+        from .attention_share import query_tokens
+
+        # the tile's level share (attention_share) asks for these next: one rollout pass serves both
+        queries += [int(t) for t in query_tokens((gh, gw), li) if t != q]
+    row = attention_rows(entry["attn"], queries, layer, head)[0]
     maps = [(row[i * n : (i + 1) * n].reshape(gh, gw).astype(np.float32), entry["bbox"][i].copy())
             for i in range(len(levels))]
     share = np.array([m.sum() for m, _ in maps], np.float64)

@@ -1,15 +1,16 @@
 """Share of attention each level receives, averaged over the query tokens of one cached tile.
 
 `attention_probe` reports the share of a single query token, which is noisy; this averages the share over
-evenly spaced query tokens of one level of the same tile. It reads the weights an `AttentionSession` has
-already cached (`entry["attn"]`, `(layers, heads, N, N)`), so it runs no forward pass.
+evenly spaced query tokens of one level of the same tile. It reads what an `AttentionSession` has already
+cached (`entry["attn"]`: a `TileAttention`, or full weights `(layers, heads, N, N)`), so it runs no forward
+pass; with a `TileAttention` all query rows come from one batched computation (one rollout pass).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .attention import attention_row
+from .attention import attention_rows
 
 TILE_SHARE_QUERIES = 64  # query tokens averaged for the tile's share (evenly spaced when there are more)
 
@@ -29,7 +30,7 @@ def tile_level_share(attn, grid, n_levels: int, level_index: int, layer="last", 
                      max_queries: int = TILE_SHARE_QUERIES) -> np.ndarray:
     """Mean share of attention per level over the query tokens of level `level_index`, `(n_levels,)`, sums to 1.
 
-    `attn (layers, heads, N, N)` with `N = n_levels * gh * gw`; `layer` / `head` as in `attention_row`
+    `attn` a `TileAttention` or weights `(layers, heads, N, N)`, `N = n_levels * gh * gw`; `layer` / `head` as in `attention_row`
     ('last', 'rollout' or an index; 'mean' or an index). Each query's row is split per level and
     normalised to 1 before averaging, so every query counts the same.
     """
@@ -38,6 +39,6 @@ def tile_level_share(attn, grid, n_levels: int, level_index: int, layer="last", 
     if not 0 <= int(level_index) < int(n_levels):
         raise ValueError(f"level index {level_index} does not exist; the tile has levels 0..{n_levels - 1}.")
     queries = query_tokens(grid, level_index, max_queries)
-    rows = np.stack([attention_row(attn, int(q), layer, head) for q in queries])
+    rows = attention_rows(attn, queries, layer, head)
     share = rows.reshape(len(queries), int(n_levels), n).sum(-1)
     return (share / share.sum(-1, keepdims=True)).mean(0)

@@ -45,6 +45,21 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(dim, dim, bias=False)
         self.to_out = nn.Linear(dim, dim, bias=False) if heads > 1 else nn.Identity()
 
+    def project_qkv(self, x: Tensor, rotation: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention inputs ``x (B, N, dim)`` -> ``q, k, v`` each ``(B, N, heads, dh)``, q and k rotated.
+
+        ``softmax(q @ k^T * scale)`` per head (masked) are the attention weights of `forward`.
+        """
+        B, N, _ = x.shape
+        # one GEMM for q, k and v is cheaper than three
+        w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
+        qkv = F.linear(x, w).view(B, N, 3, self.heads, self.dim_head)
+        if rotation is not None:
+            q, k = apply_rope(qkv[:, :, :2], rotation.unsqueeze(2)).unbind(2)
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        return q, k, qkv[:, :, 2]
+
     def forward(
         self,
         x: Tensor,
@@ -62,15 +77,7 @@ class Attention(nn.Module):
         B, N, _ = x.shape
         h, dh = self.heads, self.dim_head
         if context is None:
-            # one GEMM for q, k and v is cheaper than three
-            w = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
-            qkv = F.linear(x, w).view(B, N, 3, h, dh)
-            if rotation is not None:
-                qk = apply_rope(qkv[:, :, :2], rotation.unsqueeze(2))
-                q, k = qk.unbind(2)
-            else:
-                q, k = qkv[:, :, 0], qkv[:, :, 1]
-            v = qkv[:, :, 2]
+            q, k, v = self.project_qkv(x, rotation)
         else:
             Nk = context.shape[1]
             q = self.to_q(x).view(B, N, h, dh)

@@ -183,6 +183,29 @@ class MuViTEncoder(nn.Module):
         tokens, attns = self.run_blocks(tokens, coords, level_idx, return_attention)
         return (tokens, attns) if return_attention else tokens
 
+    def attention_qk(self, x: Tensor, bbox: Tensor | None = None) -> tuple[Tensor, list[tuple[Tensor, Tensor]], Tensor]:
+        """Tokens plus every layer's rotated queries and keys, so attention rows can be computed on demand.
+
+        ``x (B, L, C, *S)``, ``bbox (B, L, 2, ndim)`` -> ``(tokens (B, N, dim), [(q, k)] per layer, each
+        (B, heads, N, dh), level_idx (N,))``. Per head ``softmax(q @ k^T * dh**-0.5)``, masked by
+        ``level_mask(level_idx, level_idx, attention_mode)``, equals ``forward(..., return_attention=True)``'s
+        weights; keeping q and k costs ``2 * N * dim`` floats per layer instead of ``heads * N^2``.
+        Tokens come from the fused path (q and k are projected once more for the capture).
+        """
+        x = check_input(x, self)
+        spatial = x.shape[3:]
+        check_bbox(bbox, x.shape[0], len(self.levels), self.ndim)
+        tokens, _ = self.embed(x)
+        coords = self.patch_coords(bbox, spatial, x.shape[0]).to(x.device)
+        level_idx = self.level_index(spatial, x.device)
+        mask = level_mask(level_idx[None], level_idx[None], self.attention_mode)
+        qk = []
+        for layer, rot in zip(self.layers, self.rotations(coords)):
+            q, k, _ = layer.attn.project_qkv(layer.norm1(tokens), rot)
+            qk.append((q.transpose(1, 2), k.transpose(1, 2)))
+            tokens, _ = layer(tokens, rot, mask)
+        return tokens, qk, level_idx
+
     def spatial_features(self, x: Tensor, bbox: Tensor | None = None) -> Tensor:
         """Tokens as feature maps ``(B, L, dim, h, w)`` (3D: ``(B, L, dim, d, h, w)``)."""
         tokens = self(x, bbox)
