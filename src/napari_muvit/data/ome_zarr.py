@@ -72,14 +72,14 @@ def _dataset_array(group, path, k: int):
     return arr
 
 
-def _check_level_shape(k: int, shape0, shape, factor, spatial_idx, scale_k, scale_0) -> None:
+def _check_level_shape(k: int, shape0, shape, factor, spatial_idx, scale_k, scale_0, layout: str) -> None:
     """A level's shape must be what its scale says: ``floor`` or ``ceil`` of level 0's by the factor."""
     for i, f in zip(spatial_idx, factor):
         if shape[i] not in (shape0[i] // f, -(-shape0[i] // f)):
             expected = sorted({max(1, shape0[i] // f), -(-shape0[i] // f)})
             raise ValueError(
                 f"OME-Zarr level {k} has shape {tuple(shape)} but its scale {scale_k} ({f}x level 0's "
-                f"{scale_0}) needs {' or '.join(map(str, expected))} pixels on axis {i}: the dataset paths "
+                f"{scale_0}) needs {' or '.join(map(str, expected))} pixels along {layout[i]}: the dataset paths "
                 "point at the wrong arrays (swapped or mismatched levels)."
             )
 
@@ -143,7 +143,7 @@ def open_ome_zarr_group(group: zarr.Group, name: str = "image", strict: bool = F
                     "must keep the aspect ratio."
                 )
             _check_level_shape(k, arrays[0].shape, arr.shape, factor, spatial_idx,
-                               sc[spatial_idx].tolist(), scales[0][spatial_idx].tolist())
+                               sc[spatial_idx].tolist(), scales[0][spatial_idx].tolist(), layout)
         else:
             factor = factors_from_shapes([arrays[0].shape[i] for i in spatial_idx],
                                          [arr.shape[i] for i in spatial_idx], k)
