@@ -187,16 +187,18 @@ def test_prediction_store_in_micrometres(tmp_path, torch_one_thread):
     model = PixelSegmenter(w=(2.0, 0.0, -1.0), b=(-1.0, 0.0, 0.0))
     predict(Recipe(out=str(out), region=(8, 88, 16, 120), tile=32, overlap=8, normalization={"policy": "none"}),
             model=model, pyramid=pyramid)
-    import zarr
+    from napari_muvit.engine.measure import open_labels
 
-    lab = np.asarray(zarr.open_group(str(out), mode="r")["labels/prediction/0"][:])
-    assert lab.shape == (80, 104)
+    source = open_labels(out)
+    lab = np.asarray(source.labels[:])
+    oy, ox = (int(v) for v in source.origin_yx)  # the store's level 0 starts at world (oy, ox)
+    assert source.factor == 1 and int((lab > 0).sum()) == 80 * 104  # exactly the region was predicted
     region = Region.box("blob", 50, 80, 80, 110)  # world px, around the second blob
     table = measure_store(out, [region])
     c0 = table.row("slide", "class 0")
     assert c0["pixels"] == int((lab == 1).sum()) == 30 * 40 + 10 * 10
     assert c0["area_um2"] == pytest.approx(c0["pixels"] * 0.25) and c0["objects"] == 2
-    # the region box in store pixels: world minus the store corner (8, 16)
-    assert table.row("blob", "class 0")["pixels"] == int((lab[42:72, 64:94] == 1).sum()) == 100
+    assert table.row("blob", "class 0")["pixels"] == int((lab[50 - oy : 80 - oy, 80 - ox : 110 - ox] == 1).sum()) == 100
     assert table.row("blob", "class 0")["objects"] == 1
     assert table.row("blob", "class 1")["pixels"] == 30 * 30 - 100
+    assert table.row("slide", "(tissue)")["pixels"] == 80 * 104  # no background class: every predicted pixel

@@ -22,6 +22,7 @@ COMMANDS = {
     "pretrain": "pretrain",
     "finetune": "finetune",
     "info": "info",
+    "measure": "measure",
 }
 
 EXIT_USAGE = 2

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .geometry import edge_to_centre_frame, index_to_world
+
 
 def _ring(points, where: str) -> np.ndarray:
     ring = np.asarray(points, dtype=np.float64)
@@ -66,7 +68,7 @@ class Region:
         pixel edges, so it holds exactly those pixels."""
         if not (y1 > y0 and x1 > x0):
             raise ValueError(f"box {(y0, y1, x0, x1)} is empty; give y0 < y1 and x0 < x1.")
-        ey0, ey1, ex0, ex1 = y0 - 0.5, y1 - 0.5, x0 - 0.5, x1 - 0.5
+        ey0, ey1, ex0, ex1 = edge_to_centre_frame([y0, y1, x0, x1])  # pixel edges -> world coordinates
         return cls(name, [[np.array([[ey0, ex0], [ey0, ex1], [ey1, ex1], [ey1, ex0]])]], **kw)
 
     @property
@@ -108,3 +110,51 @@ def _even_odd(rings, yc: np.ndarray, xc: np.ndarray) -> np.ndarray:
         xs = np.sort(a_x + (y - a_y) * (b_x - a_x) / (b_y - a_y))
         out[i] = np.searchsorted(xs, xc, side="left") % 2 == 1  # crossings strictly left of x
     return out
+
+
+def label_image(regions, class_names, shape_yx, chunks: int = 2048):
+    """Lazy ``(Y, X)`` level-1 label image of ``regions`` for fine-tuning: 0 = unlabelled, ``k + 1`` = class
+    ``class_names[k]`` (a region's ``classification``); later regions paint over earlier ones.
+
+    A dask array (each chunk is rasterised when read), so it is accepted wherever a label image is
+    (`engine.training.finetune(annotations=...)`) without materialising the slide. Regions without a class,
+    or with a class not in ``class_names``, are a ``ValueError``.
+    """
+    import dask.array as da
+
+    names = [str(n) for n in class_names]
+    values = []
+    for region in regions:
+        if region.classification not in names:
+            raise ValueError(f"region {region.name!r} has class {region.classification!r}, which is not one of "
+                             f"{', '.join(names)}; classify it or add the class.")
+        values.append(names.index(region.classification) + 1)
+    dtype = np.uint8 if len(names) < 255 else np.uint16
+    shape = tuple(int(s) for s in shape_yx)
+    blank = da.zeros(shape, dtype=dtype, chunks=chunks)
+
+    def paint(block, block_info=None):
+        (y0, y1), (x0, x1) = block_info[0]["array-location"]
+        out = np.zeros((y1 - y0, x1 - x0), dtype)
+        for region, value in zip(regions, values):
+            ymin, ymax, xmin, xmax = region.bounds
+            if ymax < y0 - 1 or ymin > y1 or xmax < x0 - 1 or xmin > x1:
+                continue
+            out[region.contains_centres(np.arange(y0, y1), np.arange(x0, x1))] = value
+        return out
+
+    return blank.map_blocks(paint, dtype=dtype)
+
+
+def region_mask(regions, shape_yx, factor: int = 1) -> np.ndarray:
+    """``(ceil(Y / factor), ceil(X / factor))`` bool mask of the pixels (of a level-``factor`` grid) whose
+    centre lies in any region: a prediction mask (`Recipe.mask`, saved as ``.npy``) for slide ``shape_yx``."""
+    f = int(factor)
+    if f < 1:
+        raise ValueError(f"mask factor {factor!r} must be a whole number >= 1.")
+    h, w = (-(-int(s) // f) for s in shape_yx)
+    yc, xc = index_to_world(np.arange(h), f), index_to_world(np.arange(w), f)
+    mask = np.zeros((h, w), bool)
+    for region in regions:
+        mask |= region.contains_centres(yc, xc)
+    return mask

@@ -6,8 +6,8 @@ For the whole predicted region and for each `Region` (annotations, ROIs), per cl
   1 for segmentation, the tile stride for classifiers), in um^2 and mm^2 when the store knows its physical
   pixel size (``pixel_size`` and ``unit``), else in px^2 only (level-1 pixels, the ``unit`` column says so).
 * **% of tissue**: the class's area over the tissue area, where *tissue* = predicted pixels (label != 0)
-  of every class except the background class(es) (class names ``background`` / ``bg``, any case, or the
-  names given in ``background=``). When no class is background, tissue is every predicted pixel. Pixels
+  of every class except the background class(es) (`rois.is_background`: names ``background`` / ``bg``,
+  any case; or the names given in ``background=``). When no class is background, tissue is every predicted pixel. Pixels
   that were not predicted (label 0: skipped tiles, outside a mask) are neither tissue nor background. The
   background class itself gets no percentage.
 * **objects**: connected components of the class (8-connected by default, 4 with ``connectivity=4``) with
@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.geometry import index_to_world
+from ..data.geometry import pixel_centre
 from ..data.regions import Region
+from .rois import is_background
 
-BACKGROUND_NAMES = ("background", "bg")
 TISSUE, NOT_PREDICTED = "(tissue)", "(not predicted)"
 _TO_UM = {"micrometer": 1.0, "micron": 1.0, "um": 1.0, "µm": 1.0, "nanometer": 1e-3, "nm": 1e-3,
           "millimeter": 1e3, "mm": 1e3, "centimeter": 1e4, "cm": 1e4, "meter": 1e6, "m": 1e6}
@@ -94,6 +94,22 @@ class MeasureTable:
     def to_csv(self, path) -> Path:
         return write_csv(self, path)
 
+    def by_region(self) -> dict:
+        """Region name -> ``{"<class>: area um^2" (or px^2), "<class>: % of tissue", "<class>: objects"}``,
+        numbers only: the measurements a QuPath annotation carries (`data.qupath.write_qupath`)."""
+        area, unit = ("area_um2", "um^2") if self.physical else ("area_px2", "px^2")
+        out: dict = {}
+        for r in self.rows:
+            values = out.setdefault(r["region"], {})
+            if r["class"] == NOT_PREDICTED:
+                continue
+            values[f"{r['class']}: area {unit}"] = r[area]
+            if r["percent_of_tissue"] is not None and r["class"] != TISSUE:
+                values[f"{r['class']}: % of tissue"] = r["percent_of_tissue"]
+            if r["objects"] is not None:
+                values[f"{r['class']}: objects"] = r["objects"]
+        return out
+
 
 # ------------------------------------------------------------------------------------------ reading
 def open_labels(store) -> LabelSource:
@@ -116,9 +132,11 @@ def open_labels(store) -> LabelSource:
             "segmentation or classification prediction."
         )
     labels = root["labels/prediction/0"]
+    # where level-0 pixel (0, 0) starts: "origin" (whole-slide stores), else the predicted region's corner
     region = meta.get("region") or [0, labels.shape[0], 0, labels.shape[1]]
+    origin = meta.get("origin") or (region[0], region[2])
     return LabelSource(labels=labels, class_names=list(meta["labels"]), factor=float(meta["image"]["factor"]),
-                       origin_yx=(float(region[0]), float(region[2])),
+                       origin_yx=(float(origin[0]), float(origin[1])),
                        pixel_size=tuple(meta["pixel_size"]) if meta.get("pixel_size") else None,
                        unit=meta.get("unit"), chunks=tuple(labels.chunks))
 
@@ -176,7 +194,7 @@ def measure_labels(source: LabelSource, regions=None, *, min_size: float = 0.0, 
 
 def _background_classes(names, background) -> set[int]:
     if background is None:
-        return {k for k, n in enumerate(names) if n.strip().lower() in BACKGROUND_NAMES}
+        return {k for k, n in enumerate(names) if is_background(n)}
     wanted = [background] if isinstance(background, str) else list(background)
     missing = [b for b in wanted if b not in names]
     if missing:
@@ -197,7 +215,7 @@ def _pixel_extent(region: Region, source: LabelSource, H: int, W: int) -> tuple[
     ymin, ymax, xmin, xmax = region.bounds
     f = float(source.factor)
     oy, ox = source.origin_yx
-    # pixel i's centre is oy + index_to_world(i, f); keep every i whose centre can fall in [ymin, ymax]
+    # pixel i's centre is pixel_centre(i, f, oy) = oy + i f + (f - 1) / 2; keep every i whose centre can be in [ymin, ymax]
     i0 = math.floor((ymin - oy - (f - 1) / 2) / f)
     i1 = math.ceil((ymax - oy - (f - 1) / 2) / f) + 1
     j0 = math.floor((xmin - ox - (f - 1) / 2) / f)
@@ -238,8 +256,8 @@ def _measure_pass(source, region, extent, n_classes, sy, sx, min_pixels, connect
         for ca, cb in _edges(b0, b1, sx):
             vals = np.asarray(source.labels[ra:rb, ca:cb]).astype(np.int64, copy=False)
             if region is not None:
-                inside = region.contains_centres(oy + index_to_world(np.arange(ra, rb), f),
-                                                 ox + index_to_world(np.arange(ca, cb), f))
+                inside = region.contains_centres(pixel_centre(np.arange(ra, rb), f, oy),
+                                                 pixel_centre(np.arange(ca, cb), f, ox))
                 vals = np.where(inside, vals, -1)  # -1: outside the region, neither counted nor an object
                 counts += np.bincount(vals[inside].ravel(), minlength=n_classes + 1)[: n_classes + 1]
             else:
