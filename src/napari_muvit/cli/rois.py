@@ -49,7 +49,7 @@ def run(args) -> int:
                      mode="regions" if args.regions else "tiles")
     score_name = args.score or store_default_score(args.store)
     for target in args.export:
-        export_rois(rois, target, score_name)
+        export_rois(rois, target, score_name, class_colors=args.store)
     print(f"{'rank':>4} {'score':>10} {'centre y':>10} {'centre x':>10}  class")
     for r in rois:
         print(f"{r.rank:>4} {r.score:>10.4g} {r.centroid_yx[0]:>10.1f} {r.centroid_yx[1]:>10.1f}  {r.classification}")
