@@ -138,7 +138,8 @@ def test_cache_holds_queries_and_keys_not_weights():
     entry, _ = session.entry_for((10.0, 10.0))
     attn = entry["attn"]
     n, dim = 3 * 8 * 8, 96
-    assert attn.q.shape == attn.k.shape == (4, 4, n, dim // 4) and attn.q.dtype == torch.float32
+    assert attn.q.shape == (4, 4, n, dim // 4) and attn.kt.shape == (4, 4, dim // 4, n)
+    assert attn.q.dtype == attn.kt.dtype == torch.float32
     level_bytes = n * 8  # int64 level index per token
     assert attn.nbytes == 2 * 4 * n * dim * 4 + level_bytes  # 2 x layers x N x dim float32 (N^2 would be 4x more)
     assert session.cache_nbytes() == entry_nbytes(entry) == attn.nbytes + entry["x"].nbytes + entry["bbox"].nbytes

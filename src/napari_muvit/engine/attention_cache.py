@@ -52,16 +52,23 @@ def resolve_head(head, n_heads: int):
     return h % n_heads
 
 
+def _pick(w: torch.Tensor) -> torch.Tensor:
+    """Head mean of weights ``(heads, Q, N)`` -> ``(Q, N)`` (one head: that head)."""
+    return w[0] if len(w) == 1 else w.sum(0).div_(len(w))
+
+
 class TileAttention:
     """Attention of one tile as per-layer rotated ``q, k (layers, heads, N, dh)`` float32 (see module doc).
 
     ``level_idx (N,)`` level index of every token and ``mode`` the encoder's attention mode (for the mask).
+    Keys are kept transposed, ``kt (layers, heads, dh, N)``: the products then read them contiguously.
     """
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, level_idx: torch.Tensor | None = None, mode: str = "all"):
         if q.shape != k.shape or q.ndim != 4:
             raise ValueError(f"q and k must both be (layers, heads, N, dh), got {tuple(q.shape)} and {tuple(k.shape)}.")
-        self.q, self.k = q, k
+        self.q = q
+        self.kt = k.transpose(-1, -2).contiguous()
         self.num_layers, self.heads, self.n_tokens, dh = (int(v) for v in q.shape)
         self.scale = dh**-0.5
         self.level_idx = level_idx
@@ -75,7 +82,7 @@ class TileAttention:
         with torch.inference_mode():
             _, qk, level_idx = encoder.attention_qk(x, bbox)
             q = torch.stack([a[0] for a, _ in qk]).float().contiguous()
-            k = torch.stack([b[0] for _, b in qk]).float().contiguous()
+            k = torch.stack([b[0] for _, b in qk]).float()
         return cls(q, k, level_idx, encoder.attention_mode)
 
     @property
@@ -88,7 +95,7 @@ class TileAttention:
         """Bytes held: q, k, level indices and cached rollout rows."""
         rows = sum(len(c) for c in self._rollout.values()) * self.n_tokens * 4
         lvl = 0 if self.level_idx is None else self.level_idx.numel() * self.level_idx.element_size()
-        return self.q.nbytes + self.k.nbytes + lvl + rows
+        return self.q.nbytes + self.kt.nbytes + lvl + rows
 
     # ---- weights ------------------------------------------------------------------------------
     def weights(self, layer: int, queries, head="mean") -> torch.Tensor:
@@ -97,10 +104,10 @@ class TileAttention:
         idx = torch.as_tensor(queries, dtype=torch.long, device=self.q.device)
         heads = slice(None) if head == "mean" else slice(head, head + 1)
         with torch.inference_mode():
-            logits = (self.q[layer, heads][:, idx] @ self.k[layer, heads].transpose(-1, -2)) * self.scale
+            logits = torch.bmm(self.q[layer, heads][:, idx], self.kt[layer, heads]).mul_(self.scale)
             if self.mode != "all":
                 lvl = self.level_idx.to(idx.device)
-                logits = logits.masked_fill(~level_mask(lvl[idx][None], lvl[None], self.mode)[0], float("-inf"))
+                logits.masked_fill_(~level_mask(lvl[idx][None], lvl[None], self.mode)[0], float("-inf"))
             return logits.softmax(dim=-1)
 
     def rows(self, queries, layer="last", head="mean") -> torch.Tensor:
@@ -113,7 +120,7 @@ class TileAttention:
             raise ValueError(f"query tokens {queries} are outside 0..{self.n_tokens - 1}.")
         if layer == "rollout":
             return self._rollout_rows(queries, head)
-        return self.weights(layer, queries, head).mean(0).float().cpu()
+        return _pick(self.weights(layer, queries, head)).float().cpu()
 
     # ---- rollout ------------------------------------------------------------------------------
     def _rollout_rows(self, queries: list[int], head) -> torch.Tensor:
@@ -139,7 +146,7 @@ class TileAttention:
                 out = torch.zeros_like(v)
                 for start in range(0, len(active), block):
                     rows = active[start : start + block]
-                    a = self.weights(layer, rows, head).mean(0)  # (c, N)
+                    a = _pick(self.weights(layer, rows, head))  # (c, N)
                     a[torch.arange(len(rows), device=dev), rows] += 1.0
                     a = a / 2
                     a = a / a.sum(-1, keepdim=True)
