@@ -70,6 +70,11 @@ def _open_path(path: Path, name: str | None, strict: bool = False) -> Pyramid:
     if not path.exists():
         raise FileNotFoundError(f"image {str(path)!r} does not exist; check the path.")
     name = name or path.name.split(".")[0] or "image"
+    from .formats import open_extra_format  # OpenSlide, DICOM, CZI, ND2, LIF (optional extras)
+
+    extra = open_extra_format(path, name)
+    if extra is not None:
+        return extra
     lower = path.name.lower()
     if path.is_dir():
         if any((path / f).exists() for f in ("zarr.json", ".zattrs", ".zgroup")):
