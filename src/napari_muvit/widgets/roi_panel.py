@@ -143,7 +143,7 @@ class RoiPanel(QGroupBox):
         if path.suffix.lower() not in ({".geojson", ".json"} if fmt == "geojson" else {".csv"}):
             path = path.with_name(path.name + f".{fmt}")
         try:
-            return export_rois(self.ranked, fmt, path)
+            return export_rois(self.ranked, fmt, path, store=self.store)
         except (ValueError, FileNotFoundError, FileExistsError) as exc:
             notify_error(str(exc))
             return None

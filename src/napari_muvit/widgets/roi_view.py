@@ -88,12 +88,13 @@ def roi_layer_and_table(store, pixel_size=None, origin_offset=(0.0, 0.0), score=
     return (polygons, kwargs, "shapes"), RankedRois(score, list(rois), centres, sizes)
 
 
-def export_rois(ranked: RankedRois, fmt: str, path) -> Path:
-    """Write exactly the listed ROIs (same ROIs, same order) as GeoJSON (QuPath) or CSV to ``path``."""
+def export_rois(ranked: RankedRois, fmt: str, path, store=None) -> Path:
+    """Write exactly the listed ROIs (same ROIs, same order) as GeoJSON (QuPath) or CSV to ``path``;
+    ``store``: the prediction store whose class colours GeoJSON uses."""
     from napari_muvit.engine.export import export_rois as engine_export
 
     if fmt not in ("geojson", "csv"):
         raise ValueError(f"export format {fmt!r} is not 'geojson' or 'csv'.")
     if ranked is None or not ranked.rois:
         raise ValueError("this run has no finished tiles to rank yet; run (or continue) the prediction first.")
-    return engine_export(ranked.rois, Path(path), score_name=ranked.score)
+    return engine_export(ranked.rois, Path(path), score_name=ranked.score, class_colors=store)
