@@ -13,6 +13,7 @@ EXAMPLES = """examples:
   napari-muvit predict slide.zarr --model demo --out pred.zarr --workers 2   # local dask cluster
   napari-muvit predict slide.zarr --model demo --out /shared/pred.zarr --scheduler tcp://head:8786
   napari-muvit predict --recipe run.yaml                                     # a saved recipe
+  napari-muvit predict slides/ --model demo --out-dir preds/                  # every slide of a folder
 """
 
 
@@ -25,7 +26,8 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", nargs="?", metavar="SOURCE", help="slide: OME-Zarr, (OME-)TIFF, SVS/NDPI, ...")
+    p.add_argument("source", nargs="*", metavar="SOURCE", help="slide: OME-Zarr, (OME-)TIFF, SVS/NDPI, ...; "
+                   "with --out-dir several slides, a folder of slides or a .txt list of paths")
     p.add_argument("--model", help="model folder or 'demo' (default: demo)")
     p.add_argument("--levels", help="downsample factors fed to the model, e.g. 1,8,32 (default: the model's)")
     p.add_argument("--region", help="y0:y1,x0:x1 in full-resolution pixels, or 'all' (default: all)")
@@ -38,6 +40,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--precision", help="auto (default: bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
     p.add_argument("--batch-size", dest="batch_size", help="tiles per model call, or auto (default)")
     p.add_argument("--out", metavar="OUT.zarr", help="output store (never overwritten unless --overwrite)")
+    p.add_argument("--out-dir", dest="out_dir", metavar="DIR", help="batch: DIR/<slide>.zarr per slide and "
+                   "DIR/summary.csv; finished slides are skipped, failed ones reported (docs/cli.md)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", default=None, help="continue a stopped run, skipping finished tiles")
     mode.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
@@ -89,6 +93,11 @@ def make_progress(quiet: bool):
 
 
 def run(args) -> int:
+    if args.out_dir or len(args.source) > 1:  # batch: one store per slide
+        from ._batch import run as run_batch
+
+        return run_batch(args)
+    args.source = args.source[0] if args.source else None
     from napari_muvit.engine.predict import predict
 
     recipe = recipe_from_args(args)
