@@ -152,6 +152,11 @@ class Pyramid:
         return [lv.factor for lv in self._levels]
 
     @property
+    def stored_levels(self) -> list[bool]:
+        """Per level: True when it is stored in the source, False when averaged on the fly from a finer one."""
+        return [lv.source is None for lv in self._levels]
+
+    @property
     def level_factors(self) -> list[float]:
         return [float(lv.factor[-1]) for lv in self._levels]
 
