@@ -95,6 +95,19 @@ class DicomLevel:
         return arr.astype(dtype) if dtype is not None else arr
 
 
+def _optical_paths(level) -> list[str]:
+    """Optical path identifiers of a level in file order (instances by Instance Number, then sequence order)."""
+    order: list[str] = []
+    instances = sorted(level.instances.values(), key=lambda i: int(getattr(i.dataset, "InstanceNumber", 0) or 0))
+    for inst in instances:
+        for item in getattr(inst.dataset, "OpticalPathSequence", []) or []:
+            ident = str(getattr(item, "OpticalPathIdentifier", ""))
+            if ident and ident not in order:
+                order.append(ident)
+    known = [str(p) for p in level.optical_paths]
+    return [p for p in order if p in known] + sorted(p for p in known if p not in order)
+
+
 def open_dicom(path, name: str = "image") -> Pyramid:
     """A DICOM WSI (a folder of instances, or one ``.dcm`` file: its folder is read) as a lazy `Pyramid`.
 
@@ -118,7 +131,7 @@ def open_dicom(path, name: str = "image") -> Pyramid:
         ) from exc
     spp = int(base.default_instance.image_data.samples_per_pixel)
     rgb = spp == 3
-    paths = None if rgb else [str(p) for p in base.optical_paths]
+    paths = None if rgb else _optical_paths(base)
     levels = []
     for lvl in pyramid.levels:
         f = 2 ** (int(lvl.level) - int(base.level))
@@ -137,13 +150,8 @@ def open_dicom(path, name: str = "image") -> Pyramid:
         pixel = (float(mpp.height), float(mpp.width))
     except Exception:  # no Pixel Spacing in the file
         pixel = None
-    names = None
-    if not rgb:
-        names = []
-        for p in paths:
-            names.append(str(p))
     pyr = Pyramid(levels, name=name, pixel_size=pixel, unit="micrometer" if pixel else None,
-                  channel_names=names, rgb=rgb)
+                  channel_names=paths, rgb=rgb)
     pyr.metadata["format"] = "DICOM WSI"
     pyr._file = wsi  # keeps the files open as long as the pyramid lives
     return pyr
