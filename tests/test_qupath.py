@@ -193,3 +193,50 @@ def test_measure_command_with_qupath_regions(tmp_path, capsys, torch_one_thread)
     assert "give --regions" in capsys.readouterr().err
     assert main(["measure", str(tmp_path / "nope.zarr")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_annotations_as_prediction_mask(tmp_path, torch_one_thread):
+    import tifffile
+
+    from napari_muvit.data.qupath import annotation_mask
+    from napari_muvit.engine.measure import open_labels
+    from napari_muvit.engine.testing import random_slide, tiny_segmenter
+    from napari_muvit.model import save_model
+
+    slide = tmp_path / "slide.tif"
+    tifffile.imwrite(slide, (random_slide((96, 128), seed=3) * 1000).astype(np.uint16))
+    save_model(tiny_segmenter(), tmp_path / "model")
+    ann = tmp_path / "ann.geojson"
+    ann.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[30, 10], [50, 10], [50, 20], [30, 20], [30, 10]]]},
+        "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}}]}))
+    mask, fy, fx = annotation_mask(ann, (96, 128))
+    assert (fy, fx) == (1.0, 1.0) and mask.sum() == 20 * 10 and mask[10:20, 30:50].all()
+    mask, fy, _ = annotation_mask(ann, (9000, 128))
+    assert fy == 4.0 and mask.shape == (2250, 32) and mask.sum() == 5 * 3  # level-4 centres 4 k + 1.5 inside
+
+    out = tmp_path / "p.zarr"
+    assert main(["predict", str(slide), "--model", str(tmp_path / "model"), "--tile", "32", "--overlap", "8",
+                 "--mask", str(ann), "--out", str(out)]) == 0
+    source = open_labels(out)
+    lab = np.asarray(source.labels[:])
+    oy, ox = (int(v) for v in source.origin_yx)
+    predicted = np.zeros((96, 128), bool)
+    predicted[oy : oy + lab.shape[0], ox : ox + lab.shape[1]] = lab > 0
+    # stride 24: only the owned squares rows [0, 24) x columns [24, 48) and [48, 72) hold annotated pixels
+    expected = np.zeros((96, 128), bool)
+    expected[0:24, 24:72] = True
+    assert np.array_equal(predicted, expected)
+
+
+def test_centres_on_edges_belong_to_one_of_two_touching_regions():
+    from napari_muvit.data.regions import Region
+
+    # world boxes on integer coordinates put pixel centres exactly on the edges: [top, bottom) x [left, right)
+    left = Region("left", [[np.array([[0.0, 0.0], [0.0, 4.0], [4.0, 4.0], [4.0, 0.0]])]])
+    right = Region("right", [[np.array([[0.0, 4.0], [0.0, 8.0], [4.0, 8.0], [4.0, 4.0]])]])
+    a = left.contains_centres(np.arange(6), np.arange(10))
+    b = right.contains_centres(np.arange(6), np.arange(10))
+    assert not (a & b).any() and (a | b).sum() == 4 * 8
+    assert np.array_equal(np.flatnonzero(a[0]), np.arange(0, 4)) and np.array_equal(np.flatnonzero(b[0]), np.arange(4, 8))
+    assert np.array_equal(np.flatnonzero(a[:, 0]), np.arange(0, 4))

@@ -189,3 +189,21 @@ def _num(v: float):
     """Whole numbers as ints (QuPath's own files), others as floats."""
     return int(v) if float(v).is_integer() else float(v)
 
+
+
+# ------------------------------------------------------------------------------------------ masks
+def annotation_mask(path, slide_shape, max_side: int = 4096) -> tuple[np.ndarray, float, float]:
+    """A prediction mask from a GeoJSON file: ``(mask bool, f, f)`` with ``f`` world px per mask pixel, the
+    smallest power of two that keeps the mask within ``max_side`` px a side (a level-``f`` pixel is in the
+    mask when its centre lies in an annotation). Used by `Recipe.mask` when it names a ``.geojson`` file."""
+    from .regions import region_mask
+
+    regions = read_qupath(path)
+    f = 1
+    while max(int(s) for s in slide_shape[-2:]) > f * max_side:
+        f *= 2
+    mask = region_mask(regions, slide_shape[-2:], f)
+    if not mask.any():
+        raise ValueError(f"the annotations of {str(path)!r} cover no part of the slide (of {slide_shape[-2]} x "
+                         f"{slide_shape[-1]} px); export them from this slide's QuPath project.")
+    return mask, float(f), float(f)

@@ -8,8 +8,9 @@ its geometric area and which pixel centres of any array it covers.
 even-odd rule per polygon (so holes are excluded) and the union over the polygons. For a polygon whose
 vertices sit on level-1 pixel edges (QuPath annotations, boxes drawn on the pixel grid) no pixel centre
 lies on the boundary, so the pixel count times ``f**2`` equals the geometric area exactly; in general a
-centre exactly on a boundary is decided by a half-open rule (crossings at ``y_vertex <= y`` and
-``x_crossing < x``), so two regions that share an edge never both hold a pixel.
+centre exactly on a boundary is decided half-open, like a pixel range: on a top or left edge it is inside,
+on a bottom or right edge outside (crossings with ``y_vertex <= y`` and ``x_crossing <= x``), so two
+regions that share an edge never both hold a pixel.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _even_odd(rings, yc: np.ndarray, xc: np.ndarray) -> np.ndarray:
             continue
         a_y, a_x, b_y, b_x = ya[cross], xa[cross], yb[cross], xb[cross]
         xs = np.sort(a_x + (y - a_y) * (b_x - a_x) / (b_y - a_y))
-        out[i] = np.searchsorted(xs, xc, side="left") % 2 == 1  # crossings strictly left of x
+        out[i] = np.searchsorted(xs, xc, side="right") % 2 == 1  # crossings at or left of x: [left, right)
     return out
 
 

@@ -191,6 +191,10 @@ def read_mask(path: str, slide_shape) -> tuple[np.ndarray, float, float]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"mask {path!r} does not exist; give a .npy, .tif or zarr mask image.")
+    if p.suffix.lower() in (".geojson", ".json"):  # annotations (QuPath GeoJSON): predict inside them
+        from napari_muvit.data.qupath import annotation_mask
+
+        return annotation_mask(p, slide_shape)
     from .training.annotations import read_label_file
 
     mask = np.asarray(read_label_file(p))
