@@ -57,6 +57,7 @@ class PredictWidget(QWidget):
         self.last_recipe = None
         self.last_store: Path | None = None
         self.resumable: Path | None = None
+        self._skipped_before: int | None = None  # background tiles of the cancelled run Run continues
         self.output_layers: list = []
         self._saved_levels = None
         self._build_ui()
@@ -305,7 +306,8 @@ class PredictWidget(QWidget):
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size,
                                        on_preview=self.preview_ready.emit if self.live.isChecked() else None,
-                                       use_process=self.use_process)
+                                       use_process=self.use_process,
+                                       skipped_before=self._skipped_before if recipe.resume else None)
         self.job.progressed.connect(lambda d, t, text: self.status.setText(text))
         self.job.succeeded.connect(self._on_succeeded)
         self.job.cancelled.connect(self._on_cancelled)
@@ -318,17 +320,22 @@ class PredictWidget(QWidget):
 
     def cancel(self):
         if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.status.setText("cancelling after the current batch…")
+            self.job.cancel()  # the job's progress line says "cancelling…" from now on
 
     def _on_succeeded(self, outputs):
-        self.status.setText(f"done: {self.job.total} tiles · results in {outputs.store}")
+        st = self.job.state
+        extra = [f"{st.skipped} background tiles skipped"] if st.skipped else []
+        extra += [f"{st.before} done by the earlier run"] if st.before else []
+        self.status.setText(f"done: {st.now} tiles computed{' (' + ', '.join(extra) + ')' if extra else ''}"
+                            f" · results in {outputs.store}")
         self.show_outputs(outputs)
 
     def _on_cancelled(self, outputs):
         self.resumable = self.last_store
-        self.status.setText(f"cancelled after {self.job.done}/{self.job.total} tiles; the store keeps them and "
-                            "Run continues where it stopped (same settings).")
+        st = self.job.state
+        self._skipped_before = st.skipped
+        self.status.setText(f"cancelled after {st.now}/{st.todo} tiles; the results so far are kept and Run "
+                            "continues where it stopped (same settings).")
         if outputs is not None:
             self.show_outputs(outputs)
 

@@ -81,11 +81,22 @@ def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, 
     return Outputs(store, result, tuples, rois, roi_error)
 
 
+def start_split(resume: bool, skipped: int | None = None):
+    """``start_counts`` for a prediction job: the engine's first report counts background tiles (and, when
+    resuming, the tiles of the earlier run) as done. A fresh run computed none of them; a resumed one
+    skips the ``skipped`` background tiles of the earlier run (unknown: all count as done before)."""
+    if not resume:
+        return lambda done: (done, 0)
+    known = int(skipped or 0)
+    return lambda done: (min(known, done), done - min(known, done))
+
+
 def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_size=None, on_preview=None,
-                        use_process: bool = True) -> EngineJob:
+                        use_process: bool = True, skipped_before: int | None = None) -> EngineJob:
     """The job for ``recipe``. ``pyramid``: an in-memory `Pyramid` (None when ``recipe.source`` is a
     file). ``on_preview(dict)`` is called from the worker side about once a second with the finished
-    part of the store (``probs (K, h, w)``, ``labels (h, w)``, ``stride``, ``meta``, ``label_colors``)."""
+    part of the store (``probs (K, h, w)``, ``labels (h, w)``, ``stride``, ``meta``, ``label_colors``).
+    ``skipped_before``: background tiles of the earlier run a resumed recipe continues."""
     last = [0.0]
     reading = threading.Lock()
 
@@ -110,7 +121,8 @@ def make_prediction_job(recipe, pyramid=None, origin_offset=(0.0, 0.0), pixel_si
     def background(result):
         return load_outputs(recipe.out, result, origin_offset, pixel_size)
 
-    common = dict(description="MuViT predict", on_progress=preview, background=background)
+    common = dict(description="MuViT predict", on_progress=preview, background=background,
+                  start_counts=start_split(bool(recipe.resume), skipped_before))
     if pyramid is None and use_process:
         return ProcessJob(PREDICT_TARGET, args=(recipe,), **common)
     return EngineJob(_predict_in_thread, args=(recipe,), kwargs={"pyramid": pyramid}, **common)

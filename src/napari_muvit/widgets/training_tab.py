@@ -107,8 +107,7 @@ class TrainingTab(Container):
 
     def cancel(self, *_) -> None:
         if self.job is not None:
-            self.job.cancel()
-            self.status.value = "cancelling..."
+            self.job.cancel()  # its progress line says "cancelling…" until the job ends
 
     def _report(self, row: dict) -> None:
         """Worker thread: hand one row of numbers to the GUI thread."""

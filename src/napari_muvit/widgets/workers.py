@@ -23,11 +23,13 @@ import contextlib
 import itertools
 import logging
 import queue
+import re
 import sys
 import threading
 import time
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
@@ -39,14 +41,26 @@ PROGRESS_INTERVAL_S = 0.1  # at most ten GUI updates a second: signals are cheap
 KILL_AFTER_CANCEL_S = 1.0  # a process job that ignores the cancel flag this long is terminated
 
 
-def format_rate(done: int, total: int, elapsed_s: float, unit: str = "tiles") -> str:
-    """``"12/40 tiles, 3.1 tiles/s, 9 s left"`` (rate and time left once something is done)."""
-    text = f"{done}/{total} {unit}"
-    if done > 0 and elapsed_s > 0:
-        rate = done / elapsed_s
-        left = (total - done) / rate if rate > 0 else float("inf")
-        text += f", {rate:.1f} {unit}/s, {_duration(left)} left"
-    return text
+# command-line advice in engine sentences -> what the same step is called in the docks
+_GUI_WORDS = [
+    (re.compile(r"pass --resume to continue it or choose a new --out"), "choose another folder under 'save to'"),
+    (re.compile(r"pass --resume to continue it or --overwrite to replace it"),
+     "Run continues a cancelled run with the same settings; otherwise choose another output"),
+    (re.compile(r"run again with --resume"), "press Run again with the same settings"),
+    (re.compile(r"run again with --overwrite to start over"), "start a new run to start over"),
+    (re.compile(r"run without --resume to start a new run"), "start a new run"),
+    (re.compile(r"(choose another path or )?pass --overwrite"), "choose another name"),
+    (re.compile(r"leave --levels out to continue with the base model's levels"), "choose the base model's levels"),
+    (re.compile(r"pass --out OUT\.zarr"), "choose an output"),
+    (re.compile(r"--(levels|tile|overlap|region|out)\b"), r"the \1 setting"),
+]
+
+
+def gui_wording(sentence: str) -> str:
+    """An engine sentence with command-line advice ("pass --resume") put in the docks' words."""
+    for pattern, words in _GUI_WORDS:
+        sentence = pattern.sub(words, sentence)
+    return sentence
 
 
 def _duration(seconds: float) -> str:
@@ -60,6 +74,63 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
 
 
+PHASES = ("starting", "running", "cancelling", "finishing", "loading", "ended")
+
+
+@dataclass
+class Progress:
+    """The one progress state of a job: what its status line and its activity-dock bar both show.
+
+    Units (tiles, steps) are ``skipped`` (never computed: background, outside the mask), ``before``
+    (finished by an earlier run that this one continues), ``now`` (finished by this run) or remaining.
+    ``todo = total - skipped - before`` is what this run has to compute; the bar shows ``now / todo``.
+    ``phase``: starting -> running -> (cancelling) -> finishing (the engine writes its last outputs) ->
+    loading (results are read into layers) -> ended.
+    """
+
+    unit: str = "tiles"
+    total: int = 0
+    skipped: int = 0
+    before: int = 0
+    now: int = 0
+    phase: str = "starting"
+    rate: float | None = None  # units/s of this run, counted from its first report
+    phase_since: float = 0.0  # perf_counter() when the phase began
+
+    @property
+    def todo(self) -> int:
+        return max(0, self.total - self.skipped - self.before)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.todo - self.now)
+
+    def counts(self) -> str:
+        """``"412/1351 tiles"`` plus what was skipped or done before, when any."""
+        text = f"{self.now}/{self.todo} {self.unit}"
+        extra = []
+        if self.skipped:
+            extra.append(f"{self.skipped} background {self.unit} skipped")
+        if self.before:
+            extra.append(f"{self.before} done by the earlier run")
+        return text + (f" ({', '.join(extra)})" if extra else "")
+
+    def text(self, now_s: float | None = None) -> str:
+        """The status line for the current phase."""
+        elapsed = 0.0 if now_s is None else max(0.0, now_s - self.phase_since)
+        if self.phase == "starting":
+            return "starting…"
+        if self.phase == "cancelling":
+            return f"cancelling after the current batch… {self.counts()} so far"
+        if self.phase == "finishing":
+            return f"finishing: all {self.todo} {self.unit} computed, writing the last outputs… {_duration(elapsed)}"
+        if self.phase == "loading":
+            return f"reading the results into layers… {_duration(elapsed)}"
+        text = self.counts()
+        if self.rate:
+            text += f", {self.rate:.1f} {self.unit}/s, {_duration(self.remaining / self.rate)} left"
+        return text
+
 class EngineJob(QObject):
     """One engine job on a worker thread.
 
@@ -68,9 +139,18 @@ class EngineJob(QObject):
     text)``, ``succeeded(result)``, ``cancelled(result)`` (returned after a cancel request),
     ``failed(sentence)``, ``ended()`` after any of the three. ``result`` is ``background(result)`` when
     given.
+
+    Progress has one source, ``state`` (a `Progress`), updated and turned into text on the GUI thread, so
+    a late report never overwrites "cancelling…". ``progressed(now, todo, text)`` carries this run's
+    count, what it has to compute and the status line; the activity-dock bar shows the same numbers.
+    ``start_counts(done) -> (skipped, before)`` splits the engine's first report when that report is its
+    starting state (the predict engine reports background and resumed tiles as done before any batch);
+    without it the first report is already work of this run (the training loops).
     """
 
     progressed = Signal(int, int, str)
+    _reported = Signal(int, int)  # worker -> GUI thread: the engine's (done, total)
+    _entered = Signal(str)  # worker -> GUI thread: a new phase
     succeeded = Signal(object)
     cancelled = Signal(object)
     failed = Signal(str)
@@ -78,7 +158,8 @@ class EngineJob(QObject):
 
     def __init__(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
                  description: str = "MuViT", unit: str = "tiles", on_progress: Callable | None = None,
-                 background: Callable | None = None, show_progress: bool = True, parent: QObject | None = None):
+                 background: Callable | None = None, show_progress: bool = True,
+                 start_counts: Callable[[int], tuple[int, int]] | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self._fn, self._args, self._kwargs = fn, tuple(args), dict(kwargs or {})
         self.description = description
@@ -90,6 +171,16 @@ class EngineJob(QObject):
         self._last_emit = 0.0
         self._t0: float | None = None
         self._done0 = 0
+        self._start_counts = start_counts
+        self.state = Progress(unit=unit)
+        self._phase_timer = QTimer(self)  # finishing/loading: the elapsed seconds keep the line alive
+        self._phase_timer.setInterval(1000)
+        self._phase_timer.timeout.connect(self._publish)
+        self._catch_up = QTimer(self)  # a report dropped by the rate limit is shown shortly after
+        self._catch_up.setSingleShot(True)
+        self._catch_up.setInterval(int(2 * PROGRESS_INTERVAL_S * 1000))
+        self._catch_up.timeout.connect(self._show_latest)
+        self._shown = (-1, -1)
         self._pbar = None
         self._show_progress = show_progress
         self._finished = threading.Event()
@@ -100,14 +191,16 @@ class EngineJob(QObject):
         self.started_at: float | None = None
         self.stopped_at: float | None = None  # when the engine returned (before outputs are read)
         self.cancel_at: float | None = None
-        self.progressed.connect(self._on_progress)
-        self.ended.connect(self._close_progress)
+        self._reported.connect(self._on_reported)
+        self._entered.connect(self._enter)
+        self.ended.connect(self._on_ended)
 
     # ------------------------------------------------------------------ GUI-thread API
     def start(self):
         if self.started_at is not None:
             raise RuntimeError("a job runs once; make a new one")
         self.started_at = time.perf_counter()
+        self.state.phase_since = self.started_at
         if self._show_progress:
             self._open_progress()
         self._launch()
@@ -122,8 +215,8 @@ class EngineJob(QObject):
         if self.cancel_at is None:
             self.cancel_at = time.perf_counter()
         self._cancel.set()
-        if self._pbar is not None:
-            self._pbar.set_description(f"{self.description}: cancelling")
+        if self.running and self.state.phase in ("starting", "running"):
+            self._enter("cancelling")
 
     @property
     def cancel_requested(self) -> bool:
@@ -157,11 +250,12 @@ class EngineJob(QObject):
                 # the engine says whether it stopped early (a cancel after its last batch changes nothing)
                 was_cancelled = bool(getattr(payload, "cancelled", self._cancel.is_set()))
                 if self._background is not None:
+                    self._entered.emit("loading")
                     payload = self._background(payload)
                 self.result = payload
                 (self.cancelled if was_cancelled else self.succeeded).emit(payload)
             else:
-                self.error = str(payload)
+                self.error = gui_wording(str(payload))
                 self.failed.emit(self.error)
         except Exception as exc:  # noqa: BLE001 - post-processing errors end the job like any other
             log.exception("MuViT job %r: handling its result failed", self.description)
@@ -175,6 +269,8 @@ class EngineJob(QObject):
         now = time.perf_counter()
         if self._t0 is None:  # rate counts from the first report (start-up is not tile work)
             self._t0, self._done0 = now, done
+            skipped, before = self._start_counts(int(done)) if self._start_counts else (0, 0)
+            self.state.skipped, self.state.before = int(skipped), int(before)
         self.done, self.total = int(done), int(total)
         if self._on_progress_bg is not None:
             try:
@@ -184,10 +280,55 @@ class EngineJob(QObject):
         if done < total and now - self._last_emit < PROGRESS_INTERVAL_S:
             return
         self._last_emit = now
-        text = format_rate(done - self._done0, total - self._done0, now - self._t0, self.unit)
-        if self._done0:
-            text += f" ({self._done0} done before)"
-        self.progressed.emit(int(done), int(total), text)
+        self._reported.emit(int(done), int(total))
+
+    # ------------------------------------------------------------------ GUI thread: the one progress state
+    def _show_latest(self) -> None:
+        if (self.done, self.total) != self._shown and self.state.phase not in ("ended", "loading"):
+            self._on_reported(self.done, self.total)
+
+    def _on_reported(self, done: int, total: int) -> None:
+        if self.state.phase == "ended":
+            return
+        self._shown = (int(done), int(total))
+        self._catch_up.start()
+        st = self.state
+        st.total = int(total)
+        st.now = max(0, int(done) - st.skipped - st.before)
+        t = time.perf_counter()
+        counted = int(done) - self._done0
+        if self._t0 is not None and counted > 0 and t > self._t0:
+            st.rate = counted / (t - self._t0)
+        if st.phase == "starting":
+            st.phase, st.phase_since = "running", t
+        if st.phase == "running" and total > 0 and done >= total:
+            self._enter("finishing")
+            return
+        self._publish()
+
+    def _enter(self, phase: str) -> None:
+        """GUI thread: a new phase (cancelling is never replaced by a late running report)."""
+        st = self.state
+        if st.phase == "ended" or (phase == "finishing" and st.phase == "cancelling"):
+            return
+        st.phase, st.phase_since = phase, time.perf_counter()
+        if phase in ("finishing", "loading"):
+            self._phase_timer.start()
+        self._publish()
+
+    def _publish(self) -> None:
+        st = self.state
+        text = st.text(time.perf_counter())
+        self._update_bar(text)
+        self.progressed.emit(st.now, st.todo, text)
+
+    def _on_ended(self) -> None:
+        self._phase_timer.stop()
+        self._catch_up.stop()
+        st = self.state  # the last count, without a line that would replace the widget's final status
+        st.now = max(0, self.done - st.skipped - st.before) if self.total else st.now
+        st.phase = "ended"
+        self._close_progress()
 
     # ------------------------------------------------------------------ activity dock
     def _open_progress(self) -> None:
@@ -197,13 +338,19 @@ class EngineJob(QObject):
             return
         self._pbar = progress(total=0, desc=self.description)
 
-    def _on_progress(self, done: int, total: int, text: str) -> None:
-        if self._pbar is None:
+    def _update_bar(self, text: str) -> None:
+        """The activity-dock bar: ``now / todo`` while running; busy (no total) while finishing/loading."""
+        pbar = self._pbar
+        if pbar is None:
             return
-        if self._pbar.total != total:
-            self._pbar.total = total
-        self._pbar.n = done
-        self._pbar.set_description(f"{self.description}: {text}")  # refreshes the bar
+        st = self.state
+        busy = st.phase in ("finishing", "loading") or st.todo == 0
+        total = 0 if busy else st.todo
+        if pbar.total != total:
+            pbar.total = total
+        if not busy and st.now != pbar.n:
+            pbar.update(st.now - pbar.n)  # update() emits the value event the bar listens to
+        pbar.set_description(f"{self.description}: {text}")
 
     def _close_progress(self) -> None:
         if self._pbar is not None:
