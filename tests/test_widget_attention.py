@@ -302,3 +302,30 @@ def test_both_widgets_open_from_the_plugin_menu(make_napari_viewer):
     _, teach = viewer.window.add_plugin_dock_widget("napari-muvit", "MuViT teach")
     assert isinstance(probe, AttentionProbeWidget) and probe._image.value is viewer.layers["slide"]
     assert isinstance(teach, TeachWidget) and teach.scribble.image.value is viewer.layers["slide"]
+
+
+def test_adding_a_layer_keeps_the_probe_choices_and_does_not_reprobe(make_napari_viewer, monkeypatch):
+    """napari resets a docked widget's choices whenever a layer is added: the layer/head/query-level
+    picks set from the model stay, and nothing is probed again behind the user's back."""
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((256, 256), np.float32), name="slide")
+    widget = AttentionProbeWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="attention")
+    probed = []
+    monkeypatch.setattr(AttentionProbeWidget, "probe", lambda self, yx: probed.append(tuple(yx)))
+    widget._update_choices((1, 4, 16), {"num_layers": 2, "heads": 4})  # as after a first probe
+    widget._last_point = (100.0, 120.0)
+    widget._layer.value, widget._head.value, widget._query_level.value = "1", "3", 4
+    assert len(probed) == 3  # each change re-probes the last point once
+    viewer.add_image(np.ones((64, 64), np.float32), name="another")
+    viewer.add_points(np.array([[5.0, 5.0]]), name="pts")
+    viewer.layers.remove("pts")
+    assert (widget._layer.value, widget._head.value, widget._query_level.value) == ("1", "3", 4)
+    assert list(widget._layer.choices) == ["last", "rollout", "0", "1"]
+    assert list(widget._head.choices) == ["mean", "0", "1", "2", "3"]
+    assert list(widget._query_level.choices) == [1, 4, 16]
+    assert len(probed) == 3
+    assert widget._image.value is viewer.layers["slide"]  # the image picker itself keeps its choice
+    assert [c for c in widget._image.choices if c is not None] == [viewer.layers["slide"], viewer.layers["another"]]

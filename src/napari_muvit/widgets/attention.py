@@ -101,6 +101,11 @@ class AttentionProbeWidget(Container):
         self._image.reset_choices()  # only the layer picker: the other choices come from the model
         pick_first(self._image)
 
+    def reset_choices(self, *_):
+        """napari calls this whenever a layer is added or removed: refresh the image picker only, so the
+        layer/head/query-level choices (set from the model after a probe) and the map stay as they are."""
+        self._refresh_images()
+
     def probe_position(self, position) -> None:
         """Probe at a napari world position (the viewer's coordinates)."""
         layer = self._image.value
