@@ -146,3 +146,16 @@ def test_folder_of_other_dicom_is_one_sentence(tmp_path):
     ds.save_as(tmp_path / "ct" / "a.dcm", enforce_file_format=True)
     with pytest.raises(ValueError, match="could not be read as a DICOM whole-slide image"):
         open_pyramid(tmp_path / "ct")
+
+
+def test_napari_reader_opens_a_dicom_folder(tmp_path):
+    from napari_muvit.widgets._reader import get_reader
+
+    a = np.random.default_rng(2).integers(0, 255, (128, 192, 3), dtype=np.uint8)
+    write_dicom_wsi(tmp_path / "slide", [a, a[::2, ::2]], tile=64, mpp=0.5)
+    reader = get_reader(str(tmp_path / "slide"))
+    assert reader is not None and get_reader(str(tmp_path)) is None  # the parent holds no DICOM file itself
+    ((data, meta, kind),) = reader(str(tmp_path / "slide"))
+    assert kind == "image" and meta["rgb"] and meta["scale"] == (0.5, 0.5)
+    assert [tuple(d.shape) for d in data] == [(128, 192, 3), (64, 96, 3)]
+    np.testing.assert_array_equal(np.asarray(data[1][10:20, 30:40]), a[::2, ::2][10:20, 30:40])

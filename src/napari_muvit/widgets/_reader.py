@@ -23,7 +23,8 @@ from . import layers
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".zarr", ".ome.zarr", ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".svs", ".ndpi")
+SUFFIXES = (".zarr", ".ome.zarr", ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".svs", ".ndpi", ".mrxs", ".scn",
+            ".bif", ".vms", ".vmu", ".svslide", ".dcm", ".czi", ".nd2", ".lif")
 
 
 def _is_supported(path: str) -> bool:
@@ -31,8 +32,10 @@ def _is_supported(path: str) -> bool:
     name = p.name.lower().rstrip("/")
     if name.endswith(SUFFIXES):
         return True
-    # an OME-Zarr folder without the suffix
-    return p.is_dir() and ((p / "zarr.json").is_file() or (p / ".zattrs").is_file())
+    # an OME-Zarr folder without the suffix, or a folder of DICOM whole-slide instances
+    from napari_muvit.data.formats import is_dicom_folder
+
+    return p.is_dir() and ((p / "zarr.json").is_file() or (p / ".zattrs").is_file() or is_dicom_folder(p))
 
 
 def get_reader(path):
