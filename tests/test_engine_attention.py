@@ -168,6 +168,23 @@ def test_rollout_one_pass_serves_click_and_tile_share():
     assert session.forward_calls == 1
 
 
+def test_rollout_cache_is_bounded(monkeypatch):
+    from napari_muvit.engine import attention_cache
+
+    monkeypatch.setattr(attention_cache, "ROLLOUT_CACHE_ROWS", 20)
+    session = AttentionSession(open_pyramid(random_slide((512, 512), seed=1)), _encoder(), tile=32)
+    entry, _ = session.entry_for((10.0, 10.0))
+    attn = entry["attn"]
+    base = attn.nbytes
+    first = attn.rows(np.arange(16), "rollout", "mean").numpy()
+    assert attn.nbytes == base + 16 * 48 * 4
+    attn.rows(np.arange(16, 24), "rollout", 0)  # 16 + 8 > 20 rows: the cache starts over
+    assert attn.nbytes == base + 8 * 48 * 4 and attn.rollout_passes == 2
+    every = attn.rows(np.arange(48), "rollout", "mean").numpy()  # more than 20: computed, not kept
+    assert attn.nbytes == base + 8 * 48 * 4 and attn.rollout_passes == 3
+    np.testing.assert_allclose(every[:16], first, atol=1e-6, rtol=0)
+
+
 def _session(levels=(1, 4, 16), crop=64, patch=8, dim=128, layers=6, heads=4):
     from napari_muvit.model import MuViTEncoder
 

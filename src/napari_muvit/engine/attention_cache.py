@@ -126,6 +126,9 @@ class TileAttention:
     def _rollout_rows(self, queries: list[int], head) -> torch.Tensor:
         cache = self._rollout.setdefault(head, {})
         missing = sorted(set(queries) - set(cache))
+        if len(missing) > ROLLOUT_CACHE_ROWS:  # more than the cache may hold: compute, keep nothing
+            rows = dict(zip(missing, self._rollout_pass(missing, head).unbind(0)))
+            return torch.stack([cache[q] if q in cache else rows[q] for q in queries])
         if missing:
             if sum(len(c) for c in self._rollout.values()) + len(missing) > ROLLOUT_CACHE_ROWS:
                 self._rollout = {head: {}}
