@@ -202,3 +202,11 @@ def test_prediction_store_in_micrometres(tmp_path, torch_one_thread):
     assert table.row("blob", "class 0")["objects"] == 1
     assert table.row("blob", "class 1")["pixels"] == 30 * 30 - 100
     assert table.row("slide", "(tissue)")["pixels"] == 80 * 104  # no background class: every predicted pixel
+
+
+def test_region_names_stay_unique():
+    lab = np.full((4, 4), 2, np.uint8)
+    boxes = [Region.box("slide", 0, 2, 0, 2), Region.box("a", 0, 4, 0, 4), Region.box("a", 2, 4, 2, 4)]
+    table = measure_labels(LabelSource(lab, NAMES), boxes)
+    pixels = {r["region"]: r["pixels"] for r in table.rows if r["class"] == "tumour"}
+    assert pixels == {"slide": 16, "slide (2)": 4, "a": 16, "a (2)": 4}

@@ -182,10 +182,14 @@ def measure_labels(source: LabelSource, regions=None, *, min_size: float = 0.0, 
             progress(done[0], total)
 
     table = MeasureTable(physical=um2_per_px2 is not None, min_size=float(min_size))
+    used: dict[str, int] = {}
     for region, extent in passes:
         counts, objects = _measure_pass(source, region, extent, len(names), step_y, step_x, min_pixels,
                                         connectivity, tick)
-        name = "slide" if region is None else region.name
+        name = "slide" if region is None else str(region.name)
+        used[name] = used.get(name, 0) + 1
+        if used[name] > 1:  # every region gets its own rows: "slide" and repeated names get a number
+            name = f"{name} ({used[name]})"
         rclass = "" if region is None else (region.classification or "")
         rarea = H * W * f * f if region is None else region.area
         table.rows += _rows(name, rclass, names, bg, counts, objects, f, um2_per_px2, min_size, rarea)
