@@ -189,6 +189,13 @@ def test_measure_command_with_qupath_regions(tmp_path, capsys, torch_one_thread)
     assert m["class 0: area um^2"] == pytest.approx(300 * 0.0625) and m["class 0: objects"] == 1
     assert m["class 0: % of tissue"] == pytest.approx(100 * 300 / 1500)  # no background class: all is tissue
 
+    capsys.readouterr()
+    assert main(["measure", str(store), "--background", "class 1", "--connectivity", "4", "--quiet"]) == 0
+    printed = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    by_class = {r["class"]: r for r in printed}
+    assert [r["region"] for r in printed] == ["slide"] * 5 and "area_um2" in printed[0]
+    assert by_class["(tissue)"]["pixels"] == str(8000 - int(by_class["class 1"]["pixels"]))  # class 1 is not tissue
+    assert by_class["class 1"]["percent_of_tissue"] == ""
     assert main(["measure", str(store), "--geojson", str(back)]) == 2
     assert "give --regions" in capsys.readouterr().err
     assert main(["measure", str(tmp_path / "nope.zarr")]) == 2
