@@ -23,7 +23,7 @@ class SlideTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.setSelectionMode(QAbstractItemView.ExtendedSelection)  # several slides for a batch
         self.cellClicked.connect(lambda row, _col: self.slide_clicked.emit(row))
 
     def set_slides(self, slides) -> None:
