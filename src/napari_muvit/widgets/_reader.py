@@ -45,6 +45,10 @@ def get_reader(path):
             return None
         path = path[0]
     path = str(path)
+    if path.lower().endswith(".geojson"):  # QuPath annotations -> a Shapes layer on the slide
+        from .annotation_layers import read_annotations
+
+        return read_annotations
     if not _is_supported(path):
         return None
     return read_slide
