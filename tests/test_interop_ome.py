@@ -171,4 +171,9 @@ def test_ome_tiff_channel_names(tmp_path):
     from bioio import BioImage
 
     assert list(BioImage(str(tmp_path / "c.ome.tif")).channel_names) == names
+    # the generic bioio path (formats without a dedicated reader) keeps them too
+    from napari_muvit.data.slide_readers import open_with_bioio
+
+    assert open_with_bioio(tmp_path / "c.ome.tif").channel_names == names
     json.dumps(pyr.channel_names)
+

@@ -189,6 +189,10 @@ def open_with_bioio(path: Path, name: str = "image") -> Pyramid:
         data = img.get_image_dask_data(order, T=0, **({} if dims.Z > 1 else {"Z": 0}),
                                        **({} if dims.C > 1 else {"C": 0}))
         sizes = img.physical_pixel_sizes
+        try:
+            names = [str(n) for n in (img.channel_names or [])]
+        except Exception:  # channel names are optional metadata
+            names = []
     except Exception as exc:
         raise _not_an_image(path, exc) from exc
     axes = order.lower().replace("s", "c")
@@ -196,4 +200,9 @@ def open_with_bioio(path: Path, name: str = "image") -> Pyramid:
     phys = [sizes.Z, sizes.Y, sizes.X][-len(spatial):]
     if all(p for p in phys):
         pyr.pixel_size, pyr.unit = tuple(float(p) for p in phys), "micrometer"
+    if not rgb and dims.C > 1:
+        if is_brightfield_rgb(dims.C, pyr.dtype, names):  # the same rule as OME-Zarr and TIFF
+            pyr.rgb, pyr.channel_names = True, ["red", "green", "blue"]
+        elif len(names) == dims.C:
+            pyr.channel_names = names
     return pyr
