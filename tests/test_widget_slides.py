@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -143,3 +145,51 @@ def test_slides_dock_reports_a_bad_source(make_napari_viewer, tmp_path, monkeypa
     w.refresh.clicked.emit()
     assert len(errors) == 2 and "does not exist" in errors[0] and "holds no slide" in errors[1]
     assert w.table.rowCount() == 0
+
+
+def test_slides_dock_runs_selected_slides_in_the_background_and_resumes(make_napari_viewer, qtbot, tmp_path,
+                                                                        monkeypatch):
+    import csv
+
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.model import save_model
+    from napari_muvit.widgets import slides as slides_pkg
+    from napari_muvit.widgets.slides import SlideListWidget
+
+    errors: list[str] = []
+    monkeypatch.setattr(slides_pkg.dock, "show_error", errors.append)
+    model = save_model(tiny_segmenter(levels=(1, 4), patch=4, crop=32, n_classes=3), tmp_path / "tiny")
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("s1", "s2", "s3"):
+        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 255, (96, 128), dtype=np.uint8), tile=(32, 32))
+    w = SlideListWidget(make_napari_viewer())
+    w.source.value = str(folder)
+    w.outputs.value = str(tmp_path / "out")
+    w.model.value = str(model)
+    w.foreground.value = False
+    w.refresh.clicked.emit()
+    assert [w.table.cell_text(r, 4) for r in range(3)] == ["none", "none", "none"]
+    w.table.selectRow(0)
+    w.table.selectionModel().select(w.table.model().index(2, 0), w.table.selectionModel().Select
+                                    | w.table.selectionModel().Rows)
+    assert w.selected_rows() == [0, 2]
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.enabled, timeout=120_000)
+    assert errors == []
+    assert [w.table.cell_text(r, 4) for r in range(3)] == ["complete", "none", "complete"]
+    assert (tmp_path / "out" / "s1.zarr").is_dir() and not (tmp_path / "out" / "s2.zarr").exists()
+    with open(tmp_path / "out" / "summary.csv") as fh:
+        rows = {Path(r["slide"]).name: r for r in csv.DictReader(fh)}
+    assert {k: r["status"] for k, r in rows.items()} == {"s1.tif": "done", "s3.tif": "done"}
+    assert int(rows["s1.tif"]["tiles_done"]) == int(rows["s1.tif"]["tiles"]) > 0
+    assert w.run_status.value.startswith("2 / 2 slides with complete outputs")
+    # all rows now: finished slides are skipped, only s2 is predicted
+    w.table.clearSelection()
+    w.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.enabled, timeout=120_000)
+    assert [w.table.cell_text(r, 4) for r in range(3)] == ["complete", "complete", "complete"]
+    result = w.batch.job.result
+    assert [(Path(r.slide).name, r.status) for r in result.rows] == [
+        ("s1.tif", "skipped"), ("s2.tif", "done"), ("s3.tif", "skipped")]
