@@ -14,6 +14,7 @@ as 3-D through bioio-czi instead (see `formats`).
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class CziLevel:
 
     def __init__(self, reader, rect, channels: list[int], pixel_type: str):
         self.reader, self.rect, self.channels, self.pixel_type = reader, rect, channels, pixel_type
+        self._lock = threading.Lock()  # napari and dask read windows from several threads; libCZI reads one at a time
         self.rgb = pixel_type.startswith("Bgr")
         self.dtype = np.dtype(_DTYPES[pixel_type])
         h, w = int(rect.h), int(rect.w)
@@ -54,8 +56,9 @@ class CziLevel:
     def _read(self, c: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         roi = (int(self.rect.x) + x0, int(self.rect.y) + y0, x1 - x0, y1 - y0)
         background = (1.0, 1.0, 1.0) if self.rgb else (0.0, 0.0, 0.0)
-        out = self.reader.read(roi=roi, plane={"C": c, "Z": 0, "T": 0}, pixel_type=self.pixel_type,
-                               background_pixel=background)
+        with self._lock:
+            out = self.reader.read(roi=roi, plane={"C": c, "Z": 0, "T": 0}, pixel_type=self.pixel_type,
+                                   background_pixel=background)
         return np.asarray(out).reshape(y1 - y0, x1 - x0, -1)
 
     def __getitem__(self, key):

@@ -14,6 +14,7 @@ The default focal plane is read.
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,7 @@ class DicomLevel:
 
     def __init__(self, wsi, level, paths: list[str] | None, rgb: bool):
         self.wsi, self.level_key, self.paths, self.rgb = wsi, int(level.level), paths, rgb
+        self._lock = threading.Lock()  # napari and dask read windows from several threads; read one at a time
         w, h = int(level.size.width), int(level.size.height)
         ts = level.tile_size
         tile = (int(ts.height), int(ts.width))
@@ -66,8 +68,9 @@ class DicomLevel:
         self.dtype = np.dtype(np.uint16 if int(level.default_instance.image_data.bits) > 8 else np.uint8)
 
     def _region(self, y0, y1, x0, x1, path=None) -> np.ndarray:
-        arr = np.asarray(self.wsi.read_region((x0, y0), self.level_key, (x1 - x0, y1 - y0), path=path,
-                                              threads=1, as_array=True))
+        with self._lock:
+            arr = np.asarray(self.wsi.read_region((x0, y0), self.level_key, (x1 - x0, y1 - y0), path=path,
+                                                  threads=1, as_array=True))
         return arr.reshape(y1 - y0, x1 - x0, -1)
 
     def __getitem__(self, key):
