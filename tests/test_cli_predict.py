@@ -56,7 +56,8 @@ def test_predict_and_info_round_trip(tmp_path, model_dir, slide, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"wrote {out}") and "complete" in line
     g = zarr.open_group(str(out), mode="r")
-    assert g["0"].shape == (3, 192, 192)
+    assert g["0"].shape == (3, 240, 240) and g["0"].dtype == np.uint8  # the whole slide, quantised by default
+    assert not g["labels/prediction/0"][:16].any() and g["labels/prediction/0"][16:208, 8:200].all()
     assert _cli("info", out, "--json") == 0
     info = json.loads(capsys.readouterr().out)
     assert info["kind"] == "prediction" and info["complete"] is True
@@ -74,6 +75,8 @@ def test_predict_and_info_round_trip(tmp_path, model_dir, slide, capsys):
         (["--region", "0:999,0:10"], "outside the slide"),
         (["--tile", "30"], "not divisible by the model's patch size"),
         (["--region", "nonsense"], "y0:y1,x0:x1"),
+        (["--output-level", "3"], "output level 3 must be a power of two"),
+        (["--prob-dtype", "int8"], "probability dtype 'int8' is not one of uint8, float16, float32, none"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, model_dir, slide, extra, words, capsys):
@@ -121,7 +124,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, model_dir, slide
     from napari_muvit.model import load_model
 
     torch.set_num_threads(1)
-    recipe = Recipe(source=str(slide), model=str(model_dir), overlap=8, batch_size=2, out=str(tmp_path / "k.zarr"))
+    recipe = Recipe(source=str(slide), model=str(model_dir), overlap=8, batch_size=2, out=str(tmp_path / "k.zarr"),
+                    extra={"output_chunk": 64})  # 4 x 4 chunks, written band by band
     recipe.save(tmp_path / "r.yaml")
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(model_dir), str(tmp_path / "r.yaml")])
     state_file = tmp_path / "k.zarr" / ".muvit" / "state.npz"
@@ -176,5 +180,20 @@ def test_recipe_file_with_flag_overrides(tmp_path, model_dir, slide, capsys):
     used = Recipe.load(tmp_path / "used.json")
     assert used.out == str(out) and used.overlap == 16 and used.region == (0, 96, 0, 96)
     g = zarr.open_group(str(out), mode="r")
-    assert g.attrs["napari_muvit"]["recipe"]["overlap"] == 16 and g["0"].shape == (3, 96, 96)
+    assert g.attrs["napari_muvit"]["recipe"]["overlap"] == 16 and g["0"].shape == (3, 240, 240)
     assert not (tmp_path / "ignored.zarr").exists()
+
+
+def test_output_level_and_prob_dtype_flags(tmp_path, model_dir, slide, capsys):
+    out = tmp_path / "c.zarr"
+    assert _cli("predict", slide, "--model", model_dir, "--region", "16:208,8:200", "--overlap", "8",
+                "--output-level", "4", "--prob-dtype", "float16", "--out", out, "--quiet") == 0
+    g = zarr.open_group(str(out), mode="r")
+    assert g["0"].shape == (3, 60, 60) and g["0"].dtype == np.float16
+    assert g.attrs["napari_muvit"]["layout"]["level"] == 4
+    assert g.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 4.0, 4.0]
+    capsys.readouterr()
+    assert _cli("predict", slide, "--model", model_dir, "--region", "16:208,8:200", "--overlap", "8",
+                "--output-level", "2", "--out", out, "--resume") == 2
+    err = capsys.readouterr().err.strip()
+    assert "level=4, not 2" in err and "\n" not in err

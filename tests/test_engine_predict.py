@@ -26,21 +26,31 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def _run(tmp_path, name, model, img, **kw):
     kw.setdefault("normalization", NONE)
+    kw.setdefault("prob_dtype", "float32")  # exact comparisons; quantisation has its own tests
     r = Recipe(out=str(tmp_path / name), **kw)
     res = predict(r, model=model, pyramid=open_pyramid(img))
     g = zarr.open_group(str(res.path), mode="r")
     return res, g
 
 
+def _region(g, key="0"):
+    """Level 0 of ``key`` cut to the predicted region (stores span the whole slide)."""
+    y0, y1, x0, x1 = g.attrs["napari_muvit"]["region"]
+    return g[key][..., y0:y1, x0:x1]
+
+
 def test_constant_model_gives_constant_map(tmp_path):
     img = random_slide((200, 230))
     res, g = _run(tmp_path, "c.zarr", ConstantSegmenter(), img, tile=32, overlap=8, region=(10, 190, 5, 220))
-    probs = g["0"][:]
+    assert g["0"].shape == (3, 200, 230)  # the whole slide; only the region is written
+    probs = _region(g)
     expected = torch.softmax(torch.tensor([0.5, -1.0, 2.0]), 0).numpy()
     assert probs.shape == (3, 180, 215)
     np.testing.assert_allclose(probs, expected[:, None, None] * np.ones_like(probs), atol=1e-6)
-    labels = g["labels/prediction/0"][:]
+    labels = _region(g, "labels/prediction/0")
     assert labels.shape == (180, 215) and np.all(labels == 3)  # argmax class 2, stored as 2 + 1
+    full = g["labels/prediction/0"][:]
+    assert full.sum() == labels.sum()  # nothing outside the region
     assert res.complete and res.tiles_done == res.tiles_total == 8 * 9
 
 
@@ -61,7 +71,7 @@ def test_tile_size_and_overlap_do_not_change_a_local_model(tmp_path):
     for k, (tile, overlap) in enumerate([(32, 8), (48, 16), (32, 0), (64, 32)]):
         model.card.crop_size = tile
         _, g = _run(tmp_path, f"t{k}.zarr", model, img, tile=tile, overlap=overlap, region=(7, 150, 3, 141))
-        maps.append(g["0"][:])
+        maps.append(_region(g))
     for m in maps[1:]:
         np.testing.assert_allclose(m, maps[0], atol=1e-5)  # stated tolerance: 1e-5 (float32 blending)
 
@@ -74,11 +84,11 @@ def test_shifting_the_slide_by_whole_tiles_shifts_the_prediction(tmp_path):
     b[shift:, shift:] = a
     _, ga = _run(tmp_path, "a.zarr", model, a, tile=32, overlap=8, region=(40, 160, 40, 160))
     _, gb = _run(tmp_path, "b.zarr", model, b, tile=32, overlap=8, region=(40 + shift, 160 + shift, 40 + shift, 160 + shift))
-    pa, pb = ga["0"][:], gb["0"][:]
+    pa, pb = _region(ga), _region(gb)
     assert pa.shape == pb.shape == (3, 120, 120)
     np.testing.assert_allclose(pa, pb, atol=1e-4)  # RoPE is relative: only float rounding differs
     assert np.abs(pa - pa.mean(axis=(1, 2), keepdims=True)).max() > 1e-3  # the map is not trivially flat
-    np.testing.assert_array_equal(ga["labels/prediction/0"][:], gb["labels/prediction/0"][:])
+    np.testing.assert_array_equal(_region(ga, "labels/prediction/0"), _region(gb, "labels/prediction/0"))
 
 
 def test_store_layout_opens_with_ome_zarr_and_napari_reader(tmp_path):
@@ -86,27 +96,34 @@ def test_store_layout_opens_with_ome_zarr_and_napari_reader(tmp_path):
     from ome_zarr.reader import Reader
 
     img = random_slide((600, 560))
-    res, g = _run(tmp_path, "s.zarr", PixelSegmenter(), img, tile=64, overlap=16, region=(20, 580, 0, 540))
+    res, g = _run(tmp_path, "s.zarr", PixelSegmenter(), img, tile=64, overlap=16, region=(20, 580, 0, 540),
+                  prob_dtype="uint8")
     meta = g.attrs["napari_muvit"]
     assert meta["complete"] and meta["task"] == "segmentation"
     assert meta["recipe"]["tile"] == 64 and meta["versions"]["torch"] and len(meta["model_hash"]) == 16
-    assert g["0"].chunks == (3, 48, 48)  # one owned tile region per chunk
-    assert g["1"].shape == (3, 280, 270) and g["2"].shape == (3, 140, 135)
-    np.testing.assert_allclose(g["1"][:, 3, 4], g["0"][:, 6:8, 8:10].mean(axis=(1, 2)), atol=1e-6)
+    assert meta["layout"] == {"version": 2, "extent": "slide", "level": 1, "chunks": [128, 560], "prob_dtype": "uint8"}
+    assert g["0"].dtype == np.uint8 and g["0"].chunks == (3, 128, 560)  # one chunk per band of 128 rows here
+    assert g["1"].shape == (3, 300, 280) and g["2"].shape == (3, 150, 140)
+    mean = g["0"][:, 26:28, 8:10].astype(np.float64).mean(axis=(1, 2))
+    np.testing.assert_allclose(g["1"][:, 13, 4], mean, atol=0.5 + 1e-9)  # 2x2 mean, rounded to uint8
     nodes = list(Reader(parse_url(str(res.path)))())
     image = nodes[0]
-    assert [d.shape for d in image.data][:2] == [(3, 560, 540), (3, 280, 270)]
+    assert [d.shape for d in image.data][:2] == [(3, 600, 560), (3, 300, 280)]
     assert image.metadata["channel_names"] == ["class 0", "class 1", "class 2"]
     labels = [n for n in nodes if "labels/prediction" in str(n)]
-    assert labels and labels[0].data[0].shape == (560, 540)
+    assert labels and labels[0].data[0].shape == (600, 560)
     ms = g.attrs["ome"]["multiscales"][0]["datasets"]
-    assert ms[1]["coordinateTransformations"][1]["translation"] == [0.0, 20.5, 0.5]  # (f-1)/2 centre offset
+    assert ms[1]["coordinateTransformations"][1]["translation"] == [0.0, 0.5, 0.5]  # (f-1)/2 centre offset
 
     from napari_ome_zarr import napari_get_reader
 
     layers = napari_get_reader(str(res.path))(str(res.path))
     kinds = sorted(t for _, _, t in layers)
     assert kinds == ["image", "labels"]
+    # napari-ome-zarr applies only the scale: the store spans the slide, so level-0 pixel (y, x) is world (y, x)
+    lab_data, lab_kw, _ = next(t for t in layers if t[2] == "labels")
+    assert tuple(lab_kw.get("scale", (1, 1))[-2:]) == (1.0, 1.0)
+    assert int(np.asarray(lab_data[0])[19, 100]) == 0 and int(np.asarray(lab_data[0])[20, 100]) > 0
     table = (res.path / "tiles.csv").read_text().splitlines()
     assert table[0].startswith("index,row,col,y0,y1,x0,x1,status,p:class 0")
     assert len(table) == 1 + 12 * 12
@@ -130,32 +147,42 @@ def test_never_overwrites_without_asking(tmp_path):
 
 
 def test_cancel_leaves_a_resumable_store_with_identical_result(tmp_path):
+    """A region spanning 7 x 7 chunks of 32 px: cancel mid-run, resume, and get the same bytes."""
     img = random_slide((200, 200), seed=2)
     model = tiny_segmenter()
-    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4)
+    small = {"output_chunk": 32}
+    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4, extra=small)
+    assert full["0"].chunks == (3, 32, 32) and full["0"].shape == (3, 200, 200)
     calls = []
 
     def cancel():
         calls.append(1)
-        return len(calls) > 3
+        return len(calls) > 8
 
     seen = []
-    r = Recipe(out=str(tmp_path / "part.zarr"), tile=32, overlap=8, batch_size=4, normalization=NONE)
+    r = Recipe(out=str(tmp_path / "part.zarr"), tile=32, overlap=8, batch_size=4, normalization=NONE,
+               prob_dtype="float32", extra=small)
     res = predict(r, progress=lambda d, t: seen.append((d, t)), cancel=cancel, model=model, pyramid=open_pyramid(img))
-    assert res.cancelled and not res.complete and 0 < res.tiles_done < res.tiles_total
-    assert seen[-1][1] == res.tiles_total and seen[-1][0] == res.tiles_done
+    # 8 batches = 32 tiles: tile rows 0-1 have every band they touch written (rows 0-31 and 32-63)
+    assert res.cancelled and not res.complete and res.tiles_done == 18 and res.tiles_total == 81
+    assert seen[-1][1] == res.tiles_total and seen[-1][0] == 32  # progress counts tiles past the model
     assert not zarr.open_group(str(res.path), mode="r").attrs["napari_muvit"]["complete"]
+    part = zarr.open_group(str(res.path), mode="r")
+    np.testing.assert_array_equal(part["0"][:, :64], full["0"][:, :64])  # written bands are final
+    assert part["0"][:, 64:96].any() and not part["0"][:, 128:].any()  # the partial band is shown, not more
+    with np.load(res.path / ".muvit" / "state.npz") as z:  # its sums are kept: 14 predicted tiles survive
+        assert list(z["open_bands"]) == [2, 3] and int((z["state"] == 1).sum()) == 14
     seen_tiles = []
     hook = model.register_forward_hook(lambda mod, inp, out: seen_tiles.append(inp[0].shape[0]))
     res2 = predict(r.replace(resume=True), model=model, pyramid=open_pyramid(img))
     hook.remove()
     assert res2.complete
-    # finished tiles are skipped: only the unfinished tiles' batches (of 4) run again
-    assert sum(seen_tiles) <= res.tiles_total - res.tiles_done + 2 * 4
-    assert sum(seen_tiles) < res.tiles_total
+    # done and kept tiles are skipped: only the 49 others run again (their batches of 4 are aligned here)
+    assert sum(seen_tiles) == res.tiles_total - 32
     part = zarr.open_group(str(res.path), mode="r")
     np.testing.assert_array_equal(part["0"][:], full["0"][:])
     np.testing.assert_array_equal(part["labels/prediction/0"][:], full["labels/prediction/0"][:])
+    assert (res.path / "tiles.csv").read_text() == (tmp_path / "full.zarr" / "tiles.csv").read_text()
     assert not (res.path / ".muvit" / "scratch").exists()
 
 
@@ -252,7 +279,7 @@ def test_demo_model_tile_size_and_overlap_tolerance(tmp_path):
     for tile, overlap in [(64, 16), (64, 32), (96, 32)]:
         r = Recipe(region=(320, 704, 320, 704), tile=tile, overlap=overlap, out=str(tmp_path / f"d{tile}_{overlap}.zarr"))
         g = zarr.open_group(str(predict(r, model=model, pyramid=pyr).path), mode="r")
-        runs[(tile, overlap)] = (g["0"][:], g["labels/prediction/0"][:])
+        runs[(tile, overlap)] = (_region(g) / 255.0, _region(g, "labels/prediction/0"))  # default uint8
     ref_p, ref_l = runs[(64, 16)]
     for p, lab in list(runs.values())[1:]:
         assert np.abs(p - ref_p).mean() < 0.01
@@ -290,65 +317,82 @@ def test_direct_chunk_files_match_zarr_bytes_and_reads(tmp_path):
             assert (root_a / name).read_bytes() == (root_b / name).read_bytes(), name
 
 
-def test_saved_state_never_names_a_prediction_missing_from_scratch(tmp_path, monkeypatch):
-    """Scratch writes are deferred to state saves: whatever the saved state needs is on disk, little else."""
-    from napari_muvit.engine.grid import TileGrid
-    from napari_muvit.engine.store import DONE, PREDICTED, OutputStore
-
-    written = []
-    original = OutputStore.write_scratch
-    monkeypatch.setattr(OutputStore, "write_scratch", lambda self, i, j, p: (written.append((i, j)),
-                                                                             original(self, i, j, p)))
-    img = random_slide((200, 200), seed=6)
+def test_band_size_does_not_change_the_output(tmp_path):
+    """Each pixel sums its tiles in row-major order however bands are cut: identical bytes."""
+    img = random_slide((200, 180), seed=8)
     model = tiny_segmenter()
-    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4)
-    assert len(written) < 81  # 9 x 9 tiles predicted; those no chunk needed at a save were never written
-    written.clear()
-    calls = []
-    r = Recipe(out=str(tmp_path / "part.zarr"), tile=32, overlap=8, batch_size=4, normalization=NONE)
-    res = predict(r, cancel=lambda: calls.append(1) or len(calls) > 9, model=model, pyramid=open_pyramid(img))
-    assert res.cancelled
-    with np.load(res.path / ".muvit" / "state.npz") as z:
-        state = z["state"]
-    grid = TileGrid((0, 200, 0, 200), 32, 8)
-    needed = [t for t in zip(*np.nonzero(state == PREDICTED))]
-    needed += [t for t in zip(*np.nonzero(state == DONE))
-               if any(state[n] != DONE for n in grid.neighbours(*t))]  # a chunk still to blend uses it
-    assert len(needed) > 0
-    for i, j in needed:
-        assert (res.path / ".muvit" / "scratch" / f"{i}_{j}.npy").is_file(), (i, j)
-    res2 = predict(r.replace(resume=True), model=model, pyramid=open_pyramid(img))
-    part = zarr.open_group(str(res2.path), mode="r")
-    np.testing.assert_array_equal(part["0"][:], full["0"][:])
+    outs = []
+    for k, chunk in enumerate((16, (24, 40), 4096)):
+        _, g = _run(tmp_path, f"b{k}.zarr", model, img, tile=32, overlap=8, batch_size=3, region=(5, 190, 7, 170),
+                    extra={"output_chunk": chunk})
+        outs.append((g["0"][:], g["labels/prediction/0"][:]))
+    for probs, labels in outs[1:]:
+        np.testing.assert_array_equal(probs, outs[0][0])
+        np.testing.assert_array_equal(labels, outs[0][1])
 
 
-def test_prediction_cache_byte_bound_with_pinned_predictions(tmp_path):
-    """Predictions not yet on disk are pinned; above the budget they are written at once and evictable."""
-    from napari_muvit.engine.tileops import PredictionCache
+def test_quantised_and_coarse_outputs_match_the_float_run(tmp_path):
+    """uint8 = round(255 p); output level 4 = mean of the predicted level-1 pixels of each world 4 x 4 block;
+    'none' keeps labels only. Region corners off the 4-grid check the world alignment."""
+    from napari_muvit.engine.store import OutputStore
 
-    class Scratch:
-        def __init__(self):
-            self.written = []
-
-        def write_scratch(self, i, j, value):
-            self.written.append((i, j))
-
-    cache, scratch = PredictionCache(max_items=100, max_bytes=1000), Scratch()
-    for k in range(5):
-        cache.put((0, k), np.zeros(100, np.float32), pinned=True)  # 400 bytes each: pinned, never evicted
-    assert cache.nbytes == cache.pinned_bytes == 2000 and all(cache.get((0, k)) is not None for k in range(5))
-    cache.discard((0, 0))  # no chunk needs it any more: it is never written
-    assert cache.persist(scratch) == 4 and sorted(scratch.written) == [(0, 1), (0, 2), (0, 3), (0, 4)]
-    assert cache.pinned_bytes == 0
-    cache.put((1, 0), np.zeros(100, np.float32))
-    assert cache.nbytes <= 1000 and cache.get((1, 0)) is not None
-
-    # a whole run with room for ~3 tile predictions gives the same store as an unbounded one
-    img = random_slide((200, 200), seed=8)
+    img = random_slide((150, 170), seed=4)
     model = tiny_segmenter()
-    _, full = _run(tmp_path, "full.zarr", model, img, tile=32, overlap=8, batch_size=4)
-    one = 3 * 32 * 32 * 4  # (K=3, 32, 32) float32
-    _, small = _run(tmp_path, "small.zarr", model, img, tile=32, overlap=8, batch_size=4,
-                    extra={"prediction_cache_bytes": 3 * one})
-    np.testing.assert_array_equal(small["0"][:], full["0"][:])
-    np.testing.assert_array_equal(small["labels/prediction/0"][:], full["labels/prediction/0"][:])
+    kw = dict(tile=32, overlap=8, batch_size=4, region=(6, 141, 10, 161))
+    _, f32 = _run(tmp_path, "f.zarr", model, img, **kw)
+    p = f32["0"][:]
+    _, q = _run(tmp_path, "q.zarr", model, img, prob_dtype="uint8", **kw)
+    assert q["0"].dtype == np.uint8
+    np.testing.assert_array_equal(q["0"][:], np.rint(p * 255).astype(np.uint8))
+    assert q.attrs["napari_muvit"]["layout"]["prob_dtype"] == "uint8"
+    decoded = np.asarray(OutputStore.open(tmp_path / "q.zarr").image_levels()[0])
+    assert decoded.dtype == np.float32 and np.abs(decoded - p).max() <= 0.5 / 255 + 1e-6
+
+    res4, c4 = _run(tmp_path, "c.zarr", model, img, output_level=4, **kw)
+    assert c4["0"].shape == (3, 38, 43)  # ceil(150 / 4), ceil(170 / 4): the whole slide at 4 px per pixel
+    big = np.zeros((3, 152, 172), np.float32)
+    cnt = np.zeros((152, 172), np.float32)
+    big[:, 6:141, 10:161] = p[:, 6:141, 10:161]
+    cnt[6:141, 10:161] = 1
+    expected = big.reshape(3, 38, 4, 43, 4).sum(axis=(2, 4)) / np.maximum(cnt.reshape(38, 4, 43, 4).sum(axis=(1, 3)), 1)
+    np.testing.assert_allclose(c4["0"][:], expected, atol=1e-5)
+    lab = c4["labels/prediction/0"][:]
+    # output row 1 = world rows 4-7 holds region row 6; column 2 = world 8-11 holds x 10; row 35 holds y 140
+    assert lab[0, 5] == 0 and lab[1, 2] > 0 and lab[5, 1] == 0 and lab[35, 40] > 0 and lab[36, 40] == 0
+    assert lab[20, 41] == 0
+    ms = c4.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    assert ms[0]["scale"] == [1.0, 4.0, 4.0] and ms[1]["translation"] == [0.0, 1.5, 1.5]
+    store = OutputStore.open(res4.path)
+    assert store.factor == 4.0 and store.origin_yx == (0.0, 0.0)
+
+    _, none = _run(tmp_path, "n.zarr", model, img, prob_dtype="none", **kw)
+    np.testing.assert_array_equal(none["0"][0], f32["labels/prediction/0"][:])
+    np.testing.assert_array_equal(none["labels/prediction/0"][:], f32["labels/prediction/0"][:])
+
+
+def test_output_layout_errors_are_one_sentence(tmp_path):
+    img = random_slide((64, 64))
+    with pytest.raises(ValueError, match="output level 3 must be a power of two"):
+        Recipe(out=str(tmp_path / "x.zarr"), output_level=3)
+    with pytest.raises(ValueError, match="probability dtype 'int8' is not one of uint8, float16, float32, none"):
+        Recipe(out=str(tmp_path / "x.zarr"), prob_dtype="int8")
+    _run(tmp_path, "x.zarr", ConstantSegmenter(), img, tile=32, overlap=8)
+    with pytest.raises(ValueError, match="prob_dtype"):
+        _run(tmp_path, "x.zarr", ConstantSegmenter(), img, tile=32, overlap=8, resume=True, prob_dtype="uint8")
+
+
+def test_a_previous_layout_store_is_read_and_refused_for_resume(tmp_path):
+    """Stores of the previous layout (region extent, float32, no layout key) open for reading only."""
+    from napari_muvit.engine.store import OutputStore
+
+    img = random_slide((64, 64))
+    _run(tmp_path, "old.zarr", ConstantSegmenter(), img, tile=32, overlap=8, region=(8, 64, 0, 64))
+    g = zarr.open_group(str(tmp_path / "old.zarr"), mode="r+")
+    meta = dict(g.attrs["napari_muvit"])
+    for key in ("layout", "origin"):
+        meta.pop(key)
+    g.attrs["napari_muvit"] = meta
+    old = OutputStore.open(tmp_path / "old.zarr")
+    assert old.layout["version"] == 1 and old.origin_yx == (8.0, 0.0) and old.prob_dtype == "float32"
+    with pytest.raises(ValueError, match="previous store layout"):
+        _run(tmp_path, "old.zarr", ConstantSegmenter(), img, tile=32, overlap=8, region=(8, 64, 0, 64), resume=True)

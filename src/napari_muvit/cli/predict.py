@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   napari-muvit predict slide.svs --model models/kidney --levels 1,8 --region 0:8192,4096:12288 \\
       --tile 256 --overlap 32 --foreground --out kidney.zarr
   napari-muvit predict slide.zarr --model demo --out pred.zarr --resume      # finish a stopped run
+  napari-muvit predict slide.zarr --model demo --out small.zarr --output-level 4 --prob-dtype none
   napari-muvit predict slide.zarr --model demo --out pred.zarr --workers 2   # local dask cluster
   napari-muvit predict slide.zarr --model demo --out /shared/pred.zarr --scheduler tcp://head:8786
   napari-muvit predict --recipe run.yaml                                     # a saved recipe
@@ -40,6 +41,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--precision", help="auto (default: bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
     p.add_argument("--batch-size", dest="batch_size", help="tiles per model call, or auto (default)")
     p.add_argument("--out", metavar="OUT.zarr", help="output store (never overwritten unless --overwrite)")
+    p.add_argument("--prob-dtype", dest="prob_dtype", metavar="DTYPE",
+                   help="how probabilities are stored: uint8 (default, p = v/255), float16, float32, or none "
+                   "(labels and tile scores only)")
+    p.add_argument("--output-level", dest="output_level", type=int, metavar="N",
+                   help="world pixels per output pixel, a power of two (default 1 = full resolution)")
     p.add_argument("--out-dir", dest="out_dir", metavar="DIR", help="batch: DIR/<slide>.zarr per slide and "
                    "DIR/summary.csv; finished slides are skipped, failed ones reported (docs/cli.md)")
     mode = p.add_mutually_exclusive_group()
@@ -54,7 +60,7 @@ def add_parser(subparsers) -> None:
 
 
 FIELDS = ("source", "model", "levels", "region", "tile", "overlap", "foreground", "mask", "device", "precision",
-          "batch_size", "out", "resume", "overwrite", "workers", "scheduler")
+          "batch_size", "out", "prob_dtype", "output_level", "resume", "overwrite", "workers", "scheduler")
 
 
 def recipe_from_args(args):

@@ -1,10 +1,15 @@
-"""`TileBook`: the run's bookkeeping — which tiles are predicted, blended, skipped; what can be freed.
+"""`TileBook`: the run's state, one byte per tile, plus which output bands are written.
 
-Only one process (the in-process runner, or the dask client) owns a book and writes the state file, so
-state updates never race; workers only write their own chunks and scratch files.
+Tile status: ``todo``, ``predicted`` (the model ran, its output is being stitched; on disk only when a
+cancelled run saved its partial bands), ``done`` (its output is on disk) and ``background`` (skipped). A blended tile is ``done`` once every band
+its crop overlaps is written (`band_written`); classifier and feature tiles are ``done`` when committed.
+The state file (`OutputStore.save_state`) records ``done`` tiles and written bands only, so after a crash
+it never claims more than what is on disk; a resumed run predicts every tile that is not ``done`` again, in
+the same fixed batches (``batch_size`` consecutive foreground tiles in row-major order), so it feeds the
+model exactly the batches an uninterrupted run would.
 
-Batches have fixed boundaries (``batch_size`` consecutive foreground tiles in row-major order), so a
-resumed or distributed run feeds the model exactly the same batches as an uninterrupted one.
+Memory is one byte per tile (allocated lazily by the OS, so untouched rows of a huge grid cost nothing),
+scores for the tiles done, and no per-tile Python objects: batches are generated row by row.
 """
 
 from __future__ import annotations
@@ -17,21 +22,20 @@ from .store import BACKGROUND, DONE, PREDICTED, TODO
 
 
 class TileBook:
-    def __init__(self, grid, store, mode: str, foreground: np.ndarray, n_scores: int, batch_size: int):
-        self.grid, self.store, self.mode = grid, store, mode
-        self.state, self.scores = store.load_state(grid.grid_shape, n_scores)
-        self.state[~foreground & (self.state == TODO)] = BACKGROUND
-        if mode == "blend":  # a "predicted" tile whose scratch file is gone must be predicted again
-            for i, j in zip(*np.nonzero(self.state == PREDICTED)):
-                if not store.has_scratch(i, j):
-                    self.state[i, j] = TODO
-        order = [(int(i), int(j)) for i, j in zip(*np.nonzero(foreground))]  # row-major
-        self.batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-        self._freed: set = set()
+    def __init__(self, grid, store, mode: str, foreground: np.ndarray | None, n_scores: int, batch_size: int,
+                 layout=None):
+        self.grid, self.store, self.mode, self.layout = grid, store, mode, layout
+        self.batch_size = int(batch_size)
+        n_bands = layout.bands().stop if layout is not None else 0
+        self.state, self.scores, self.written, self.open_bands = store.load_state(grid.grid_shape, n_scores, n_bands)
+        if foreground is not None:
+            self.state[~foreground & (self.state == TODO)] = BACKGROUND
+        self._n_background = int(np.count_nonzero(self.state == BACKGROUND))
+        self._n_done = int(np.count_nonzero(self.state == DONE))
+        self._n_predicted = int(np.count_nonzero(self.state == PREDICTED)) if self.open_bands else 0
+        self.kept_open: list | None = None  # partial bands saved by a cancel: predicted tiles are kept
         self._last_save = 0.0
-        self._to_free: list = []
-        self.on_unneeded = None  # callable(tile): its prediction is needed by no unwritten chunk any more
-        self.before_save = None  # callable(): runs right before the state file is written
+        self._save_every = 1.0
 
     # ---- queries --------------------------------------------------------------------------------
     @property
@@ -40,65 +44,97 @@ class TileBook:
 
     @property
     def finished(self) -> int:
-        return int(np.count_nonzero((self.state == DONE) | (self.state == BACKGROUND)))
+        """Tiles past the model (predicted, done or background): what progress reports."""
+        return self._n_done + self._n_background + self._n_predicted
+
+    @property
+    def n_done(self) -> int:
+        return self._n_done
+
+    @property
+    def n_background(self) -> int:
+        return self._n_background
 
     @property
     def complete(self) -> bool:
-        return self.finished == self.total
+        return self._n_done + self._n_background == self.total
 
-    def pending_batches(self) -> list[list[tuple[int, int]]]:
-        """Batches holding at least one tile that still needs the model."""
-        return [b for b in self.batches if any(self.state[t] == TODO for t in b)]
+    def batches(self):
+        """Every fixed batch, lazily: ``batch_size`` consecutive foreground tiles in row-major order."""
+        bs = self.batch_size
+        cur: list = []
+        for i in range(self.state.shape[0]):
+            row = self.state[i]
+            cols = np.flatnonzero(row != BACKGROUND)
+            if not len(cols):
+                continue
+            if not np.any(row[cols] == TODO):  # nothing to run in this row: keep only the open batch's tail
+                keep = (len(cur) + len(cols)) % bs
+                if keep <= len(cols):
+                    cur = [(i, int(j)) for j in cols[len(cols) - keep :]]
+                else:
+                    cur = cur[len(cur) - (keep - len(cols)) :] + [(i, int(j)) for j in cols]
+                continue
+            for j in cols:
+                cur.append((i, int(j)))
+                if len(cur) == bs:
+                    yield cur
+                    cur = []
+        if cur:
+            yield cur
+
+    def pending_batches(self):
+        """Batches holding at least one tile that still needs the model (lazily)."""
+        for b in self.batches():
+            if any(self.state[t] == TODO for t in b):
+                yield b
 
     def needs_model(self, tile) -> bool:
         return self.state[tile] == TODO
 
-    def present_neighbours(self, i, j) -> list:
-        return [n for n in self.grid.neighbours(i, j) if self.state[n] != BACKGROUND]
-
-    def ready(self, candidates) -> list:
-        """Predicted tiles among ``candidates`` whose neighbours are all predicted (or skipped)."""
-        out = []
-        for t in sorted(set(candidates)):
-            if self.state[t] != PREDICTED:
-                continue
-            if all(self.state[n] in (PREDICTED, DONE, BACKGROUND) for n in self.grid.neighbours(*t)):
-                out.append(t)
-        return out
-
-    def affected(self, tiles) -> set:
-        """Tiles whose chunk a new prediction of ``tiles`` may complete."""
-        return {n for t in tiles for n in self.grid.neighbours(*t)}
-
     # ---- updates --------------------------------------------------------------------------------
-    def mark_predicted(self, tiles) -> None:
-        for t in tiles:
-            if self.state[t] == TODO:
-                self.state[t] = PREDICTED
-
-    def mark_done(self, tile, scores) -> None:
-        self.state[tile] = DONE
+    def mark_predicted(self, tile, scores) -> None:
+        if self.state[tile] != TODO:
+            return
         if scores is not None:
             self.scores[tile] = scores
         if self.mode == "blend":
-            # neighbours (and the tile) whose every dependent chunk is now written can free their scratch
-            for n in self.grid.neighbours(*tile):
-                if n not in self._freed and all(self.state[m] in (DONE, BACKGROUND) for m in self.grid.neighbours(*n)):
-                    self._to_free.append(n)
-                    if self.on_unneeded is not None:
-                        self.on_unneeded(n)
+            self.state[tile] = PREDICTED
+            self._n_predicted += 1
+        else:
+            self.state[tile] = DONE
+            self._n_done += 1
 
-    def save(self, force: bool = False, every_s: float = 1.0) -> bool:
-        """Persist state (atomically), then free scratch no longer needed. Throttled unless ``force``."""
+    mark_done = mark_predicted
+
+    def forget_partial(self) -> None:
+        """Drop partial bands saved by an in-process cancel: their predicted tiles run again."""
+        if self.open_bands:
+            self.state[self.state == PREDICTED] = TODO
+            self._n_predicted = 0
+            self.open_bands = []
+
+    def band_written(self, b: int) -> None:
+        """Band ``b`` is on disk: tiles whose every band is written become ``done``."""
+        self.written[b] = True
+        for i in self.grid.rows_touching(*self.layout.band_rows(b)):
+            a, e = self.grid.crop_rows(i)
+            bands = range(self.layout.band_of(a), self.layout.band_of(e - 1) + 1)
+            if all(self.written[bb] for bb in bands):
+                row = self.state[i]
+                hit = row == PREDICTED
+                n = int(np.count_nonzero(hit))
+                row[hit] = DONE
+                self._n_done += n
+                self._n_predicted -= n
+
+    def save(self, force: bool = False) -> bool:
+        """Persist state atomically (throttled unless ``force``; slower saves are made rarer)."""
         now = time.monotonic()
-        if not force and now - self._last_save < every_s:
+        if not force and now - self._last_save < self._save_every:
             return False
-        if self.before_save is not None:
-            self.before_save()
-        self.store.save_state(self.state, self.scores)
-        self._last_save = now
-        for n in self._to_free:  # only after the state saying they are unneeded is on disk
-            self.store.delete_scratch(*n)
-            self._freed.add(n)
-        self._to_free = []
+        self.store.save_state(self.state, self.scores, self.written, self.kept_open)
+        took = time.monotonic() - now
+        self._last_save = time.monotonic()
+        self._save_every = max(1.0, 20 * took)  # state saving stays under ~5 % of the run
         return True

@@ -21,7 +21,8 @@ from .recipe import Recipe
 from .tasks import make_output, model_task
 
 # identifying fields: a resumed store must have been written with the same values
-IDENTITY = ("source", "model", "levels", "region", "tile", "overlap", "normalization", "foreground", "mask")
+IDENTITY = ("source", "model", "levels", "region", "tile", "overlap", "normalization", "foreground", "mask",
+            "prob_dtype", "output_level")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class RunContext:
     dtype: torch.dtype | None
     patch: int
     model_hash: str
+    layout: object = None  # `stitch.OutputLayout` of a segmentation run (None for other tasks)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -156,17 +158,28 @@ def resolve(recipe: Recipe, *, model=None, pyramid=None) -> RunContext:
                               normalization=normalizer.to_dict())
     grid = TileGrid(tuple(region), int(tile), int(overlap))
     output = make_output(model, task, patch)
+    layout = None
+    if output.mode == "blend":
+        from .stitch import DEFAULT_CHUNK, OutputLayout
+
+        chunk = recipe.extra.get("output_chunk") or DEFAULT_CHUNK
+        chunk = (int(chunk), int(chunk)) if np.isscalar(chunk) else tuple(int(c) for c in chunk)
+        layout = OutputLayout(slide_shape=(int(h), int(w)), region=tuple(region), level=recipe.output_level,
+                              chunk=chunk, prob_dtype=recipe.prob_dtype)
+    elif recipe.output_level != 1:
+        raise ValueError(f"output level {recipe.output_level} applies to segmentation models; this {task} model "
+                         "writes one value per tile or patch, so use output level 1.")
     return RunContext(recipe=resolved, pyramid=pyramid, model=model, task=task, output=output, grid=grid,
                       normalizer=normalizer, device=device, dtype=dtype, patch=patch,
-                      model_hash=compute_model_hash(recipe, model))
+                      model_hash=compute_model_hash(recipe, model), layout=layout)
 
 
-def foreground_tiles(ctx: RunContext) -> np.ndarray:
-    """``(rows, cols)`` bool: tiles to predict. With ``foreground``, tiles whose owned square holds tissue;
-    with ``mask``, tiles whose owned square holds a non-zero mask pixel; both: either. Else all."""
-    rows, cols = ctx.grid.grid_shape
+def foreground_tiles(ctx: RunContext) -> np.ndarray | None:
+    """``(rows, cols)`` bool: tiles to predict, or None for all of them. With ``foreground``, tiles whose owned
+    square holds tissue; with ``mask``, tiles whose owned square holds a non-zero mask pixel; both: either."""
     if not ctx.recipe.foreground and not ctx.recipe.mask:
-        return np.ones((rows, cols), bool)
+        return None
+    rows, cols = ctx.grid.grid_shape
     out = np.zeros((rows, cols), bool)
     masks = []
     if ctx.recipe.foreground:
@@ -177,13 +190,26 @@ def foreground_tiles(ctx: RunContext) -> np.ndarray:
     if ctx.recipe.mask:
         masks.append(read_mask(ctx.recipe.mask, ctx.pyramid.shape[-2:]))
     for mask, fy, fx in masks:
-        for i in range(rows):
-            for j in range(cols):
-                y0, y1, x0, x1 = ctx.grid.owned_world(i, j)
-                ys, ye = int(y0 // fy), max(int(y0 // fy) + 1, int(np.ceil(y1 / fy)))
-                xs, xe = int(x0 // fx), max(int(x0 // fx) + 1, int(np.ceil(x1 / fx)))
-                out[i, j] |= bool(np.asarray(mask[ys:ye, xs:xe]).any())
+        # mask pixels [ys, ye) x [xs, xe) under each owned square, counted with a summed-area table
+        m = np.asarray(mask, bool)
+        sat = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.int64)
+        np.cumsum(np.cumsum(m, axis=0), axis=1, out=sat[1:, 1:])
+        ys, ye = _mask_spans([ctx.grid.owned_world(i, 0)[:2] for i in range(rows)], fy, m.shape[0])
+        xs, xe = _mask_spans([ctx.grid.owned_world(0, j)[2:] for j in range(cols)], fx, m.shape[1])
+        for a in range(0, rows, 1024):  # bounded temporaries on huge grids
+            sl = slice(a, a + 1024)
+            count = (sat[ye[sl, None], xe[None]] - sat[ys[sl, None], xe[None]]
+                     - sat[ye[sl, None], xs[None]] + sat[ys[sl, None], xs[None]])
+            out[sl] |= count > 0
     return out
+
+
+def _mask_spans(boxes, f, n):
+    """World ``[a, b)`` spans -> mask index spans ``[a // f, max(a // f + 1, ceil(b / f)))`` clipped to ``n``."""
+    b = np.asarray(boxes, np.float64)
+    start = (b[:, 0] // f).astype(np.int64)
+    end = np.maximum(start + 1, np.ceil(b[:, 1] / f).astype(np.int64))
+    return np.clip(start, 0, n), np.clip(end, 0, n)
 
 
 def read_mask(path: str, slide_shape) -> tuple[np.ndarray, float, float]:

@@ -2,9 +2,11 @@
 
 The client creates the store and keeps the `TileBook` (the only writer of the state file). Workers open the
 slide and load the model once per process (`_worker_context` caches them), run whole batches, write their
-tiles' scratch predictions or chunks straight into the shared store, and return only per-tile scores.
-Blending tasks for a chunk are submitted once its 3 x 3 neighbourhood is predicted. Tasks are retried
-(``retries=2``); a lost worker loses no finished tile, since finished work is on disk and in the state file.
+tiles' scratch predictions (or feature chunks) straight into the shared store, and return only per-tile
+scores. A band task (`tileops.finalise_band`) stitches and writes one output band once every tile whose crop
+overlaps it is predicted: one writer per band, hence per chunk file. At most a few batches per worker are in
+flight, so the client holds no per-tile list of the slide. Tasks are retried (``retries=2``); a lost worker
+loses no finished tile, since finished work is on disk and in the state file.
 The store path must be on storage every worker can reach (a shared file system for a remote cluster).
 
 Fault injection (for testing retries): when the environment variable ``NAPARI_MUVIT_INJECT_FAILURES``
@@ -26,8 +28,8 @@ from .book import TileBook
 from .context import resolve
 from .predict import PredictionResult, conclude, open_run, result_of
 from .recipe import Recipe
-from .store import PREDICTED, OutputStore, prepare_output
-from .tileops import commit_batch, finalise_tiles, read_batch, run_batch
+from .store import BACKGROUND, DONE, PREDICTED, OutputStore, prepare_output
+from .tileops import commit_batch, finalise_band, read_batch, run_batch
 
 _CACHE: dict = {}
 RETRIES = 2
@@ -71,10 +73,13 @@ def _worker_batch(payload: dict, batch: list, wanted: list) -> dict:
     return {t: (None if v is None else np.asarray(v, np.float32)) for t, v in res.items()}
 
 
-def _worker_finalise(payload: dict, jobs: list) -> dict:
+def _worker_finalise(payload: dict, band: int, state_rows: np.ndarray, first_row: int) -> int:
+    """Stitch and write band ``band``; ``state_rows`` = tile status of rows ``first_row..`` (background map)."""
     _injected_failure("finalise")
     ctx, store = _worker_context(payload)
-    return finalise_tiles(ctx, store, [(tuple(t), [tuple(n) for n in nbrs]) for t, nbrs in jobs])
+    state = np.full(ctx.grid.grid_shape, BACKGROUND, np.uint8)
+    state[first_row : first_row + len(state_rows)] = state_rows
+    return finalise_band(ctx, store, band, state)
 
 
 def _client(recipe: Recipe):
@@ -116,34 +121,60 @@ def predict_distributed(recipe: Recipe, progress=None, cancel=None) -> Predictio
 
 
 def _drive(client, as_completed, payload, ctx, book: TileBook, progress, cancel) -> bool:
-    """Submit batches, then blending jobs as neighbourhoods complete; returns True when cancelled."""
+    """Submit batches (a bounded number in flight), then band tasks as bands become complete; True when cancelled."""
     if progress:
         progress(book.finished, book.total)
     blend = ctx.output.mode == "blend"
+    book.forget_partial()  # workers stitch from scratch files, not from a cancelled run's partial sums
+    grid = ctx.grid
     futures = {}
-    queued: set = set()
     pending = as_completed()
-    for batch in book.pending_batches():
-        wanted = [t for t in batch if book.needs_model(t)]
-        f = client.submit(_worker_batch, payload, batch, wanted, retries=RETRIES, pure=False)
-        futures[f] = ("batch", wanted)
-        pending.add(f)
-    if blend:  # chunks already ready after a resume
-        predicted = [tuple(int(v) for v in t) for t in np.argwhere(book.state == PREDICTED)]
-        _submit_finalise(client, payload, book, book.ready(predicted), futures, pending, queued)
+    batches = iter(book.pending_batches())
+    in_flight = max(2, 3 * len(client.scheduler_info().get("workers", {})) or 4)
+    bands = [b for b in ctx.layout.bands() if not book.written[b]] if blend else []
+    last = {b: grid.rows_touching(*ctx.layout.band_rows(b))[-1] for b in bands}
+    queued_bands: set = set()
+
+    def submit_batches():
+        n = sum(1 for kind, _ in futures.values() if kind == "batch")
+        while n < in_flight:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            wanted = [t for t in batch if book.needs_model(t)]
+            f = client.submit(_worker_batch, payload, batch, wanted, retries=RETRIES, pure=False)
+            futures[f] = ("batch", wanted)
+            pending.add(f)
+            n += 1
+
+    def submit_bands():
+        for b in bands:
+            if b in queued_bands:
+                continue
+            rows = grid.rows_touching(*ctx.layout.band_rows(b))
+            block = book.state[rows.start : last[b] + 1]
+            if np.any((block != PREDICTED) & (block != BACKGROUND) & (block != DONE)):
+                return  # bands complete top to bottom
+            queued_bands.add(b)
+            f = client.submit(_worker_finalise, payload, b, block.copy(), rows.start, retries=RETRIES, pure=False)
+            futures[f] = ("band", b)
+            pending.add(f)
+
+    submit_batches()
+    if blend:
+        submit_bands()
     for f in pending:
-        kind, _ = futures.pop(f)
+        kind, info = futures.pop(f)
         result = f.result()
         if kind == "batch":
-            if blend:
-                book.mark_predicted(list(result))
-                _submit_finalise(client, payload, book, book.ready(book.affected(result)), futures, pending, queued)
-            else:
-                for t, scores in result.items():
-                    book.mark_done(t, scores)
-        else:
             for t, scores in result.items():
-                book.mark_done(t, scores)
+                book.mark_predicted(t, scores)
+            submit_batches()
+        else:
+            book.band_written(info)
+            _free_scratch(ctx, book, info)
+        if blend:
+            submit_bands()
         book.save()
         if progress:
             progress(book.finished, book.total)
@@ -153,11 +184,9 @@ def _drive(client, as_completed, payload, ctx, book: TileBook, progress, cancel)
     return False
 
 
-def _submit_finalise(client, payload, book, ready, futures, pending, queued):
-    jobs = [(t, book.present_neighbours(*t)) for t in ready if t not in queued]
-    for k in range(0, len(jobs), 8):  # a few chunks per task keeps scheduler overhead low
-        chunk = jobs[k : k + 8]
-        queued.update(t for t, _ in chunk)
-        f = client.submit(_worker_finalise, payload, chunk, retries=RETRIES, pure=False)
-        futures[f] = ("finalise", [t for t, _ in chunk])
-        pending.add(f)
+def _free_scratch(ctx, book, band) -> None:
+    """Delete the scratch predictions of tiles that no unwritten band needs any more."""
+    store = book.store
+    for i in ctx.grid.rows_touching(*ctx.layout.band_rows(band)):
+        for j in np.flatnonzero(book.state[i] == DONE):
+            store.delete_scratch(i, int(j))

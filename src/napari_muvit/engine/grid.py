@@ -91,6 +91,22 @@ class TileGrid:
         y0, _, x0, _ = self.region
         return (y0 + a0, y0 + a1, x0 + b0, x0 + b1)
 
+    def rows_touching(self, a0: int, a1: int) -> range:
+        """Tile rows whose level-1 crops overlap region-relative rows ``[a0, a1)``.
+
+        Row ``i``'s crop spans ``[i s - o/2, i s - o/2 + S)``: it overlaps iff ``(a0 + o/2 - S) / s < i <
+        (a1 + o/2) / s``. The same formula serves columns.
+        """
+        s, h, rows = self.stride, self.overlap // 2, self.grid_shape[0]
+        lo = max(0, (a0 + h - self.tile) // s + 1)
+        hi = min(rows - 1, -(-(a1 + h) // s) - 1)
+        return range(lo, hi + 1)
+
+    def crop_rows(self, i: int) -> tuple[int, int]:
+        """Region-relative rows ``[a, b)`` of tile row ``i``'s crop, clipped to the region."""
+        top = i * self.stride - self.overlap // 2
+        return max(0, top), min(self.shape[0], top + self.tile)
+
     def neighbours(self, i: int, j: int) -> list[tuple[int, int]]:
         """The tiles (itself included, row-major) whose crops overlap tile ``(i, j)``'s owned region."""
         rows, cols = self.grid_shape

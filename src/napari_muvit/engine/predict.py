@@ -1,7 +1,7 @@
 """`predict`: run a model over a region of a slide into a resumable OME-Zarr store.
 
-Pipeline: tile grid -> prefetcher thread (crops, normalisation) -> batched model -> scratch predictions ->
-blended owned chunks -> store. Napari-free and callback driven: ``progress(done, total)`` after every
+Pipeline: tile grid -> prefetcher thread (crops, normalisation) -> batched model -> stitcher thread (tile
+scores, band accumulation) -> writer threads (complete bands -> whole chunks) -> store (`engine/stitch.py`). Napari-free and callback driven: ``progress(done, total)`` after every
 batch, ``cancel()`` polled between batches (a cancelled run leaves a store that ``resume=True`` finishes).
 """
 
@@ -19,10 +19,11 @@ from .context import IDENTITY, RunContext, foreground_tiles, package_versions, r
 from .device import auto_batch_size, autocast, configure_threads, io_threads
 from .prefetch import Prefetcher
 from .recipe import Recipe
-from .store import BACKGROUND, DONE, PREDICTED, OutputStore, prepare_output
-from .tileops import BlendWriter, PredictionCache, commit_batch, read_batch, run_batch
+from .store import DONE, OutputStore, prepare_output
+from .tileops import BandWriter, commit_batch, read_batch, run_batch
 
 PCA_SAMPLE_TILES = 32
+TABLE_ON_STOP_MAX_TILES = 1_000_000
 
 
 @dataclass
@@ -68,8 +69,7 @@ def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=N
 def result_of(ctx, store, book, cancelled, seconds) -> PredictionResult:
     return PredictionResult(
         path=store.path, task=ctx.task, complete=book.complete and not cancelled, cancelled=cancelled,
-        tiles_total=book.total, tiles_done=int(np.count_nonzero(book.state == DONE)),
-        tiles_background=int(np.count_nonzero(book.state == BACKGROUND)), seconds=seconds,
+        tiles_total=book.total, tiles_done=book.n_done, tiles_background=book.n_background, seconds=seconds,
         info={"batch_size": store.meta.get("batch_size"), "grid_shape": list(ctx.grid.grid_shape),
               "oom_halvings": ctx.extra.get("oom_halvings", 0)},
     )
@@ -82,6 +82,7 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
     fg = foreground_tiles(ctx)
     if resuming:
         store = OutputStore(out)
+        check_layout(store, ctx)
         old, new = store.meta.get("recipe", {}), ctx.recipe.to_dict()
         for key in IDENTITY:
             new_v = new[key]
@@ -112,14 +113,30 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
                  "class_names": getattr(ctx.output, "class_names", None), "source_shape": list(ctx.pyramid.shape)}
         labels = ctx.output.labels
         store = OutputStore.create(
-            out, image=ctx.output.image_spec(ctx.grid), region=ctx.grid.region, labels=labels,
+            out, image=ctx.output.image_spec(ctx.grid, ctx.layout), region=ctx.grid.region, labels=labels,
             label_colors=getattr(ctx.output, "class_colors", None), pixel_size=ctx.pyramid.pixel_size,
-            unit=ctx.pyramid.unit, attrs=attrs)
+            unit=ctx.pyramid.unit, attrs=attrs, origin=(0, 0) if ctx.layout is not None else None,
+            translation=getattr(ctx.pyramid, "translation", (0.0, 0.0)),
+            layout=ctx.layout.to_dict() if ctx.layout is not None else None)
         if ctx.output.mode == "direct":
             store.set_meta(pca=fit_feature_pca(ctx, fg))
-    book = TileBook(ctx.grid, store, ctx.output.mode, fg, len(ctx.output.score_names), int(store.meta["batch_size"]))
+    book = TileBook(ctx.grid, store, ctx.output.mode, fg, len(ctx.output.score_names), int(store.meta["batch_size"]),
+                    layout=ctx.layout)
     book.save(force=True)
     return store, book
+
+
+def check_layout(store: OutputStore, ctx: RunContext) -> None:
+    """A store is resumed only in the output layout it was started with (one sentence otherwise)."""
+    want = ctx.layout.to_dict() if ctx.layout is not None else None
+    have = store.meta.get("layout")
+    if ctx.layout is not None and have is None:
+        raise ValueError(f"output {str(store.path)!r} was written in the previous store layout (one chunk per tile, "
+                         "float32); it cannot be resumed by this version, so write to a new output.")
+    if want is not None and have != want:
+        diff = ", ".join(f"{k}={have.get(k)!r}, not {want[k]!r}" for k in want if have.get(k) != want[k])
+        raise ValueError(f"output {str(store.path)!r} was started with another output layout ({diff}); resume with "
+                         "the same --prob-dtype and --output-level or write to a new output.")
 
 
 def _norm(v):
@@ -140,15 +157,15 @@ def _resolve_batch_size(ctx: RunContext) -> int:
     return auto_batch_size(probe, ctx.device)
 
 
-def fit_feature_pca(ctx: RunContext, fg: np.ndarray) -> dict:
-    """Fit the RGB overview's PCA on up to 32 evenly spaced tiles of ``fg`` (the tiles to predict)."""
-    tiles = [(int(i), int(j)) for i, j in zip(*np.nonzero(fg))]
-    if not tiles:
-        tiles = [(0, 0)]
-    pick = np.unique(np.linspace(0, len(tiles) - 1, min(PCA_SAMPLE_TILES, len(tiles))).round().astype(int))
+def fit_feature_pca(ctx: RunContext, fg: np.ndarray | None) -> dict:
+    """Fit the RGB overview's PCA on up to 32 evenly spaced tiles of ``fg`` (the tiles to predict; None = all)."""
+    flat = np.flatnonzero(fg) if fg is not None else np.arange(ctx.grid.n_tiles)
+    if not len(flat):
+        flat = np.zeros(1, np.int64)
+    pick = flat[np.unique(np.linspace(0, len(flat) - 1, min(PCA_SAMPLE_TILES, len(flat))).round().astype(int))]
     feats = []
     for k in range(0, len(pick), 8):
-        batch = [tiles[p] for p in pick[k : k + 8]]
+        batch = [ctx.grid.tile_ij(p) for p in pick[k : k + 8]]
         x, bbox = read_batch(ctx, batch)
         xt, bt = ctx.batch_tensors(x, bbox)
         with autocast(ctx.device, ctx.dtype):
@@ -158,49 +175,50 @@ def fit_feature_pca(ctx: RunContext, fg: np.ndarray) -> dict:
 
 # ---- the in-process loop -----------------------------------------------------------------------------
 def _run_local(ctx, store, book, progress, cancel) -> bool:
-    """Returns True when cancelled. Reads run ahead in a prefetch thread, chunk writes behind in a writer."""
+    """Returns True when cancelled. Reads run ahead in a prefetch thread; stitching and writing run behind in
+    the `BandWriter` threads, so the model (or the GPU feeding it) is the only thing this thread waits for."""
     if progress:
         progress(book.finished, book.total)
-    budget = int(ctx.recipe.extra.get("prediction_cache_bytes") or 256 << 20)  # memory for tile predictions
-    cache = PredictionCache.for_grid(ctx.grid, int(store.meta["batch_size"]), max_bytes=budget)
-    book.on_unneeded = cache.discard
-    book.before_save = lambda: cache.persist(store)  # the state never names a prediction held only in memory
     blend = ctx.output.mode == "blend"
     threads = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))
-    writer = BlendWriter(ctx, store, cache, workers=threads) if blend else None
+    writer = BandWriter(ctx, store, book.state, book.written, workers=threads, open_bands=book.open_bands) if blend else None
     prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches(), workers=threads)
-    cancelled = False
+    cancelled = failed = False
 
-    def record(results):
-        for t, scores in results:
-            book.mark_done(t, scores)
+    def record(events):
+        for kind, key, scores in events:
+            if kind == "band":
+                book.band_written(key)
+            elif kind == "open":
+                book.kept_open.append(key)
+            else:
+                book.mark_predicted(key, scores)
 
     try:
-        if blend:  # chunks that became ready before an interruption
-            predicted = [tuple(int(v) for v in t) for t in np.argwhere(book.state == PREDICTED)]
-            for t in book.ready(predicted):
-                writer.submit(t, book.present_neighbours(*t))
         for batch, (x, bbox) in prefetch:
             if cancel is not None and cancel():
                 cancelled = True
                 break
             wanted = [t for t in batch if book.needs_model(t)]
             outputs = run_batch(ctx, x, bbox, batch)
-            results = commit_batch(ctx, store, batch, outputs, wanted, cache)
             if blend:
-                book.mark_predicted(wanted)
-                for t in book.ready(book.affected(wanted)):
-                    writer.submit(t, book.present_neighbours(*t))
+                keep = [b for b, t in enumerate(batch) if t in set(wanted)]
+                writer.submit([batch[b] for b in keep], outputs[keep])
                 record(writer.collect())
             else:
-                record(results.items())
+                record(("scores", t, s) for t, s in commit_batch(ctx, store, batch, outputs, wanted).items())
             book.save()
             if progress:
                 progress(book.finished, book.total)
+    except BaseException:
+        failed = True
+        raise
     finally:
         prefetch.close()
         if writer is not None:
-            record(writer.close())
+            if cancelled:
+                book.kept_open = []
+            record(writer.close(complete=not cancelled and not failed, keep_open=cancelled))
     if not cancelled and cancel is not None and cancel() and not book.complete:
         cancelled = True
     book.save(force=True)
@@ -215,7 +233,8 @@ def conclude(ctx, store, book, cancelled: bool) -> None:
         finish(ctx, store, book)
     else:
         book.save(force=True)
-        store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
+        if book.total <= TABLE_ON_STOP_MAX_TILES:  # huge grids: the state file is the record until the end
+            store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
 
 
 def finish(ctx, store, book) -> None:
@@ -225,6 +244,6 @@ def finish(ctx, store, book) -> None:
         store.image[...] = probs
         store.labels[...] = labels
     store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
-    store.build_pyramid()
+    store.build_pyramid(ctx.layout.output_box() if ctx.layout is not None else None)
     store.clear_scratch()
     store.set_meta(complete=True)

@@ -39,6 +39,9 @@ class Recipe:
     mask : path of a 2D mask image (.npy, .tif, zarr array) covering the slide at a whole downsample
     factor (its shape = slide shape / factor); tiles with no non-zero mask pixel are skipped like background.
     out : output OME-Zarr store path.  resume / overwrite : what to do when ``out`` exists.
+    prob_dtype : how probabilities are stored: ``uint8`` (``p = v / 255``, default), ``float16``, ``float32``
+    or ``none`` (labels and tile scores only).
+    output_level : world px per output pixel, a power of two (1 = full resolution, 4 = 4x downsampled).
     workers : local dask worker processes (0 = run in this process).  scheduler : dask address.
     """
 
@@ -55,6 +58,8 @@ class Recipe:
     foreground: bool = False
     mask: str | None = None
     out: str = ""
+    prob_dtype: str = "uint8"
+    output_level: int = 1
     resume: bool = False
     overwrite: bool = False
     workers: int = 0
@@ -103,6 +108,10 @@ class Recipe:
         self.workers = int(self.workers)
         if self.workers and self.scheduler:
             raise ValueError("give either workers (a local cluster) or scheduler (an existing cluster), not both.")
+        from .stitch import check_output_level, check_prob_dtype
+
+        self.prob_dtype = check_prob_dtype(self.prob_dtype)
+        self.output_level = check_output_level(self.output_level)
         self.foreground = bool(self.foreground)
         self.mask = None if self.mask in (None, "") else str(self.mask)
         self.extra = dict(self.extra or {})

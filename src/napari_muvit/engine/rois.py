@@ -147,7 +147,7 @@ def rank_rois(store, score: str | None = None, top_k: int = 20, min_distance: fl
     root, meta = _meta(store)
     column = score_column(score, meta)
     if mode == "regions":
-        return _rank_regions(root, meta, column, top_k, min_distance or 0.0)
+        return _rank_regions(root, meta, column, top_k, min_distance or 0.0, store)
     _, rows = read_tile_table(store)
     needed = foreground_columns(meta) if column == FOREGROUND else [column]
     rows = [r for r in rows if r["status"] == "done" and all(r.get(c, "") != "" for c in needed)]
@@ -190,7 +190,7 @@ def _coarse_level(root, group, max_side=2048) -> int:
     return int(keys[-1])
 
 
-def _rank_regions(root, meta, column, top_k, min_distance) -> list[Roi]:
+def _rank_regions(root, meta, column, top_k, min_distance, path) -> list[Roi]:
     from skimage import measure
 
     if not column.startswith("p:") or meta.get("task") != "segmentation":
@@ -201,9 +201,12 @@ def _rank_regions(root, meta, column, top_k, min_distance) -> list[Roi]:
     labels_group = root["labels/prediction"]
     lev = _coarse_level(root, labels_group)
     lab = np.asarray(labels_group[str(lev)][:])
-    prob = np.asarray(root[str(lev)][k])
-    f = float(meta["image"]["factor"]) * 2**lev
-    y0w, _, x0w, _ = meta["region"]
+    from .store import OutputStore
+
+    store = OutputStore.open(path)
+    prob = np.asarray(store.image_levels(complete=True)[lev][k])  # float probabilities, whatever the dtype
+    f = store.factor * 2**lev
+    y0w, x0w = store.origin_yx
     comp = measure.label(lab == k + 1, connectivity=2)
     props = measure.regionprops(comp, intensity_image=prob)
     if not props:

@@ -1,16 +1,18 @@
-"""`OutputStore`: the OME-Zarr (v0.5, zarr v3) store a prediction run writes; layout in docs/outputs.md.
+"""`OutputStore`: the OME-Zarr (v0.5, zarr v3) store a prediction run writes and every reader opens; layout
+in docs/outputs.md.
 
 ```
 OUT.zarr/
   zarr.json            ome.multiscales (the image: c, y, x), ome.omero (channel names/colours),
-                       napari_muvit.{kind, task, recipe, versions, model_hash, class_names, grid, ...}
+                       napari_muvit.{task, recipe, layout, origin, versions, model_hash, class_names, grid, ...}
   0/ 1/ ...            image pyramid (mean downsampling, factor 2 per level)
   labels/prediction/   argmax + 1 (0 = not predicted) pyramid (mode downsampling), ome.image-label
   tiles.csv            one row per tile: owned world box, status, scores
-  .muvit/state.npz     resumable run state (tile status + scores), replaced atomically
-  .muvit/scratch/      per-tile predictions waiting for their neighbours (deleted when unneeded)
+  .muvit/state.npz     resumable run state (done tiles + scores, written bands), replaced atomically
+  .muvit/scratch/      tile predictions of a dask run waiting for their band (deleted when unneeded)
 ```
-Level-0 chunks are the tiles' owned regions, so each chunk has exactly one writer.
+Segmentation stores span the whole slide in large chunks written one band at a time (`engine/stitch.py`);
+classifier and feature stores cover the predicted region.
 """
 
 from __future__ import annotations
@@ -86,30 +88,119 @@ def prepare_output(path: str | Path, resume: bool, overwrite: bool) -> bool:
 class OutputStore:
     """A prediction store on the local (or shared) file system; see the module docstring for the layout.
 
-    ``image`` : ``dict`` with ``channel_names``, ``shape`` ``(C, h, w)``, ``chunks`` ``(C, ch, cw)``,
-    ``factor`` (world px per level-0 pixel), ``dtype``; ``labels`` : class names (or ``None``).
+    Writing: `create`, then `write_chunk` / `write_block`, `save_state`, `build_pyramid`. Reading (every other
+    module reads stores through this, never through zarr paths): `OutputStore.open(path)`, then `origin_yx`,
+    `factor`, `class_names`, `image_levels(decode=True)` (probabilities as float32), `label_levels()`.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, mode: str = "r+"):
         self.path = Path(path)
-        self.root = zarr.open_group(str(self.path), mode="r+")
+        self.root = zarr.open_group(str(self.path), mode=mode)
         self.meta = dict(self.root.attrs["napari_muvit"])
+
+    # ---- reading ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> OutputStore:
+        """Open a prediction store read-only (this layout or the previous one, see docs/outputs.md)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"store {str(path)!r} does not exist; give the OUT.zarr written by predict.")
+        try:
+            root = zarr.open_group(str(path), mode="r")
+            meta = dict(root.attrs.get("napari_muvit", {}))
+        except Exception as exc:  # zarr raises several types for "not a group"
+            raise ValueError(f"{str(path)!r} is not a zarr store; give the OUT.zarr written by predict.") from exc
+        if not meta:
+            raise ValueError(f"{str(path)!r} is not a napari-muvit prediction store; give the OUT.zarr written by predict.")
+        self = cls.__new__(cls)
+        self.path, self.root, self.meta = path, root, meta
+        return self
+
+    @property
+    def layout(self) -> dict:
+        """``{"version": 2, "extent": "slide", "level", "chunks", "prob_dtype"}``; version 1 = previous layout."""
+        lay = self.meta.get("layout")
+        return dict(lay) if isinstance(lay, dict) else {"version": 1, "extent": "region", "level": 1,
+                                                          "prob_dtype": str((self.meta.get("image") or {}).get("dtype", "float32"))}
+
+    @property
+    def prob_dtype(self) -> str:
+        return str(self.layout.get("prob_dtype", "float32"))
+
+    @property
+    def has_probabilities(self) -> bool:
+        return self.prob_dtype != "none"
+
+    @property
+    def factor(self) -> float:
+        """World px per level-0 pixel."""
+        return float((self.meta.get("image") or {}).get("factor", 1))
+
+    @property
+    def origin_yx(self) -> tuple[float, float]:
+        """World px where level-0 pixel ``(0, 0)`` starts (0 for whole-slide stores, the region corner before)."""
+        if self.meta.get("origin") is not None:
+            return tuple(float(v) for v in self.meta["origin"])
+        y0, _, x0, _ = self.meta.get("region") or (0, 0, 0, 0)
+        return (float(y0), float(x0))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.meta.get("class_names")
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete"))
+
+    def _levels(self, group, complete) -> list:
+        import dask.array as da
+
+        n = int(self.meta.get("n_levels", 1)) if (self.complete if complete is None else complete) else 1
+        return [da.from_zarr(group[str(k)]) for k in range(max(1, n)) if str(k) in group]
+
+    def image_levels(self, decode: bool = True, complete: bool | None = None) -> list:
+        """Lazy image pyramid (finest first); with ``decode`` quantised probabilities come back as float32 in
+        [0, 1]. Only level 0 until the run is complete (``complete`` overrides)."""
+        arrays = self._levels(self.root, complete)
+        if decode and self.meta.get("task") in ("segmentation", "classification") and self.prob_dtype == "uint8":
+            from .stitch import decode_probs
+
+            arrays = [decode_probs(a, "uint8") for a in arrays]
+        return arrays
+
+    def label_levels(self, complete: bool | None = None) -> list:
+        """Lazy labels pyramid (``argmax + 1``, 0 = not predicted); empty when the store has no labels."""
+        if "labels" not in self.root or "prediction" not in self.root["labels"]:
+            return []
+        return self._levels(self.root["labels"]["prediction"], complete)
+
+    def label_attrs(self) -> dict:
+        """The labels group's OME attributes (``image-label`` colours and properties)."""
+        if "labels" not in self.root or "prediction" not in self.root["labels"]:
+            return {}
+        attrs = dict(self.root["labels"]["prediction"].attrs)
+        return dict(attrs.get("ome", attrs))
 
     # ---- creation -----------------------------------------------------------------------------
     @classmethod
     def create(cls, path, *, image: dict, region, labels: list[str] | None, label_colors=None, pixel_size=None,
-               unit=None, attrs: dict) -> OutputStore:
+               unit=None, attrs: dict, origin=None, translation=(0.0, 0.0), layout: dict | None = None) -> OutputStore:
+        """``origin``: world px where level-0 pixel 0 starts (default: the region corner); ``translation``: the
+        slide's own physical translation, added to every level's; ``layout``: `OutputLayout.to_dict()`."""
         path = Path(path)
+        origin = tuple(origin) if origin is not None else (region[0], region[2])
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         c, h, w = image["shape"]
         root.create_array("0", shape=(c, h, w), chunks=tuple(image["chunks"]), dtype=image["dtype"], fill_value=0,
                           dimension_names=["c", "y", "x"])
         n_levels = _n_levels(h, w)
-        transforms = [_transforms(region, image["factor"] * 2**k, pixel_size, channel=True) for k in range(n_levels)]
+        transforms = [_transforms(origin, image["factor"] * 2**k, pixel_size, translation, channel=True)
+                      for k in range(n_levels)]
         axes = _axes(unit, channel=True)
+        top = 255.0 if np.dtype(image["dtype"]) == np.uint8 else 1.0
         omero = {"channels": [
             {"label": name, "color": "{:02X}{:02X}{:02X}".format(*_color(image.get("colors"), k)), "active": True,
-             "window": {"start": 0.0, "end": 1.0, "min": 0.0, "max": 1.0}}
+             "window": {"start": 0.0, "end": top, "min": 0.0, "max": top}}
             for k, name in enumerate(image["channel_names"])
         ]}
         ome = {"version": "0.5", "multiscales": [{
@@ -119,8 +210,11 @@ class OutputStore:
         }], "omero": omero}
         meta = dict(attrs)
         meta.update({"image": {k: v for k, v in image.items() if k != "dtype"} | {"dtype": str(np.dtype(image["dtype"]))},
-                     "region": list(region), "n_levels": n_levels, "labels": labels, "complete": False,
-                     "pixel_size": list(pixel_size) if pixel_size else None, "unit": unit})
+                     "region": list(region), "origin": list(origin), "n_levels": n_levels, "labels": labels,
+                     "complete": False, "pixel_size": list(pixel_size) if pixel_size else None, "unit": unit,
+                     "translation": [float(v) for v in translation]})
+        if layout is not None:
+            meta["layout"] = layout
         root.attrs.update({"ome": ome, "napari_muvit": _jsonable(meta)})
         if labels is not None:
             lab_group = root.create_group("labels")
@@ -129,7 +223,8 @@ class OutputStore:
             dtype = np.uint8 if len(labels) < 255 else np.uint16
             pred.create_array("0", shape=(h, w), chunks=tuple(image["chunks"][1:]), dtype=dtype, fill_value=0,
                               dimension_names=["y", "x"])
-            ltrans = [_transforms(region, image["factor"] * 2**k, pixel_size, channel=False) for k in range(n_levels)]
+            ltrans = [_transforms(origin, image["factor"] * 2**k, pixel_size, translation, channel=False)
+                      for k in range(n_levels)]
             pred.attrs.update({"ome": {"version": "0.5", "multiscales": [{
                 "name": "prediction", "axes": _axes(unit, channel=False),
                 "datasets": [{"path": str(k), "coordinateTransformations": t} for k, t in enumerate(ltrans)],
@@ -153,11 +248,16 @@ class OutputStore:
         return self.root["labels/prediction/0"] if self.meta.get("labels") is not None else None
 
     def write_block(self, box, values: np.ndarray, label_values: np.ndarray | None = None) -> None:
-        """Write level-0 ``values (C, a1-a0, b1-b0)`` at region-relative ``box = (a0, a1, b0, b1)`` (a chunk)."""
+        """Write level-0 ``values (C, a1-a0, b1-b0)`` at ``box = (a0, a1, b0, b1)`` (level-0 px, chunk-aligned)."""
         a0, a1, b0, b1 = box
         _write(self.image, self._image_writer, (0, a0, b0), values)
         if label_values is not None and self.labels is not None:
             _write(self.labels, self._labels_writer, (a0, b0), label_values)
+
+    def write_chunk(self, start_yx, values: np.ndarray, label_values: np.ndarray | None = None) -> None:
+        """Write whole level-0 chunk(s) ``values (C, h, w)`` (+ labels) starting at level-0 px ``start_yx``."""
+        a0, b0 = start_yx
+        self.write_block((a0, a0 + values.shape[1], b0, b0 + values.shape[2]), values, label_values)
 
     @cached_property
     def _image_writer(self) -> ChunkFiles | None:
@@ -167,12 +267,12 @@ class OutputStore:
     def _labels_writer(self) -> ChunkFiles | None:
         return ChunkFiles.for_array(self.labels) if self.labels is not None else None
 
-    # ---- scratch ------------------------------------------------------------------------------
+    # ---- scratch (dask runs: tile predictions between the model and the band writer) -------------
     def _scratch(self, i, j) -> Path:
         return self.path / ".muvit" / "scratch" / f"{i}_{j}.npy"
 
     def write_scratch(self, i: int, j: int, pred: np.ndarray) -> None:
-        """Keep a tile's ``(K, S, S)`` prediction until its neighbours' chunks are blended (atomic)."""
+        """Keep a tile's ``(K, S, S)`` prediction until the bands it overlaps are written (atomic)."""
         target = self._scratch(i, j)
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
@@ -190,22 +290,61 @@ class OutputStore:
         self._scratch(i, j).unlink(missing_ok=True)
 
     # ---- state --------------------------------------------------------------------------------
-    def load_state(self, grid_shape, n_scores) -> tuple[np.ndarray, np.ndarray]:
+    def load_state(self, grid_shape, n_scores, n_bands: int = 0):
+        """``(state (rows, cols) uint8, scores (rows, cols, n) float32, written (n_bands,) bool, open_bands)``.
+
+        Arrays start as zeros (pages the OS hands out lazily: untouched rows of a huge grid cost nothing);
+        scores are meaningful where the state is ``done`` or ``predicted``. ``predicted`` tiles survive only
+        with the partial bands (``open_bands``, see `save_band`) a cancelled run saved with them."""
+        state = np.zeros(tuple(grid_shape), np.uint8)
+        scores = np.zeros((*grid_shape, n_scores), np.float32)
+        written = np.zeros(int(n_bands), bool)
+        open_bands: list = []
         p = self.path / ".muvit" / "state.npz"
         if p.exists():
             with np.load(p) as z:
-                state, scores = z["state"].copy(), z["scores"].copy()
-            if state.shape == tuple(grid_shape) and scores.shape[-1] == n_scores:
-                return state, scores
-        return np.zeros(grid_shape, np.uint8), np.full((*grid_shape, n_scores), np.nan, np.float32)
+                if z["state"].shape == tuple(grid_shape) and "score_index" in z.files:
+                    state[...] = z["state"]
+                    vals = z["scores"]
+                    if vals.shape[-1] == n_scores:
+                        scores.reshape(-1, n_scores)[z["score_index"]] = vals
+                    if "bands" in z.files and z["bands"].shape == written.shape:
+                        written[...] = z["bands"]
+                    if "open_bands" in z.files:
+                        open_bands = [int(b) for b in z["open_bands"]]
+        if not all((self.path / ".muvit" / "bands" / f"{b}.npz").is_file() for b in open_bands):
+            open_bands = []
+        if not open_bands:
+            state[state == PREDICTED] = TODO
+        return state, scores, written, open_bands
 
-    def save_state(self, state: np.ndarray, scores: np.ndarray) -> None:
-        """Persist tile status + scores atomically (a killed run never leaves a half-written state)."""
+    def save_state(self, state: np.ndarray, scores: np.ndarray, written=None, open_bands=None) -> None:
+        """Persist ``done`` tiles (with scores), background tiles and written bands atomically. ``predicted``
+        tiles are saved as ``todo`` (their output is not on disk), unless ``open_bands`` lists the partial
+        bands saved with `save_band` (a cancelled run). Keys: ``state (rows, cols)``, ``score_index`` (flat
+        indices of tiles with scores), ``scores (n, n_scores)``, ``bands`` (written), ``open_bands``."""
         target = self.path / ".muvit" / "state.npz"
         tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        disk = state if open_bands is not None else np.where(state == PREDICTED, np.uint8(TODO), state)
+        idx = np.flatnonzero((disk == DONE) | (disk == PREDICTED))
         with open(tmp, "wb") as fh:
-            np.savez(fh, state=state, scores=scores)
+            np.savez(fh, state=disk, score_index=idx, scores=scores.reshape(-1, scores.shape[-1])[idx],
+                     bands=np.zeros(0, bool) if written is None else np.asarray(written, bool),
+                     open_bands=np.asarray(list(open_bands or []), np.int64))
         os.replace(tmp, target)
+
+    def save_band(self, b: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+        """Keep a partial band's sums (a cancelled run) so a resumed run continues it exactly (atomic)."""
+        folder = self.path / ".muvit" / "bands"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{b}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, acc=acc, wsum=wsum)
+        os.replace(tmp, folder / f"{b}.npz")
+
+    def load_band(self, b: int):
+        with np.load(self.path / ".muvit" / "bands" / f"{b}.npz") as z:
+            return z["acc"].copy(), z["wsum"].copy()
 
     def set_meta(self, **items) -> None:
         self.meta.update(_jsonable(items))
@@ -213,31 +352,49 @@ class OutputStore:
 
     # ---- finishing ----------------------------------------------------------------------------
     def write_tile_table(self, grid, state, scores, score_names) -> Path:
-        """``tiles.csv``: index,row,col,y0,y1,x0,x1 (owned world box),status,<scores...>."""
+        """``tiles.csv``: index,row,col,y0,y1,x0,x1 (owned world box),status,<scores...> (scores of done tiles)."""
         target = self.path / "tiles.csv"
         tmp = target.with_suffix(".tmp")
         rows, cols = grid.grid_shape
+        names = np.array(["todo", "todo", "done", "background"])  # "predicted" is not on disk yet
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["index", "row", "col", "y0", "y1", "x0", "x1", "status", *score_names])
             for i in range(rows):
+                st = state[i]
                 for j in range(cols):
-                    vals = ["" if not np.isfinite(v) else f"{v:.6g}" for v in scores[i, j]]
-                    w.writerow([grid.tile_index(i, j), i, j, *grid.owned_world(i, j),
-                                STATUS_NAMES[int(state[i, j])], *vals])
+                    done = st[j] == DONE
+                    vals = [f"{v:.6g}" if done and np.isfinite(v) else "" for v in scores[i, j]]
+                    w.writerow([grid.tile_index(i, j), i, j, *grid.owned_world(i, j), names[int(st[j]) if st[j] < 4 else 0],
+                                *vals])
         os.replace(tmp, target)
         return target
 
-    def build_pyramid(self) -> None:
-        """Levels 1.. from level 0: image by 2x2 mean, labels by 2x2 mode (memory bounded by a block)."""
+    def build_pyramid(self, box=None) -> None:
+        """Levels 1.. from level 0: image by 2x2 mean (rounded for uint8), labels by 2x2 mode. ``box`` =
+        level-0 ``(r0, r1, c0, c1)`` holding everything written (None = the whole image); blocks outside it
+        stay unwritten. Memory is bounded by one row of chunks."""
         n = int(self.meta["n_levels"])
+        none = self.layout.get("prob_dtype") == "none"
+        h, w = self.image.shape[-2:]
+        box = tuple(box) if box is not None else (0, h, 0, w)
         for k in range(1, n):
-            _downsample_level(self.root, str(k - 1), str(k), downsample_mean, channel=True)
+            _downsample_level(self.root, str(k - 1), str(k), downsample_mode if none else _mean_keep_dtype, box)
             if self.labels is not None:
-                _downsample_level(self.root["labels/prediction"], str(k - 1), str(k), downsample_mode, channel=False)
+                _downsample_level(self.root["labels/prediction"], str(k - 1), str(k), downsample_mode, box)
+            box = (box[0] // 2, -(-box[1] // 2), box[2] // 2, -(-box[3] // 2))
 
     def clear_scratch(self) -> None:
         shutil.rmtree(self.path / ".muvit" / "scratch", ignore_errors=True)
+        shutil.rmtree(self.path / ".muvit" / "bands", ignore_errors=True)
+
+
+def _mean_keep_dtype(a: np.ndarray) -> np.ndarray:
+    """2x2 mean; quantised (uint8) values are rounded back to uint8."""
+    m = downsample_mean(a)
+    if np.dtype(a.dtype) == np.uint8:
+        return np.rint(m).astype(np.uint8)
+    return m.astype(a.dtype, copy=False)
 
 
 def _write(array, writer: ChunkFiles | None, start, values) -> None:
@@ -249,28 +406,34 @@ def _write(array, writer: ChunkFiles | None, start, values) -> None:
         array[tuple(slice(s, s + n) for s, n in zip(start, values.shape))] = values
 
 
-def _downsample_level(group, src_name, dst_name, fn, channel, block=512):
+def _downsample_level(group, src_name, dst_name, fn, box):
+    """``dst`` = ``fn`` (2x2) of ``src``, written one row of ``dst`` chunks at a time over ``box`` (src px)."""
     src = group[src_name]
     shape = src.shape
     new = tuple(shape[:-2]) + tuple((s + 1) // 2 for s in shape[-2:])
-    chunks = tuple(shape[:-2]) + tuple(min(block // 2, s) for s in new[-2:])
+    ch, cw = (min(c, s) for c, s in zip(src.chunks[-2:], new[-2:]))
+    chunks = tuple(shape[:-2]) + (ch, cw)
     if dst_name in group:
         del group[dst_name]
     dst = group.create_array(dst_name, shape=new, chunks=chunks, dtype=src.dtype, fill_value=0,
                              dimension_names=list(src.metadata.dimension_names or []) or None)
     src_files, dst_files = ChunkFiles.for_array(src), ChunkFiles.for_array(dst)
     lead = (0,) * (len(shape) - 2)
-    for y in range(0, shape[-2], block):
-        for x in range(0, shape[-1], block):
-            if src_files is not None:  # decode the chunk files directly: level 0 has thousands of small chunks
-                size = tuple(shape[:-2]) + (min(block, shape[-2] - y), min(block, shape[-1] - x))
-                tile = src_files.read(lead + (y, x), size).astype(src.dtype, copy=False)
+    r0, r1, c0, c1 = box
+    d0, d1 = (r0 // 2) // ch * ch, min(new[-2], -(-r1 // 2))
+    e0, e1 = (c0 // 2) // cw * cw, min(new[-1], -(-c1 // 2))
+    for y in range(d0, d1, ch):
+        for x in range(e0, e1, cw):
+            ys, xs = 2 * y, 2 * x
+            size = tuple(shape[:-2]) + (min(2 * ch, shape[-2] - ys), min(2 * cw, shape[-1] - xs))
+            if src_files is not None:  # decode the chunk files directly
+                tile = src_files.read(lead + (ys, xs), size).astype(src.dtype, copy=False)
             else:
-                tile = src[..., y : y + block, x : x + block]
-            _write(dst, dst_files, lead + (y // 2, x // 2), fn(tile))
+                tile = src[..., ys : ys + size[-2], xs : xs + size[-1]]
+            _write(dst, dst_files, lead + (y, x), fn(tile))
 
 
-def _n_levels(h, w, smallest=256, max_levels=8):
+def _n_levels(h, w, smallest=256, max_levels=10):
     n = 1
     while max(h, w) / 2 ** (n - 1) > smallest and n < max_levels:
         n += 1
@@ -283,12 +446,14 @@ def _axes(unit, channel):
     return ([{"name": "c", "type": "channel"}] if channel else []) + axes
 
 
-def _transforms(region, f, pixel_size, channel):
-    """Pixel ``k`` of a level with ``f`` world px per pixel covers ``[y0 + k f, y0 + (k+1) f)``: centre offset ``(f-1)/2``."""
-    y0, _, x0, _ = region
+def _transforms(origin, f, pixel_size, translation, channel):
+    """Pixel ``k`` of a level with ``f`` world px per pixel covers ``[o + k f, o + (k+1) f)``: centre offset
+    ``(f-1)/2``; physical = slide translation + world * pixel size."""
+    oy, ox = origin
     py, px = (pixel_size or (1.0, 1.0))[-2:]
+    ty, tx = (tuple(translation) if translation is not None else (0.0, 0.0))[-2:]
     scale = [f * py, f * px]
-    trans = [(y0 + (f - 1) / 2) * py, (x0 + (f - 1) / 2) * px]
+    trans = [ty + (oy + (f - 1) / 2) * py, tx + (ox + (f - 1) / 2) * px]
     if channel:
         scale, trans = [1.0, *scale], [0.0, *trans]
     return [{"type": "scale", "scale": [float(v) for v in scale]},

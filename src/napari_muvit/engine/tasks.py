@@ -47,11 +47,20 @@ class _ClassOutput:
 class SegmentationOutput(_ClassOutput):
     mode = "blend"
 
-    def image_spec(self, grid) -> dict:
-        h, w = grid.shape
+    def image_spec(self, grid, layout=None) -> dict:
+        """Whole-slide image at the layout's output level (`engine/stitch.py`); without a layout, the region."""
         k = len(self.class_names)
+        if layout is None:
+            h, w = grid.shape
+            return {"name": "probabilities", "channel_names": self.class_names, "colors": self.class_colors,
+                    "shape": (k, h, w), "chunks": (k, grid.stride, grid.stride), "factor": 1, "dtype": "float32"}
+        h, w = layout.shape
+        ch, cw = layout.chunks
+        if layout.prob_dtype == "none":  # labels only: the image is the labels as one channel
+            return {"name": "labels", "channel_names": ["class"], "colors": ["FFFFFF"], "shape": (1, h, w),
+                    "chunks": (1, ch, cw), "factor": layout.level, "dtype": "uint8"}
         return {"name": "probabilities", "channel_names": self.class_names, "colors": self.class_colors,
-                "shape": (k, h, w), "chunks": (k, grid.stride, grid.stride), "factor": 1, "dtype": "float32"}
+                "shape": (k, h, w), "chunks": (k, ch, cw), "factor": layout.level, "dtype": layout.prob_dtype}
 
     @torch.inference_mode()
     def run(self, model, x, bbox) -> np.ndarray:
@@ -59,21 +68,29 @@ class SegmentationOutput(_ClassOutput):
         logits = model(x, bbox)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def chunk(self, probs: np.ndarray):
-        """Blended ``(K, h, w)`` -> (values, labels (h, w) = argmax + 1, scores)."""
-        labels = (probs.argmax(axis=0) + 1).astype(self.label_dtype)
-        scores = [*probs.reshape(probs.shape[0], -1).mean(axis=1).tolist(), float(_entropy(probs).mean())]
-        return probs, labels, np.asarray(scores, np.float32)
-
+    def tile_scores(self, grid, tiles, probs: np.ndarray) -> np.ndarray:
+        """``(B, K + 1)``: each tile's mean probability per class and mean entropy (nats) over its owned
+        square, from its own prediction ``probs (B, K, S, S)`` (before blending: known as soon as it ran)."""
+        h = grid.overlap // 2
+        out = np.zeros((len(tiles), probs.shape[1] + 1), np.float32)
+        for b, (i, j) in enumerate(tiles):
+            a0, a1, b0, b1 = grid.owned(i, j)
+            own = probs[b, :, h : h + a1 - a0, h : h + b1 - b0]
+            flat = own.reshape(own.shape[0], -1)
+            out[b, :-1] = flat.mean(axis=1)
+            out[b, -1] = _entropy(flat).mean()
+        return out
 
 class ClassificationOutput(_ClassOutput):
     mode = "tile"
 
-    def image_spec(self, grid) -> dict:
+    prob_dtype = "float32"
+
+    def image_spec(self, grid, layout=None) -> dict:
         rows, cols = grid.grid_shape
         k = len(self.class_names)
         return {"name": "tile probabilities", "channel_names": self.class_names, "colors": self.class_colors,
-                "shape": (k, rows, cols), "chunks": (k, min(rows, 256), min(cols, 256)),
+                "shape": (k, rows, cols), "chunks": (k, min(rows, 1024), min(cols, 1024)),
                 "factor": grid.stride, "dtype": "float32"}
 
     @torch.inference_mode()
@@ -103,7 +120,7 @@ class FeatureOutput:
         self.labels = None
         self.pca: dict | None = None  # mean (D,), components (3, D), lo (3,), hi (3,)
 
-    def image_spec(self, grid) -> dict:
+    def image_spec(self, grid, layout=None) -> dict:
         h, w = grid.shape
         p = self.patch
         c = max(1, grid.stride // p)

@@ -1,18 +1,20 @@
 """Per-tile operations shared by the in-process runner and the dask workers.
 
-``read_batch`` (crops, normalised), ``run_batch`` (model, out-of-memory safe), ``commit_batch`` (scratch or
-direct writes) and ``finalise_tiles`` (blend owned chunks from their neighbours and write them).
+``read_batch`` (crops, normalised), ``run_batch`` (model, out-of-memory safe), ``commit_batch`` (scores,
+scratch or direct writes), ``finalise_band`` (a dask worker stitches and writes one band from scratch) and
+`BandWriter` (the in-process stitcher thread).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .device import autocast, free_device_memory, is_oom
+from .stitch import BandStitcher, finish_band
 
 MAX_GAP = 4  # tiles; farther-apart tiles of a row are read in separate windows (bounded memory)
 
@@ -85,27 +87,29 @@ def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles):
         return np.concatenate([a, b])
 
 
-def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
-    """Persist a batch's outputs; returns ``{(i, j): scores or None}`` for the tiles in ``wanted``.
+def commit_batch(ctx, store, tiles, outputs, wanted=None, scratch: bool = True) -> dict:
+    """Persist a batch's outputs; returns ``{(i, j): scores}`` for the tiles in ``wanted``.
 
-    blend: each tile's ``(K, S, S)`` goes to scratch, or with a ``cache`` into it, pinned until persisted
-    (None returned: scored when blended).
+    blend: scores from each tile's own prediction; with ``scratch`` (dask workers) the ``(K, S, S)``
+    prediction goes to the store's scratch space for the band writer.
     tile: scores returned (the image is written from them at the end).
     direct: the tile's owned tokens are written to the image; their mean RGB (+ MAE error) returned.
     """
     wanted = set(tiles) if wanted is None else set(wanted)
     out = {}
     mode = ctx.output.mode
+    if mode == "blend":
+        keep = [b for b, t in enumerate(tiles) if t in wanted]
+        scores = ctx.output.tile_scores(ctx.grid, [tiles[b] for b in keep], outputs[keep])
+        for s, b in zip(scores, keep):
+            if scratch:
+                store.write_scratch(*tiles[b], outputs[b])
+            out[tiles[b]] = s
+        return out
     for b, (i, j) in enumerate(tiles):
         if (i, j) not in wanted:
             continue
-        if mode == "blend":
-            if cache is not None:  # written by `PredictionCache.persist` before the next state save, if still needed
-                cache.put((i, j), outputs[b], pinned=True)
-            else:
-                store.write_scratch(i, j, outputs[b])
-            out[(i, j)] = None
-        elif mode == "tile":
+        if mode == "tile":
             out[(i, j)] = np.asarray(outputs[b], np.float32)
         else:
             rgb, err = outputs
@@ -116,182 +120,115 @@ def commit_batch(ctx, store, tiles, outputs, wanted=None, cache=None) -> dict:
             if err is not None:
                 scores.append(float(err[b]))
             out[(i, j)] = np.asarray(scores, np.float32)
-    if cache is not None and mode == "blend" and cache.pinned_bytes > cache.max_bytes:
-        cache.persist(store)  # bounded memory: extra scratch files are harmless (removed at the end)
     return out
 
 
-def blend_tile(ctx, store, i, j, neighbours_present, cache=None):
-    """Blended chunk ``(i, j)`` from its present neighbours' predictions -> ``(values, labels, scores)``."""
-    preds = {}
-    for n in neighbours_present:
-        p = cache.get(n) if cache is not None else None
-        if p is None:
-            p = store.read_scratch(*n)
-            if p is None:
-                raise RuntimeError(f"prediction of tile {n} is missing from the store's scratch space")
-            if cache is not None:
-                cache.put(n, p)
-        preds[n] = p
-    return ctx.output.chunk(ctx.grid.blend(i, j, preds))
+def finalise_band(ctx, store, b: int, state) -> int:
+    """Stitch band ``b`` from the scratch predictions of every predicted tile whose crop overlaps it, in
+    row-major order (exactly the in-process sums), and write it; returns ``b``."""
+    from .store import BACKGROUND
+
+    stitcher = BandStitcher(ctx.grid, ctx.layout, len(ctx.output.class_names))
+    only = set(stitcher.written) | (set(ctx.layout.bands()) - {b})
+    stitcher.written = only
+    for i in ctx.grid.rows_touching(*ctx.layout.band_rows(b)):
+        for j in np.flatnonzero(state[i] != BACKGROUND):
+            pred = store.read_scratch(i, int(j))
+            if pred is None:
+                raise RuntimeError(f"prediction of tile {(i, int(j))} is missing from the store's scratch space")
+            stitcher.add(i, int(j), pred)
+    finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), state, BACKGROUND)
+    return b
 
 
-def finalise_tiles(ctx, store, jobs, cache=None) -> dict:
-    """Blend and write the chunks of ``jobs [(tile, neighbours), ...]``; returns ``{tile: scores}``.
+class BandWriter:
+    """The in-process stitcher: a thread adds each batch's tile predictions (in submission order = row-major)
+    to the open bands, computes tile scores, and hands complete bands to ``workers`` writer threads.
 
-    Runs of consecutive chunks in a row are written with one call per array (fewer, larger writes; still
-    exactly the jobs' own chunks).
-    """
-    blocks = {tuple(t): blend_tile(ctx, store, *t, nbrs, cache) for t, nbrs in jobs}
-    runs: list = []
-    for t in sorted(blocks):
-        if runs and runs[-1][-1][0] == t[0] and runs[-1][-1][1] + 1 == t[1]:
-            runs[-1].append(t)
-        else:
-            runs.append([t])
-    for run in runs:
-        a0, a1, b0, _ = ctx.grid.owned(*run[0])
-        b1 = ctx.grid.owned(*run[-1])[3]
-        values = np.concatenate([blocks[t][0] for t in run], axis=-1)
-        labels = np.concatenate([blocks[t][1] for t in run], axis=-1)
-        store.write_block((a0, a1, b0, b1), values, labels)
-    return {t: b[2] for t, b in blocks.items()}
-
-
-class PredictionCache:
-    """Thread-safe LRU of recent ``(K, S, S)`` tile predictions so blending rarely re-reads scratch.
-
-    Bounded by ``max_items`` and by ``max_bytes``. Blending a row of chunks needs the predictions of the
-    row above and below, so `for_grid` sizes it to three grid rows plus the batches in flight.
-    Entries put with ``pinned=True`` are not yet in the store's scratch space: they are never evicted,
-    and `persist` writes them there (the run calls it right before saving its state, so the state file
-    never names a prediction that is only in memory). A prediction no chunk needs any more by then
-    (`discard`) is never written at all. Pinned data above ``max_bytes`` is persisted at once
-    (`commit_batch`), so memory stays bounded on wide grids and fast devices.
+    ``submit(tiles, probs)``; ``collect()`` returns events since the last call, in order: ``("scores", tile,
+    scores)`` and ``("band", b)`` once band ``b`` is on disk (the caller, sole owner of the run state,
+    records them). Errors in the threads are re-raised by ``collect``/``close``.
     """
 
-    def __init__(self, max_items: int = 64, max_bytes: int = 256 << 20):
-        self.max_items = max_items
-        self.max_bytes = int(max_bytes)
-        self.nbytes = 0
-        self.pinned_bytes = 0
-        self._items: OrderedDict = OrderedDict()
-        self._pinned: set = set()
-        self._lock = threading.Lock()
+    def __init__(self, ctx, store, state, written, workers: int = 1, open_bands=()):
+        from .store import BACKGROUND
 
-    @classmethod
-    def for_grid(cls, grid, batch_size: int, max_bytes: int = 256 << 20) -> PredictionCache:
-        return cls(max_items=3 * grid.grid_shape[1] + 4 * max(1, int(batch_size)) + 8, max_bytes=max_bytes)
-
-    def get(self, key):
-        with self._lock:
-            v = self._items.get(key)
-            if v is not None:
-                self._items.move_to_end(key)
-            return v
-
-    def put(self, key, value, pinned: bool = False):
-        with self._lock:
-            self._pop(key)
-            self._items[key] = value
-            self.nbytes += int(value.nbytes)
-            if pinned:
-                self._pinned.add(key)
-                self.pinned_bytes += int(value.nbytes)
-            while len(self._items) > self.max_items or self.nbytes > self.max_bytes:
-                victim = next((k for k in self._items if k not in self._pinned), None)
-                if victim is None or victim == key:
-                    break
-                self._pop(victim)
-
-    def _pop(self, key):
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.nbytes -= int(old.nbytes)
-            if key in self._pinned:
-                self.pinned_bytes -= int(old.nbytes)
-        self._pinned.discard(key)
-
-    def discard(self, key) -> None:
-        """Forget a prediction no chunk needs any more (if it was never written, it never will be)."""
-        with self._lock:
-            self._pop(key)
-
-    def persist(self, store) -> int:
-        """Write every pinned prediction to the store's scratch space; returns how many were written."""
-        with self._lock:
-            todo = [(k, self._items[k]) for k in self._pinned]
-        for (i, j), value in todo:
-            store.write_scratch(i, j, value)
-        with self._lock:
-            for k, value in todo:
-                if k in self._pinned and self._items.get(k) is value:
-                    self._pinned.discard(k)
-                    self.pinned_bytes -= int(value.nbytes)
-        return len(todo)
-
-
-class BlendWriter:
-    """Blends and writes ready chunks on a background thread while the model runs the next batch.
-
-    ``submit(tile, neighbours)`` queues a chunk; ``collect()`` returns the ``[(tile, scores)]`` finished
-    since the last call (the caller, the only owner of the run's state, records them). An error in the
-    thread is re-raised by the next ``collect``/``close``.
-    """
-
-    def __init__(self, ctx, store, cache, workers: int = 1):
-        self.ctx, self.store, self.cache = ctx, store, cache
-        self._jobs: queue.Queue = queue.Queue()
-        self._done: queue.Queue = queue.Queue()
+        self.ctx, self.store, self.state, self._bg = ctx, store, state, BACKGROUND
+        self.layout = ctx.layout
+        self.stitcher = BandStitcher(ctx.grid, ctx.layout, len(ctx.output.class_names),
+                                     [b for b in ctx.layout.bands() if written[b]])
+        for b in open_bands:  # partial bands a cancelled run saved: continue their sums exactly
+            self.stitcher.open[b] = store.load_band(b)
+        self._bands = [b for b in ctx.layout.bands() if not written[b]]
+        self._last = {b: self.stitcher.last_row(b) for b in self._bands}
+        self._in: queue.Queue = queue.Queue(maxsize=4)
+        self._out: queue.Queue = queue.Queue()
         self._error = None
-        self.queued: set = set()
-        self._threads = [threading.Thread(target=self._run, name=f"muvit-writer-{k}", daemon=True)
-                         for k in range(max(1, int(workers)))]
-        for t in self._threads:  # distinct chunks per job: writers never touch the same chunk
-            t.start()
+        self._pool = ThreadPoolExecutor(max(1, int(workers)), thread_name_prefix="muvit-band")
+        self._thread = threading.Thread(target=self._run, name="muvit-stitch", daemon=True)
+        self._thread.start()
 
-    def _run(self, group: int = 16):
-        stop = False
-        while not stop:
-            jobs = [self._jobs.get()]
-            while len(jobs) < group:  # take what is queued: neighbouring chunks are written together
-                try:
-                    jobs.append(self._jobs.get_nowait())
-                except queue.Empty:
-                    break
-            if None in jobs:  # one stop sentinel per thread: hand the others back
-                stop = True
-                for _ in range(jobs.count(None) - 1):
-                    self._jobs.put(None)
-                jobs = [j for j in jobs if j is not None]
-            if not jobs:
+    def _flush(self, before_row):
+        """Hand every band whose last contributing tile row is above ``before_row`` to the writers."""
+        while self._bands and self._last[self._bands[0]] < before_row:
+            b = self._bands.pop(0)
+            data = self.stitcher.pop(b)
+            self._pool.submit(self._write, b, data)
+
+    def _write(self, b, data):
+        try:
+            finish_band(self.store, self.ctx.grid, self.layout, b, data, self.state, self._bg)
+            self._out.put(("band", b, None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
+            self._error = exc
+
+    def _run(self):
+        while True:
+            item = self._in.get()
+            if item is None:
+                return
+            if self._error is not None:
                 continue
+            tiles, probs, final = item
             try:
-                for tile, scores in finalise_tiles(self.ctx, self.store, jobs, self.cache).items():
-                    self._done.put((tile, scores))
+                if tiles:
+                    scores = self.ctx.output.tile_scores(self.ctx.grid, tiles, probs)
+                    for t, s in zip(tiles, scores):
+                        self._out.put(("scores", t, s))
+                    for t, p in zip(tiles, probs):
+                        self._flush(t[0])
+                        self.stitcher.add(*t, p)
+                if final:
+                    self._flush(float("inf"))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
                 self._error = exc
 
-    def submit(self, tile, neighbours):
-        if tile not in self.queued:
-            self.queued.add(tile)
-            self._jobs.put((tile, neighbours))
+    def submit(self, tiles, probs) -> None:
+        self._in.put((list(tiles), probs, False))
 
     def collect(self) -> list:
         out = []
         while True:
             try:
-                out.append(self._done.get_nowait())
+                out.append(self._out.get_nowait())
             except queue.Empty:
                 break
         if self._error is not None:
             raise self._error
         return out
 
-    def close(self) -> list:
-        """Finish every queued chunk, stop the thread, return the last results."""
-        for _ in self._threads:
-            self._jobs.put(None)
-        for t in self._threads:
-            t.join()
-        return self.collect()
+    def close(self, complete: bool, keep_open: bool = False) -> list:
+        """Stitch everything submitted; with ``complete`` write the remaining bands too. With ``keep_open``
+        (a cancel) the partial bands are saved for a resume (``("open", b)`` events) and their current
+        values written, so the store shows what was predicted. Returns the last events."""
+        self._in.put(([], None, bool(complete)))
+        self._in.put(None)
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+        events = self.collect()
+        if keep_open and not complete:
+            for b, (acc, wsum) in sorted(self.stitcher.open.items()):
+                self.store.save_band(b, acc, wsum)
+                finish_band(self.store, self.ctx.grid, self.layout, b, (acc, wsum), self.state, self._bg)
+                events.append(("open", b, None))
+        return events

@@ -45,12 +45,12 @@ def run_feature_view(kw: dict, progress, cancel):
 def show_features(viewer, path, pixel_size=None):
     """The PCA-RGB store as one RGB Image layer on the region it covers (GUI thread)."""
     import dask.array as da
-    import zarr
 
-    root = zarr.open_group(str(path), mode="r")
-    meta = dict(root.attrs.get("napari_muvit", {}))
-    factor = float((meta.get("image") or {}).get("factor", 1))
-    y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
+    from napari_muvit.engine.store import OutputStore
+
+    store = OutputStore.open(path)
+    root, factor = store.root, store.factor
+    y0, x0 = store.origin_yx
     layer = rgb_overview_layer(da.from_zarr(root["0"]), level=factor, pixel_size=pixel_size, name=FEATURES_LAYER,
                                origin=(y0, x0), extra_meta={"store": str(path)})
     return add_or_update(viewer, layer)

@@ -25,6 +25,8 @@ def preview_tuples(preview: dict, origin_offset=(0.0, 0.0), with_probabilities: 
     # a strided preview pixel stands for the block of store pixels it was sampled from
     factor = float(image.get("factor", 1)) * preview["stride"]
     y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
+    if preview.get("origin") is not None:  # a whole-slide store's preview starts at its region box
+        y0, x0 = preview["origin"]
     names = list(image.get("channel_names") or [])
     origin = np.add((y0, x0), origin_offset)
     extra = {"output": True, "preview": True}

@@ -1,7 +1,8 @@
 """A prediction store on disk -> napari layers (probabilities, labels), and a clickable ranked ROI list.
 
-The store is the engine's OME-Zarr (``engine/store.py``): level ``k`` of the probability image has
-``factor * 2**k`` world px per pixel and starts at the region's corner; ``labels/prediction`` holds
+The store is the engine's OME-Zarr, read through `OutputStore.open`: level ``k`` of the probability image has
+``factor * 2**k`` world px per pixel and starts at the store's origin (the slide's corner for segmentation,
+the region's corner for tile grids and feature maps); ``labels/prediction`` holds
 ``argmax + 1`` (0 = not predicted yet). Layers read it lazily (dask over zarr), multiscale once the
 engine has built the pyramid, so panning a whole-slide result stays fluid.
 """
@@ -42,14 +43,14 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
     ``origin_offset``: extra world px shift of the image the run was made on (0 for layers built by this
     plugin). ``complete``: use the coarse levels (None = when the store says the run finished).
     """
-    import zarr
+    from napari_muvit.engine.store import OutputStore
 
     path = Path(path)
-    root = zarr.open_group(str(path), mode="r")
-    meta = dict(root.attrs.get("napari_muvit", {}))
+    store = OutputStore.open(path)
+    root, meta = store.root, store.meta
     image = meta.get("image") or {}
-    factor = float(image.get("factor", 1))
-    y0, _, x0, _ = meta.get("region") or (0, 0, 0, 0)
+    factor = store.factor
+    y0, x0 = store.origin_yx
     origin = (y0 + origin_offset[0], x0 + origin_offset[1])
     ps, unit = meta.get("pixel_size"), meta.get("unit")
     done = bool(meta.get("complete")) if complete is None else complete
@@ -61,7 +62,7 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
     if arrays and meta.get("task") in ("encoder", "mae") and int(arrays[0].shape[0]) == 3:
         out.append(layers.rgb_overview_layer(arrays, level=factor, pixel_size=ps, unit=unit,
                                              name=f"{prefix} features (PCA)", origin=origin, extra_meta=extra))
-    elif arrays:
+    elif arrays and store.has_probabilities:
         out += layers.probability_layers(arrays, level=factor, pixel_size=ps, unit=unit, class_names=names or None,
                                          prefix=f"{prefix} p", origin=origin, extra_meta=extra)
     if "labels" in root and "prediction" in root["labels"]:
@@ -92,18 +93,27 @@ def read_preview(path, max_side: int = 1024, max_read_px: int = 4096 * 4096) -> 
     try:
         root = zarr.open_group(str(path), mode="r")
         arr = root["0"]
-        h, w = arr.shape[-2:]
+        meta = dict(root.attrs.get("napari_muvit", {}))
+        factor = float((meta.get("image") or {}).get("factor", 1))
+        origin = None
+        if (meta.get("layout") or {}).get("extent") == "slide":  # whole-slide store: the region's box only
+            y0, y1, x0, x1 = meta["region"]
+            r0, r1, c0, c1 = int(y0 // factor), int(-(-y1 // factor)), int(x0 // factor), int(-(-x1 // factor))
+            origin = (r0 * factor, c0 * factor)
+        else:
+            r0, r1, c0, c1 = 0, arr.shape[-2], 0, arr.shape[-1]
+        h, w = r1 - r0, c1 - c0
         if h * w > max_read_px:
             return None
         stride = max(1, int(np.ceil(max(h, w) / max_side)))
-        probs = np.asarray(arr[:, ::stride, ::stride])
+        probs = np.asarray(arr[:, r0:r1:stride, c0:c1:stride])
         labels = colors = None
         if "labels" in root and "prediction" in root["labels"]:
             group = root["labels"]["prediction"]
-            labels = np.asarray(group["0"][::stride, ::stride])
+            labels = np.asarray(group["0"][r0:r1:stride, c0:c1:stride])
             colors = _label_colors(_attrs(group))
-        meta = dict(root.attrs.get("napari_muvit", {}))
-        return {"probs": probs, "stride": stride, "labels": labels, "meta": meta, "label_colors": colors}
+        return {"probs": probs, "stride": stride, "labels": labels, "meta": meta, "label_colors": colors,
+                "origin": origin}
     except Exception:  # noqa: BLE001 - a preview is best effort, the final layers are not
         return None
 
