@@ -100,15 +100,16 @@ def test_widget_lists_pyramid_and_model_levels(sample_viewer, tiny_model):
     lines = w.levels.explanation.text().splitlines()
     assert lines[1].startswith("x4: read directly")
     assert lines[2].startswith("x16: not stored") and "averaging 4x4 pixel blocks of level x4" in lines[2]
+    # a segmentation head was trained on all its levels together: no box can be unticked
     w.levels.set_chosen((1, 4))
-    assert w.levels.chosen() == (1, 4)
+    assert w.levels.chosen() == LEVELS and not any(box.isEnabled() for box in w.levels.boxes.values())
     assert "segmentation" in w.model.card.text() and "crop 64 px" in w.model.card.text()
     # the context preview draws one outline per ticked level, nested around the region centre
     w.region_mode.setCurrentText("whole slide")
     w.update_context_preview()
     outlines = sample_viewer.layers["MuViT context"]
-    assert len(outlines.data) == 2
-    (a0, a1), (b0, b1) = [(np.min(r, axis=0), np.max(r, axis=0)) for r in outlines.data]
+    assert len(outlines.data) == 3
+    (a0, a1), (b0, b1), _ = [(np.min(r, axis=0), np.max(r, axis=0)) for r in outlines.data]
     assert np.allclose(a1 - a0, CROP) and np.allclose(b1 - b0, 4 * CROP)
     assert np.all(b0 <= a0) and np.all(a1 <= b1)
 
@@ -182,16 +183,50 @@ def test_settings_persist_between_widgets(sample_viewer, tiny_model):
     from napari_muvit.widgets.predict import PredictWidget
 
     w = make_widget(sample_viewer, tiny_model)
-    w.levels.set_chosen((1, 16))
     w.model.tile.setValue(96)
     w.model.device.setCurrentText("cpu")
     w.region_mode.setCurrentText("whole slide")
     w.save_settings()
     again = PredictWidget(sample_viewer)
     assert again.model.folder.text() == tiny_model and again.model.source.currentText() == "folder"
-    assert again.levels.chosen() == (1, 16)
+    assert again.levels.chosen() == LEVELS
     assert (again.model.tile.value(), again.model.device.currentText()) == (96, "cpu")
     assert again.region_mode.currentText() == "whole slide"
+
+
+def test_controls_offer_only_values_the_model_accepts(sample_viewer, tiny_model, errors, monkeypatch, qtbot):
+    """Tile in steps of the patch size (typed values snap), bad overlaps refused before Run, and a run that
+    fails is not remembered into the next widget."""
+    from napari_muvit.widgets import predict as predict_module
+    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.settings import load_settings
+    from napari_muvit.widgets.workers import EngineJob
+
+    w = make_widget(sample_viewer, tiny_model)
+    assert w.model.tile.singleStep() == PATCH
+    w.model.tile.setValue(100)  # typed: snaps to the nearest multiple of the patch size on leaving the box
+    w.model.tile.editingFinished.emit()
+    assert w.model.tile.value() == 96
+    w.model.tile.setValue(100)  # set without leaving the box: refused before anything starts
+    assert w.run() is None and "tile 100 px is not a multiple of the model's patch size 8 px" in errors[-1]
+    w.model.tile.setValue(64)
+    w.model.overlap.setValue(48)
+    assert w.run() is None and "overlap 48 px is more than half the tile (64 px)" in errors[-1]
+    assert w.job is None
+    # a run the engine refuses: its settings are not kept for the next napari start
+    w.model.overlap.setValue(16)
+    w.region_mode.setCurrentText("whole slide")
+    monkeypatch.setattr(predict_module, "make_prediction_job", lambda *a, **k: EngineJob(
+        lambda progress, cancel: (_ for _ in ()).throw(ValueError("the engine refused this run.")),
+        description="failing run", show_progress=False))
+    before = load_settings(predict_module.SETTINGS_NAME, predict_module.DEFAULTS)
+    job = w.run()
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running and w.run_button.isEnabled(), timeout=10_000)
+    assert errors[-1] == "the engine refused this run."
+    w.close()
+    assert load_settings(predict_module.SETTINGS_NAME, predict_module.DEFAULTS) == before
+    assert PredictWidget(sample_viewer).model.overlap.value() != 16
 
 
 def test_cancel_mid_run_then_resume_and_rois(sample_viewer, tiny_model, qtbot, tmp_path):

@@ -112,6 +112,11 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     cells = 2 * ((pred > 1) & (truth > 0)).sum() / ((pred > 1).sum() + (truth > 0).sum())
     print(f"cells vs background Dice {cells:.3f}")
     assert cells > 0.3  # cells cover 4 % of the slide: chance is about 0.04
+    # each class is drawn in the same colour in the scribbles and in the probe's prediction
+    probe_layer = viewer.layers[PROBE_LAYER]
+    values = np.arange(1, 4)
+    np.testing.assert_allclose(probe_layer.colormap.map(values), layer.colormap.map(values), atol=1e-6)
+    assert len({tuple(np.round(c, 3)) for c in layer.colormap.map(values)}) == 3  # three different colours
     gaps, display = _gaps_ms(ticks, tab.finished_at)
     print(f"GUI heartbeat during the probe: max gap {gaps.max():.0f} ms, p99 {np.percentile(gaps, 99):.0f} ms "
           f"over {len(gaps)} ticks; "

@@ -37,6 +37,7 @@ from napari_muvit.widgets.image_layers import (
     image_shape_yx,
     image_source,
     pick_first,
+    uniform_file_buttons,
 )
 from napari_muvit.widgets.plots import LevelSharePlot
 from napari_muvit.widgets.scratch import ScratchFolder
@@ -58,22 +59,42 @@ class AttentionProbeWidget(Container):
         viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
         self.overlay = AttentionOverlay(viewer)
         self._image = ComboBox(label="image", choices=lambda _w: image_layers_of(viewer), nullable=True)
+        self._image.tooltip = "The slide to probe: click on it to ask where the model looks from there."
         self._model = FileEdit(label="model", mode="d", value="demo",
                                tooltip="'demo' (built in) or a model folder")
         self._levels = LineEdit(label="levels", value="",
-                                tooltip="downsample factors the model sees, e.g. 1,4,16 (empty: the model's)")
+                                tooltip="Downsample factors the model sees, e.g. 1,4,16 (empty: the model's own). "
+                                        "x1 is full resolution, x16 sees 16 times more tissue, 16 times coarser.")
         self._layer = ComboBox(label="layer", choices=["last", "rollout"], value="last",
-                               tooltip="one transformer layer, the last, or attention rollout over all layers")
-        self._head = ComboBox(label="head", choices=["mean"], value="mean")
+                               tooltip="Which attention to show. The model is a stack of transformer layers, each "
+                                       "mixing information between image patches: a number picks one layer, "
+                                       "'last' the final one, 'rollout' multiplies all layers together (where "
+                                       "information reached the clicked patch from, over the whole stack).")
+        self._head = ComboBox(label="head", choices=["mean"], value="mean",
+                              tooltip="Each layer has several attention heads that look for different things; "
+                                      "'mean' averages them, a number shows one head.")
         self._query_level = ComboBox(label="query level", choices=[1], value=1,
-                                     tooltip="the level whose token at the click is the query")
-        self._on_click = CheckBox(text="probe on click", value=True)
-        self._hover = CheckBox(text="follow the cursor while Shift is held", value=False)
-        self._feature_btn = PushButton(text="Feature view (PCA-RGB)")
-        self._clear_btn = PushButton(text="Clear attention layers")
+                                     tooltip="The query is the patch under the click, taken from this level's "
+                                             "view: x1 asks from the fine detail, a coarser level from its context.")
+        self._shared = CheckBox(text="same colour scale for all levels", value=True,
+                                tooltip="On: colours compare across levels (one maximum). Off: each level's map "
+                                        "is stretched to its own maximum, which shows its pattern but not how "
+                                        "much attention that level gets.")
+        self._on_click = CheckBox(text="probe on click", value=True,
+                                  tooltip="Probe where you click (a drag still pans the view).")
+        self._hover = CheckBox(text="follow the cursor while Shift is held", value=False,
+                               tooltip="While Shift is held, probe under the moving cursor.")
+        self._feature_btn = PushButton(text="Feature view (PCA-RGB)",
+                                       tooltip="Colour the current view by the model's features (3 main components "
+                                               "as red, green, blue): similar tissue gets similar colours.")
+        self._clear_btn = PushButton(text="Clear attention layers", tooltip="Remove the attention maps and markers.")
         self._status = Label(value="Click the image to probe.")
+        self._legend = Label(value="")
+        self._legend.native.setWordWrap(True)
         self.extend([self._image, self._model, self._levels, self._layer, self._head, self._query_level,
-                     self._on_click, self._hover, self._feature_btn, self._clear_btn, self._status])
+                     self._shared, self._on_click, self._hover, self._feature_btn, self._clear_btn, self._status,
+                     self._legend])
+        uniform_file_buttons([self._model])
         self.plot = LevelSharePlot()
         self.native.layout().addWidget(self.plot)
         self.native.layout().addStretch(1)
@@ -81,6 +102,7 @@ class AttentionProbeWidget(Container):
         self._feature_btn.changed.connect(self.feature_view)
         for w in (self._layer, self._head, self._query_level):
             w.changed.connect(self._reprobe)
+        self._shared.changed.connect(self._restyle)
         viewer.layers.events.inserted.connect(self._refresh_images)
         viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
@@ -129,6 +151,14 @@ class AttentionProbeWidget(Container):
         if self._job is None or not self._job.running:
             self._start_next()
 
+    def _restyle(self, *_):
+        """Redraw the last maps with the chosen colour scale (no new probe)."""
+        self.overlay.shared_scale = bool(self._shared.value)
+        if self.last_view is not None and self.overlay.levels:
+            layer = self._image.value
+            self.overlay.show(self.last_view, image_pixel_size(layer) if layer is not None else None)
+            self._legend.value = self.overlay.legend()
+
     def _reprobe(self, *_):
         if self._last_point is not None and self._image.value is not None:
             self.probe(self._last_point)
@@ -172,7 +202,9 @@ class AttentionProbeWidget(Container):
         info["delivery_s"] = t_gui - self._t_request - info["compute_s"]
         layer = self._image.value
         pixel_size = image_pixel_size(layer) if layer is not None else None
+        self.overlay.shared_scale = bool(self._shared.value)
         self.overlay.show(view, pixel_size)
+        self._legend.value = self.overlay.legend()
         self.plot.set_shares(view.levels, info["query_share"], info.get("tile_share"))
         self._update_choices(view.levels, info)
         self.last_view, self.last_result, self.last_info = view, result, info
@@ -195,6 +227,7 @@ class AttentionProbeWidget(Container):
 
     def clear(self, *_) -> None:
         self.overlay.clear()
+        self._legend.value = ""
         self.plot.clear()
         self._last_point = None
 

@@ -23,6 +23,25 @@ MAP_PREFIX = "attention level "
 QUERY_LAYER = "attention query"
 CROPS_LAYER = "attention crops"
 
+
+def attention_colormap():
+    """See-through at no attention, dark red -> yellow -> white at the most: a coarse level's map does not
+    veil the slide where the query does not look."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(colors=[[0.0, 0.0, 0.0, 0.0], [0.6, 0.0, 0.0, 0.55], [1.0, 0.55, 0.0, 0.8],
+                            [1.0, 1.0, 0.4, 0.9], [1.0, 1.0, 1.0, 1.0]],
+                    controls=[0.0, 0.25, 0.5, 0.75, 1.0], name="muvit attention", display_name="attention")
+
+
+def map_limits(maps, shared: bool) -> list[tuple[float, float]]:
+    """Contrast limits ``(0, top)`` per map: each map's own maximum, or one maximum for all levels
+    (``shared``), so colours compare across levels."""
+    tops = [float(np.max(m)) if np.size(m) and np.max(m) > 0 else 1.0 for m in maps]
+    if shared and tops:
+        tops = [max(tops)] * len(tops)
+    return [(0.0, t) for t in tops]
+
 def token_grid_placement(bbox, level: float, shape) -> tuple[np.ndarray, np.ndarray]:
     """World placement of a per-token map: `(scale, translate)` in world px (multiply by pixel size).
 
@@ -79,6 +98,18 @@ class AttentionOverlay:
     def __init__(self, viewer):
         self.viewer = viewer
         self.levels: tuple[int, ...] = ()
+        self.shared_scale = True  # one colour scale for every level's map (False: each map its own)
+        self.limits: dict[int, tuple[float, float]] = {}
+
+    def legend(self) -> str:
+        """Plain words for the maps' colours and scale (shown in the dock under the maps)."""
+        if not self.limits:
+            return ""
+        scale = ("one scale for all levels: colours compare across levels" if self.shared_scale
+                 else "each level scaled to its own maximum: colours do not compare across levels")
+        tops = ", ".join(f"x{lv} {hi:.3g}" for lv, (_, hi) in sorted(self.limits.items()))
+        return (f"Attention of the query token: see-through = none, red -> yellow -> white = most; {scale} "
+                f"(maximum: {tops}).")
 
     def show(self, view: ProbeView, pixel_size=None, unit=None) -> None:
         for level in self.levels:
@@ -87,19 +118,24 @@ class AttentionOverlay:
                 self.viewer.layers.remove(name)
         # coarse maps first so finer ones sit on top of them
         order = sorted(range(len(view.levels)), key=lambda i: -view.levels[i])
+        limits = map_limits(view.maps, self.shared_scale)
+        finest = min(range(len(view.levels)), key=lambda i: view.levels[i]) if view.levels else None
+        self.limits = {}
         for i in order:
             level = int(view.levels[i])
             data = np.asarray(view.maps[i], dtype=np.float32)
             cell, origin = token_grid_placement(view.bboxes[i], level, data.shape)
-            top = float(data.max()) if data.size and data.max() > 0 else 1.0
             kwargs = {
                 "name": f"{MAP_PREFIX}{level}", "scale": tuple(world_to_napari(cell, pixel_size)),
-                "translate": tuple(world_to_napari(origin, pixel_size)), "colormap": "inferno",
-                "opacity": 0.6, "blending": "translucent", "contrast_limits": (0.0, top),
+                "translate": tuple(world_to_napari(origin, pixel_size)), "colormap": attention_colormap(),
+                "opacity": 0.8, "blending": "translucent", "contrast_limits": limits[i],
                 "metadata": {META_KEY: {"kind": "attention", "level": level, "cell": cell.tolist()}},
             }
             layer = update_in_place(self.viewer, (data, kwargs, "image"))
-            layer.contrast_limits = (0.0, top)
+            layer.contrast_limits = limits[i]
+            # one colour bar: on the finest map when the scale is shared, else on every map
+            layer.colorbar.visible = (i == finest) or not self.shared_scale
+            self.limits[level] = limits[i]
         self.levels = tuple(int(v) for v in view.levels)
         crops = crop_outlines_layer(view.bboxes, view.levels, pixel_size, unit, name=CROPS_LAYER)
         update_in_place(self.viewer, crops, count=len(view.levels))
@@ -120,4 +156,5 @@ class AttentionOverlay:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self.levels = ()
+        self.limits = {}
 

@@ -48,3 +48,11 @@ def image_pixel_size(layer) -> tuple[float, float]:
 def view_region_of(viewer, layer) -> tuple[int, int, int, int]:
     """The canvas's view as `(y0, y1, x0, x1)` world px of `layer`, clipped onto the image."""
     return clip_region(view_region(viewer, image_pixel_size(layer)), image_shape_yx(layer))
+
+
+def uniform_file_buttons(widgets) -> None:
+    """Every folder/file picker says "Choose…", as in the predict dock (magicgui's defaults differ by mode)."""
+    for w in widgets:
+        button = getattr(w, "choose_btn", None)
+        if button is not None:
+            button.text = "Choose…"

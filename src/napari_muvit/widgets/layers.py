@@ -146,9 +146,34 @@ def image_layers(pyramid, name: str | None = None, source: str | None = None, co
 
 
 # ---------------------------------------------------------------------------------------- outputs
+def class_color(colors, k: int) -> str:
+    """Colour of class ``k`` as ``#rrggbb``: ``colors[k]`` (a model card's or a store's, any notation the
+    card accepts), else the engine's class palette, the one prediction stores fill missing colours from."""
+    from napari_muvit.engine.store import _rgba
+
+    return "#{:02x}{:02x}{:02x}".format(*_rgba(colors, k)[:3])
+
+
+def label_colormap(class_names, class_colors=None) -> dict:
+    """Labels colormap ``{value: colour}`` for label images whose value ``v`` is class ``v - 1`` (0 = not
+    predicted / not painted): ``class_names`` and ``class_colors`` are indexed by class. Classes called
+    background (and 0) are see-through, so the tissue under them stays visible."""
+    from napari_muvit.engine.rois import is_background
+
+    colors: dict = {None: "transparent", 0: "transparent"}
+    for k, name in enumerate(class_names):
+        colors[k + 1] = "transparent" if is_background(name) else class_color(class_colors, k)
+    return colors
+
+
 def labels_layer(data, level=1, pixel_size=None, unit=None, name="MuViT labels", class_names=None,
                  class_colors=None, origin=0.0, extra_meta: Mapping | None = None) -> tuple:
-    """Integer class map ``(Y, X)`` (or finest-first multiscale list) at downsample ``level`` -> Labels."""
+    """Integer class map ``(Y, X)`` (or finest-first multiscale list) at downsample ``level`` -> Labels.
+
+    ``class_names`` / ``class_colors`` are indexed by label *value* (value 0 first, e.g. "not predicted");
+    a value whose name is background is see-through, the others get their colour (the engine's class
+    palette where none is given), so a run's labels have the same colours from the first preview on.
+    """
     arrays = _levels_list(data)
     ndim = arrays[0].ndim
     scale, translate = level_transform(level, pixel_size, ndim, origin)
@@ -157,21 +182,35 @@ def labels_layer(data, level=1, pixel_size=None, unit=None, name="MuViT labels",
         "multiscale": len(arrays) > 1, "opacity": 0.5,
         "metadata": _meta("labels", level, pixel_size, unit, dict(extra_meta or {}, class_names=class_names)),
     }
-    if class_colors:
-        colors = {None: "transparent", 0: "transparent"}
-        for k, color in enumerate(class_colors):
-            if k > 0 or (class_names and class_names[0].lower() not in ("background", "bg")):
-                colors[k] = color
-        kwargs["colormap"] = colors
+    if class_names and len(class_names) > 1:
+        colors = list(class_colors or [])[1:]  # by class: value v is class v - 1
+        kwargs["colormap"] = label_colormap(list(class_names)[1:], colors)
+    elif class_colors:
+        kwargs["colormap"] = {None: "transparent", 0: "transparent",
+                              **{k: c for k, c in enumerate(class_colors) if k > 0}}
     return (_multiscale_data(arrays), kwargs, "labels")
 
 
+def class_colormap(color: str, name: str):
+    """A napari colormap from see-through (probability 0) to ``color`` (probability 1): one per class, so
+    the heatmaps of several classes can be told apart and the slide shows where a class is unlikely."""
+    from napari.utils.colormaps import Colormap
+
+    rgb = [int(color.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    return Colormap(colors=[[*rgb, 0.0], [*rgb, 1.0]], name=f"muvit {name} {color}", display_name=name)
+
+
 def probability_layers(data, level=1, pixel_size=None, unit=None, class_names=None, prefix="MuViT p",
-                       skip_background=True, origin=0.0, extra_meta: Mapping | None = None) -> list[tuple]:
-    """Class probabilities ``(K, Y, X)`` (or finest-first multiscale list) -> one heatmap layer per class.
+                       skip_background=True, origin=0.0, extra_meta: Mapping | None = None,
+                       class_colors=None) -> list[tuple]:
+    """Class probabilities ``(K, Y, X)`` (or finest-first multiscale list) -> one heatmap layer per class,
+    each in its class colour (``class_colors`` by class, else the engine's class palette), see-through
+    where the probability is 0.
 
     Values are probabilities in [0, 1] (uint8 stores are 0..255, shown with matching contrast limits).
     """
+    from napari_muvit.engine.rois import is_background
+
     arrays = _levels_list(data)
     k_classes = int(arrays[0].shape[0])
     ndim = arrays[0].ndim - 1
@@ -180,13 +219,16 @@ def probability_layers(data, level=1, pixel_size=None, unit=None, class_names=No
     top = 255.0 if np.dtype(arrays[0].dtype) == np.uint8 else 1.0
     out = []
     for k in range(k_classes):
-        if skip_background and k == 0 and k_classes > 1 and names[0].lower() in ("background", "bg"):
+        if skip_background and k_classes > 1 and is_background(names[k]):
             continue
+        color = class_color(class_colors, k)
         kwargs = {
             "name": f"{prefix}({names[k]})", "scale": scale, "translate": translate,
-            "units": _units(unit, ndim), "multiscale": len(arrays) > 1, "colormap": "inferno",
-            "contrast_limits": (0.0, top), "blending": "additive", "opacity": 0.6,
-            "metadata": _meta("probability", level, pixel_size, unit, dict(extra_meta or {}, class_index=k)),
+            "units": _units(unit, ndim), "multiscale": len(arrays) > 1,
+            "colormap": class_colormap(color, names[k]),
+            "contrast_limits": (0.0, top), "blending": "translucent", "opacity": 0.7,
+            "metadata": _meta("probability", level, pixel_size, unit,
+                              dict(extra_meta or {}, class_index=k, color=color)),
         }
         out.append((_multiscale_data([a[k] for a in arrays]), kwargs, "image"))
     return out

@@ -72,6 +72,8 @@ class LevelsPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setMaximumHeight(120)
+        self.table.setToolTip("The resolutions stored in the slide file: x1 is full resolution, x4 is 4 times "
+                              "coarser (each pixel covers 4x4 full-resolution pixels).")
         self.boxes_row = QHBoxLayout()
         self.explanation = QLabel("")
         self.explanation.setWordWrap(True)
@@ -86,6 +88,7 @@ class LevelsPanel(QWidget):
         layout.addWidget(row)
         layout.addWidget(self.explanation)
         self.boxes: dict[int, QCheckBox] = {}
+        self.fixed = False
         self._stored: list[float] = []
         self._pixel_size = None
         self._unit = None
@@ -100,15 +103,23 @@ class LevelsPanel(QWidget):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         self._explain()
 
-    def set_model_levels(self, levels: Sequence[int], chosen: Sequence[int] | None = None):
+    def set_model_levels(self, levels: Sequence[int], chosen: Sequence[int] | None = None, fixed: bool = False):
+        """One box per model level. ``fixed``: the model only runs on exactly these levels (a trained head
+        needs every level it was trained with), so every box is ticked and cannot be unticked."""
         for box in self.boxes.values():
             self.boxes_row.removeWidget(box)
             box.deleteLater()
         self.boxes = {}
-        chosen = set(levels if chosen is None else chosen)
+        self.fixed = bool(fixed)
+        chosen = set(levels if chosen is None or fixed else chosen)
         for f in levels:
             box = QCheckBox(f"x{int(f)}")
             box.setChecked(int(f) in chosen)
+            box.setEnabled(not fixed)
+            box.setToolTip(f"This model was trained on levels {', '.join(f'x{int(v)}' for v in levels)} together "
+                           "and needs all of them." if fixed else
+                           f"Let the model see the slide {int(f)} times coarser (x1 = full resolution); "
+                           "an encoder can use any subset of its levels.")
             box.toggled.connect(self._explain)
             box.toggled.connect(lambda *_: self.changed.emit())
             self.boxes_row.addWidget(box)
@@ -119,6 +130,9 @@ class LevelsPanel(QWidget):
         return tuple(f for f, box in sorted(self.boxes.items()) if box.isChecked())
 
     def set_chosen(self, levels: Sequence[int]):
+        """Tick exactly ``levels`` (of the model's); a model with fixed levels keeps all of them."""
+        if getattr(self, "fixed", False):
+            return
         wanted = {int(f) for f in levels}
         for f, box in self.boxes.items():
             box.setChecked(f in wanted)

@@ -118,10 +118,13 @@ class ModelPanel(QWidget):
         super().__init__(parent)
         self.source = QComboBox()
         self.source.addItems(["demo", "folder"])
+        self.source.setToolTip("'demo': the small built-in model for the sample slide; 'folder': a model "
+                               "folder (config.yaml + model.pth, e.g. one saved by the Teach dock).")
         self.folder = QLineEdit()
         self.folder.setPlaceholderText("model folder (config.yaml + model.pth)")
-        self.browse = QPushButton("…")
-        self.browse.setMaximumWidth(30)
+        self.folder.setToolTip("The model folder: it holds config.yaml, model.pth and the model card muvit.yaml.")
+        self.browse = QPushButton("Choose…")
+        self.browse.setToolTip("Choose the model folder.")
         self.browse.clicked.connect(self._browse)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
@@ -133,19 +136,29 @@ class ModelPanel(QWidget):
         self.card.setWordWrap(True)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
+        self.device.setToolTip("Where the model runs: 'auto' picks the GPU (cuda, or mps on a Mac) when there "
+                               "is one, else the CPU.")
         self.precision = QComboBox()
         self.precision.addItems(PRECISIONS)
+        self.precision.setToolTip("Number format on the GPU: fp32 is exact; bf16/fp16 (16-bit numbers) run "
+                                  "about twice as fast with nearly the same result. 'auto' picks for the device.")
         self.batch = QSpinBox()
         self.batch.setRange(0, 1024)
         self.batch.setSpecialValueText("auto")
+        self.batch.setToolTip("Tiles computed together: larger is faster on a GPU but needs more memory. "
+                              "'auto' fits it to the device.")
         self.tile = QSpinBox()
         self.tile.setRange(0, 8192)
         self.tile.setSingleStep(8)
         self.tile.setSpecialValueText("model's crop")
+        self.tile.editingFinished.connect(self._snap)
         self.overlap = QSpinBox()
         self.overlap.setRange(-2, 4096)
         self.overlap.setSingleStep(2)
         self.overlap.setSpecialValueText("auto")  # -2 shows "auto"; 0 and up are (even) pixels
+        self.overlap.editingFinished.connect(self._snap)
+        self._patch, self._overlap_step = 8, 2
+        self._tooltips()
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("model", self.source)
@@ -177,6 +190,52 @@ class ModelPanel(QWidget):
             raise
         self.card.setText(self.info.summary())
         return self.info
+
+    def _tooltips(self) -> None:
+        p, step = self._patch, self._overlap_step
+        self.tile.setToolTip(f"Side of the square each model pass predicts, in full-resolution pixels; a multiple "
+                             f"of the model's patch size ({p} px: the model cuts images into {p}x{p} px "
+                             "patches). 'model's crop' uses the size it was trained with.")
+        self.overlap.setToolTip(f"Pixels shared by neighbouring tiles, blended smoothly so no seams show; a "
+                                f"multiple of {step}, at most half the tile. 'auto' = a quarter of the tile.")
+
+    def constrain(self, info: ModelInfo) -> None:
+        """Offer only values this model accepts: tile in steps of its patch size, overlap in its steps."""
+        self._patch = int(info.patch_size)
+        self._overlap_step = 2 * self._patch if info.task in ("encoder", "mae") else 2
+        self.tile.setSingleStep(self._patch)
+        self.tile.setMaximum(8192 // self._patch * self._patch)
+        self.overlap.setSingleStep(self._overlap_step)
+        self._tooltips()
+        self._snap()
+
+    def _snap(self) -> None:
+        """A typed tile or overlap becomes the nearest value the model accepts (never a value that fails)."""
+        p, step = self._patch, self._overlap_step
+        tile = self.tile.value()
+        if tile and tile % p:
+            self.tile.setValue(max(p, int(round(tile / p)) * p))
+        overlap = self.overlap.value()
+        if overlap >= 0 and overlap % step:
+            self.overlap.setValue(int(round(overlap / step)) * step)
+        if overlap == -1:  # between "auto" (-2) and 0: no value
+            self.overlap.setValue(-2)
+
+    def check(self, info: ModelInfo) -> None:
+        """The tile and overlap fit ``info``'s model; ValueError naming the value and what is accepted."""
+        p = int(info.patch_size)
+        step = 2 * p if info.task in ("encoder", "mae") else 2
+        tile = self.tile.value() or info.crop_size
+        if tile % p:
+            raise ValueError(f"tile {tile} px is not a multiple of the model's patch size {p} px; use "
+                             f"{max(p, tile // p * p)} or {(tile // p + 1) * p}.")
+        overlap = self.overlap.value()
+        if overlap >= 0 and overlap % step:
+            raise ValueError(f"overlap {overlap} px must be a multiple of {step} px for this model; use "
+                             f"{overlap // step * step}.")
+        if overlap > tile // 2:
+            raise ValueError(f"overlap {overlap} px is more than half the tile ({tile} px); use at most "
+                             f"{tile // 2 // step * step} px.")
 
     def settings(self) -> dict:
         return {

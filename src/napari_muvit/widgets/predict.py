@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import layers as L
+from .legend import ClassLegend
 from .levels import LevelsPanel
 from .model_panel import ModelPanel
 from .prediction_job import load_outputs, make_prediction_job
@@ -58,6 +59,8 @@ class PredictWidget(QWidget):
         self.last_store: Path | None = None
         self.resumable: Path | None = None
         self._skipped_before: int | None = None  # background tiles of the cancelled run Run continues
+        self._pending_settings: dict | None = None  # the choices of the running job
+        self._failed_settings: dict | None = None  # the choices of the last run that failed
         self.output_layers: list = []
         self._saved_levels = None
         self._build_ui()
@@ -87,11 +90,23 @@ class PredictWidget(QWidget):
         self.live = QCheckBox("show results while running")
         self.live.setToolTip("Update the labels about once a second as tiles finish. Each update repaints the "
                              "canvas, which takes 50-250 ms on a small machine without a GPU.")
+        self.image_combo.setToolTip("The slide to run the model on (an image layer).")
+        self.region_mode.setToolTip("Which part of the slide to predict: what the canvas shows now, a "
+                                    "rectangle drawn in a Shapes layer, or the whole slide.")
+        self.shapes_combo.setToolTip("The Shapes layer whose rectangles bound the region.")
+        self.foreground.setToolTip("Whole slide only: skip tiles with no tissue (bright or empty background); "
+                                   "they are counted as skipped, not computed.")
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Predict the region in the background; results appear as layers. After a "
+                                   "cancel, Run with the same settings continues where it stopped.")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current batch; finished tiles are kept.")
         self.cancel_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setToolTip("What the run is doing: tiles computed / to compute, skipped background tiles, "
+                               "and time left.")
+        self.legend = ClassLegend()
         self.roi_panel = RoiPanel(self.viewer, lambda: self.image, self.status.setText)
         self.rois = self.roi_panel.table
 
@@ -113,6 +128,7 @@ class PredictWidget(QWidget):
         run_layout.addWidget(self.live)
         run_layout.addLayout(buttons)
         run_layout.addWidget(self.status)
+        run_layout.addWidget(self.legend)
 
         inner = QWidget()
         col = QVBoxLayout(inner)
@@ -198,9 +214,13 @@ class PredictWidget(QWidget):
             info = self.model.refresh()
         except (ValueError, FileNotFoundError):
             self.levels.set_model_levels([])
+            self.legend.set_classes([])
             return
+        self.legend.set_classes(info.class_names, info.class_colors)
+        self.model.constrain(info)
         saved = [f for f in (self._saved_levels or []) if f in info.levels] or None
-        self.levels.set_model_levels(info.levels, saved)
+        # only an encoder runs on a subset of its levels; a trained head needs all of them
+        self.levels.set_model_levels(info.levels, saved, fixed=info.task != "encoder")
         self.update_context_preview()
 
     def _update_region_controls(self, *_):
@@ -268,6 +288,7 @@ class PredictWidget(QWidget):
         if not levels:
             raise ValueError(f"no model level is ticked; tick at least one of {', '.join(f'x{f}' for f in info.levels)}.")
         check_inputs(self.image, info, levels)
+        self.model.check(info)
         region = self.region()
         m = self.model
         out = runs_dir() / time.strftime("run-%Y%m%d-%H%M%S.zarr")
@@ -294,14 +315,15 @@ class PredictWidget(QWidget):
             notify_error(str(exc))
             self.status.setText(str(exc))
             return None
-        self.save_settings()
+        self._pending_settings = self.settings()  # remembered once the run has worked (or was cancelled)
         self.last_recipe, self.last_store, self.resumable = recipe, Path(recipe.out), None
         self.status.setText("starting…" if not recipe.resume else "continuing the cancelled run…")
         image = self.image
         info = self.model.info
         if info.task == "segmentation" and info.class_names and not recipe.resume:
             region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
-            show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit),
+            show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit,
+                                                            info.class_colors),
                          image.origin_offset)
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size,
@@ -322,7 +344,14 @@ class PredictWidget(QWidget):
         if self.job is not None and self.job.running:
             self.job.cancel()  # the job's progress line says "cancelling…" from now on
 
+    def _remember_settings(self):
+        if self._pending_settings is not None:
+            save_settings(SETTINGS_NAME, self._pending_settings)
+            self._pending_settings = None
+        self._failed_settings = None
+
     def _on_succeeded(self, outputs):
+        self._remember_settings()
         st = self.job.state
         extra = [f"{st.skipped} background tiles skipped"] if st.skipped else []
         extra += [f"{st.before} done by the earlier run"] if st.before else []
@@ -331,6 +360,7 @@ class PredictWidget(QWidget):
         self.show_outputs(outputs)
 
     def _on_cancelled(self, outputs):
+        self._remember_settings()
         self.resumable = self.last_store
         st = self.job.state
         self._skipped_before = st.skipped
@@ -340,6 +370,7 @@ class PredictWidget(QWidget):
             self.show_outputs(outputs)
 
     def _on_failed(self, sentence: str):
+        self._failed_settings, self._pending_settings = self._pending_settings, None  # never remembered
         notify_error(sentence)
         self.status.setText(f"stopped: {sentence}")
 
@@ -368,7 +399,8 @@ class PredictWidget(QWidget):
         return self.roi_panel.export_rois(fmt, path)
 
     def closeEvent(self, event):
-        self.save_settings()
+        if self.settings() != self._failed_settings:  # a choice that just failed is not kept for next time
+            self.save_settings()
         if self.job is not None and self.job.running:
             self.job.cancel()
         super().closeEvent(event)

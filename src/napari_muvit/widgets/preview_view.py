@@ -38,7 +38,7 @@ def preview_tuples(preview: dict, origin_offset=(0.0, 0.0), with_probabilities: 
     if with_probabilities or preview.get("labels") is None:
         out = L.probability_layers(preview["probs"], level=factor, pixel_size=meta.get("pixel_size"),
                                    unit=meta.get("unit"), class_names=names or None, prefix="MuViT p",
-                                   origin=origin, extra_meta=extra)
+                                   origin=origin, extra_meta=extra, class_colors=image.get("colors"))
     if preview.get("labels") is not None:
         out.append(L.labels_layer(
             preview["labels"], level=factor, pixel_size=meta.get("pixel_size"), unit=meta.get("unit"),
@@ -47,19 +47,20 @@ def preview_tuples(preview: dict, origin_offset=(0.0, 0.0), with_probabilities: 
     return out
 
 
-def placeholder_preview(region, class_names, pixel_size=None, unit=None) -> dict:
+def placeholder_preview(region, class_names, pixel_size=None, unit=None, class_colors=None) -> dict:
     """An all-empty preview of a segmentation run over ``region`` ``(y0, y1, x0, x1)`` world px, shaped
-    exactly like the worker's previews of it (store factor 1, same stride)."""
+    exactly like the worker's previews of it (store factor 1, same stride), in the model's class colours."""
     y0, y1, x0, x1 = region
     h, w = y1 - y0, x1 - x0
     stride = max(1, math.ceil(max(h, w) / PREVIEW_SIDE))
     shape = (math.ceil(h / stride), math.ceil(w / stride))
     k = len(class_names)
-    meta = {"image": {"factor": 1, "channel_names": list(class_names)}, "region": list(region),
+    meta = {"image": {"factor": 1, "channel_names": list(class_names), "colors": list(class_colors or [])},
+            "region": list(region),
             "pixel_size": None if pixel_size is None else list(pixel_size), "unit": unit,
             "labels": list(class_names)}
     return {"probs": np.zeros((k, *shape), np.float32), "labels": np.zeros(shape, np.uint8), "stride": stride,
-            "meta": meta, "label_colors": None}
+            "meta": meta, "label_colors": ["#00000000", *class_colors] if class_colors else None}
 
 
 def show_preview(viewer, preview: dict, origin_offset=(0.0, 0.0), live: bool = False) -> list:

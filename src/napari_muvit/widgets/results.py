@@ -64,7 +64,8 @@ def store_layers(path, prefix: str = "MuViT", complete: bool | None = None, orig
                                              name=f"{prefix} features (PCA)", origin=origin, extra_meta=extra))
     elif arrays and store.has_probabilities:
         out += layers.probability_layers(arrays, level=factor, pixel_size=ps, unit=unit, class_names=names or None,
-                                         prefix=f"{prefix} p", origin=origin, extra_meta=extra)
+                                         prefix=f"{prefix} p", origin=origin, extra_meta=extra,
+                                         class_colors=image.get("colors"))
     if "labels" in root and "prediction" in root["labels"]:
         from ._reader import _attrs, _label_colors
 

@@ -35,7 +35,11 @@ class RoiPanel(QGroupBox):
         self.score.setToolTip("What makes a region interesting; the list, the ROI layer and the exports "
                               "always follow this choice.")
         self.export_geojson = QPushButton("Export ROIs (GeoJSON)")
+        self.export_geojson.setToolTip("Save the listed ROIs, in the listed order, as GeoJSON (QuPath: File > "
+                                       "Import objects).")
         self.export_csv = QPushButton("Export ROIs (CSV)")
+        self.export_csv.setToolTip("Save the listed ROIs, in the listed order, as a table (centre, box, score).")
+        self.table.setToolTip("The best regions for the chosen score; click a row to go there.")
         form = QFormLayout()
         form.addRow("rank by", self.score)
         exports = QHBoxLayout()

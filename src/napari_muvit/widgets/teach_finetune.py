@@ -23,6 +23,17 @@ class FinetuneTab(TrainingTab):
 
     description = "fine-tune"
     plot_keys = ("train_loss", "val_loss", "mDSC", "accuracy", "auc")
+    tooltips = {
+        "task": "segmentation: a class for every pixel, learnt from a Labels layer; classification: one class per "
+                "tile, learnt from Shapes ROIs with a 'class' feature.",
+        "model": "The model to start from: 'demo' or a model folder.",
+        "levels": "Downsample factors the model looks at, e.g. 1,4,16 (empty: the base model's own).",
+        "epochs": "Passes over all annotations. The plot shows train/validation loss (lower is better) and mDSC "
+                  "(mean Dice overlap of predicted and annotated classes, 1 = perfect) or accuracy/AUC.",
+        "lr": "Learning rate: how big each training step is. The default suits most cases.",
+        "train_encoder": "Also adapt the encoder (slower, needs more annotations); off trains only the head.",
+        "out": "Folder the new model is saved to; use it as the model in MuViT predict.",
+    }
 
     def __init__(self, viewer):
         super().__init__(viewer, xlabel="epoch", right_axis=("mDSC", "accuracy", "auc"))

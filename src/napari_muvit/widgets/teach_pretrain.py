@@ -21,6 +21,14 @@ class PretrainTab(TrainingTab):
     """MR-MAE pre-training on the current slide, with reconstruction previews as layers."""
 
     description = "pre-train"
+    tooltips = {
+        "levels": "Downsample factors the new model will look at, e.g. 1,4,16 (x1 = full resolution).",
+        "size": "Side of each crop in pixels, a multiple of 16 (the patch size).",
+        "steps": "Training steps. The model learns by filling in hidden patches (a masked autoencoder, MAE); "
+                 "the plot shows its reconstruction loss (lower is better).",
+        "batch": "Crops per step: larger is smoother but needs more memory.",
+        "out": "Folder the pre-trained encoder is saved to (a base model for fine-tuning).",
+    }
 
     def __init__(self, viewer):
         super().__init__(viewer, xlabel="step")

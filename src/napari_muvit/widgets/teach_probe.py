@@ -20,7 +20,7 @@ from napari_muvit.widgets.image_layers import (
     layers_of,
     view_region_of,
 )
-from napari_muvit.widgets.layers import add_or_update
+from napari_muvit.widgets.layers import add_or_update, class_color
 from napari_muvit.widgets.model_runs import predict_with_model
 from napari_muvit.widgets.scratch import ScratchFolder
 from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
@@ -29,6 +29,13 @@ SCRIBBLE_LAYER = "MuViT scribbles"
 PROBE_LAYER = "MuViT probe prediction"
 RETRAIN_DELAY_MS = 1500  # after the last stroke: long enough to paint a few strokes in a row
 IN_MEMORY_PX = 64_000_000  # predictions up to this size are read in the worker: the GUI then only shows them
+SCRIBBLE_CLASSES = 64  # label values with a colour in the scribble layer
+
+
+def scribble_colormap() -> dict:
+    """Label ``k`` (class ``k - 1``) in the class palette the probe's prediction uses for that class."""
+    return {None: "transparent", 0: "transparent",
+            **{k + 1: class_color(None, k) for k in range(SCRIBBLE_CLASSES)}}
 
 
 def _classes(text: str) -> list[str] | None:
@@ -41,6 +48,16 @@ class ScribbleProbeTab(TrainingTab):
 
     description = "scribble probe"
     plot_keys = ("loss", "accuracy")
+    tooltips = {
+        "scribbles": "Labels layer of strokes: label k = class k (in that class's colour), 0 = not painted.",
+        "new_btn": "Add an empty scribble layer on the image, ready to paint.",
+        "model": "The model whose features the probe learns from: 'demo' or a model folder.",
+        "classes": "Names of the classes, comma separated: label 1, label 2, ... (empty: class 0, class 1, ...).",
+        "region": "Where to predict with the trained probe.",
+        "auto": "Retrain by itself shortly after you stop painting.",
+        "save_path": "Folder to save the probe to, as a model usable in MuViT predict.",
+        "save_btn": "Save the trained probe as a model folder.",
+    }
 
     def __init__(self, viewer):
         super().__init__(viewer, xlabel="step", right_axis=("accuracy",))
@@ -80,7 +97,8 @@ class ScribbleProbeTab(TrainingTab):
             import zarr
 
             data = zarr.zeros(shape, chunks=(1024, 1024), dtype="uint8")
-        layer = self.viewer.add_labels(data, name=SCRIBBLE_LAYER, scale=image.scale, translate=image.translate)
+        layer = self.viewer.add_labels(data, name=SCRIBBLE_LAYER, scale=image.scale, translate=image.translate,
+                                       colormap=scribble_colormap())
         layer.mode = "paint"
         layer.brush_size = 10
         self.scribbles.value = layer
@@ -154,6 +172,8 @@ def run_scribble_probe(kw: dict, progress, cancel, report) -> dict:
 
     fit = fit_probe(kw["model"], kw["source"], kw["labels"], class_names=kw["class_names"],
                     progress=progress, cancel=cancel)
+    if getattr(fit.model, "card", None) is not None:  # the prediction's colours = the scribbles' colours
+        fit.model.card.class_colors = [class_color(None, k) for k in range(len(fit.class_names))]
     for step, loss in enumerate(fit.losses, start=1):
         report({"step": step, "loss": loss})
     report({"step": len(fit.losses), "accuracy": fit.train_accuracy})
@@ -169,7 +189,7 @@ def prediction_layer(store, class_names) -> tuple | None:
     """Worker thread: the probe's argmax labels from its store as a Labels layer tuple.
 
     Region-sized results are read into memory here so that adding the layer on the GUI thread does not
-    read chunks; a class the user called background is see-through.
+    read chunks; a class the user called background is see-through (`layers.labels_layer`).
     """
     from napari_muvit.widgets.prediction_job import materialize_small
     from napari_muvit.widgets.results import store_layers
@@ -177,12 +197,7 @@ def prediction_layer(store, class_names) -> tuple | None:
     tuples = [t for t in store_layers(store, prefix="MuViT probe") if t[2] == "labels"]
     if not tuples:
         return None
-    data, kwargs, kind = materialize_small(tuples[:1], IN_MEMORY_PX)[0]
-    if isinstance(kwargs.get("colormap"), dict):
-        for k, class_name in enumerate(class_names):
-            if class_name.strip().lower() in ("background", "bg"):
-                kwargs["colormap"][k + 1] = "transparent"  # store labels are class index + 1
-    return data, kwargs, kind
+    return materialize_small(tuples[:1], IN_MEMORY_PX)[0]
 
 
 def predict_in_memory(model, source, region, out, cancel) -> Path:

@@ -13,7 +13,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
 
-from napari_muvit.widgets.image_layers import layers_of, pick_first
+from napari_muvit.widgets.image_layers import layers_of, pick_first, uniform_file_buttons
 from napari_muvit.widgets.plots import CurvePlot
 from napari_muvit.widgets.workers import EngineJob
 
@@ -71,7 +71,18 @@ class TrainingTab(Container):
         self.start_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
 
+    tooltips: dict[str, str] = {}  # control attribute -> plain-words help (subclasses add theirs)
+    _common_tips = {
+        "image": "The slide layer to learn from.",
+        "start_btn": "Start training in the background; napari stays usable.",
+        "cancel_btn": "Stop after the current step; what was learnt so far is kept.",
+        "status": "What the training is doing now.",
+    }
+
     def _finish_layout(self, controls: list) -> None:
+        for name, tip in {**self._common_tips, **self.tooltips}.items():
+            getattr(self, name).tooltip = tip
+        uniform_file_buttons(controls)
         self.extend([self.image, *controls, self.start_btn, self.cancel_btn, self.status])
         self.native.layout().addWidget(self.plot)
         self.native.layout().addStretch(1)  # spare height goes below the plot, not between the rows
