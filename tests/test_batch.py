@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -101,6 +102,27 @@ def test_batch_command_reports_failures_and_resumes(tmp_path, model_dir, capsys,
     final = _summary(out / "summary.csv")
     assert [final[k]["status"] for k in final] == ["skipped", "done", "skipped"] and final["bad.tif"]["error"] == ""
     assert "2 skipped" in capsys.readouterr().out
+
+    # the cohort's measurements in one table: every store of the folder, annotations where there are some
+    regions_dir = tmp_path / "annotations"
+    regions_dir.mkdir()
+    (regions_dir / "a.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "box"},
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 20], [0, 20], [0, 0]]]}}]}))
+    cohort = tmp_path / "cohort.csv"
+    assert main(["measure", str(out), "--regions-dir", str(regions_dir), "--out", str(cohort), "--quiet"]) == 0
+    table = list(csv.DictReader(open(cohort, newline="")))
+    assert list(table[0])[:2] == ["store", "region"] and "area_um2" in table[0]
+    assert sorted({(r["store"], r["region"]) for r in table}) == [
+        ("a", "box"), ("a", "slide"), ("b", "slide"), ("bad", "slide")]
+    box = [r for r in table if r["region"] == "box"]
+    assert sum(int(r["pixels"]) for r in box if r["label"] not in ("", "0")) == 20 * 10
+    a_slide = [r for r in table if r["store"] == "a" and r["region"] == "slide"]
+    assert all(r["area_um2"] == "" for r in a_slide)  # slide a has no pixel size: px^2 only
+    b_class0 = next(r for r in table if r["store"] == "b" and r["class"] == "class 0")
+    assert float(b_class0["area_um2"]) == pytest.approx(float(final["b.tif"]["area:class 0"] or 0))
+    assert main(["measure", str(out / "a.zarr"), str(out / "b.zarr"), "--regions", str(regions_dir / "a.geojson")]) == 2
+    assert "--regions-dir" in capsys.readouterr().err
 
     # a folder as the single argument, and bad input of the batch form itself
     assert main(["predict", str(tmp_path), "--model", str(model_dir), "--out", "x.zarr", "--out-dir", str(out)]) == 2

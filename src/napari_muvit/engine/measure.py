@@ -76,10 +76,11 @@ class MeasureTable:
     rows: list = field(default_factory=list)
     physical: bool = False
     min_size: float = 0.0
+    lead: list = field(default_factory=list)  # extra first columns (``store`` in a cohort table)
 
     @property
     def columns(self) -> list[str]:
-        cols = ["region", "region_class", "class", "label", "pixels", "area_px2"]
+        cols = [*self.lead, "region", "region_class", "class", "label", "pixels", "area_px2"]
         if self.physical:
             cols += ["area_um2", "area_mm2"]
         return cols + ["percent_of_tissue", "objects", "min_object_px2", "region_area_px2"]
@@ -109,6 +110,16 @@ class MeasureTable:
             if r["objects"] is not None:
                 values[f"{r['class']}: objects"] = r["objects"]
         return out
+
+
+def combine(tables: dict) -> MeasureTable:
+    """One cohort table of ``{store name: MeasureTable}``: a ``store`` column first; um^2 columns when any
+    store has a pixel size (empty for the stores without one)."""
+    out = MeasureTable(physical=any(t.physical for t in tables.values()), lead=["store"],
+                       min_size=max((t.min_size for t in tables.values()), default=0.0))
+    for name, table in tables.items():
+        out.rows += [{"store": name, **r} for r in table.rows]
+    return out
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -400,14 +411,21 @@ def safe_cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def write_csv(table: MeasureTable, path) -> Path:
-    """Write ``table`` to ``path`` (temporary sibling, then rename)."""
+def write_csv(table: MeasureTable, path) -> Path | None:
+    """Write ``table`` to ``path`` (temporary sibling, then rename), or to an open text stream."""
+    if hasattr(path, "write"):
+        _write_rows(path, table)
+        return None
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(table.columns)
-        for r in table.rows:
-            w.writerow([safe_cell(r.get(c)) for c in table.columns])
+        _write_rows(fh, table)
     os.replace(tmp, path)
     return path
+
+
+def _write_rows(fh, table: MeasureTable) -> None:
+    w = csv.writer(fh)
+    w.writerow(table.columns)
+    for r in table.rows:
+        w.writerow([safe_cell(r.get(c)) for c in table.columns])
