@@ -187,3 +187,30 @@ def test_unreadable_slide_is_one_sentence(tmp_path):
     (tmp_path / "broken.mrxs").write_bytes(b"not a slide")
     with pytest.raises(ValueError, match="could not be read by OpenSlide"):
         open_pyramid(tmp_path / "broken.mrxs")
+
+
+def test_unscanned_tiles_are_glass_for_the_foreground_mask(tmp_path):
+    from napari_muvit.data import foreground_mask
+
+    # dark tissue on the left, bright glass on the right, one tile of tissue never scanned (sparse Philips)
+    img = np.full((512, 512, 3), 235, np.uint8)
+    img[:, :256] = (90, 40, 120)
+    tile = 128
+    path = tmp_path / "sparse.tiff"
+    with tifffile.TiffWriter(path) as tw:
+        for k, f in enumerate((1, 4)):
+            lv = img[::f, ::f]
+            tw.write(_tiles(lv, tile, missing={(1, 1)} if f == 1 else ()), shape=lv.shape, dtype=np.uint8,
+                     tile=(tile, tile), photometric="rgb", compression="zlib", metadata=None,
+                     software="Philips DP v1.0" if k == 0 else None,
+                     description=_philips_xml((1, 4), 0.0005) if k == 0 else None, subfiletype=0 if k == 0 else 1)
+    pyr = open_pyramid(path)
+    assert pyr.rgb and pyr.factors == [(1, 1), (4, 4)]
+    mask, level = foreground_mask(pyr, level=2)  # averaged from level 0, where the tile is missing
+    assert level == 2 and mask.shape == (256, 256)
+    expected = np.zeros((256, 256), bool)
+    expected[:, :128] = True  # tissue
+    expected[64:128, 64:128] = False  # the unscanned tile (level-0 rows/cols 128..255) reads as white glass
+    np.testing.assert_array_equal(mask, expected)
+    coarse, _ = foreground_mask(pyr, level=4)  # the stored level 4 was scanned whole
+    assert coarse[:, :64].all() and not coarse[:, 64:].any()
