@@ -53,7 +53,7 @@ def test_integer_scale_pointing_at_wrong_array_is_refused(tmp_path):
 def test_missing_dataset_array_is_one_sentence(tmp_path):
     lv = _pyr()
     _write(tmp_path / "m.zarr", lv[:2], [[1, 1], [2, 2]], paths=["s0", "nope"])
-    with pytest.raises(ValueError, match="level 1 names dataset 'nope', which is not a readable array"):
+    with pytest.raises(ValueError, match=r"level 1 names dataset 'nope' \(.*m.zarr/nope\), which is not a readable array"):
         open_pyramid(tmp_path / "m.zarr")
 
 
@@ -106,3 +106,17 @@ def test_corrupt_chunk_names_array_and_chunk(tmp_path, cache):
     with pytest.raises(ValueError, match=r"of array .*s0.* could not be read .*damaged"):
         pyr.crops((8, 24), (1,), 16)
     np.testing.assert_array_equal(pyr.crops((39, 39), (1,), 16)[0][0, 0], lv[0][32:48, 32:48])
+
+
+def test_truncated_metadata_names_the_file(tmp_path):
+    lv = _pyr()
+    path = tmp_path / "t.zarr"
+    _write(path, lv[:2], [[1, 1], [2, 2]])
+    level_meta = path / "s0" / "zarr.json"
+    level_meta.write_text(level_meta.read_text()[:40])
+    with pytest.raises(ValueError, match=r"level 0 names dataset 's0' .*t.zarr/s0.*metadata file .* not valid JSON"):
+        open_pyramid(path)
+    root_meta = path / "zarr.json"
+    root_meta.write_text(root_meta.read_text()[:40])
+    with pytest.raises(ValueError, match=r"t.zarr/zarr.json' is not valid JSON"):
+        open_pyramid(path)

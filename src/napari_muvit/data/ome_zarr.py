@@ -27,6 +27,11 @@ def open_ome_zarr(path: Path, name: str = "image", strict: bool = False) -> Pyra
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for "not a group"
+        if type(exc).__name__ == "JSONDecodeError":
+            meta = next((f for f in ("zarr.json", ".zattrs", ".zgroup") if (Path(path) / f).is_file()), "zarr.json")
+            raise ValueError(
+                f"{str(Path(path) / meta)!r} is not valid JSON ({exc}); the image's metadata is truncated or damaged."
+            ) from exc
         raise ValueError(f"{str(path)!r} is not a readable OME-Zarr image ({exc}).") from exc
     return open_ome_zarr_group(group, name=name, strict=strict)
 
@@ -63,9 +68,12 @@ def _dataset_array(group, path, k: int):
     try:
         arr = group[str(path)]
     except Exception as exc:
+        where = f"{str(group.store_path).rstrip('/')}/{path}"
+        json_error = type(exc).__name__ == "JSONDecodeError"
+        what = "its metadata file (zarr.json or .zarray) is not valid JSON" if json_error else type(exc).__name__
         raise ValueError(
-            f"OME-Zarr level {k} names dataset {str(path)!r}, which is not a readable array in this image "
-            f"({type(exc).__name__}); the file is incomplete or damaged."
+            f"OME-Zarr level {k} names dataset {str(path)!r} ({where}), which is not a readable array in this "
+            f"image ({what}); the file is incomplete or damaged."
         ) from exc
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
         raise ValueError(f"OME-Zarr level {k} names {str(path)!r}, which is a group, not an array.")
