@@ -60,10 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     module = importlib.import_module(f"{__name__}.{COMMANDS[args.command]}")
+    from napari_muvit.engine.safety import os_error_sentence, terminal_text
+
     try:
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"napari-muvit: error: {exc}", file=sys.stderr)
+        print(f"napari-muvit: error: {terminal_text(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # disk full, file-size limit, permissions: one sentence, the store stays resumable
+        print(f"napari-muvit: error: {terminal_text(os_error_sentence(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("napari-muvit: interrupted", file=sys.stderr)

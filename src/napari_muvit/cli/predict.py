@@ -104,17 +104,29 @@ def run(args) -> int:
 
         return run_batch(args)
     args.source = args.source[0] if args.source else None
+    from napari_muvit.engine import safety
     from napari_muvit.engine.predict import predict
 
     recipe = recipe_from_args(args)
-    if args.save_recipe:
-        recipe.save(args.save_recipe)
+    inputs = [recipe.source, recipe.model, recipe.mask, args.recipe]
+    safety.check_output_path(recipe.out, inputs)
+    if recipe.mask and str(recipe.mask).lower().endswith(".npy"):
+        safety.check_npy_file(recipe.mask, "mask")
+    if recipe.scheduler:  # an unreachable cluster is reported before any output exists
+        safety.check_scheduler_reachable(recipe.scheduler)
+    if args.save_recipe:  # checked now, written after the run: a refused run leaves no recipe behind
+        safety.check_output_path(args.save_recipe, [*inputs, recipe.out], what="recipe file")
+        safety.check_new_file(args.save_recipe, bool(args.overwrite), what="recipe file")
     progress, close = make_progress(args.quiet)
     try:
         result = predict(recipe, progress=progress)
     finally:
         close()
+    if args.save_recipe:
+        with safety.atomic_file(args.save_recipe) as tmp:
+            recipe.save(tmp)
     state = "complete" if result.complete else "incomplete (run again with --resume)"
-    print(f"wrote {result.path}: {result.task}, {result.tiles_done} tiles predicted, "
-          f"{result.tiles_background} background, {result.tiles_total} in all, {state}, {result.seconds:.1f} s")
+    print(safety.terminal_text(f"wrote {result.path}: {result.task}, {result.tiles_done} tiles predicted, "
+                               f"{result.tiles_background} background, {result.tiles_total} in all, {state}, "
+                               f"{result.seconds:.1f} s"))
     return 0 if result.complete else 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import safety
 from .book import TileBook
 from .context import IDENTITY, RunContext, foreground_tiles, package_versions, resolve
 from .device import auto_batch_size, autocast, configure_threads, io_threads
@@ -80,9 +81,12 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
     """Create the store (or reopen it when resuming, checking it was started with the same recipe)."""
     out = ctx.recipe.out
     fg = foreground_tiles(ctx)
+    safety.check_output_path(out, [ctx.recipe.source, ctx.recipe.model, ctx.recipe.mask])  # never write over an input
     if resuming:
+        safety.check_resumable(out)
         store = OutputStore(out)
         check_layout(store, ctx)
+        safety.check_fingerprint(store.meta.get("source_fingerprint"), ctx.pyramid, out)
         old, new = store.meta.get("recipe", {}), ctx.recipe.to_dict()
         for key in IDENTITY:
             new_v = new[key]
@@ -96,6 +100,7 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
         if store.meta.get("model_hash") != ctx.model_hash:
             raise ValueError(f"output {out!r} was started with another model (hash {store.meta.get('model_hash')}); "
                              "resume with the same model or write to a new output.")
+        safety.acquire_lock(out)  # one run per store, taken once every check has passed
         # the stored resolved recipe wins: same normalisation and batch boundaries as the first run
         from napari_muvit.data import Normalizer
 
@@ -110,14 +115,17 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
         attrs = {"task": ctx.task, "recipe": ctx.recipe.to_dict(), "versions": package_versions(),
                  "model_hash": ctx.model_hash, "grid": ctx.grid.to_dict(), "batch_size": batch_size,
                  "score_names": ctx.output.score_names, "levels": list(ctx.levels), "patch_size": ctx.patch,
-                 "class_names": getattr(ctx.output, "class_names", None), "source_shape": list(ctx.pyramid.shape)}
+                 "class_names": getattr(ctx.output, "class_names", None), "source_shape": list(ctx.pyramid.shape),
+                 "source_fingerprint": safety.source_fingerprint(ctx.pyramid)}
         labels = ctx.output.labels
-        store = OutputStore.create(
-            out, image=ctx.output.image_spec(ctx.grid, ctx.layout), region=ctx.grid.region, labels=labels,
-            label_colors=getattr(ctx.output, "class_colors", None), pixel_size=ctx.pyramid.pixel_size,
-            unit=ctx.pyramid.unit, attrs=attrs, origin=(0, 0) if ctx.layout is not None else None,
-            translation=getattr(ctx.pyramid, "translation", (0.0, 0.0)),
-            layout=ctx.layout.to_dict() if ctx.layout is not None else None)
+        with safety.replacing(out):  # an old store (--overwrite) is deleted only once the new one exists
+            store = OutputStore.create(
+                out, image=ctx.output.image_spec(ctx.grid, ctx.layout), region=ctx.grid.region, labels=labels,
+                label_colors=getattr(ctx.output, "class_colors", None), pixel_size=ctx.pyramid.pixel_size,
+                unit=ctx.pyramid.unit, attrs=attrs, origin=(0, 0) if ctx.layout is not None else None,
+                translation=getattr(ctx.pyramid, "translation", (0.0, 0.0)),
+                layout=ctx.layout.to_dict() if ctx.layout is not None else None)
+        safety.acquire_lock(out)
         if ctx.output.mode == "direct":
             store.set_meta(pca=fit_feature_pca(ctx, fg))
     book = TileBook(ctx.grid, store, ctx.output.mode, fg, len(ctx.output.score_names), int(store.meta["batch_size"]),
@@ -235,6 +243,7 @@ def conclude(ctx, store, book, cancelled: bool) -> None:
         book.save(force=True)
         if book.total <= TABLE_ON_STOP_MAX_TILES:  # huge grids: the state file is the record until the end
             store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
+    safety.release_lock(store.path)
 
 
 def finish(ctx, store, book) -> None:

@@ -61,28 +61,11 @@ def _color(names_colors, k) -> tuple[int, int, int]:
 
 
 def prepare_output(path: str | Path, resume: bool, overwrite: bool) -> bool:
-    """Apply the never-overwrite rule; returns True when an existing store should be resumed."""
-    path = Path(path)
-    if not str(path):
-        raise ValueError("no output path was given; pass --out OUT.zarr.")
-    if not path.exists():
-        return False
-    if resume:
-        if not (path / "zarr.json").is_file() or not (path / ".muvit").is_dir():
-            raise ValueError(f"output {str(path)!r} exists but is not a napari-muvit prediction store; it cannot be resumed.")
-        return True
-    if not overwrite:
-        raise FileExistsError(
-            f"output {str(path)!r} already exists; pass --resume to continue it or --overwrite to replace it."
-        )
-    looks_like_zarr = (path / "zarr.json").exists() or (path / ".zgroup").exists() or (path / ".zattrs").exists()
-    if path.is_dir() and not looks_like_zarr and any(path.iterdir()):
-        raise ValueError(f"output {str(path)!r} is a non-empty folder that is not a zarr store; refusing to delete it.")
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-    return False
+    """Check the output without removing anything (an old store is replaced only once the new one exists,
+    see ``engine/safety.py``); returns True when an existing store should be resumed."""
+    from .safety import check_store_target
+
+    return check_store_target(path, resume, overwrite)
 
 
 class OutputStore:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_muvit.engine import safety
+
 from .layers import META_KEY
 
 LABEL_CHUNK = 1024
@@ -48,6 +50,15 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _check_target(path, meta: dict) -> None:
+    """Never write over the layer's own source (the slide or label store it was read from)."""
+    source = ((meta.get("metadata") or {}).get(META_KEY) or {}).get("source")
+    if source:
+        parts = Path(str(source)).parts
+        root = [str(Path(*parts[: parts.index("labels")]))] if "labels" in parts[1:] else []
+        safety.check_output_path(path, [str(source), *root])
 
 
 def _is_shapes(meta: dict) -> bool:
@@ -86,7 +97,8 @@ def write_geojson(path: str, data, meta: dict) -> list[str]:
     doc = {"type": "FeatureCollection", "features": features,
            "properties": {"coordinates": "slide pixels (level 1), [x, y], pixel edges on integers",
                           "name": meta.get("name")}}
-    Path(path).write_text(json.dumps(doc, indent=1))
+    _check_target(path, meta)
+    safety.atomic_write_text(path, json.dumps(doc, indent=1))
     return [str(path)]
 
 
@@ -111,11 +123,12 @@ def write_csv(path: str, data, meta: dict) -> list[str]:
         columns += [k for k in row if k not in columns]
     if not columns:
         columns = ["index", "y_min", "x_min", "y_max", "x_max"] if _is_shapes(meta) else ["index", "y", "x"]
-    with open(path, "w", newline="") as fh:
+    _check_target(path, meta)
+    with safety.atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: safety.csv_cell(round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
     return [str(path)]
 
 
@@ -124,11 +137,11 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     """Labels -> an OME-Zarr v0.5 image-label store (level 0 + 2x nearest-neighbour levels), written
     chunk by chunk (never the whole slide in memory). Refuses to overwrite an existing path."""
     import dask.array as da
-    import zarr
 
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{str(path)!r} already exists; choose a new name for the labels store.")
+    _check_target(path, meta)
     base = data[0] if isinstance(data, (list, tuple)) else data
     base = da.asarray(base)
     ndim = base.ndim
@@ -137,6 +150,16 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     levels = [base]
     while min(levels[-1].shape[-2:]) > 512 and len(levels) < 8:  # stride-2 keeps label values exact
         levels.append(levels[-1][(slice(None),) * (ndim - 2) + (slice(None, None, 2), slice(None, None, 2))])
+    with safety.atomic_folder(path) as tmp:  # built beside the target, renamed into place when complete
+        _write_label_levels(tmp, levels, scale, translate, meta)
+    return [str(path)]
+
+
+def _write_label_levels(path: Path, levels: list, scale: np.ndarray, translate: np.ndarray, meta: dict) -> None:
+    import dask.array as da
+    import zarr
+
+    ndim = levels[0].ndim
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     axes = [{"name": n, "type": "space"} for n in "zyx"[-ndim:]]
     datasets = []
@@ -155,4 +178,3 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
         "multiscales": [{"name": meta.get("name") or "labels", "axes": axes, "datasets": datasets}],
         "image-label": {"version": "0.5"},
     }
-    return [str(path)]
