@@ -162,3 +162,117 @@ def test_uint8_input_is_accepted_as_float(enc):
     x = torch.randint(0, 255, (1, 2, 2, 8, 8), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(enc(x), enc(x.float()))
+
+
+# ---- absurd or hostile folders are refused before any model is built ------------------------------------------
+@pytest.fixture
+def seg_folder(tmp_path):
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.model import save_model
+
+    return save_model(tiny_segmenter(), tmp_path / "seg")
+
+
+@pytest.fixture
+def builds(monkeypatch):
+    """The default device of every model build load_model starts ('meta' = shapes only, no memory)."""
+    from napari_muvit.model import checkpoint
+
+    devices = []
+    real = checkpoint._build
+
+    def spy(*args, **kwargs):
+        devices.append(str(torch.get_default_device()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "_build", spy)
+    return devices
+
+
+def _set_yaml(path, key, value):
+    import yaml
+
+    data = yaml.safe_load(path.read_text().replace("!!python/tuple", ""))
+    data[key] = value
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("dim", 1_000_000_000, "dim=1000000000; it must be a whole number from 1 to 4096"),
+    ("num_layers", 100_000_000, "num_layers=100000000; it must be a whole number from 1 to 64"),
+    ("heads", 0, "heads=0"),
+    ("dim", "big", "dim='big'"),
+    ("patch_size", 100000, "patch_size=100000"),
+    ("in_channels", -3, "in_channels=-3"),
+    ("levels", "abc", "levels='abc'"),
+    ("levels", [1, 10**9], "levels=1000000000"),
+    ("dropout", 5, "dropout=5"),
+])
+def test_absurd_config_is_refused_before_building(seg_folder, builds, key, value, words):
+    _set_yaml(seg_folder / "config.yaml", key, value)
+    with pytest.raises(ValueError) as err:
+        load_model(seg_folder)
+    assert words in one_sentence(err) and "config.yaml" in str(err.value)
+    assert builds == []  # not even a shape-only build
+
+
+def test_parameter_budget(seg_folder, builds):
+    _set_yaml(seg_folder / "config.yaml", "dim", 4096)
+    _set_yaml(seg_folder / "config.yaml", "num_layers", 64)
+    _set_yaml(seg_folder / "config.yaml", "heads", 64)
+    with pytest.raises(ValueError) as err:
+        load_model(seg_folder)
+    assert "about 13 billion parameters" in one_sentence(err)
+    assert builds == []
+
+
+def test_config_and_weights_compared_on_shapes_only(seg_folder, builds):
+    _set_yaml(seg_folder / "config.yaml", "dim", 64)  # the weights were saved with dim 32
+    with pytest.raises(ValueError) as err:
+        load_model(seg_folder)
+    assert "disagree on" in one_sentence(err) and "model.pth" in str(err.value)
+    assert builds == ["meta"]  # the real model was never built
+    builds.clear()
+    _set_yaml(seg_folder / "config.yaml", "dim", 32)
+    model = load_model(seg_folder)
+    assert builds == ["meta", "cpu"] and model.encoder.dim == 32
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("crop_size", "big", "'crop_size' is 'big'"),
+    ("class_names", 5, "'class_names' is 5"),
+    ("head", [1, 2], "'head' must be a mapping"),
+    ("levels", "abc", "'levels' is 'abc'"),
+    ("in_channels", -3, "'in_channels' is -3"),
+    ("class_colors", ["#12345", "red"], "colour '#12345'"),
+    ("class_colors", [[300, 0, 0]], "colour [300, 0, 0]"),
+    ("class_names", ["a", "b"], "lists 2 names but the head predicts 3 classes"),
+    ("pixel_size", -1, "'pixel_size' is -1"),
+    ("task", 7, "task 7 is not known"),
+])
+def test_bad_card_fields_name_the_field(seg_folder, builds, key, value, words):
+    from napari_muvit.widgets.model_panel import read_model_info
+
+    _set_yaml(seg_folder / "muvit.yaml", key, value)
+    with pytest.raises(ValueError) as err:
+        load_model(seg_folder)
+    assert words in one_sentence(err) and "muvit.yaml" in str(err.value)
+    assert builds == []
+    with pytest.raises(ValueError) as err:  # the widgets' card reader gives the same sentence
+        read_model_info(str(seg_folder))
+    assert words in one_sentence(err)
+
+
+class _System:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo should-not-run",))
+
+
+def test_pickle_payload_names_the_object(folder):
+    torch.save({"level_embed": torch.zeros(1), "x": _System()}, folder / "model.pth")
+    with pytest.raises(ValueError) as err:
+        load_model(folder)
+    msg = one_sentence(err)
+    assert "system" in msg and "refused without running it" in msg and "truncated" not in msg

@@ -14,6 +14,17 @@ def check_positive(args, names) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}.")
 
 
+def check_model_out(out, inputs) -> None:
+    """The output model folder is no input (slide, labels, base model) and not a file; checked first."""
+    from pathlib import Path
+
+    from napari_muvit.engine.safety import check_output_path
+
+    check_output_path(out, inputs, what="output model folder")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"output model folder {str(out)!r} is a file; give a folder name.")
+
+
 def add_common(p) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="crops per optimisation step (default 8)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")

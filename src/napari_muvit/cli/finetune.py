@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ._training_args import add_common, check_positive, printer
+from ._training_args import add_common, check_model_out, check_positive, printer
 
 
 def add_parser(subparsers) -> None:
@@ -36,6 +36,11 @@ def run(args) -> int:
     from napari_muvit.engine.recipe import parse_levels
     from napari_muvit.engine.training import finetune
 
+    check_model_out(args.out, [args.source, args.labels, args.base])
+    if str(args.labels).lower().endswith(".npy"):
+        from napari_muvit.engine.safety import check_npy_file
+
+        check_npy_file(args.labels, "label image")
     levels = parse_levels(args.levels) if args.levels else None
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     if not 0 <= args.val_fraction < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ._training_args import add_common, check_positive, printer
+from ._training_args import add_common, check_model_out, check_positive, printer
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +33,7 @@ def run(args) -> int:
     from napari_muvit.engine.recipe import parse_levels
     from napari_muvit.engine.training import pretrain
 
+    check_model_out(args.out, [*args.sources, args.base])
     levels = parse_levels(args.levels) if args.levels else None
     check_positive(args, ("steps", "epochs", "batch_size", "size", "checkpoint_every"))
     result = pretrain(

@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
                    help="minimum distance between ROI centres in full-resolution px (default: 2 tile strides)")
     p.add_argument("--regions", action="store_true", help="rank connected regions of a class instead of tiles")
     p.add_argument("--export", action="append", default=[], metavar="FILE",
-                   help="write ROIs to FILE.geojson or FILE.csv (repeatable)")
+                   help="write ROIs to FILE.geojson or FILE.csv (repeatable; an existing FILE needs --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing export files")
 
 
 def run(args) -> int:
@@ -39,12 +40,17 @@ def run(args) -> int:
 
     from napari_muvit.engine.export import export_rois
     from napari_muvit.engine.rois import rank_rois, store_default_score
+    from napari_muvit.engine.safety import check_new_file, check_output_path, terminal_text
 
     if not Path(args.store).exists():
         raise FileNotFoundError(f"store {args.store!r} does not exist; give the OUT.zarr written by predict.")
     for target in args.export:
         if Path(target).suffix.lower() not in (".geojson", ".json", ".csv"):
             raise ValueError(f"export file {target!r} must end in .geojson or .csv.")
+        check_output_path(target, [args.store], what="export file")
+        check_new_file(target, args.overwrite, what="export file")
+    if len({str(Path(t).resolve()) for t in args.export}) != len(args.export):
+        raise ValueError(f"export files {args.export} name the same file twice; give each export its own name.")
     rois = rank_rois(args.store, score=args.score, top_k=args.top_k, min_distance=args.min_distance,
                      mode="regions" if args.regions else "tiles")
     score_name = args.score or store_default_score(args.store)
@@ -52,7 +58,7 @@ def run(args) -> int:
         export_rois(rois, target, score_name, class_colors=args.store)
     print(f"{'rank':>4} {'score':>10} {'centre y':>10} {'centre x':>10}  class")
     for r in rois:
-        print(f"{r.rank:>4} {r.score:>10.4g} {r.centroid_yx[0]:>10.1f} {r.centroid_yx[1]:>10.1f}  {r.classification}")
+        print(f"{r.rank:>4} {r.score:>10.4g} {r.centroid_yx[0]:>10.1f} {r.centroid_yx[1]:>10.1f}  {terminal_text(r.classification)}")
     if args.export:
-        print(f"wrote {len(rois)} ROIs to {', '.join(args.export)}")
+        print(terminal_text(f"wrote {len(rois)} ROIs to {', '.join(args.export)}"))
     return 0

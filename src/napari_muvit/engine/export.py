@@ -179,6 +179,8 @@ def export_geojson(rois, path, score_name: str = "score", class_colors: dict | N
 
 
 def export_csv(rois, path) -> Path:
+    from .safety import csv_cell  # class names never start a spreadsheet formula
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
@@ -187,7 +189,7 @@ def export_csv(rois, path) -> Path:
                     "classification", "area_px", "tile_index"])
         for r in rois:
             w.writerow([r.rank, f"{r.score:.6g}", f"{r.centroid_yx[0]:.2f}", f"{r.centroid_yx[1]:.2f}",
-                        *(f"{v:g}" for v in r.bbox), r.classification, f"{r.area:g}",
+                        *(f"{v:g}" for v in r.bbox), csv_cell(r.classification), f"{r.area:g}",
                         "" if r.tile_index is None else r.tile_index])
     os.replace(tmp, path)
     return path

@@ -6,6 +6,7 @@ Loading never executes code from the folder: YAML goes through a safe loader tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -62,13 +63,13 @@ def read_state_dict(path: Path, device="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"The model folder {path.parent} has no {path.name}.")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = _load_weights(path, device)
     except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
-        if found or "Unsupported global" in str(err):
-            what = f" ({found.group(1)})" if found else ""
+        found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", str(err))
+        name = found.group(1) if found else _foreign_global(path)
+        if name is not None:
             raise ValueError(
-                f"{path} contains Python objects other than tensors{what}, so it was refused without running it."
+                f"{path} refers to the Python object {name}, not only to tensors, so it was refused without running it."
             ) from None
         raise ValueError(f"{path} is truncated or corrupt and cannot be read as weights.") from None
     except (RuntimeError, EOFError, OSError, ValueError):
@@ -76,6 +77,93 @@ def read_state_dict(path: Path, device="cpu") -> dict:
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise ValueError(f"{path} does not hold a state_dict (a mapping of names to tensors).")
     return state
+
+
+def _load_weights(path: Path, device):
+    """``torch.load(weights_only=True)``, memory-mapped when the file allows it (nothing is copied into memory
+    until the weights are assigned to a model that matches them)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location=device, weights_only=True)  # legacy (non-zip) files
+
+
+# globals a plain tensor state_dict may name (everything else is a foreign Python object)
+_TENSOR_GLOBALS = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "_codecs.encode")
+
+
+def _foreign_global(path: Path) -> str | None:
+    """The first Python object (module.name) a weights file's pickle names that is not part of a tensor
+    state_dict, found by reading the opcodes without running any of them; None when there is none."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            member = next((n for n in zf.namelist() if n.endswith("data.pkl")), None)
+            data = zf.read(member) if member else None
+    except (zipfile.BadZipFile, OSError):
+        data = path.read_bytes()
+    if not data:
+        return None
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = f"{strings[-2]}.{strings[-1]}"
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            if not name.startswith(_TENSOR_GLOBALS):
+                return name
+    except Exception:  # a damaged pickle: whatever was found so far
+        return None
+    return None
+
+
+# sane bounds for config.yaml values: checked before any model is built
+CONFIG_BOUNDS = {
+    "dim": (1, 4096), "heads": (1, 64), "num_layers": (1, 64), "in_channels": (1, 512), "ndim": (2, 3),
+    "dim_decoder": (1, 4096), "num_layers_decoder": (0, 32),
+}
+MAX_PARAMETERS = 2_000_000_000  # ~8 GB of float32: far beyond any MuViT, far below an accidental 1e9-wide layer
+
+
+def check_config_values(enc: dict, mae: dict, source: Path) -> None:
+    """Raise ``ValueError`` naming the first config value that is of the wrong type or absurdly large."""
+    import numbers
+
+    def whole(name, value, lo, hi):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+            raise ValueError(f"{source} sets {name}={value!r}; it must be a whole number from {lo} to {hi}.")
+
+    cfg = {**enc, **mae}
+    for name, (lo, hi) in CONFIG_BOUNDS.items():
+        if name in cfg and not (name == "dim_decoder" and cfg[name] is None):
+            whole(name, cfg[name], lo, hi)
+    patch = cfg.get("patch_size", 16)
+    for v in patch if isinstance(patch, (list, tuple)) else [patch]:
+        whole("patch_size", v, 1, 512)
+    levels = cfg.get("levels", (1, 4))
+    if not isinstance(levels, (list, tuple)) or not 1 <= len(levels) <= 16:
+        raise ValueError(f"{source} sets levels={levels!r}; it must be a list of 1 to 16 downsample factors.")
+    for v in levels:
+        whole("levels", v, 1, 1 << 16)
+    for name, lo, hi in (("dropout", 0.0, 1.0), ("masking_ratio", 0.0, 1.0), ("rotary_base", 1e-6, 1e12)):
+        v = cfg.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= v <= hi):
+            raise ValueError(f"{source} sets {name}={v!r}; it must be a number from {lo:g} to {hi:g}.")
+    dim, layers = cfg.get("dim", 320), cfg.get("num_layers", 6)
+    dec_dim, dec_layers = cfg.get("dim_decoder") or dim, cfg.get("num_layers_decoder", 0) if mae else 0
+    estimate = 12 * layers * dim**2 + 12 * dec_layers * dec_dim**2  # transformer blocks dominate the count
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(f"{source} describes a model of about {estimate / 1e9:.0f} billion parameters "
+                         f"(dim={dim}, num_layers={layers}); at most {MAX_PARAMETERS / 1e9:.0f} billion are accepted.")
 
 
 def encoder_kwargs(config: dict, source: Path) -> tuple[dict, dict]:
@@ -147,6 +235,16 @@ def _build(task: str, enc_kw: dict, mae_kw: dict, card: ModelCard, folder: Path)
         raise ValueError(f"{folder / 'muvit.yaml'} has a head configuration that does not fit: {err}.") from None
 
 
+def _build_checked(card, enc_kw, mae_kw, folder: Path, cfg_path: Path, device=None) -> nn.Module:
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return _build(card.task, enc_kw, mae_kw, card, folder)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ValueError) and str(folder) in str(err):
+            raise
+        raise ValueError(f"{cfg_path}: {str(err).rstrip('.')}.") from None
+
+
 def load_model(path, device="cpu") -> nn.Module:
     """Load a reference encoder/MAE folder or a napari-muvit model folder (``"demo"`` = built-in model).
 
@@ -163,14 +261,12 @@ def load_model(path, device="cpu") -> nn.Module:
     if card is None:
         card = ModelCard(task="mae" if mae_kw else "encoder", levels=tuple(enc_kw.get("levels", (1, 4))),
                          in_channels=enc_kw.get("in_channels", 1))
-    try:
-        model = _build(card.task, enc_kw, mae_kw, card, folder)
-    except ValueError as err:
-        if str(folder) in str(err):
-            raise
-        raise ValueError(f"{cfg_path}: {err}") from None
+    check_config_values(enc_kw, mae_kw, cfg_path)
     state = read_state_dict(pth_path, device)
-    check_state_matches(model, state, pth_path)
+    skeleton = _build_checked(card, enc_kw, mae_kw, folder, cfg_path, device="meta")  # shapes only, no memory
+    check_state_matches(skeleton, state, pth_path)
+    del skeleton
+    model = _build_checked(card, enc_kw, mae_kw, folder, cfg_path)
     model.load_state_dict(state)
     model.card = card
     return model.to(device).eval()

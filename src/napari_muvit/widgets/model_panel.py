@@ -98,6 +98,10 @@ def read_model_info(source: str) -> ModelInfo:
         raise FileNotFoundError(f"The model folder {folder} has no model.pth.")
     config = _read_yaml(cfg_path)
     card = _read_yaml(card_path) if card_path.is_file() else {}
+    if card:  # wrong field types or ranges: the loader's one sentence naming the field, not a TypeError
+        from napari_muvit.model.card import ModelCard
+
+        ModelCard.from_dict(card, str(card_path))
     task = card.get("task") or ("mae" if any(k in config for k in MAE_ONLY_KEYS) else "encoder")
     levels = card.get("levels") or config.get("levels") or (1, 4)
     patch = config.get("patch_size", 16)
