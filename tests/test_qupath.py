@@ -247,3 +247,30 @@ def test_centres_on_edges_belong_to_one_of_two_touching_regions():
     assert not (a & b).any() and (a | b).sum() == 4 * 8
     assert np.array_equal(np.flatnonzero(a[0]), np.arange(0, 4)) and np.array_equal(np.flatnonzero(b[0]), np.arange(4, 8))
     assert np.array_equal(np.flatnonzero(a[:, 0]), np.arange(0, 4))
+
+
+def test_annotations_as_segmentation_training_labels(tmp_path):
+    from napari_muvit.data import open_pyramid
+    from napari_muvit.engine.testing import random_slide
+    from napari_muvit.engine.training.finetune import make_task
+
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[8, 8], [40, 8], [40, 24], [8, 24], [8, 8]]]},
+         "properties": {"classification": {"name": "Tumor"}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[64, 64], [96, 64], [96, 120], [64, 120], [64, 64]]]},
+         "properties": {"classification": {"name": "Stroma"}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [128, 0], [128, 128], [0, 128], [0, 0]]]},
+         "properties": {"name": "unclassified outline"}},
+    ]}
+    path = tmp_path / "train.geojson"
+    path.write_text(json.dumps(doc))
+    pyramid = open_pyramid(random_slide((128, 128), seed=1))
+    data = make_task("segmentation", pyramid, path, (1, 4), 32, None, 0.2, 0, None, False)
+    assert data.class_names == ["Stroma", "Tumor"]  # alphabetical; the unclassified outline labels nothing
+    assert data.summary.totals[:3].tolist() == [128 * 128 - 32 * 16 - 32 * 56, 32 * 56, 32 * 16]
+    lab = np.asarray(data.labels)
+    assert lab[8:24, 8:40].min() == 2 and lab[64:120, 64:96].min() == 1 and lab[:8].max() == 0
+    doc["features"] = doc["features"][2:]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="has a classification"):
+        make_task("segmentation", pyramid, path, (1, 4), 32, None, 0.2, 0, None, False)

@@ -14,7 +14,8 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("source", metavar="SOURCE", help="the slide")
     p.add_argument("--labels", required=True,
-                   help="segmentation: label image at full resolution (.npy, .tif, .zarr; 0 = unlabelled); "
+                   help="segmentation: label image at full resolution (.npy, .tif, .zarr; 0 = unlabelled) or QuPath "
+                        "annotations (.geojson: their classes are the labels); "
                         "classification: ROIs (.geojson or .csv)")
     p.add_argument("--base", required=True, metavar="MODEL", help="model folder (MAE, encoder, fine-tuned) or 'demo'")
     p.add_argument("--task", choices=("segmentation", "classification"), default="segmentation")

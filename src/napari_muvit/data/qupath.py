@@ -207,3 +207,17 @@ def annotation_mask(path, slide_shape, max_side: int = 4096) -> tuple[np.ndarray
         raise ValueError(f"the annotations of {str(path)!r} cover no part of the slide (of {slide_shape[-2]} x "
                          f"{slide_shape[-1]} px); export them from this slide's QuPath project.")
     return mask, float(f), float(f)
+
+
+def annotation_labels(path, slide_shape, class_names=None):
+    """Fine-tuning labels from a GeoJSON file: ``(lazy (Y, X) label image, class names)`` (`regions.label_image`:
+    0 = unlabelled, ``k + 1`` = class ``k``). Unclassified annotations are left out; without ``class_names``
+    the classes are the annotations' classifications in alphabetical order."""
+    from .regions import label_image
+
+    regions = [r for r in read_qupath(path) if r.classification]
+    if not regions:
+        raise ValueError(f"no annotation in {str(path)!r} has a classification; classify the annotations in "
+                         "QuPath (e.g. Tumor, Stroma) to train on them.")
+    names = list(class_names) if class_names else sorted({r.classification for r in regions})
+    return label_image(regions, names, slide_shape[-2:]), names

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,6 +65,11 @@ def make_task(task, pyramid, annotations, levels, size, class_names, val_fractio
 
     aug = Augmenter(jitter=0.1) if augment else None
     if task == "segmentation":
+        if isinstance(annotations, (str, Path)) and str(annotations).lower().endswith((".geojson", ".json")):
+            # QuPath annotations: their classes become the labels
+            from napari_muvit.data.qupath import annotation_labels
+
+            annotations, class_names = annotation_labels(annotations, pyramid.shape, class_names)
         labels = open_label_image(annotations, pyramid.shape[-2:])
         if background_class:  # dense ground truth: 0 is a real class, so shift every value up by one
             labels = labels.astype(np.int32) + 1
