@@ -76,6 +76,21 @@ def test_list_slides_sizes_formats_and_output_states(cohort, tmp_path):
         list_slides(tmp_path / "nowhere")
 
 
+def test_thumbnail_is_a_small_area_average_and_bounded_in_reads(cohort):
+    from napari_muvit.engine.slide_list import thumbnail
+
+    folder, _, a, b = cohort
+    thumb = thumbnail(folder / "a.tif")
+    # 400 px / 8 = 50 <= 64: factor-8 area average of the RGB slide
+    expected = np.rint(a[:296].reshape(37, 8, 50, 8, 3).mean((1, 3)))
+    assert thumb.shape == (37, 50, 3) and thumb.dtype == np.uint8
+    np.testing.assert_array_equal(thumb, expected.astype(np.uint8))
+    grey = thumbnail(folder / "b.ome.tif", side=40)  # 2 channels: first channel as grey, 1-99 % stretched
+    assert grey.shape == (32, 40, 3) and (grey[..., 0] == grey[..., 2]).all() and grey.min() == 0 and grey.max() == 255
+    # a slide stored at full resolution only would need a whole-slide read: no thumbnail
+    assert thumbnail(folder / "a.tif", max_read_px=300 * 400 - 1) is None
+
+
 def _binding(viewer, key: str):
     for k, func in viewer.keymap.items():
         if str(k) == key:
@@ -83,7 +98,7 @@ def _binding(viewer, key: str):
     raise AssertionError(f"{key} is not bound; bound: {[str(k) for k in viewer.keymap]}")
 
 
-def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_viewer, cohort, monkeypatch):
+def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_viewer, qtbot, cohort, monkeypatch):
     from napari_muvit.widgets import slides as slides_pkg
     from napari_muvit.widgets.slides import SlideListWidget
 
@@ -104,6 +119,9 @@ def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_v
     assert t.cell_text(0, 1) == "300 x 400 px (0.15 x 0.20 mm)" and t.cell_text(1, 2) == "0.25 µm"
     assert t.cell_text(0, 3) == "TIFF" and "could not be read" in t.cell_text(2, 1)
     assert w.status.value == "3 slides, 1 with complete outputs"
+    qtbot.waitUntil(lambda: not w.thumbnails.job.running, timeout=30_000)  # read off the GUI thread
+    assert [t.item(r, 0).icon().isNull() for r in range(3)] == [False, False, True]  # c.ndpi cannot be read
+    assert t.item(0, 0).icon().availableSizes()[0].width() == 50  # a.tif: 400 px / 8
 
     t.cellClicked.emit(0, 0)  # one click: the slide and its outputs
     names = [layer.name for layer in viewer.layers]

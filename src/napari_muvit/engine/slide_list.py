@@ -114,3 +114,43 @@ def list_slides(source, out_dir=None) -> list[SlideInfo]:
 
 def _is_store(path: Path) -> bool:
     return output_state(path) in ("partial", "complete")
+
+
+THUMB_SIDE = 64  # px: longest side of a list thumbnail
+MAX_THUMB_READ_PX = 2048 * 2048  # a thumbnail reads at most this many source pixels, whatever the slide size
+
+
+def thumbnail(source, side: int = THUMB_SIDE, max_read_px: int = MAX_THUMB_READ_PX):
+    """A small RGB preview ``(h, w, 3) uint8`` (longest side <= ``side``) of a slide path or `Pyramid`.
+
+    Read from the coarsest stored level that gives it (area-averaged), and only when that read costs at
+    most ``max_read_px`` source pixels: a slide stored at full resolution only (no pyramid) gets None
+    rather than a whole-slide read. RGB slides keep their colours; other slides show their first three
+    channels (one channel: grey), each scaled between its 1st and 99th percentile.
+    """
+    import numpy as np
+
+    from napari_muvit.data import open_pyramid
+
+    pyr = open_pyramid(source) if isinstance(source, (str, Path)) else source
+    if pyr.spatial_ndim != 2:
+        return None
+    h, w = pyr.shape
+    f = 1
+    while max(h, w) / f > side:
+        f *= 2
+    target = pyr._target_factor(f)
+    stored = pyr._stored_source_for(target)
+    sf = pyr.factors[stored]
+    if (h // sf[0]) * (w // sf[1]) > max_read_px:
+        return None
+    shape = (max(1, h // f), max(1, w // f))
+    img, _ = pyr.read_window(f, (0, 0), shape)
+    if pyr.rgb:
+        return np.clip(np.rint(np.moveaxis(img[:3], 0, -1)), 0, 255).astype(np.uint8)
+    chans = img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0)
+    out = np.empty(chans.shape, np.float32)
+    for k, c in enumerate(chans):
+        lo, hi = np.percentile(c, (1, 99))
+        out[k] = np.clip((c - lo) / (hi - lo), 0, 1) if hi > lo else 0.0
+    return np.rint(np.moveaxis(out, 0, -1) * 255).astype(np.uint8)

@@ -66,3 +66,33 @@ class SlideBatch(QObject):
     @property
     def running(self) -> bool:
         return self.job.running
+
+
+def _thumbnails(paths, bridge, *, progress, cancel):
+    """Worker side: one `slide_list.thumbnail` per slide, each sent as soon as it is read."""
+    from napari_muvit.engine.slide_list import thumbnail
+
+    for i, path in enumerate(paths):
+        if cancel():
+            break
+        try:
+            rgb = thumbnail(path)
+        except (ValueError, FileNotFoundError, OSError):  # the row already says why the slide cannot be read
+            rgb = None
+        bridge.thumbnail.emit(i, rgb)
+        progress(i + 1, len(paths))
+
+
+class ThumbnailLoader(QObject):
+    """Reads the thumbnails of a slide list off the GUI thread; ``thumbnail(index, rgb or None)`` per slide."""
+
+    thumbnail = Signal(int, object)
+
+    def __init__(self, paths, parent=None):
+        super().__init__(parent)
+        self.job = EngineJob(_thumbnails, args=(list(paths), self), description="MuViT thumbnails",
+                             unit="slides", show_progress=False, parent=self)
+
+    def start(self) -> ThumbnailLoader:
+        self.job.start()
+        return self

@@ -4,7 +4,8 @@ The list comes from `engine.slide_list` (a folder of slides or a ``.txt`` list; 
 ``outputs/<stem>.zarr``); a click on a row, the open button, or Page Down / Page Up in the viewer (next /
 previous slide) replaces the layers this dock added for the previous slide with the new slide's image
 layers (`_reader.read_slide`) and, when its store exists, the prediction layers (`results.store_layers`).
-Layers the user added are never touched. *Run on selected slides* predicts the selected rows (all rows
+Layers the user added are never touched. Thumbnails are read off the GUI thread after listing
+(`batch_runner.ThumbnailLoader`). *Run on selected slides* predicts the selected rows (all rows
 when none is selected) in the background with a model folder or a saved recipe (`batch_runner`).
 """
 
@@ -18,7 +19,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_muvit.engine.slide_list import default_out_dir, describe_slide, list_slides
 
-from .batch_runner import SlideBatch
+from .batch_runner import SlideBatch, ThumbnailLoader
 from .table import SlideTable
 
 NEXT_KEY, PREVIOUS_KEY = "PageDown", "PageUp"
@@ -56,6 +57,7 @@ class SlideListWidget(Container):
                      self.recipe_file, self.foreground, runs, self.run_status])
         self.batch: SlideBatch | None = None
         self._batch_rows: list[int] = []
+        self.thumbnails: ThumbnailLoader | None = None
         self.table = SlideTable()
         self.native.layout().addWidget(self.table)
         self.refresh.changed.connect(self.list_slides)
@@ -94,6 +96,15 @@ class SlideListWidget(Container):
             return
         self.current = None
         self.table.set_slides(self.slides)
+        if self.thumbnails is not None:
+            self.thumbnails.job.cancel()
+        readable = [(r, s.path) for r, s in enumerate(self.slides) if not s.error]
+        rows = [r for r, _ in readable]
+        self.thumbnails = ThumbnailLoader([p for _, p in readable], parent=self.native)
+        self.thumbnails.thumbnail.connect(
+            lambda i, rgb, rows=rows, listed=self.slides: self.table.set_thumbnail(rows[i], rgb)
+            if listed is self.slides else None)
+        self.thumbnails.start()
         done = sum(s.state == "complete" for s in self.slides)
         self.status.value = f"{len(self.slides)} slides, {done} with complete outputs"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QColor
+import numpy as np
+from qtpy.QtCore import QSize, Qt, Signal
+from qtpy.QtGui import QColor, QIcon, QImage, QPixmap
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 COLUMNS = ["slide", "size", "pixel", "format", "output"]
+THUMB_PX = 48  # icon side in the table
 STATE_COLOURS = {"none": None, "partial": "#d9a400", "complete": "#2e9e4f", "unreadable": "#c0392b"}
 
 
@@ -24,6 +26,7 @@ class SlideTable(QTableWidget):
         self.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.setSelectionMode(QAbstractItemView.ExtendedSelection)  # several slides for a batch
+        self.setIconSize(QSize(THUMB_PX, THUMB_PX))
         self.cellClicked.connect(lambda row, _col: self.slide_clicked.emit(row))
 
     def set_slides(self, slides) -> None:
@@ -43,6 +46,17 @@ class SlideTable(QTableWidget):
                 item.setForeground(QColor(STATE_COLOURS["unreadable"]))
             item.setTextAlignment(int(Qt.AlignLeft | Qt.AlignVCenter))
             self.setItem(r, c, item)
+
+    def set_thumbnail(self, r: int, rgb) -> None:
+        """Show ``rgb (h, w, 3) uint8`` as the slide's icon (None: no icon)."""
+        item = self.item(r, 0)
+        if item is None or rgb is None:
+            return
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        h, w = rgb.shape[:2]
+        image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()  # copy: Qt keeps its own pixels
+        item.setIcon(QIcon(QPixmap.fromImage(image)))
+        self.setRowHeight(r, max(self.rowHeight(r), THUMB_PX + 4))
 
     def cell_text(self, r: int, c: int) -> str:
         item = self.item(r, c)
