@@ -77,7 +77,30 @@ def world(tmp_path_factory):
     (root / "old.csv").write_text("rank,score\n1,0.5\n")
     np.save(root / "pickled.npy", np.array([{"a": 1}] * 4, dtype=object).reshape(2, 2), allow_pickle=True)
     np.save(root / "labels.npy", np.zeros((8, 8), np.uint8))
+    (root / "elsewhere.zarr").mkdir()
+    (root / "elsewhere.zarr" / "zarr.json").write_text("{}")
+    (root / "other-link.zarr").symlink_to(root / "elsewhere.zarr")
+    _bad_model(root, "huge", "config.yaml", "dim: 32", "dim: 1000000000")
+    _bad_model(root, "bad-card", "muvit.yaml", "crop_size: 32", "crop_size: big")
+    _bad_model(root, "pickled", None, None, None)
     return root
+
+
+def _bad_model(root, name, file, old, new):
+    import shutil
+
+    shutil.copytree(root / "model", root / name)
+    if file is None:  # a pickle payload in the weights
+        torch.save({"x": _Payload()}, root / name / "model.pth")
+        return
+    text = (root / name / file).read_text()
+    assert old in text
+    (root / name / file).write_text(text.replace(old, new))
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo payload-ran",))
 
 
 @dataclass
@@ -118,6 +141,14 @@ CASES = {
     "unreachable scheduler": Case(_predict("--scheduler", "tcp://127.0.0.1:1"),
                                   ["cannot reach the dask scheduler", "127.0.0.1:1"]),
     "scheduler without a port": Case(_predict("--scheduler", "tcp://head-node"), ["needs a host and a port"]),
+    "overwrite through a link": Case(_predict("--overwrite", out="{root}/other-link.zarr"), ["symbolic link"]),
+    # model folders refused before anything is built or written
+    "absurd model, predict": Case(_predict(out="{root}/new.zarr")[:3] + ["{root}/huge"] + _predict()[4:],
+                                  ["dim=1000000000", "from 1 to 4096"]),
+    "absurd model, info": Case(["info", "{root}/huge"], ["dim=1000000000"]),
+    "bad card, predict": Case(_predict()[:3] + ["{root}/bad-card"] + _predict()[4:], ["'crop_size' is 'big'"]),
+    "pickled weights, predict": Case(_predict()[:3] + ["{root}/pickled"] + _predict()[4:],
+                                     ["Python object", "system", "refused without running it"]),
     # training outputs
     "pretrain into the slide": Case(["pretrain", "{root}/data/slide.zarr", "--out", "{root}/data/slide.zarr/m",
                                      "--steps", "1"], ["output model folder", "lies inside the input"]),
@@ -361,3 +392,49 @@ def test_rois_export_overwrite_flag_and_csv_cells(world, tmp_path, capsys):
     export_csv(rois, tmp_path / "cells.csv")
     got = [r["classification"] for r in csv.DictReader((tmp_path / "cells.csv").open())]
     assert got == ["'=HYPERLINK(\"http://x\")", "'@SUM(A1)", "tumour"]
+
+
+def test_napari_writers_refuse_the_source_and_leave_no_partial_store(tmp_path, monkeypatch):
+    from napari_muvit.widgets import _writer
+
+    slide = tmp_path / "slide.zarr"
+    slide.mkdir()
+    meta = {"name": "rois", "metadata": {"muvit": {"source": str(slide / "labels" / "gt")}}}
+    with pytest.raises(ValueError, match="lies inside the input"):
+        _writer.write_geojson(str(slide / "rois.geojson"), np.zeros((1, 2)), meta)
+    with pytest.raises(ValueError, match="lies inside the input"):
+        _writer.write_labels_zarr(str(slide / "labels" / "gt" / "x.zarr"), np.zeros((8, 8), np.uint8), meta)
+    assert sorted(p.name for p in slide.iterdir()) == []
+
+    def broken(path, *a, **k):
+        Path(path).mkdir()
+        (Path(path) / "zarr.json").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_writer, "_write_label_levels", broken)
+    with pytest.raises(OSError):
+        _writer.write_labels_zarr(str(tmp_path / "labels.zarr"), np.zeros((8, 8), np.uint8), {"name": "l"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slide.zarr"]  # neither the store nor its sibling
+    monkeypatch.undo()
+    out = _writer.write_labels_zarr(str(tmp_path / "labels.zarr"), np.arange(64, dtype=np.uint8).reshape(8, 8),
+                                    {"name": "l"})
+    assert out == [str(tmp_path / "labels.zarr")]
+    assert np.array_equal(zarr.open_group(out[0], mode="r")["0"][:], np.arange(64).reshape(8, 8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.zarr", "slide.zarr"]
+
+
+def test_widget_shows_a_bad_card_as_one_sentence(make_napari_viewer, world, monkeypatch):
+    from napari_muvit.widgets import predict as predict_module
+    from napari_muvit.widgets.predict import PredictWidget
+
+    shown = []
+    monkeypatch.setattr(predict_module, "notify_error", shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    w = PredictWidget(viewer)
+    w.model.source.setCurrentText("folder")
+    w.model.folder.setText(str(world / "bad-card"))
+    w._on_model_changed()  # no exception escapes the widget
+    assert "'crop_size' is 'big'" in w.model.card.text()
+    assert w.run() is None
+    assert len(shown) == 1 and "'crop_size' is 'big'" in shown[0] and "muvit.yaml" in shown[0]

@@ -276,3 +276,16 @@ def test_pickle_payload_names_the_object(folder):
         load_model(folder)
     msg = one_sentence(err)
     assert "system" in msg and "refused without running it" in msg and "truncated" not in msg
+
+
+def test_saved_model_folder_is_not_private(tmp_path):
+    """The folder is built with mkdtemp (mode 0700) and renamed: it must get the usual umask-based mode."""
+    import os
+    import stat
+
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.model import save_model
+    from napari_muvit.model.checkpoint import _umask
+
+    path = save_model(tiny_segmenter(), tmp_path / "m")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777 & ~_umask()

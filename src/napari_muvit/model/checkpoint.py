@@ -308,6 +308,7 @@ def save_model(model: nn.Module, path, card: ModelCard | None = None, overwrite:
     config = model.config if task == "mae" else encoder.config
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes the folder private; a model folder is as readable as any other
     try:
         with open(tmp / "config.yaml", "w") as f:
             yaml.dump(_plain_config(config), f, Dumper=yaml.Dumper)  # Dumper writes tuples as !!python/tuple
@@ -327,6 +328,17 @@ def save_model(model: nn.Module, path, card: ModelCard | None = None, overwrite:
             shutil.rmtree(tmp, ignore_errors=True)
     model.card = ModelCard.from_dict(fields)
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would briefly change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def model_hash(path) -> str:
