@@ -150,7 +150,8 @@ def test_reads_are_blocks_and_regions_read_only_their_extent():
 
 def test_csv_cells_are_safe_for_spreadsheets(tmp_path):
     assert safe_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
-    assert [safe_cell(v) for v in ("+1", "-x", "@a", "ok", None, -2, 0.5)] == ["'+1", "'-x", "'@a", "ok", "", "-2", "0.5"]
+    assert [safe_cell(v) for v in ("+x", "-x", "@a", "ok", None, -2, 0.5, "-3")] == [
+        "'+x", "'-x", "'@a", "ok", "", "-2", "0.5", "-3"]
     lab = np.array([[1, 2], [2, 3]], np.uint8)
     table = measure_labels(LabelSource(lab, ["=bg()", "tumour", "-stroma"]), background=["=bg()"])
     path = write_csv(table, tmp_path / "m.csv")

@@ -124,32 +124,22 @@ def combine(tables: dict) -> MeasureTable:
 
 # ------------------------------------------------------------------------------------------ reading
 def open_labels(store) -> LabelSource:
-    """The labels pyramid's level 0 of a prediction store, with its placement (the one place that reads it)."""
-    import zarr
+    """The labels pyramid's level 0 of a prediction store, with its placement (read through `OutputStore.open`)."""
+    from .store import OutputStore
 
-    path = Path(store)
-    if not path.exists():
-        raise FileNotFoundError(f"store {str(store)!r} does not exist; give the OUT.zarr written by predict.")
-    try:
-        root = zarr.open_group(str(path), mode="r")
-        meta = dict(root.attrs.get("napari_muvit", {}))
-    except Exception as exc:  # zarr raises several types for "not a group"
-        raise ValueError(f"{str(store)!r} is not a zarr store; give the OUT.zarr written by predict.") from exc
-    if not meta:
-        raise ValueError(f"{str(store)!r} is not a napari-muvit prediction store; give the OUT.zarr written by predict.")
-    if not meta.get("labels") or "labels" not in root or "prediction" not in root["labels"]:
+    out = OutputStore.open(store)
+    levels = out.label_levels(complete=False)  # level 0 is final as soon as its tiles are written
+    if not levels or not out.meta.get("labels"):
         raise ValueError(
-            f"store {str(store)!r} has no class labels (task {meta.get('task')!r}); measurements need a "
+            f"store {str(store)!r} has no class labels (task {out.meta.get('task')!r}); measurements need a "
             "segmentation or classification prediction."
         )
-    labels = root["labels/prediction/0"]
-    # where level-0 pixel (0, 0) starts: "origin" (whole-slide stores), else the predicted region's corner
-    region = meta.get("region") or [0, labels.shape[0], 0, labels.shape[1]]
-    origin = meta.get("origin") or (region[0], region[2])
-    return LabelSource(labels=labels, class_names=list(meta["labels"]), factor=float(meta["image"]["factor"]),
-                       origin_yx=(float(origin[0]), float(origin[1])),
-                       pixel_size=tuple(meta["pixel_size"]) if meta.get("pixel_size") else None,
-                       unit=meta.get("unit"), chunks=tuple(labels.chunks))
+    labels = levels[0]
+    chunks = tuple(int(c[0]) for c in labels.chunks) if hasattr(labels, "chunks") else None
+    ps = out.meta.get("pixel_size")
+    return LabelSource(labels=labels, class_names=list(out.meta["labels"]), factor=out.factor,
+                       origin_yx=out.origin_yx, pixel_size=tuple(ps) if ps else None, unit=out.meta.get("unit"),
+                       chunks=chunks)
 
 
 # ------------------------------------------------------------------------------------------ measure
@@ -398,17 +388,19 @@ def _rows(name, rclass, names, bg, counts, objects, f, um2_per_px2, min_size, re
 
 # ------------------------------------------------------------------------------------------ CSV
 def safe_cell(value) -> str:
-    """A CSV cell a spreadsheet shows as text: a leading ``= + - @`` (a formula) gets a ``'`` prefix."""
+    """A CSV cell: numbers written plainly, None empty, text through `safety.csv_cell` (a leading ``= + - @``
+    that is not a number gets a ``'``, so a spreadsheet shows it as text)."""
+    from .safety import csv_cell
+
     if value is None:
         return ""
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
     if isinstance(value, (int, np.integer)):
-        return str(int(value))  # numbers are never formulas, negative ones included
+        return str(int(value))
     if isinstance(value, (float, np.floating)):
         return f"{float(value):.10g}"
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return csv_cell(str(value))
 
 
 def write_csv(table: MeasureTable, path) -> Path | None:
