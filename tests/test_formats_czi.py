@@ -60,3 +60,18 @@ def test_missing_pylibczirw_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pylibCZIrw", None)
     with pytest.raises(ValueError, match=r'needs pylibczirw; install it with pip install "napari-muvit\[czi\]"'):
         open_pyramid(tmp_path / "x.czi")
+
+
+def test_opening_reads_no_pixels_and_a_crop_reads_its_blocks_only(tmp_path, monkeypatch):
+    a = np.random.default_rng(2).integers(0, 255, (1, 1500, 1500), dtype=np.uint8)
+    path = tmp_path / "big.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as czi:
+        czi.write(a[0, :, :, None], plane={"C": 0, "Z": 0, "T": 0}, location=(0, 0))
+    calls: list = []
+    real = pyczi.CziReader.read
+    monkeypatch.setattr(pyczi.CziReader, "read", lambda self, **kw: calls.append(kw["roi"]) or real(self, **kw))
+    pyr = open_pyramid(path)
+    assert calls == []
+    img, _ = pyr.crops((1200, 1200), (1,), 32)
+    np.testing.assert_array_equal(img[0], a[:, 1185:1217, 1185:1217])
+    assert calls == [(1024, 1024, 476, 476)]  # the one 1024-px block holding the window (clipped to the slide)

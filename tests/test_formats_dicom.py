@@ -159,3 +159,20 @@ def test_napari_reader_opens_a_dicom_folder(tmp_path):
     assert kind == "image" and meta["rgb"] and meta["scale"] == (0.5, 0.5)
     assert [tuple(d.shape) for d in data] == [(128, 192, 3), (64, 96, 3)]
     np.testing.assert_array_equal(np.asarray(data[1][10:20, 30:40]), a[::2, ::2][10:20, 30:40])
+
+
+def test_opening_reads_no_pixels_and_a_crop_reads_its_blocks_only(tmp_path, monkeypatch):
+    import wsidicom
+
+    a = np.random.default_rng(4).integers(0, 255, (1100, 1100, 3), dtype=np.uint8)
+    write_dicom_wsi(tmp_path / "s", [a, a[::2, ::2]], tile=256)
+    calls: list = []
+    real = wsidicom.WsiDicom.read_region
+    monkeypatch.setattr(wsidicom.WsiDicom, "read_region",
+                        lambda self, loc, level, size, **kw: calls.append((loc, level, size))
+                        or real(self, loc, level, size, **kw))
+    pyr = open_pyramid(tmp_path / "s")
+    assert calls == []
+    img, _ = pyr.crops((700, 300), (1,), 32)
+    np.testing.assert_array_equal(img[0], np.moveaxis(a[685:717, 285:317], 2, 0))
+    assert calls == [((0, 512), 0, (512, 512))]  # blocks of 2 x 2 tiles: the one holding the window

@@ -214,3 +214,22 @@ def test_unscanned_tiles_are_glass_for_the_foreground_mask(tmp_path):
     np.testing.assert_array_equal(mask, expected)
     coarse, _ = foreground_mask(pyr, level=4)  # the stored level 4 was scanned whole
     assert coarse[:, :64].all() and not coarse[:, 64:].any()
+
+
+def test_opening_reads_no_pixels_and_a_crop_reads_its_blocks_only(tmp_path, monkeypatch):
+    a = np.random.default_rng(3).integers(0, 255, (2048, 2048, 3), dtype=np.uint8)
+    path = tmp_path / "big.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for f in (1, 4):
+            tw.write(a[::f, ::f], tile=(256, 256), photometric="rgb", metadata=None, subfiletype=0 if f == 1 else 1)
+    calls: list[tuple] = []
+    real = openslide.OpenSlide.read_region
+    monkeypatch.setattr(openslide.OpenSlide, "read_region",
+                        lambda self, loc, level, size: calls.append((loc, level, size)) or real(self, loc, level, size))
+    pyr = open_openslide(path)
+    assert calls == []  # opening reads headers only
+    img, _ = pyr.crops((700, 700), (1,), 64)  # inside one 512-px block of level 0
+    np.testing.assert_array_equal(img[0], np.moveaxis(a[669:733, 669:733], 2, 0))  # centre 700 -> 669..732
+    assert calls == [((512, 512), 0, (512, 512))]
+    pyr.crops((720, 720), (1,), 64)  # same block: served from the chunk cache
+    assert len(calls) == 1
