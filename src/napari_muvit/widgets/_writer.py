@@ -1,8 +1,12 @@
 """npe2 writers: Labels -> OME-Zarr; Shapes/Points -> GeoJSON or CSV, in slide (world) pixels.
 
-Vector coordinates are written in slide pixels (level-1 pixel units, y down, x right):
-``world = (data * scale + translate) / pixel_size`` where ``pixel_size`` is the one the layer was built
-with (``metadata["muvit"]``); layers from elsewhere are written in their napari world units.
+Vector coordinates are written in slide pixels (level-1 pixel units, y down, x right). A layer's napari
+world position ``data * scale + translate`` (physical units when the slide has a pixel size) is turned into
+slide pixels with the slide's frame: ``(world - slide translation) / slide pixel size``. The slide frame is
+that of the napari-muvit slide layer open in the viewer (its pixel size and its translate), so layers
+made with napari's own "new layer" buttons (which copy the slide's scale, not its metadata) are written in
+slide pixels too; without a slide layer, the pixel size the layer was built with (``metadata["muvit"]``)
+is used, and a layer in physical units with neither is refused rather than written as pixels.
 GeoJSON positions are ``[x, y]`` with pixel *edges* on integers (QuPath's frame, the same as the engine's
 ROI export: ``+0.5`` from napari's pixel-centre frame); CSV holds pixel-centre coordinates (the project's
 world frame), with named columns.
@@ -24,17 +28,77 @@ LABEL_CHUNK = 1024
 QUPATH_SHIFT = 0.5  # pixel-centre frame -> pixel-edge frame (QuPath, engine GeoJSON)
 
 
+PIXEL_UNITS = ("", "pixel", "pixels", "px", "none")
+
+
+def _is_physical(units) -> bool:
+    """Whether napari layer ``units`` name a physical unit (micrometre, ...) rather than pixels."""
+    if units is None:
+        return False
+    units = [units] if isinstance(units, str) else list(units)
+    return any(str(u).strip().lower() not in PIXEL_UNITS for u in units[-2:])
+
+
+def _viewer_slide_frames() -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """``(pixel size (y, x), translation (y, x))`` of every napari-muvit slide image layer in the current viewer."""
+    try:
+        import napari
+        from napari.layers import Image
+
+        viewer = napari.current_viewer()
+    except Exception:  # no Qt / no viewer: headless writes
+        return []
+    frames = []
+    for layer in list(getattr(viewer, "layers", []) or []):
+        info = (getattr(layer, "metadata", {}) or {}).get(META_KEY) or {}
+        if info.get("kind") != "image" or not isinstance(layer, Image):
+            continue
+        ps = np.ones(2) if info.get("pixel_size") is None else np.asarray(info["pixel_size"], float)[-2:]
+        f0 = np.asarray(np.broadcast_to(np.asarray(info.get("level", 1), float), (2,)))
+        # the reader's image translate = slide translation + (f0 - 1) / 2 * pixel size
+        t = np.asarray(layer.translate, float)[-2:] - (f0 - 1) / 2 * ps
+        frame = (tuple(float(v) for v in ps), tuple(float(v) for v in t))
+        if frame not in frames:
+            frames.append(frame)
+    return frames
+
+
+def _slide_frame(meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(pixel size, translation)`` (y, x) that turn this layer's napari world coordinates into slide pixels."""
+    built = ((meta.get("metadata") or {}).get(META_KEY) or {}).get("pixel_size")
+    built = None if built is None else tuple(float(v) for v in np.asarray(built, float)[-2:])
+    frames = _viewer_slide_frames()
+    if built is not None and len(frames) > 1:
+        frames = [f for f in frames if np.allclose(f[0], built)] or frames
+    if len(frames) == 1:
+        return np.asarray(frames[0][0]), np.asarray(frames[0][1])
+    name = meta.get("name") or "layer"
+    if len(frames) > 1:
+        raise ValueError(
+            f"the viewer holds {len(frames)} slides with different pixel sizes or positions, so the slide pixels of "
+            f"{name!r} are ambiguous; close the other slides and save again."
+        )
+    if built is not None:
+        return np.asarray(built), np.zeros(2)
+    scale = np.asarray(meta.get("scale", (1.0, 1.0)), float)[-2:]
+    if _is_physical(meta.get("units")):
+        raise ValueError(
+            f"layer {name!r} is in {'/'.join(str(u) for u in np.atleast_1d(meta.get('units'))[-2:])} (scale "
+            f"{tuple(float(v) for v in scale)}) and no napari-muvit slide is open to give the slide's pixel size; "
+            "open the slide with napari-muvit and save again."
+        )
+    return np.ones(2), np.zeros(2)
+
+
 def _world_px(data: np.ndarray, meta: dict) -> np.ndarray:
-    """Layer data ``(N, D)`` -> world pixels ``(N, 2)`` of the last two (y, x) axes."""
+    """Layer data ``(N, D)`` -> slide (world) pixels ``(N, 2)`` of the last two (y, x) axes."""
     data = np.asarray(data, dtype=float)
     ndim = data.shape[-1]
     scale = np.asarray(meta.get("scale", np.ones(ndim)), dtype=float)[-ndim:]
     translate = np.asarray(meta.get("translate", np.zeros(ndim)), dtype=float)[-ndim:]
-    world = data * scale + translate
-    ps = ((meta.get("metadata") or {}).get(META_KEY) or {}).get("pixel_size")
-    if ps is not None:
-        world = world / np.asarray(ps, dtype=float)[-ndim:]
-    return world[..., -2:]
+    world = (data * scale + translate)[..., -2:]
+    ps, t = _slide_frame(meta)
+    return (world - t) / ps
 
 
 def _feature_rows(meta: dict, n: int) -> list[dict]:
@@ -135,15 +199,22 @@ def write_csv(path: str, data, meta: dict) -> list[str]:
 # --------------------------------------------------------------------------------------- OME-Zarr
 def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     """Labels -> an OME-Zarr v0.5 image-label store (level 0 + 2x nearest-neighbour levels), written
-    chunk by chunk (never the whole slide in memory). Refuses to overwrite an existing path."""
+    chunk by chunk (never the whole slide in memory). Refuses to overwrite an existing path.
+
+    A multiscale layer (e.g. a reopened prediction) is written from its finest level. The store is valid
+    for ome-zarr-models and the NGFF 0.5 schemas: arrays carry ``dimension_names``, axes carry the layer's
+    unit, datasets the layer's scale and translate (``data.geometry.ome_transforms``), and
+    ``image-label.colors`` / ``properties`` the layer's colours and class names for every label value in it.
+    """
     import dask.array as da
 
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{str(path)!r} already exists; choose a new name for the labels store.")
     _check_target(path, meta)
-    base = data[0] if isinstance(data, (list, tuple)) else data
-    base = da.asarray(base)
+    if isinstance(data, (list, tuple)) or meta.get("multiscale") or type(data).__name__ == "MultiScaleData":
+        data = data[0]  # the finest level; coarser ones are rebuilt below
+    base = data if isinstance(data, da.Array) else da.from_array(data, chunks=_chunks(data))
     ndim = base.ndim
     scale = np.asarray(meta.get("scale", np.ones(ndim)), dtype=float)
     translate = np.asarray(meta.get("translate", np.zeros(ndim)), dtype=float)
@@ -155,26 +226,95 @@ def write_labels_zarr(path: str, data, meta: dict) -> list[str]:
     return [str(path)]
 
 
+def _chunks(data):
+    chunks = getattr(data, "chunks", None)
+    if isinstance(chunks, tuple) and all(isinstance(c, (int, np.integer)) for c in chunks):
+        return tuple(int(c) for c in chunks)
+    return "auto"
+
+
+def _axis_unit(meta: dict) -> str | None:
+    """The OME unit of the layer's spatial axes (napari ``units``), None for pixels."""
+    units = meta.get("units")
+    if not _is_physical(units):
+        return None
+    unit = str(list([units] if isinstance(units, str) else units)[-1])
+    return {"um": "micrometer", "µm": "micrometer", "nm": "nanometer", "mm": "millimeter"}.get(unit, unit)
+
+
+def _rgba255(color) -> list[int]:
+    rgba = np.asarray(color, dtype=float).reshape(-1)
+    if rgba.size == 3:
+        rgba = np.append(rgba, 1.0)
+    return [int(round(v)) for v in np.clip(rgba[:4] * 255.0, 0, 255)]
+
+
+def _label_colors(meta: dict, values) -> list[dict]:
+    """``image-label.colors`` for ``values`` (label values > 0) from the layer's colormap, when it has one."""
+    cmap = meta.get("colormap")
+    out = []
+    if cmap is None:
+        return out
+    color_dict = getattr(cmap, "color_dict", None)
+    for v in values:
+        try:
+            if color_dict is not None and int(v) in color_dict:
+                rgba = color_dict[int(v)]
+            elif isinstance(cmap, dict):
+                rgba = cmap.get(int(v))
+                if rgba is None:
+                    continue
+                from napari.utils.colormaps.standardize_color import transform_color
+
+                rgba = transform_color(rgba)[0]
+            else:
+                rgba = np.asarray(cmap.map(np.asarray([v])))[0]
+        except Exception:  # an exotic colormap: readers then pick their own colours
+            continue
+        out.append({"label-value": int(v), "rgba": _rgba255(rgba)})
+    return out
+
+
 def _write_label_levels(path: Path, levels: list, scale: np.ndarray, translate: np.ndarray, meta: dict) -> None:
+    import dask
     import dask.array as da
     import zarr
 
+    from napari_muvit.data.geometry import ome_transforms
+
     ndim = levels[0].ndim
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    axes = [{"name": n, "type": "space"} for n in "zyx"[-ndim:]]
-    datasets = []
+    unit = _axis_unit(meta)
+    names = "zyx"[-ndim:] if ndim <= 3 else None
+    if names is None:
+        raise ValueError(f"labels with {ndim} dimensions cannot be saved; save a 2-D (Y, X) or 3-D (Z, Y, X) layer.")
+    axes = [{"name": n, "type": "space"} | ({"unit": unit} if unit else {}) for n in names]
+    datasets, writes, values = [], [], None
     for i, arr in enumerate(levels):
         f = np.ones(ndim)
         f[-2:] = 2**i
         chunks = tuple(min(LABEL_CHUNK, n) for n in arr.shape)
-        target = root.create_array(str(i), shape=arr.shape, dtype=arr.dtype, chunks=chunks, fill_value=0)
-        da.store(arr.rechunk(chunks), target, lock=False)
-        datasets.append({"path": str(i), "coordinateTransformations": [
-            {"type": "scale", "scale": (scale * f).tolist()},
-            {"type": "translation", "translation": (translate + (f - 1) / 2 * scale).tolist()},
-        ]})
+        target = root.create_array(str(i), shape=arr.shape, dtype=arr.dtype, chunks=chunks, fill_value=0,
+                                   dimension_names=list(names))
+        arr = arr.rechunk(chunks)
+        writes.append(da.store(arr, target, lock=False, compute=False))
+        if i == 0:
+            values = da.unique(arr)  # computed with the level-0 write: one pass over the data
+        datasets.append({"path": str(i), "coordinateTransformations": ome_transforms(
+            f, scale, origin_world_yx=np.zeros(ndim), translation=translate)})
+    _, values = dask.compute(writes, values)
+    values = [int(v) for v in np.asarray(values).tolist() if int(v) > 0]
+    label = {"version": "0.5"}
+    colors = _label_colors(meta, values)
+    if colors:
+        label["colors"] = colors
+    class_names = ((meta.get("metadata") or {}).get(META_KEY) or {}).get("class_names")
+    if class_names:
+        # the plugin's labels are argmax + 1: value k + 1 is class k
+        label["properties"] = [{"label-value": v, "class": str(class_names[v - 1])} for v in values
+                               if 0 < v <= len(class_names)]
     root.attrs["ome"] = {
         "version": "0.5",
         "multiscales": [{"name": meta.get("name") or "labels", "axes": axes, "datasets": datasets}],
-        "image-label": {"version": "0.5"},
+        "image-label": label,
     }
