@@ -6,6 +6,7 @@ is cancelled after a few tiles to time how long the cancel takes to end the job.
 
 Run under a display, e.g.:
     xvfb-run -a python benchmarks/heartbeat.py --model demo --size 2048 --region whole
+    xvfb-run -a python benchmarks/heartbeat.py --teach --size 1024 --cancel-after 3   # the teach dock
 Prints one JSON object.
 """
 
@@ -28,6 +29,8 @@ def _args():
     p.add_argument("--device", default="cpu")
     p.add_argument("--cancel-after", type=int, default=8, help="tiles done before the cancel request")
     p.add_argument("--no-live", action="store_true", help="untick 'show results while running'")
+    p.add_argument("--teach", action="store_true",
+                   help="the teach dock instead: pre-train on the slide, cancel after --cancel-after steps")
     p.add_argument("--engine-only", action="store_true",
                    help="no viewer: the engine in a worker thread vs the worker process, heartbeat only")
     return p.parse_args()
@@ -74,6 +77,53 @@ def engine_only(args, model: str, slide: str) -> dict:
     return out
 
 
+def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
+    """Heartbeat while the teach dock opens and pre-trains (tiny settings), and how fast Cancel ends it."""
+    import numpy as np
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_muvit.widgets.teach import TeachWidget
+
+    app = QApplication.instance()
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    for _ in range(20):
+        app.processEvents()
+    t_open = time.perf_counter()
+    widget = TeachWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="teach")
+    open_s = time.perf_counter() - t_open
+    tab = widget.pretrain
+    tab.levels.value, tab.size.value, tab.batch.value, tab.steps.value = "1,4", 32, 2, 100_000
+    tab.out.value = os.path.join(work, "mae")
+    ticks.clear()
+    job = tab.start()
+    t_cancel = None
+    while job.running:
+        app.processEvents()
+        time.sleep(0.001)
+        if t_cancel is None and job.done >= cancel_after:
+            t_cancel = time.perf_counter()
+            tab.cancel_btn.native.click()
+    t_end = time.perf_counter()
+    timer.stop()
+    for _ in range(50):  # deliver the job's last signals (the tab's final status line)
+        app.processEvents()
+    gaps = np.diff(np.asarray(ticks)) * 1000 if len(ticks) > 1 else np.array([0.0])
+    return {
+        "open_dock_s": round(open_s, 3), "pretrain_steps": job.done, "heartbeat_ticks": len(ticks),
+        "pretrain_max_gap_ms": round(float(gaps.max()), 1),
+        "pretrain_p99_gap_ms": round(float(np.percentile(gaps, 99)), 1), "gaps_over_100ms": int((gaps > 100).sum()),
+        "cancel_latency_s": None if t_cancel is None else round(job.stopped_at - job.cancel_at, 3),
+        "cancel_to_done_s": None if t_cancel is None else round(t_end - t_cancel, 3),
+        "status": str(tab.status.value), "error": job.error,
+    }
+
+
 def main() -> dict:
     args = _args()
     work = tempfile.mkdtemp(prefix="muvit-heartbeat-")
@@ -108,6 +158,12 @@ def main() -> dict:
     viewer = napari.Viewer(show=True)
     for data, kwargs, kind in read_slide(str(sample_slide_path(size=args.size))):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
+    if args.teach:
+        out = {"benchmark": "heartbeat-teach", "slide_px": args.size, "cpu_count": os.cpu_count(),
+               "load_avg_1min": round(os.getloadavg()[0], 2)}
+        out.update(teach_pretrain(viewer, work, args.cancel_after))
+        viewer.close()
+        return out
     w = PredictWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.model.source.setCurrentText("demo" if model == "demo" else "folder")
@@ -167,7 +223,7 @@ def main() -> dict:
             # cancel request -> engine stopped (the store is final); then outputs are read and shown
             "cancel_latency_s": None if t_cancel is None else round(job.stopped_at - job.cancel_at, 3),
             "cancel_to_layers_s": None if t_cancel is None else round(t_end - t_cancel, 3),
-            "error": job.error,
+            "final_status": w.status.text(), "error": job.error,
         }
 
     full = run_once()
