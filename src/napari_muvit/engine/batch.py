@@ -177,11 +177,11 @@ def run_batch(slides, recipe: Recipe, out_dir, *, overwrite: bool = False, on_sl
 def _store_complete(store: Path) -> bool:
     if not (store / "zarr.json").is_file():
         return False
-    import zarr
+    from .store import OutputStore
 
     try:
-        return bool(zarr.open_group(str(store), mode="r").attrs.get("napari_muvit", {}).get("complete"))
-    except Exception:  # an unreadable store is not complete; predict reports why when it resumes it
+        return OutputStore.open(store).complete
+    except (ValueError, FileNotFoundError, OSError):  # unreadable: not complete; predict says why on resume
         return False
 
 
