@@ -106,7 +106,12 @@ def test_read_ome_transforms_composes_dataset_then_global():
 
 
 def test_pixel_edges_and_frames():
-    from napari_muvit.data.geometry import centre_to_edge_frame, edge_to_centre_frame, pixel_centre, pixel_edges
+    from napari_muvit.data.geometry import (
+        centre_to_edge_frame,
+        edge_to_centre_frame,
+        pixel_centre,
+        pixel_edges,
+    )
 
     lo, hi = pixel_edges(3, 4, origin=100)
     assert (lo, hi) == (112.0, 116.0)
