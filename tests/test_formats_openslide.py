@@ -114,7 +114,7 @@ def test_philips_tiff(tmp_path):
                      subfiletype=0 if k == 0 else 1)
     assert openslide.OpenSlide.detect_format(str(path)) == "philips"
     pyr = open_pyramid(path)  # a .tiff OpenSlide recognises as a vendor format goes through OpenSlide
-    assert pyr.metadata["format"] == "philips"
+    assert pyr.metadata["format"] == "Philips TIFF"
     assert pyr.rgb and pyr.pixel_size == (0.25, 0.25)
     assert pyr.factors == [(1, 1), (2, 2), (4, 4)]
     # level 0 keeps its tile padding (as OpenSlide reports it); coarser levels are clipped to level 0 / f
@@ -149,7 +149,7 @@ def test_ndpi(tmp_path):
     with tifffile.TiffFile(tmp_path / "plain.tif") as tif:
         held = {f: p.asarray() for f, p in zip((1, 2, 4), tif.pages)}
     pyr = open_pyramid(path)
-    assert pyr.metadata["format"] == "hamamatsu" and pyr.rgb
+    assert pyr.metadata["format"] == "Hamamatsu" and pyr.rgb
     assert pyr.pixel_size == pytest.approx((0.23, 0.23))
     # OpenSlide adds JPEG-scaled levels below the stored ones (8, 16, 32 here)
     assert pyr.factors[:3] == [(1, 1), (2, 2), (4, 4)] and pyr.factors[3] == (8, 8)
@@ -233,3 +233,16 @@ def test_opening_reads_no_pixels_and_a_crop_reads_its_blocks_only(tmp_path, monk
     assert calls == [((512, 512), 0, (512, 512))]
     pyr.crops((720, 720), (1,), 64)  # same block: served from the chunk cache
     assert len(calls) == 1
+
+
+def test_slide_list_names_the_vendor_of_a_tiff(tmp_path):
+    from napari_muvit.engine.slide_list import list_slides
+
+    a = np.random.default_rng(5).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "scan.tiff") as tw:
+        tw.write(_tiles(a, 128), shape=a.shape, dtype=np.uint8, tile=(128, 128), photometric="rgb", metadata=None,
+                 software="Philips DP v1.0", description=_philips_xml((1,), 0.00025))
+    tifffile.imwrite(tmp_path / "plain.tif", a, tile=(128, 128), photometric="rgb", metadata=None)
+    _ndpi(tmp_path / "x.ndpi", a, (1, 2), 0.23)
+    assert {s.name: s.format for s in list_slides(tmp_path)} == {
+        "plain.tif": "TIFF", "scan.tiff": "Philips TIFF", "x.ndpi": "Hamamatsu NDPI"}

@@ -29,6 +29,10 @@ INSTALL_HINT = 'pip install "napari-muvit[openslide]"'
 OPENSLIDE_SUFFIXES = (".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide")
 OPENSLIDE_ONLY_SUFFIXES = (".mrxs", ".bif", ".vms", ".vmu", ".svslide")
 MIN_CHUNK = 512  # px: read windows in blocks of at least this side (several tiles) to keep calls few
+# OpenSlide's vendor names as a slide list shows them
+VENDOR_NAMES = {"aperio": "Aperio", "dicom": "DICOM WSI", "generic-tiff": "TIFF", "hamamatsu": "Hamamatsu",
+                "leica": "Leica SCN", "mirax": "MIRAX", "philips": "Philips TIFF", "sakura": "Sakura SVSlide",
+                "trestle": "Trestle", "ventana": "Ventana BIF", "synthetic": "OpenSlide synthetic"}
 
 
 def have_openslide() -> bool:
@@ -184,6 +188,7 @@ def open_openslide(path, name: str = "image") -> Pyramid:
             levels.append(Level(None, "yxc", (f, f), source=0))
     pixel = _pixel_size(slide.properties)
     pyr = Pyramid(levels, name=name, pixel_size=pixel, unit="micrometer" if pixel else None, rgb=True)
-    pyr.metadata["format"] = slide.properties.get("openslide.vendor") or "openslide"
+    vendor = slide.properties.get("openslide.vendor") or ""
+    pyr.metadata["format"] = VENDOR_NAMES.get(vendor, vendor or "OpenSlide")
     pyr._file = slide  # keeps the slide open as long as the pyramid lives
     return pyr

@@ -85,6 +85,9 @@ def describe_slide(path, out_dir) -> SlideInfo:
     info.shape = tuple(int(n) for n in pyr.shape[-2:])
     info.pixel_size = tuple(float(p) for p in pyr.pixel_size[-2:]) if pyr.pixel_size else None
     info.unit, info.n_channels, info.rgb = pyr.unit, pyr.n_channels, pyr.rgb
+    fmt = pyr.metadata.get("format") if isinstance(pyr.metadata, dict) else None
+    if isinstance(fmt, str) and fmt and info.format in ("TIFF", "BigTIFF"):  # e.g. a Philips .tiff
+        info.format = fmt
     return info
 
 
