@@ -58,6 +58,8 @@ def assert_refused(rc, err, words):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A folder with a slide (OME-Zarr), a model, a finished store and assorted user files."""
+    import shutil
+
     from napari_muvit.data.synthetic import write_synthetic_slide
     from napari_muvit.model import save_model
 
@@ -77,6 +79,7 @@ def world(tmp_path_factory):
     (root / "old.csv").write_text("rank,score\n1,0.5\n")
     np.save(root / "pickled.npy", np.array([{"a": 1}] * 4, dtype=object).reshape(2, 2), allow_pickle=True)
     np.save(root / "labels.npy", np.zeros((8, 8), np.uint8))
+    shutil.copytree(root / "data" / "slide.zarr", root / "other-slide.zarr")
     (root / "elsewhere.zarr").mkdir()
     (root / "elsewhere.zarr" / "zarr.json").write_text("{}")
     (root / "other-link.zarr").symlink_to(root / "elsewhere.zarr")
@@ -141,6 +144,8 @@ CASES = {
     "unreachable scheduler": Case(_predict("--scheduler", "tcp://127.0.0.1:1"),
                                   ["cannot reach the dask scheduler", "127.0.0.1:1"]),
     "scheduler without a port": Case(_predict("--scheduler", "tcp://head-node"), ["needs a host and a port"]),
+    "overwrite another slide": Case(_predict("--overwrite", out="{root}/other-slide.zarr"),
+                                    ["zarr store that napari-muvit did not write", "choose another name"]),
     "overwrite through a link": Case(_predict("--overwrite", out="{root}/other-link.zarr"), ["symbolic link"]),
     # model folders refused before anything is built or written
     "absurd model, predict": Case(_predict(out="{root}/new.zarr")[:3] + ["{root}/huge"] + _predict()[4:],

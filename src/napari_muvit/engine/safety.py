@@ -122,6 +122,28 @@ def check_store_target(path, resume: bool, overwrite: bool) -> bool:
     looks_like_zarr = any((path / n).is_file() for n in ("zarr.json", ".zgroup", ".zattrs", ".zarray"))
     if not looks_like_zarr and any(path.iterdir()):
         raise ValueError(f"output {str(path)!r} is a non-empty folder that is not a zarr store; refusing to delete it.")
+    if looks_like_zarr and not is_muvit_store(path):
+        raise ValueError(f"output {str(path)!r} is a zarr store that napari-muvit did not write (a slide or another "
+                         "tool's data); --overwrite only replaces napari-muvit outputs, so choose another name.")
+    return False
+
+
+def is_muvit_store(path) -> bool:
+    """Whether folder ``path`` is an output napari-muvit wrote: its run folder ``.muvit/`` or its
+    ``napari_muvit`` metadata (zarr v3 ``zarr.json`` attributes or zarr v2 ``.zattrs``)."""
+    import json
+
+    path = Path(path)
+    if (path / ".muvit").is_dir():
+        return True
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        try:
+            meta = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = meta.get(key, {}) if key else meta
+        if isinstance(attrs, dict) and "napari_muvit" in attrs:
+            return True
     return False
 
 
