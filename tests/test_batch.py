@@ -56,8 +56,14 @@ def test_slide_lists_stems_and_output_checks(tmp_path):
     assert [str(s.relative_to(tmp_path)) for _, s in pairs] == ["out/a.zarr", "out/b.zarr", "out/c.zarr"]
     with pytest.raises(ValueError, match="would both write a.zarr"):
         plan_outputs([folder / "a.ome.tiff", tmp_path / "a.svs"], tmp_path / "out")
-    with pytest.raises(ValueError, match="replace or sit inside the slide"):
+    with pytest.raises(ValueError, match="output store .*c.zarr' is the input .*which would destroy it"):
         plan_outputs([folder / "c.zarr"], folder)
+    with pytest.raises(ValueError, match="lies inside the input"):
+        plan_outputs([folder / "c.zarr", folder / "b.svs"], folder / "c.zarr" / "preds")
+    model = tmp_path / "out" / "a.zarr"  # a model folder where a store would go
+    with pytest.raises(ValueError, match="is the input"):
+        run_batch([folder / "a.ome.tiff"], Recipe(model=str(model)), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="holds no slide"):
         expand_slides([folder / "sub"])
     with pytest.raises(ValueError, match="no slides were given"):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .measure import measure_store, safe_cell
 from .recipe import Recipe
+from .safety import check_output_path
 
 SLIDE_SUFFIXES = (".zarr", ".tif", ".tiff", ".svs", ".ndpi", ".scn", ".mrxs", ".bif", ".vsi", ".czi", ".nd2",
                   ".lif", ".dcm", ".qptiff", ".btf")
@@ -104,7 +105,8 @@ def expand_slides(items) -> list[Path]:
 
 
 def plan_outputs(slides, out_dir) -> list[tuple[Path, Path]]:
-    """``(slide, out_dir/<stem>.zarr)`` pairs; refuses two slides with one stem and a store that is a slide."""
+    """``(slide, out_dir/<stem>.zarr)`` pairs; refuses two slides with one stem and a store that is, holds or
+    lies inside a slide (`safety.check_output_path`)."""
     out_dir = Path(out_dir)
     seen: dict[str, Path] = {}
     pairs = []
@@ -114,12 +116,10 @@ def plan_outputs(slides, out_dir) -> list[tuple[Path, Path]]:
             raise ValueError(f"slides {str(seen[stem])!r} and {str(slide)!r} would both write {stem}.zarr; "
                              "rename one or run them into different --out-dir folders.")
         seen[stem] = slide
-        store = out_dir / f"{stem}.zarr"
-        s, o = Path(os.path.abspath(slide)), Path(os.path.abspath(store))
-        if s == o or s in o.parents:
-            raise ValueError(f"the output {str(store)!r} would replace or sit inside the slide {str(slide)!r}; "
-                             "choose another --out-dir.")
-        pairs.append((slide, store))
+        pairs.append((slide, out_dir / f"{stem}.zarr"))
+    slides = [str(s) for s, _ in pairs]
+    for _, store in pairs:  # no store may be, hold or sit inside any slide of the batch
+        check_output_path(store, slides, what="output store")
     return pairs
 
 
@@ -136,6 +136,10 @@ def run_batch(slides, recipe: Recipe, out_dir, *, overwrite: bool = False, on_sl
 
     out_dir = Path(out_dir)
     pairs = plan_outputs(expand_slides(slides), out_dir)
+    inputs = [str(s) for s, _ in pairs] + [recipe.model, recipe.mask]
+    for _, store in pairs:  # every check before the first slide runs: a refused batch writes nothing
+        check_output_path(store, inputs, what="output store")
+    check_output_path(out_dir / SUMMARY, inputs, what="summary table")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = out_dir / SUMMARY
     earlier = {} if overwrite else _read_summary(summary)
