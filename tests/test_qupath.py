@@ -190,6 +190,12 @@ def test_measure_command_with_qupath_regions(tmp_path, capsys, torch_one_thread)
     assert m["class 0: % of tissue"] == pytest.approx(100 * 300 / 1500)  # no background class: all is tissue
 
     capsys.readouterr()
+    assert main(["measure", str(store), "--out", str(table)]) == 2  # an existing table is kept
+    assert "already exists" in capsys.readouterr().err
+    assert main(["measure", str(store), "--out", str(store / "m.csv"), "--overwrite"]) == 2
+    assert "lies inside the input" in capsys.readouterr().err and not (store / "m.csv").exists()
+    assert main(["measure", str(store), "--out", str(table), "--overwrite", "--quiet"]) == 0
+    capsys.readouterr()
     assert main(["measure", str(store), "--background", "class 1", "--connectivity", "4", "--quiet"]) == 0
     printed = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     by_class = {r["class"]: r for r in printed}

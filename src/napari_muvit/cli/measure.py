@@ -41,6 +41,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", metavar="table.csv", help="write the table as CSV (default: print it)")
     p.add_argument("--geojson", metavar="FILE.geojson",
                    help="write the --regions annotations back with the measurements attached (QuPath import)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out / --geojson files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -79,6 +80,13 @@ def run(args) -> int:
         raise ValueError(f"GeoJSON file {args.geojson!r} must end in .geojson or .json.")
     if args.regions_dir and not Path(args.regions_dir).is_dir():
         raise FileNotFoundError(f"regions folder {args.regions_dir!r} does not exist.")
+    from napari_muvit.engine.safety import check_new_file, check_output_path
+
+    inputs = [str(s) for s in stores] + [args.regions, args.regions_dir]
+    for target, what in ((args.out, "table file"), (args.geojson, "GeoJSON file")):
+        if target:  # checked before measuring: a refused output costs no reading
+            check_output_path(target, inputs, what=what)
+            check_new_file(target, args.overwrite, what=what)
     tables, n_regions = {}, 0
     for store in stores:
         name = store.name[: -len(".zarr")] if store.name.endswith(".zarr") else store.name
