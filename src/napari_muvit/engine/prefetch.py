@@ -11,7 +11,8 @@ _END = object()
 
 
 class Prefetcher:
-    """Iterate ``(batch, read(batch))`` over ``batches`` in order, reading up to ``depth`` batches ahead.
+    """Iterate ``(batch, read(batch))`` over ``batches`` (any iterable, consumed lazily) in order, reading up
+    to ``depth`` batches ahead.
 
     ``workers`` threads read concurrently (1 on a CPU run, where the model needs the cores; more when a GPU
     runs the model and the CPU only feeds it). An exception raised by ``read`` is re-raised in the
@@ -20,7 +21,7 @@ class Prefetcher:
 
     def __init__(self, read, batches, depth: int = 2, workers: int = 1):
         self._read = read
-        self._batches = list(batches)
+        self._batches = batches  # any iterable, consumed lazily (a whole slide's batches are never listed)
         self._workers = max(1, int(workers))
         self._depth = max(1, depth, self._workers + 1)
         self._queue: queue.Queue = queue.Queue(maxsize=self._depth)

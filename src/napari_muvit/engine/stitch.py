@@ -28,6 +28,7 @@ import numpy as np
 
 PROB_DTYPES = ("uint8", "float16", "float32", "none")
 DEFAULT_CHUNK = (128, 8192)  # output px per level-0 chunk (1 Mpx per file); short bands keep memory low
+BLOCK = 2048  # world px: band sums live in column blocks, so memory follows the columns tiles touched
 
 
 def check_output_level(level) -> int:
@@ -107,7 +108,7 @@ class BandStitcher:
     def __init__(self, grid, layout: OutputLayout, n_classes: int, written=()):
         self.grid, self.layout, self.k = grid, layout, int(n_classes)
         self.written = set(written)
-        self.open: dict = {}
+        self.open: dict = {}  # band -> {column block: (acc (K, rows, BLOCK), wsum (rows, BLOCK))}
         self.win = grid.window
 
     def bands_of_row(self, i: int) -> range:
@@ -131,34 +132,67 @@ class BandStitcher:
             ya, yb = max(oy, ra), min(oy + g.tile, rb, h)
             if ya >= yb or xa >= xb:
                 continue
-            if b not in self.open:
-                self.open[b] = (np.zeros((self.k, rb - ra, w), np.float32), np.zeros((rb - ra, w), np.float32))
-            acc, wsum = self.open[b]
-            win = self.win[ya - oy : yb - oy, xa - ox : xb - ox]
-            acc[:, ya - ra : yb - ra, xa:xb] += pred[:, ya - oy : yb - oy, xa - ox : xb - ox] * win
-            wsum[ya - ra : yb - ra, xa:xb] += win
+            blocks = self.open.setdefault(b, {})
+            for bi in range(xa // BLOCK, (xb - 1) // BLOCK + 1):
+                if bi not in blocks:
+                    blocks[bi] = (np.zeros((self.k, rb - ra, BLOCK), np.float32), np.zeros((rb - ra, BLOCK), np.float32))
+                acc, wsum = blocks[bi]
+                ca, cb = max(xa, bi * BLOCK), min(xb, (bi + 1) * BLOCK)
+                win = self.win[ya - oy : yb - oy, ca - ox : cb - ox]
+                acc[:, ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += (
+                    pred[:, ya - oy : yb - oy, ca - ox : cb - ox] * win)
+                wsum[ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += win
 
     def pop(self, b: int):
-        """``(acc, wsum)`` of band ``b`` (None when no tile touched it), forgetting it."""
+        """`assemble` band ``b`` (None when no tile touched it) and forget it."""
         self.written.add(b)
-        return self.open.pop(b, None)
+        blocks = self.open.pop(b, None)
+        return self.assemble(blocks) if blocks else None
+
+    def assemble(self, blocks: dict) -> list:
+        """Column blocks -> ``[acc (K, rows, hi - lo), wsum (rows, hi - lo), lo, hi]``: region columns
+        ``[lo, hi)`` from the first to the last touched block (untouched blocks between them are 0)."""
+        w = self.grid.shape[1]
+        first, last = min(blocks), max(blocks)
+        lo, hi = first * BLOCK, min(w, (last + 1) * BLOCK)
+        k, rows = next(iter(blocks.values()))[0].shape[:2]
+        acc = np.zeros((k, rows, hi - lo), np.float32)
+        wsum = np.zeros((rows, hi - lo), np.float32)
+        for bi, (a, s) in blocks.items():
+            c0, c1 = bi * BLOCK - lo, min(hi, (bi + 1) * BLOCK) - lo
+            acc[:, :, c0:c1], wsum[:, c0:c1] = a[:, :, : c1 - c0], s[:, : c1 - c0]
+        return [acc, wsum, lo, hi]
+
+    def restore(self, b: int, band) -> None:
+        """Put an assembled band (`assemble`, e.g. saved by a cancelled run) back as column blocks."""
+        acc, wsum, lo, hi = band
+        blocks = self.open.setdefault(b, {})
+        for bi in range(lo // BLOCK, (hi - 1) // BLOCK + 1):
+            a = np.zeros((acc.shape[0], acc.shape[1], BLOCK), np.float32)
+            s = np.zeros((acc.shape[1], BLOCK), np.float32)
+            c0, c1 = bi * BLOCK - lo, min(hi, (bi + 1) * BLOCK) - lo
+            a[:, :, : c1 - c0], s[:, : c1 - c0] = acc[:, :, c0:c1], wsum[:, c0:c1]
+            blocks[bi] = (a, s)
 
 
-def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code) -> np.ndarray | None:
-    """``(rows, W)`` bool: whether each region pixel of band ``b`` lies in a predicted tile's owned square
-    (None when every owner is predicted)."""
+def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code, lo=0, hi=None) -> np.ndarray | None:
+    """``(rows, hi - lo)`` bool: whether each pixel of band ``b`` (region columns ``[lo, hi)``) lies in a
+    predicted tile's owned square (None when every owner is predicted)."""
     ra, rb = layout.band_rows(b)
     s = grid.stride
-    rows = state[ra // s : (rb - 1) // s + 1] != background_code
+    hi = grid.shape[1] if hi is None else hi
+    rows = state[ra // s : (rb - 1) // s + 1, lo // s : (hi - 1) // s + 1] != background_code
     if rows.all():
         return None
-    cols = np.arange(grid.shape[1]) // s
+    cols = np.arange(lo, hi) // s - lo // s
     return rows[(np.arange(ra, rb) // s) - ra // s][:, cols]
 
 
-def band_output(layout: OutputLayout, b: int, acc, wsum, owner=None):
-    """Blended band -> ``(r0, c0, values (C, h, w), labels (h, w))`` in level-0 output px (see module)."""
-    y0, _, x0, x1 = layout.region
+def band_output(layout: OutputLayout, b: int, acc, wsum, owner=None, lo: int = 0):
+    """Blended band (region columns ``[lo, lo + acc.shape[-1])``) -> ``(r0, c0, values (C, h, w), labels (h, w))``
+    in level-0 output px (see module)."""
+    y0, _, x0, _ = layout.region
+    x0, x1 = x0 + lo, x0 + lo + acc.shape[-1]
     ra, rb = layout.band_rows(b)
     n = layout.level
     pred = wsum > 0
@@ -221,11 +255,11 @@ def write_band(store, layout: OutputLayout, b: int, r0: int, c0: int, values, la
     return n
 
 
-def finish_band(store, grid, layout: OutputLayout, b: int, acc_wsum, state, background_code) -> None:
-    """Convert and write a completed band (nothing to write when no tile touched it)."""
-    if acc_wsum is None:
+def finish_band(store, grid, layout: OutputLayout, b: int, band, state, background_code) -> None:
+    """Convert and write a band's touched columns (nothing to write when no tile touched it)."""
+    if band is None:
         return
-    acc, wsum = acc_wsum
-    owner = owner_foreground(grid, layout, b, state, background_code)
-    r0, c0, values, labels = band_output(layout, b, acc, wsum, owner)
+    acc, wsum, lo, hi = band
+    owner = owner_foreground(grid, layout, b, state, background_code, lo, hi)
+    r0, c0, values, labels = band_output(layout, b, acc, wsum, owner, lo)
     write_band(store, layout, b, r0, c0, values, labels)

@@ -316,18 +316,21 @@ class OutputStore:
                      open_bands=np.asarray(list(open_bands or []), np.int64))
         os.replace(tmp, target)
 
-    def save_band(self, b: int, acc: np.ndarray, wsum: np.ndarray) -> None:
-        """Keep a partial band's sums (a cancelled run) so a resumed run continues it exactly (atomic)."""
+    def save_band(self, b: int, band) -> None:
+        """Keep a partial band's sums ``[acc (K, rows, hi - lo), wsum, lo, hi]`` (region columns ``[lo, hi)``)
+        for a resumed run to continue exactly (atomic)."""
+        acc, wsum, lo, hi = band
         folder = self.path / ".muvit" / "bands"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{b}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
-            np.savez(fh, acc=acc, wsum=wsum)
+            np.savez(fh, acc=acc, wsum=wsum, span=np.array([lo, hi]))
         os.replace(tmp, folder / f"{b}.npz")
 
-    def load_band(self, b: int):
+    def load_band(self, b: int) -> list:
         with np.load(self.path / ".muvit" / "bands" / f"{b}.npz") as z:
-            return z["acc"].copy(), z["wsum"].copy()
+            lo, hi = (int(v) for v in z["span"])
+            return [z["acc"].copy(), z["wsum"].copy(), lo, hi]
 
     def set_meta(self, **items) -> None:
         self.meta.update(_jsonable(items))

@@ -158,7 +158,7 @@ class BandWriter:
         self.stitcher = BandStitcher(ctx.grid, ctx.layout, len(ctx.output.class_names),
                                      [b for b in ctx.layout.bands() if written[b]])
         for b in open_bands:  # partial bands a cancelled run saved: continue their sums exactly
-            self.stitcher.open[b] = store.load_band(b)
+            self.stitcher.restore(b, store.load_band(b))
         self._bands = [b for b in ctx.layout.bands() if not written[b]]
         self._last = {b: self.stitcher.last_row(b) for b in self._bands}
         self._in: queue.Queue = queue.Queue(maxsize=4)
@@ -227,8 +227,9 @@ class BandWriter:
         self._pool.shutdown(wait=True)
         events = self.collect()
         if keep_open and not complete:
-            for b, (acc, wsum) in sorted(self.stitcher.open.items()):
-                self.store.save_band(b, acc, wsum)
-                finish_band(self.store, self.ctx.grid, self.layout, b, (acc, wsum), self.state, self._bg)
+            for b, blocks in sorted(self.stitcher.open.items()):
+                band = self.stitcher.assemble(blocks)
+                self.store.save_band(b, band)
+                finish_band(self.store, self.ctx.grid, self.layout, b, band, self.state, self._bg)
                 events.append(("open", b, None))
         return events
