@@ -1,7 +1,7 @@
 """A pyramid that lies is refused: level shapes checked against scales, missing and corrupt chunks named."""
 
+import logging
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -64,18 +64,17 @@ def _chunk_file(path, level, idx, zarr_format):
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-def test_missing_chunk_warns_once_with_count_or_refuses_when_strict(tmp_path, zarr_format):
+def test_missing_chunk_warns_once_with_count_or_refuses_when_strict(tmp_path, zarr_format, caplog):
     lv = _pyr()
     path = tmp_path / "c.zarr"
     _write(path, lv[:2], [[1, 1], [2, 2]], zarr_format=zarr_format)
     for idx in ((1, 1), (1, 2)):
         os.remove(_chunk_file(path, "s0", idx, zarr_format))
     pyr = open_pyramid(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level(logging.WARNING, logger="napari_muvit.data.pyramid"):
         img, _ = pyr.crops((23, 39), (1,), 16)  # start = floor(c - 7): rows 16..31, cols 32..47: chunks (1, 2) only
         img2, _ = pyr.crops((23, 23), (1,), 16)  # chunk (1, 1), also missing: counted, not warned again
-    msgs = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    msgs = [r.getMessage() for r in caplog.records if "missing" in r.getMessage()]
     assert len(msgs) == 1 and "chunk (1, 2)" in msgs[0] and "s0" in msgs[0] and "fill value" in msgs[0]
     assert not img.any() and not img2.any()  # fill value, as the spec says
     assert len(pyr.missing_chunks) == 2

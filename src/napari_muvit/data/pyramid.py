@@ -9,7 +9,6 @@ arrays, channels-first ``(C, Y, X)`` or ``(C, Z, Y, X)``.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -87,7 +86,7 @@ class Pyramid:
     pixel_size``; ``spatial_translation`` holds every spatial axis (``(z, y, x)`` for 3-D).
 
     Missing and corrupt source chunks (zarr): a chunk absent from the store reads as the array's fill
-    value, as the Zarr spec allows; the first one is reported with a warning naming the array and chunk
+    value, as the Zarr spec allows; the first one is reported with a logged warning naming the array and chunk
     and every one is counted in ``missing_chunks`` (`missing_chunks_message` gives the count in one
     sentence). With ``strict = True`` a missing chunk raises ``ValueError`` instead. A chunk that cannot be
     decoded always raises ``ValueError`` naming the array and chunk.
@@ -273,7 +272,6 @@ class Pyramid:
             msg = (f"{where} is missing from the store and is read as the fill value (zeros); further missing "
                    "chunks are only counted.")
             log.warning(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
     def missing_chunks_message(self) -> str | None:
         """One sentence with the number of missing source chunks read so far as fill value, or None."""
