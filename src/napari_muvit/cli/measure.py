@@ -19,7 +19,7 @@ Tissue = predicted pixels of every class except the background (classes named ba
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "measure",
-        help="per-class areas, % of tissue and object counts of a prediction, per slide and per region",
+        help="per-class areas, %% of tissue and object counts of a prediction, per slide and per region",
         description="Measure a prediction store's labels: per class the area (um^2/mm^2 or px^2), the share of\n"
         "the tissue and the number of connected objects, for the whole prediction and for each annotation of\n"
         "a QuPath GeoJSON file. Reads the labels block by block (memory does not grow with the slide).",
