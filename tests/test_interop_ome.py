@@ -97,10 +97,21 @@ def test_bioformats2raw_layout(tmp_path):
     ome = zarr.open_group(str(path / "OME"), mode="w", zarr_format=2)
     ome.attrs["series"] = ["0"]
     (path / "OME" / "METADATA.ome.xml").write_text("<OME/>")
+    lab = np.zeros((1, 1, 1, 64, 80), np.uint8)
+    lab[..., 3, 4] = 9
+    write_multiscale_labels([lab], zarr.open_group(str(path / "0"), mode="a"), name="nuclei", axes="tczyx",
+                            fmt=FORMATS["0.4"](), coordinate_transformations=[[
+                                {"type": "scale", "scale": [1.0, 1.0, 1.0, PS, PS]}]])
     pyr = open_pyramid(path)
     assert pyr.spatial_ndim == 2 and pyr.shape == (64, 80) and pyr.factors == [(1, 1), (2, 2)]
     assert pyr.channel_names == ["DAPI", "GFP", "Cy5"] and not pyr.rgb
     assert pyr.translation == (0.0, 0.0)
+    # the reader opens the series' labels too, on the image
+    layers = read_slide(str(path))
+    assert [kind for _, _, kind in layers] == ["image"] * 3 + ["labels"]
+    data_l, kw_l, _ = layers[-1]
+    assert np.asarray(data_l[0] if isinstance(data_l, list) else data_l)[3, 4] == 9
+    np.testing.assert_allclose(_napari_position(kw_l, (3, 4)), _napari_position(layers[0][1], (3, 4)))
 
 
 def test_real_z_stack_stays_3d(tmp_path):

@@ -93,6 +93,8 @@ def _ome_zarr_labels(path: Path, pyramid) -> list[tuple]:
 
     try:
         root = zarr.open_group(str(path), mode="r")
+        if "labels" not in root and "bioformats2raw.layout" in _attrs(root) and "0" in root:
+            root, path = root["0"], path / "0"  # bioformats2raw: the image (and its labels) live in series 0
         if "labels" not in root:
             return []
         labels_group = root["labels"]
