@@ -412,6 +412,15 @@ def test_in_memory_layer_with_its_own_scale_and_offset(make_napari_viewer, tiny_
     for pixel in [(0, 0), (159, 191), (77, 100)]:
         np.testing.assert_allclose(labels.data_to_world(pixel), image.data_to_world(pixel))
     assert np.count_nonzero(np.asarray(labels.data)) == 160 * 192
+    # a second run keeps the first one's results beside its own, named after the first run's store
+    first_store, first_labels = w.last_store, np.asarray(labels.data).copy()
+    second = w.run()
+    wait_for_run(qtbot, w)
+    assert second.error is None and w.last_store != first_store
+    kept = viewer.layers[f"MuViT labels [{first_store.stem}]"]
+    assert kept is labels and np.array_equal(np.asarray(kept.data), first_labels)
+    assert viewer.layers["MuViT labels"].metadata["muvit"]["store"] == str(w.last_store)
+    assert f"MuViT ROIs [{first_store.stem}]" in viewer.layers and "MuViT ROIs" in viewer.layers
 
 
 def test_reference_encoder_folder_gives_a_pca_overview(sample_viewer, plugin_dirs, qtbot):

@@ -292,6 +292,10 @@ class PredictWidget(QWidget):
         region = self.region()
         m = self.model
         out = runs_dir() / time.strftime("run-%Y%m%d-%H%M%S.zarr")
+        k = 2
+        while out.exists() or (self.last_store is not None and out == self.last_store):  # two runs in a second
+            out = out.with_name(f"{out.name[:-5].split('_')[0]}_{k}.zarr")
+            k += 1
         recipe = Recipe(
             source=self.image.source or "", model=info.source, levels=levels, region=region,
             tile=m.tile.value() or None, overlap=None if m.overlap.value() < 0 else m.overlap.value(),
@@ -320,6 +324,8 @@ class PredictWidget(QWidget):
         self.status.setText("starting…" if not recipe.resume else "continuing the cancelled run…")
         image = self.image
         info = self.model.info
+        if not recipe.resume:
+            self.keep_previous_outputs(recipe.out)
         if info.task == "segmentation" and info.class_names and not recipe.resume:
             region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
             show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit,
@@ -375,6 +381,20 @@ class PredictWidget(QWidget):
         self.status.setText(f"stopped: {sentence}")
 
     # ------------------------------------------------------------------------------------ results
+    def keep_previous_outputs(self, new_store) -> list[str]:
+        """Output layers of earlier runs keep their results under a name with their run's store name
+        (``MuViT labels [run-20260101-120000]``) instead of being replaced by the new run's layers.
+        Returns the new names."""
+        kept = []
+        for layer in list(self.viewer.layers):
+            meta = (layer.metadata or {}).get(L.META_KEY) or {}
+            store = meta.get("store")
+            if not meta.get("output") or not store or Path(store) == Path(new_store) or "[" in layer.name:
+                continue
+            layer.name = f"{layer.name} [{Path(store).stem}]"
+            kept.append(layer.name)
+        return kept
+
     def _show_preview(self, preview: dict):
         """Finished tiles so far (numpy from the worker side); replaced by the final layers."""
         if self.job is not None and self.job.running and self.image is not None:
