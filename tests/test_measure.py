@@ -211,3 +211,28 @@ def test_region_names_stay_unique():
     table = measure_labels(LabelSource(lab, NAMES), boxes)
     pixels = {r["region"]: r["pixels"] for r in table.rows if r["class"] == "tumour"}
     assert pixels == {"slide": 16, "slide (2)": 4, "a": 16, "a (2)": 4}
+
+
+def test_ranked_rois_exported_for_qupath_measure_their_tiles(tmp_path, torch_one_thread):
+    from napari_muvit.data import open_pyramid
+    from napari_muvit.data.qupath import read_qupath
+    from napari_muvit.engine.export import export_geojson
+    from napari_muvit.engine.predict import predict
+    from napari_muvit.engine.recipe import Recipe
+    from napari_muvit.engine.rois import rank_rois
+    from napari_muvit.engine.testing import PixelSegmenter
+
+    img = np.zeros((96, 96), np.float32)
+    img[30:50, 30:50] = 3.0
+    out = tmp_path / "p.zarr"
+    predict(Recipe(out=str(out), tile=32, overlap=8, normalization={"policy": "none"}),
+            model=PixelSegmenter(w=(2.0, 0.0, -1.0), b=(-1.0, 0.0, 0.0)), pyramid=open_pyramid(img))
+    rois = rank_rois(out, score="class:class 0", top_k=3)
+    export_geojson(rois, tmp_path / "rois.geojson")
+    regions = read_qupath(tmp_path / "rois.geojson")
+    table = measure_store(out, regions)
+    for roi, region in zip(rois, regions):
+        y0, y1, x0, x1 = (int(v) for v in roi.bbox)  # the tile's owned square, half-open world px
+        rows = [table.row(region.name, c) for c in ("class 0", "class 1", "class 2", NOT_PREDICTED)]
+        assert sum(r["pixels"] for r in rows) == (y1 - y0) * (x1 - x0)  # exactly the tile's pixels
+        assert rows[0]["pixels"] == int((img[y0:y1, x0:x1] > 0).sum())
