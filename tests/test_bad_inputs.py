@@ -154,6 +154,11 @@ CASES = {
     "bad card, predict": Case(_predict()[:3] + ["{root}/bad-card"] + _predict()[4:], ["'crop_size' is 'big'"]),
     "pickled weights, predict": Case(_predict()[:3] + ["{root}/pickled"] + _predict()[4:],
                                      ["Python object", "system", "refused without running it"]),
+    "attention into the slide": Case(["attention", "{root}/data/slide.zarr", "--model", "{root}/model", "--point",
+                                      "32,32", "--out", "{root}/data/slide.zarr/attn"],
+                                     ["output folder", "lies inside the input"]),
+    "attention over a file": Case(["attention", "{root}/data/slide.zarr", "--model", "{root}/model", "--point",
+                                   "32,32", "--out", "{root}/notes.txt"], ["notes.txt", "is a file"]),
     # training outputs
     "pretrain into the slide": Case(["pretrain", "{root}/data/slide.zarr", "--out", "{root}/data/slide.zarr/m",
                                      "--steps", "1"], ["output model folder", "lies inside the input"]),
@@ -443,3 +448,15 @@ def test_widget_shows_a_bad_card_as_one_sentence(make_napari_viewer, world, monk
     assert "'crop_size' is 'big'" in w.model.card.text()
     assert w.run() is None
     assert len(shown) == 1 and "'crop_size' is 'big'" in shown[0] and "muvit.yaml" in shown[0]
+
+
+def test_cluster_is_reached_before_the_store_is_created(world, tmp_path):
+    """Engine level (widgets, API): a scheduler that accepts no connection leaves no output behind."""
+    from napari_muvit.engine.predict import predict
+    from napari_muvit.engine.recipe import Recipe
+
+    recipe = Recipe(source=str(world / "data" / "slide.zarr"), model=str(world / "model"), region=(0, 64, 0, 64),
+                    out=str(tmp_path / "p.zarr"), scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="cannot reach the dask scheduler 'tcp://127.0.0.1:1'"):
+        predict(recipe)
+    assert list(tmp_path.iterdir()) == []

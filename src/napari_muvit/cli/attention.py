@@ -54,10 +54,14 @@ def run(args) -> int:
     import numpy as np
     import tifffile
 
+    from napari_muvit.engine import safety
     from napari_muvit.engine.attention import attention_probe, open_session
 
     if not Path(args.source).exists():
         raise FileNotFoundError(f"source {args.source!r} does not exist; give the path of an existing slide.")
+    safety.check_output_path(args.out, [args.source, args.model], what="output folder")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"output folder {args.out!r} is a file; give a folder name.")
     point = parse_point(args.point)
     session = open_session(args.source, args.model, args.levels, tile=args.tile, device=args.device)
     result = attention_probe(session, point, layer=_index(args.layer), head=_index(args.head),
@@ -66,10 +70,12 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for level, (m, bbox) in zip(result.levels, result.maps):
-        tifffile.imwrite(out / f"level_{level}.tif", m.astype(np.float32))
+        with safety.atomic_file(out / f"level_{level}.tif") as tmp:
+            tifffile.imwrite(tmp, m.astype(np.float32))
         arrays[f"map_{level}"] = m
         arrays[f"bbox_{level}"] = bbox
-    np.savez(out / "attention.npz", **arrays, level_share=result.level_share)
+    with safety.atomic_file(out / "attention.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays, level_share=result.level_share)
     summary = {
         "point_yx": list(point), "query_world_yx": list(result.query_world_yx), "query_level": args.query_level,
         "layer": args.layer, "head": args.head, "levels": list(result.levels), "patch_size": session.patch_size,
@@ -79,7 +85,7 @@ def run(args) -> int:
         "tile": {k: (list(v) if isinstance(v, tuple) else v) for k, v in result.tile.items()},
         "model": str(args.model), "source": str(args.source),
     }
-    (out / "attention.json").write_text(json.dumps(summary, indent=2))
+    safety.atomic_write_text(out / "attention.json", json.dumps(summary, indent=2))
     shares = ", ".join(f"level {lv}: {s:.1%}" for lv, s in zip(result.levels, result.level_share))
-    print(f"wrote {out}: attention of the token at {point} ({shares})")
+    print(safety.terminal_text(f"wrote {out}: attention of the token at {point} ({shares})"))
     return 0

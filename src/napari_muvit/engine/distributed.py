@@ -28,6 +28,7 @@ from .book import TileBook
 from .context import resolve
 from .predict import PredictionResult, conclude, open_run, result_of
 from .recipe import Recipe
+from .safety import check_scheduler_reachable
 from .store import BACKGROUND, DONE, PREDICTED, OutputStore, prepare_output
 from .tileops import commit_batch, finalise_band, read_batch, run_batch
 
@@ -102,6 +103,8 @@ def predict_distributed(recipe: Recipe, progress=None, cancel=None) -> Predictio
     t0 = time.perf_counter()
     local = recipe.replace(workers=0, scheduler=None, resume=False, overwrite=False)
     ctx = resolve(local)  # every input check before touching the output
+    if recipe.scheduler:  # an unreachable scheduler is reported before the store is created
+        check_scheduler_reachable(recipe.scheduler)
     resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
     store, book = open_run(ctx, resuming, recipe.normalization is not None)
     payload = {"recipe": ctx.recipe.replace(device="cpu" if recipe.workers else recipe.device).to_dict(),

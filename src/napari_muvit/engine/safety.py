@@ -236,7 +236,10 @@ def source_fingerprint(pyramid) -> dict:
     h = hashlib.sha256()
     for y0, y1, x0, x1 in _windows(tuple(top.shape[-2:])):
         index = (slice(None),) * (top.ndim - 2) + (slice(y0, y1), slice(x0, x1))
-        block = np.ascontiguousarray(np.asarray(top[index]))
+        window = top[index]
+        if hasattr(window, "compute"):  # in this process, even when a dask client is the default scheduler
+            window = window.compute(scheduler="synchronous")
+        block = np.ascontiguousarray(np.asarray(window))
         h.update(np.asarray(block.shape, np.int64).tobytes())
         h.update(block.tobytes())
     return {
