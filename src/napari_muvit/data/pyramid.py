@@ -131,6 +131,12 @@ class Pyramid:
         if self.rgb:
             self.channel_names = ["red", "green", "blue", "alpha"][: self.n_channels]
 
+    def __getstate__(self) -> dict:
+        # a copy sent to another process (a dask worker) checks and counts its own chunks
+        state = self.__dict__.copy()
+        state["_checked_chunks"], state["missing_chunks"] = set(), set()
+        return state
+
     # ---- descriptive properties -------------------------------------------------------------
     @property
     def translation(self) -> tuple[float, float]:
