@@ -188,3 +188,19 @@ def test_ome_tiff_channel_names(tmp_path):
     assert open_with_bioio(tmp_path / "c.ome.tif").channel_names == names
     json.dumps(pyr.channel_names)
 
+
+
+@pytest.mark.parametrize("names,colors,rgb", [
+    (None, None, True),  # ome-zarr-py's plain RGB
+    (["Red", "Green", "Blue"], None, True),
+    (["C:0", "C:1", "C:2"], ["FFFFFF"] * 3, True),  # generic names, one default colour: no evidence against
+    (["Channel:0:0", "Channel:0:1", "Channel:0:2"], ["FF0000", "00FF00", "0000FF"], True),
+    (["R", "G", "B"], [-16776961, 16711935, 65535], True),  # OME-XML signed RGBA ints
+    (["DAPI", "GFP", "Cy5"], None, False),
+    (None, ["0000FF", "00FF00", "FF0000"], False),
+])
+def test_brightfield_rgb_rule(names, colors, rgb):
+    from napari_muvit.data.readers import is_brightfield_rgb
+
+    assert is_brightfield_rgb(3, np.uint8, names, colors) is rgb
+    assert not is_brightfield_rgb(3, np.uint16, names, colors) and not is_brightfield_rgb(4, np.uint8, names, colors)

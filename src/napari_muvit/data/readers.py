@@ -143,20 +143,22 @@ def is_brightfield_rgb(n_channels: int, dtype, names=None, colors=None) -> bool:
     """Whether separate channels hold a brightfield colour image (one rule for every format).
 
     True when there are exactly 3 channels of ``uint8`` and the file does not say otherwise: channel
-    colours, when given, are red, green, blue in that order, and channel names, when given and not
-    generic (``channel 0``, ``Channel:0:0``, ``c0``), are red/green/blue or R/G/B. So ome-zarr-py's plain
+    colours, when given (and not one colour for all, such as a default white), are red, green, blue in
+    that order, and channel names, when given and not generic (``channel 0``, ``Channel:0:0``, ``c0``,
+    ``C:1``, empty), are red/green/blue or R/G/B. So ome-zarr-py's plain
     RGB (3 uint8 channels, no ``omero``) and a viewer-coloured RGB are RGB, while 3 uint8 fluorescence
     channels named DAPI/GFP/... or coloured otherwise are not. Colour samples stored on their own axis
     (TIFF ``S``, PNG, SVS) are RGB whatever this says.
     """
     if int(n_channels) != 3 or np.dtype(dtype) != np.uint8:
         return False
-    if colors is not None and any(c is not None for c in colors):
-        if tuple(_hex_color(c) for c in colors) != _RGB_COLORS:
+    hexes = [_hex_color(c) for c in colors or []]
+    if any(h is not None for h in hexes) and len(set(hexes)) > 1:  # one colour for all (e.g. white) says nothing
+        if tuple(hexes) != _RGB_COLORS:
             return False
     if names:
         lowered = tuple(str(n).strip().lower() for n in names)
-        generic = all(re.fullmatch(r"(channel[ :_-]*[0-9:]*|c ?[0-9]+|[0-9]+)", n) for n in lowered)
+        generic = all(re.fullmatch(r"((channel|ch|c)[ :_-]*)?[0-9:]*", n) for n in lowered)
         if not generic and lowered not in _RGB_NAMES:
             return False
     return True
