@@ -61,3 +61,28 @@ def test_folder_pickers_look_the_same_in_every_dock(docks):
             if b.text() in ("Choose directory", "Select file", "Select files", "…", "...", "Choose…"):
                 labels.add(b.text())
     assert labels == {"Choose…"}
+
+
+def test_run_and_status_stay_visible_without_scrolling(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The predict dock at 1000 px height: Run, Cancel and the status line are on screen, not below the fold."""
+    from napari_muvit.widgets.predict import PredictWidget
+
+    monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
+    w = PredictWidget(make_napari_viewer(), use_process=False)
+    qtbot.addWidget(w)
+    w.setFixedSize(420, 1000)
+    w.show()
+    qtbot.waitExposed(w)
+    w.status.setText("412/1351 tiles (498 background tiles skipped), 3.1 tiles/s, 4 min 10 s left")
+    qtbot.waitUntil(lambda: not w.status.visibleRegion().isEmpty(), timeout=5000)
+    for control in (w.run_button, w.cancel_button, w.status):
+        assert not control.visibleRegion().isEmpty(), control.objectName() or type(control).__name__
+        top = control.mapTo(w, control.rect().topLeft()).y()
+        bottom = control.mapTo(w, control.rect().bottomRight()).y()
+        assert 0 <= top and bottom <= 1000
+        assert control.visibleRegion().boundingRect().height() == control.height()  # fully shown
+    # pinned outside the scrolling settings: however long the settings grow, the main action stays put
+    from qtpy.QtWidgets import QScrollArea
+
+    (scroll,) = w.findChildren(QScrollArea)
+    assert not any(scroll.isAncestorOf(c) for c in (w.run_button, w.cancel_button, w.status))

@@ -104,7 +104,8 @@ def test_attention_maps_share_one_scale_with_a_colour_bar(make_napari_viewer):
     assert [ly.colorbar.visible for ly in maps] == [True, False, False]
     # no attention is see-through: a coarse map does not veil the slide
     assert maps[2].colormap.map(np.array([0.0]))[0, 3] == 0
-    assert "one scale for all levels" in overlay.legend() and "x16 0.2" in overlay.legend()
+    assert "one scale for all levels, 0 to 0.2" in overlay.legend()
+    assert "x1 0.2, x4 0.05, x16 0.01" in overlay.legend()  # each level's own largest value, in words
     overlay.shared_scale = False
     overlay.show(view)
     assert [ly.contrast_limits[1] for ly in maps] == pytest.approx([0.2, 0.05, 0.01])

@@ -100,16 +100,20 @@ class AttentionOverlay:
         self.levels: tuple[int, ...] = ()
         self.shared_scale = True  # one colour scale for every level's map (False: each map its own)
         self.limits: dict[int, tuple[float, float]] = {}
+        self.maxima: dict[int, float] = {}  # each level's own largest attention value
 
     def legend(self) -> str:
         """Plain words for the maps' colours and scale (shown in the dock under the maps)."""
         if not self.limits:
             return ""
-        scale = ("one scale for all levels: colours compare across levels" if self.shared_scale
-                 else "each level scaled to its own maximum: colours do not compare across levels")
-        tops = ", ".join(f"x{lv} {hi:.3g}" for lv, (_, hi) in sorted(self.limits.items()))
+        tops = ", ".join(f"x{lv} {self.maxima.get(lv, hi):.3g}" for lv, (_, hi) in sorted(self.limits.items()))
+        if self.shared_scale:
+            top = max(hi for _, hi in self.limits.values())
+            scale = f"one scale for all levels, 0 to {top:.3g}: colours compare across levels"
+        else:
+            scale = "each level scaled to its own maximum: colours do not compare across levels"
         return (f"Attention of the query token: see-through = none, red -> yellow -> white = most; {scale} "
-                f"(maximum: {tops}).")
+                f"(largest value per level: {tops}).")
 
     def show(self, view: ProbeView, pixel_size=None, unit=None) -> None:
         for level in self.levels:
@@ -120,7 +124,7 @@ class AttentionOverlay:
         order = sorted(range(len(view.levels)), key=lambda i: -view.levels[i])
         limits = map_limits(view.maps, self.shared_scale)
         finest = min(range(len(view.levels)), key=lambda i: view.levels[i]) if view.levels else None
-        self.limits = {}
+        self.limits, self.maxima = {}, {}
         for i in order:
             level = int(view.levels[i])
             data = np.asarray(view.maps[i], dtype=np.float32)
@@ -136,6 +140,7 @@ class AttentionOverlay:
             # one colour bar: on the finest map when the scale is shared, else on every map
             layer.colorbar.visible = (i == finest) or not self.shared_scale
             self.limits[level] = limits[i]
+            self.maxima[level] = float(data.max()) if data.size else 0.0
         self.levels = tuple(int(v) for v in view.levels)
         crops = crop_outlines_layer(view.bboxes, view.levels, pixel_size, unit, name=CROPS_LAYER)
         update_in_place(self.viewer, crops, count=len(view.levels))
@@ -156,5 +161,5 @@ class AttentionOverlay:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self.levels = ()
-        self.limits = {}
+        self.limits, self.maxima = {}, {}
 

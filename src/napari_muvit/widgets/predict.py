@@ -132,7 +132,7 @@ class PredictWidget(QWidget):
 
         inner = QWidget()
         col = QVBoxLayout(inner)
-        for box in (image_box, levels_box, model_box, region_box, run_box, self.roi_panel):
+        for box in (image_box, levels_box, model_box, region_box, self.roi_panel):
             col.addWidget(box)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -141,7 +141,8 @@ class PredictWidget(QWidget):
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(run_box)  # pinned under the settings: Run, Cancel and the status never scroll away
 
         self.image_combo.currentTextChanged.connect(self._on_image_changed)
         self.model.source.currentTextChanged.connect(self._on_model_changed)
