@@ -204,3 +204,14 @@ def test_brightfield_rgb_rule(names, colors, rgb):
 
     assert is_brightfield_rgb(3, np.uint8, names, colors) is rgb
     assert not is_brightfield_rgb(3, np.uint16, names, colors) and not is_brightfield_rgb(4, np.uint8, names, colors)
+
+
+def test_planar_ome_tiff_rgb_follows_the_same_rule(tmp_path):
+    rgb = np.moveaxis(_rgb_slide((64, 64)), -1, 0).copy()
+    tifffile.imwrite(tmp_path / "planar.ome.tif", rgb, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": ["R", "G", "B"]}})
+    tifffile.imwrite(tmp_path / "fluo.ome.tif", rgb, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": ["DAPI", "GFP", "Cy5"]}})
+    planar, fluo = open_pyramid(tmp_path / "planar.ome.tif"), open_pyramid(tmp_path / "fluo.ome.tif")
+    assert planar.rgb and planar.channel_names == ["red", "green", "blue"]
+    assert not fluo.rgb and fluo.channel_names == ["DAPI", "GFP", "Cy5"]

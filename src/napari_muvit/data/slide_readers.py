@@ -66,22 +66,24 @@ def _tiff_pixel_size(tif) -> tuple[tuple[float, ...] | None, str | None]:
     return None, None
 
 
-def _ome_channel_names(tif, n_channels: int) -> list[str] | None:
-    """Channel names of the first OME-XML image (``Channel/@Name``), when there is one per channel."""
+def _ome_channels(tif, n_channels: int) -> tuple[list[str] | None, list | None]:
+    """``(names, colours)`` of the first OME-XML image's channels (``Channel/@Name``, ``@Color``), each
+    None unless there is one per channel."""
     ome = tif.ome_metadata
     if not ome:
-        return None
+        return None, None
     try:
         import xml.etree.ElementTree as ET
 
         image = next(el for el in ET.fromstring(ome).iter() if el.tag.rsplit("}", 1)[-1] == "Image")
         channels = [el for el in image.iter() if el.tag.rsplit("}", 1)[-1] == "Channel"]
     except Exception:  # malformed OME-XML: names are optional
-        return None
+        return None, None
+    if len(channels) != n_channels:
+        return None, None
     names = [ch.get("Name") for ch in channels]
-    if len(names) != n_channels or not all(names):
-        return None
-    return [str(n) for n in names]
+    colors = [int(c) if c and c.lstrip("-").isdigit() else None for c in (ch.get("Color") for ch in channels)]
+    return ([str(n) for n in names] if all(names) else None), (colors if any(c is not None for c in colors) else None)
 
 
 def open_tiff(path: Path, name: str = "image") -> Pyramid:
@@ -104,12 +106,12 @@ def open_tiff(path: Path, name: str = "image") -> Pyramid:
     else:
         pyr = pyramid_from_arrays(arrays, name=name, axes=layout)
     pyr.pixel_size, pyr.unit = pixel_size, unit
-    names = None if pyr.rgb else _ome_channel_names(tif, pyr.n_channels)
-    if names:
-        pyr.channel_names = names
-    elif not pyr.rgb and "c" in layout and pyr.n_channels == 3 and is_brightfield_rgb(3, pyr.dtype):
-        # three uint8 channels stored as planes (not samples) with no names: the same rule as OME-Zarr
+    names, colors = (None, None) if pyr.rgb else _ome_channels(tif, pyr.n_channels)
+    if not pyr.rgb and "c" in layout and is_brightfield_rgb(pyr.n_channels, pyr.dtype, names, colors):
+        # three uint8 channels stored as planes (not samples): the same rule as OME-Zarr
         pyr.rgb, pyr.channel_names = True, ["red", "green", "blue"]
+    elif names:
+        pyr.channel_names = names
     pyr._file = tif  # keeps the file handle open as long as the pyramid lives
     return pyr
 
