@@ -460,3 +460,14 @@ def test_cluster_is_reached_before_the_store_is_created(world, tmp_path):
     with pytest.raises(ValueError, match="cannot reach the dask scheduler 'tcp://127.0.0.1:1'"):
         predict(recipe)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_command_output_reaches_the_terminal_without_escapes(world, capsys, monkeypatch):
+    from napari_muvit.cli import rois
+
+    monkeypatch.setattr(rois, "run", lambda args: print("class \x1b]0;title\x07 \x1b[2J\tok") or 0)
+    assert main(["rois", str(world / "done.zarr")]) == 0
+    assert capsys.readouterr().out == "class ?]0;title? ?[2J\tok\n"
+    import sys as _sys
+
+    assert not type(_sys.stdout).__name__ == "_PlainText"  # restored after the command

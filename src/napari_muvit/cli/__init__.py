@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"{__name__}.{COMMANDS[args.command]}")
     from napari_muvit.engine.safety import os_error_sentence, terminal_text
 
+    stdout = sys.stdout
+    sys.stdout = _PlainText(stdout)  # names from files (classes, paths) never reach the terminal as escapes
     try:
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
@@ -73,6 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-muvit: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
+
+
+class _PlainText:
+    """A text stream that replaces control characters (terminal escape sequences) in everything written."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        from napari_muvit.engine.safety import terminal_text
+
+        return self._stream.write(terminal_text(text))
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 if __name__ == "__main__":  # pragma: no cover
