@@ -63,6 +63,7 @@ class TrainingTab(Container):
         self.start_btn = PushButton(text="Start")
         self.cancel_btn = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long lines (saved paths, counts) wrap instead of being cut
         self.plot = CurvePlot(xlabel=xlabel, right_axis=right_axis)
         self.relay = MetricRelay()
         self.relay.row.connect(self._on_row)
