@@ -471,3 +471,22 @@ def test_command_output_reaches_the_terminal_without_escapes(world, capsys, monk
     import sys as _sys
 
     assert not type(_sys.stdout).__name__ == "_PlainText"  # restored after the command
+
+
+def test_a_failed_run_frees_its_store(world, tmp_path, monkeypatch):
+    """An exception mid-run leaves a resumable store without a lock, and the resume finishes it."""
+    from napari_muvit.engine import predict as predict_mod
+    from napari_muvit.engine.recipe import Recipe
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("worker crashed")
+
+    recipe = Recipe(source=str(world / "data" / "slide.zarr"), model=str(world / "model"), region=(0, 64, 0, 64),
+                    out=str(tmp_path / "p.zarr"))
+    with monkeypatch.context() as m:
+        m.setattr(predict_mod, "_run_local", boom)
+        with pytest.raises(RuntimeError):
+            predict_mod.predict(recipe)
+    assert (tmp_path / "p.zarr" / ".muvit").is_dir() and not (tmp_path / "p.zarr" / ".muvit" / "lock").exists()
+    res = predict_mod.predict(recipe.replace(resume=True))
+    assert res.complete and res.tiles_done == res.tiles_total == 9

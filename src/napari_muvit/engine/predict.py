@@ -62,8 +62,11 @@ def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=N
     ctx = resolve(recipe, model=model, pyramid=pyramid)  # every input check before touching the output
     resuming = prepare_output(recipe.out, recipe.resume, recipe.overwrite)
     store, book = open_run(ctx, resuming, recipe.normalization is not None)
-    cancelled = _run_local(ctx, store, book, progress, cancel)
-    conclude(ctx, store, book, cancelled)
+    try:
+        cancelled = _run_local(ctx, store, book, progress, cancel)
+        conclude(ctx, store, book, cancelled)
+    finally:  # a run that fails frees its store for the next one (a killed run's lock is stale)
+        safety.release_lock(store.path)
     return result_of(ctx, store, book, cancelled, time.perf_counter() - t0)
 
 
