@@ -70,15 +70,15 @@ class SegmentationOutput(_ClassOutput):
 
     def tile_scores(self, grid, tiles, probs: np.ndarray) -> np.ndarray:
         """``(B, K + 1)``: each tile's mean probability per class and mean entropy (nats) over its owned
-        square, from its own prediction ``probs (B, K, S, S)`` (before blending: known as soon as it ran)."""
+        square, from its own prediction ``probs (B, K, S, S)`` (before blending: known as soon as it ran).
+        The entropy mean is estimated on every second pixel of each axis (a quarter of the logarithms)."""
         h = grid.overlap // 2
         out = np.zeros((len(tiles), probs.shape[1] + 1), np.float32)
         for b, (i, j) in enumerate(tiles):
             a0, a1, b0, b1 = grid.owned(i, j)
             own = probs[b, :, h : h + a1 - a0, h : h + b1 - b0]
-            flat = own.reshape(own.shape[0], -1)
-            out[b, :-1] = flat.mean(axis=1)
-            out[b, -1] = _entropy(flat).mean()
+            out[b, :-1] = own.reshape(own.shape[0], -1).mean(axis=1)
+            out[b, -1] = _entropy(own[:, ::2, ::2]).mean()
         return out
 
 class ClassificationOutput(_ClassOutput):

@@ -29,9 +29,9 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
 
     S = ctx.grid.tile
     L = len(ctx.levels)
-    x = np.zeros((len(tiles), L, ctx.pyramid.n_channels, S, S), np.float32)
-    valid = np.zeros((len(tiles), L, S, S), bool)
+    x = np.empty((len(tiles), L, ctx.pyramid.n_channels, S, S), np.float32)  # every pixel is written below
     bbox = np.zeros((len(tiles), L, 2, 2), np.float32)
+    norm = ctx.normalizer if ctx.normalizer is not None and ctx.normalizer.policy != "none" else None
     rows: dict = {}
     for b, (i, j) in enumerate(tiles):
         rows.setdefault(i, []).append((j, b))
@@ -49,15 +49,14 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
             starts = crop_start_index(centers, f, S)  # (n, 2) pixel index at this level
             lo, hi = starts.min(axis=0), starts.max(axis=0) + S
             window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist())
+            if norm is not None:
+                # pointwise, so normalising the shared window once equals normalising every crop of it
+                window = norm(window)
+                window *= ok  # zero padding stays exactly zero after normalisation
             for b, st in zip(members, starts):
                 oy, ox = st - lo
                 x[b, li] = window[:, oy : oy + S, ox : ox + S]
-                valid[b, li] = ok[oy : oy + S, ox : ox + S]
                 bbox[b, li] = crop_bbox(st, f, S)
-    if ctx.normalizer is not None:
-        for b in range(len(tiles)):  # per tile (L, C, S, S): the normaliser's own 2D layout
-            x[b] = ctx.normalizer(x[b])
-        x *= valid[:, :, None]  # zero padding stays exactly zero after normalisation
     for b, (i, j) in enumerate(tiles):
         origin = ctx.grid.tile_origin(i, j)
         if abs(float(bbox[b, 0, 0, 0]) - origin[0]) > 1e-3 or abs(float(bbox[b, 0, 0, 1]) - origin[1]) > 1e-3:
