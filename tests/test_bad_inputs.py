@@ -80,6 +80,13 @@ def world(tmp_path_factory):
     np.save(root / "pickled.npy", np.array([{"a": 1}] * 4, dtype=object).reshape(2, 2), allow_pickle=True)
     np.save(root / "labels.npy", np.zeros((8, 8), np.uint8))
     shutil.copytree(root / "data" / "slide.zarr", root / "other-slide.zarr")
+    for name in ("truncated-meta.zarr", "missing-level.zarr", "truncated-level.zarr"):
+        shutil.copytree(root / "data" / "slide.zarr", root / name)
+    text = (root / "truncated-meta.zarr" / "zarr.json").read_text()
+    (root / "truncated-meta.zarr" / "zarr.json").write_text(text[:100])
+    shutil.rmtree(root / "missing-level.zarr" / "s2")
+    text = (root / "truncated-level.zarr" / "s1" / "zarr.json").read_text()
+    (root / "truncated-level.zarr" / "s1" / "zarr.json").write_text(text[:50])
     (root / "elsewhere.zarr").mkdir()
     (root / "elsewhere.zarr" / "zarr.json").write_text("{}")
     (root / "other-link.zarr").symlink_to(root / "elsewhere.zarr")
@@ -159,6 +166,12 @@ CASES = {
                                      ["output folder", "lies inside the input"]),
     "attention over a file": Case(["attention", "{root}/data/slide.zarr", "--model", "{root}/model", "--point",
                                    "32,32", "--out", "{root}/notes.txt"], ["notes.txt", "is a file"]),
+    # damaged slides: the file is named
+    "truncated slide metadata": Case(["predict", "{root}/truncated-meta.zarr"] + _predict()[2:],
+                                     ["truncated-meta.zarr/zarr.json", "not valid JSON"]),
+    "missing level array": Case(["predict", "{root}/missing-level.zarr"] + _predict()[2:], ["'s2'", "not a readable"]),
+    "truncated level metadata": Case(["predict", "{root}/truncated-level.zarr"] + _predict()[2:],
+                                     ["'s1'", "not valid JSON"]),
     # training outputs
     "pretrain into the slide": Case(["pretrain", "{root}/data/slide.zarr", "--out", "{root}/data/slide.zarr/m",
                                      "--steps", "1"], ["output model folder", "lies inside the input"]),
@@ -490,3 +503,15 @@ def test_a_failed_run_frees_its_store(world, tmp_path, monkeypatch):
     assert (tmp_path / "p.zarr" / ".muvit").is_dir() and not (tmp_path / "p.zarr" / ".muvit" / "lock").exists()
     res = predict_mod.predict(recipe.replace(resume=True))
     assert res.complete and res.tiles_done == res.tiles_total == 9
+
+
+def test_unwritable_output_folder(tmp_path, monkeypatch):
+    """Root ignores permissions, so the check is exercised with os.access reporting a read-only folder."""
+    from napari_muvit.engine import safety
+
+    monkeypatch.setattr(safety.os, "access", lambda path, mode: False)
+    with pytest.raises(ValueError, match="is not writable, so output .*p.zarr' cannot be created there"):
+        safety.check_store_target(tmp_path / "p.zarr", resume=False, overwrite=False)
+    with pytest.raises(ValueError, match="is not writable, so recipe file .*r.yaml' cannot be written"):
+        safety.check_new_file(tmp_path / "r.yaml", overwrite=False, what="recipe file")
+    assert list(tmp_path.iterdir()) == []
