@@ -245,6 +245,8 @@ class EngineJob(QObject):
     def _finish(self, kind: str, payload) -> None:
         """Worker side: post-process a result, then emit exactly one outcome and ``ended``."""
         self.stopped_at = time.perf_counter()
+        if self.total:  # the last count, even one the rate limit held back, arrives before the outcome
+            self._reported.emit(self.done, self.total)
         try:
             if kind == "result":
                 # the engine says whether it stopped early (a cancel after its last batch changes nothing)
