@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_muvit.data.geometry import has_transform, read_ome_transforms
+from napari_muvit.data.geometry import has_transform, index_to_world, read_ome_transforms
 
 from . import layers
 
@@ -122,7 +122,7 @@ def _ome_zarr_labels(path: Path, pyramid) -> list[tuple]:
         if any(has_transform(d.get("coordinateTransformations"), "scale") for d in datasets):
             # the labels' own transforms: level = scale / slide pixel, origin from the translation
             level = scale[-nd:] / ps
-            origin = (trans[-nd:] - np.asarray(pyramid.spatial_translation)[-nd:]) / ps - (level - 1) / 2
+            origin = (trans[-nd:] - np.asarray(pyramid.spatial_translation)[-nd:]) / ps - index_to_world(0, level)
         else:  # no transforms: labels cover the image; their level = image shape / labels shape
             level = np.array([float(s) / float(n) for s, n in zip(pyramid.shape, arrays[0].shape)])
             origin = np.zeros(nd)
