@@ -111,3 +111,30 @@ def test_micrometre_layer_without_a_slide_is_refused(tmp_path):
     with pytest.raises(ValueError, match="layer 'cells' is in micrometer.*no napari-muvit slide is open"):
         _writer.write_geojson(str(tmp_path / "c.geojson"), np.array([[1.0, 2.0]]), meta)
     assert not (tmp_path / "c.geojson").exists()
+
+
+def test_shapes_geojson_is_always_valid(tmp_path):
+    import geojson
+    import shapely.geometry
+
+    shapes = [
+        np.array([[0.0, 0.0], [0.0, 8.0], [4.0, 8.0], [4.0, 0.0]]),  # rectangle
+        np.array([[0.0, 0.0], [4.0, 4.0], [0.0, 4.0], [4.0, 0.0]]),  # a bow-tie drawn by hand
+        np.array([[1.0, 1.0], [1.0, 5.0]]),  # a 2-vertex polygon
+        np.array([[2.0, 2.0], [2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]),  # a collapsed rectangle
+        np.array([[0.0, 0.0], [0.0, 10.0], [6.0, 10.0], [6.0, 0.0]]),  # ellipse bbox
+    ]
+    meta = {"scale": (1.0, 1.0), "translate": (0.0, 0.0), "name": "s",
+            "shape_type": ["rectangle", "polygon", "polygon", "rectangle", "ellipse"]}
+    (gj,) = _writer.write_geojson(str(tmp_path / "v.geojson"), shapes, meta)
+    doc = json.loads(open(gj).read())
+    assert geojson.loads(json.dumps(doc)).is_valid
+    kinds = [f["geometry"]["type"] for f in doc["features"]]
+    assert kinds == ["Polygon", "LineString", "LineString", "Point", "Polygon"]
+    for f in doc["features"]:
+        geom = shapely.geometry.shape(f["geometry"])
+        assert geom.is_valid and not geom.is_empty
+    assert shapely.geometry.shape(doc["features"][0]["geometry"]).area == 32.0
+    ellipse = shapely.geometry.shape(doc["features"][4]["geometry"])
+    assert ellipse.area == pytest.approx(np.pi * 3 * 5, rel=0.01)
+    assert doc["features"][3]["geometry"]["coordinates"] == [2.5, 2.5]

@@ -132,17 +132,32 @@ def _is_shapes(meta: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------- GeoJSON
 def _geometry(world_yx: np.ndarray, shape_type: str) -> dict:
+    """A valid GeoJSON geometry: polygons are closed rings of >= 4 positions with an area and no self-crossing
+    (`engine.export.valid_ring`); a polygon that cannot be one is written as the line of its outline (or a
+    point), so nothing is dropped and nothing invalid is written."""
+    from napari_muvit.engine.export import valid_ring
+
     world_yx = world_yx + QUPATH_SHIFT
     xy = world_yx[:, ::-1].round(3).tolist()
     if shape_type in ("path", "line"):
-        return {"type": "LineString", "coordinates": xy}
+        return _line(xy)
     if shape_type == "ellipse":  # napari stores the 4 corners of the bounding box
         cy, cx = world_yx.mean(axis=0)
         ry, rx = np.ptp(world_yx[:, 0]) / 2, np.ptp(world_yx[:, 1]) / 2
-        t = np.linspace(0, 2 * np.pi, 65)
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
         xy = np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1).round(3).tolist()
-        return {"type": "Polygon", "coordinates": [xy]}
-    return {"type": "Polygon", "coordinates": [xy + [xy[0]]]}
+    ring = valid_ring(xy)
+    if ring is not None:
+        return {"type": "Polygon", "coordinates": [ring]}
+    return _line(xy + [xy[0]] if len(xy) > 2 else xy)
+
+
+def _line(xy: list) -> dict:
+    """LineString of distinct consecutive positions, or a Point when there is only one."""
+    pts = [p for i, p in enumerate(xy) if i == 0 or p != xy[i - 1]]
+    if len(pts) < 2:
+        return {"type": "Point", "coordinates": pts[0] if pts else [0.0, 0.0]}
+    return {"type": "LineString", "coordinates": pts}
 
 
 def write_geojson(path: str, data, meta: dict) -> list[str]:
