@@ -119,10 +119,14 @@ def test_real_z_stack_stays_3d(tmp_path):
     _write_5d(tmp_path / "z.zarr", data, "0.5", z=4)
     pyr = open_pyramid(tmp_path / "z.zarr")
     assert pyr.spatial_ndim == 3 and pyr.shape == (4, 32, 32)
-    from napari_muvit.data import CropPlan
+    from napari_muvit.engine import Recipe
+    from napari_muvit.engine.context import resolve
+    from napari_muvit.engine.testing import tiny_segmenter
 
-    with pytest.raises(ValueError, match="3-D"):
-        CropPlan(pyr, region=None, levels=(1, 2), size=16)
+    with pytest.raises(ValueError, match="3-D"):  # refused before any model work or output
+        resolve(Recipe(source=str(tmp_path / "z.zarr"), model="unused", out=str(tmp_path / "o.zarr")),
+                model=tiny_segmenter(), pyramid=pyr)
+    assert not (tmp_path / "o.zarr").exists()
 
 
 def _rgb_slide(shape=(256, 320)):

@@ -10,15 +10,12 @@ from .geometry import (
     world_to_index,
 )
 from .normalize import Normalizer
-from .plan import CropPlan, Tile
 from .pyramid import Pyramid
 from .readers import open_pyramid
 from .synthetic import synthetic_slide, write_synthetic_slide
 
 __all__ = [
-    "CropPlan",
     "Normalizer",
-    "Tile",
     "foreground_mask",
     "synthetic_slide",
     "write_synthetic_slide",
