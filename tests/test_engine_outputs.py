@@ -53,6 +53,11 @@ def test_classifier_gives_one_score_per_tile(tmp_path):
     np.testing.assert_array_equal(g["labels/prediction/0"][:], probs.argmax(0) + 1)
     ms = g.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"]
     assert ms[0]["scale"] == [1.0, 24.0, 24.0] and ms[1]["translation"] == [0.0, 11.5, 11.5]
+    from napari_muvit.engine.store import OutputStore
+
+    store = OutputStore.open(res.path)  # a tile grid covers the region and starts at its corner
+    assert store.layout["extent"] == "region" and store.origin_yx == (0.0, 0.0) and store.factor == 24.0
+    np.testing.assert_array_equal(np.asarray(store.image_levels()[0]), probs)
     top = rank_rois(res.path, score="class:b", top_k=1)[0]
     assert top.score == pytest.approx(probs[1].max(), abs=1e-5)
 

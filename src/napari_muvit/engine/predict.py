@@ -127,7 +127,7 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
                 label_colors=getattr(ctx.output, "class_colors", None), pixel_size=ctx.pyramid.pixel_size,
                 unit=ctx.pyramid.unit, attrs=attrs, origin=(0, 0) if ctx.layout is not None else None,
                 translation=getattr(ctx.pyramid, "translation", (0.0, 0.0)),
-                layout=ctx.layout.to_dict() if ctx.layout is not None else None)
+                layout=ctx.layout.to_dict() if ctx.layout is not None else _region_layout(ctx))
         safety.acquire_lock(out)
         if ctx.output.mode == "direct":
             store.set_meta(pca=fit_feature_pca(ctx, fg))
@@ -135,6 +135,13 @@ def open_run(ctx: RunContext, resuming: bool, given_normalization: bool = True) 
                     layout=ctx.layout)
     book.save(force=True)
     return store, book
+
+
+def _region_layout(ctx: RunContext) -> dict:
+    """Layout record of a classifier tile grid or a feature overview (region extent, float32, level 1)."""
+    spec = ctx.output.image_spec(ctx.grid)
+    return {"version": 2, "extent": "region", "level": 1, "chunks": list(spec["chunks"][1:]),
+            "prob_dtype": str(spec["dtype"])}
 
 
 def check_layout(store: OutputStore, ctx: RunContext) -> None:
