@@ -4,9 +4,9 @@
 
 Same slide, region and model as `benchmarks/pipeline.py`, but without the prefetch and writer threads, so
 every stage's process CPU time (``time.process_time``, which includes zarr's own threads) is attributed to
-it: ``read`` (crops + normalisation), ``model``, ``commit`` (scratch bookkeeping), ``blend_write``
-(blending + chunk writes), ``save`` (state file + deferred scratch writes), ``finish`` (tile table and
-output pyramid), ``setup`` (resolve + store creation). Prints one JSON object (seconds).
+it: ``read`` (crops + normalisation), ``model``, ``scores`` (tile scores), ``stitch`` (band sums),
+``band_write`` (complete bands -> output values -> chunk writes), ``save`` (state file), ``finish`` (tile
+table and output pyramid), ``setup`` (resolve + store creation). Prints one JSON object (seconds).
 """
 
 from __future__ import annotations
@@ -31,13 +31,9 @@ def main(argv=None):
     from napari_muvit.engine.predict import finish, open_run
     from napari_muvit.engine.recipe import Recipe
     from napari_muvit.engine.store import prepare_output
-    from napari_muvit.engine.tileops import (
-        PredictionCache,
-        commit_batch,
-        finalise_tiles,
-        read_batch,
-        run_batch,
-    )
+    from napari_muvit.engine.stitch import BandStitcher, finish_band
+    from napari_muvit.engine.store import BACKGROUND
+    from napari_muvit.engine.tileops import read_batch, run_batch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=2048)
@@ -65,18 +61,25 @@ def main(argv=None):
     ctx = timed("setup", lambda: resolve(recipe, model=model))
     prepare_output(recipe.out, False, False)
     store, book = timed("setup", open_run, ctx, False, False)
-    cache = PredictionCache.for_grid(ctx.grid, args.batch_size)
-    book.on_unneeded = cache.discard
-    book.before_save = lambda: cache.persist(store)
+    stitcher = BandStitcher(ctx.grid, ctx.layout, len(ctx.output.class_names))
+    bands = list(ctx.layout.bands())
+
+    def flush(before_row):
+        while bands and stitcher.last_row(bands[0]) < before_row:
+            b = bands.pop(0)
+            finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), book.state, BACKGROUND)
+            book.band_written(b)
+
     for batch in book.pending_batches():
         x, bbox = timed("read", read_batch, ctx, batch)
         outputs = timed("model", run_batch, ctx, x, bbox, batch)
-        timed("commit", commit_batch, ctx, store, batch, outputs, batch, cache)
-        book.mark_predicted(batch)
-        jobs = [(t, book.present_neighbours(*t)) for t in book.ready(book.affected(batch))]
-        for t, scores in timed("blend_write", finalise_tiles, ctx, store, jobs, cache).items():
-            book.mark_done(t, scores)
+        scores = timed("scores", ctx.output.tile_scores, ctx.grid, batch, outputs)
+        for t, s, pred in zip(batch, scores, outputs):
+            book.mark_predicted(t, s)
+            timed("band_write", flush, t[0])
+            timed("stitch", stitcher.add, *t, pred)
         timed("save", book.save)
+    timed("band_write", flush, float("inf"))
     timed("save", lambda: book.save(force=True))
     timed("finish", finish, ctx, store, book)
     total = sum(cpu.values())
