@@ -41,13 +41,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--precision", help="auto (default: bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16")
     p.add_argument("--batch-size", dest="batch_size", help="tiles per model call, or auto (default)")
     p.add_argument("--out", metavar="OUT.zarr", help="output store (never overwritten unless --overwrite)")
+    p.add_argument("--out-dir", dest="out_dir", metavar="DIR", help="batch: DIR/<slide>.zarr per slide and "
+                   "DIR/summary.csv; finished slides are skipped, failed ones reported (docs/cli.md)")
     p.add_argument("--prob-dtype", dest="prob_dtype", metavar="DTYPE",
                    help="how probabilities are stored: uint8 (default, p = v/255), float16, float32, or none "
                    "(labels and tile scores only)")
     p.add_argument("--output-level", dest="output_level", type=int, metavar="N",
                    help="world pixels per output pixel, a power of two (default 1 = full resolution)")
-    p.add_argument("--out-dir", dest="out_dir", metavar="DIR", help="batch: DIR/<slide>.zarr per slide and "
-                   "DIR/summary.csv; finished slides are skipped, failed ones reported (docs/cli.md)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", default=None, help="continue a stopped run, skipping finished tiles")
     mode.add_argument("--overwrite", action="store_true", default=None, help="replace an existing output")
