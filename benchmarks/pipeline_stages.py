@@ -30,9 +30,8 @@ def main(argv=None):
     from napari_muvit.engine.device import configure_threads
     from napari_muvit.engine.predict import finish, open_run
     from napari_muvit.engine.recipe import Recipe
-    from napari_muvit.engine.store import prepare_output
     from napari_muvit.engine.stitch import BandStitcher, finish_band
-    from napari_muvit.engine.store import BACKGROUND
+    from napari_muvit.engine.store import BACKGROUND, prepare_output
     from napari_muvit.engine.tileops import read_batch, run_batch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
