@@ -56,11 +56,15 @@ def add_parser(subparsers) -> None:
     dist.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask.distributed cluster")
     p.add_argument("--recipe", metavar="FILE", help="load settings from a recipe (.yaml/.json); flags override it")
     p.add_argument("--save-recipe", metavar="FILE", help="also write the recipe used to FILE")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="refuse a source chunk missing from its zarr store (default: read it as zeros, warn once "
+                   "and report the count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 FIELDS = ("source", "model", "levels", "region", "tile", "overlap", "foreground", "mask", "device", "precision",
-          "batch_size", "out", "prob_dtype", "output_level", "resume", "overwrite", "workers", "scheduler")
+          "batch_size", "out", "prob_dtype", "output_level", "resume", "overwrite", "workers", "scheduler",
+          "strict")
 
 
 def recipe_from_args(args):
@@ -129,4 +133,6 @@ def run(args) -> int:
     print(safety.terminal_text(f"wrote {result.path}: {result.task}, {result.tiles_done} tiles predicted, "
                                f"{result.tiles_background} background, {result.tiles_total} in all, {state}, "
                                f"{result.seconds:.1f} s"))
+    for warning in getattr(result, "warnings", []) or []:
+        print(safety.terminal_text(f"napari-muvit: warning: {warning}"), file=sys.stderr)
     return 0 if result.complete else 1

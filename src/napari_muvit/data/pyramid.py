@@ -279,6 +279,21 @@ class Pyramid:
                    "chunks are only counted.")
             log.warning(msg)
 
+    def check_all_chunks(self) -> int:
+        """Check every chunk of every stored zarr level up front (strict runs refuse before any output).
+
+        Returns the number of chunks missing; with ``strict`` the first one raises ``ValueError``.
+        """
+        for i, lv in enumerate(self._levels):
+            chunks = regular_chunks(lv.raw) if lv.source is None else None
+            if chunks is None:
+                continue
+            ranges = [range(1) if a == "t" else range(-(-int(n) // int(c)))
+                      for a, n, c in zip(lv.layout, lv.raw.shape, chunks)]
+            for idx in product(*ranges):
+                self._check_chunk(i, idx)
+        return len(self.missing_chunks)
+
     def missing_chunks_message(self) -> str | None:
         """One sentence with the number of missing source chunks read so far as fill value, or None."""
         n = len(self.missing_chunks)

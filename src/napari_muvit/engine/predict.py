@@ -40,6 +40,7 @@ class PredictionResult:
     tiles_background: int = 0
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # one sentence each, e.g. source chunks read as zeros
 
 
 def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=None) -> PredictionResult:
@@ -75,8 +76,15 @@ def result_of(ctx, store, book, cancelled, seconds) -> PredictionResult:
         path=store.path, task=ctx.task, complete=book.complete and not cancelled, cancelled=cancelled,
         tiles_total=book.total, tiles_done=book.n_done, tiles_background=book.n_background, seconds=seconds,
         info={"batch_size": store.meta.get("batch_size"), "grid_shape": list(ctx.grid.grid_shape),
-              "oom_halvings": ctx.extra.get("oom_halvings", 0)},
+              "oom_halvings": ctx.extra.get("oom_halvings", 0),
+              "missing_source_chunks": len(getattr(ctx.pyramid, "missing_chunks", ()))},
+        warnings=[m for m in [_missing_chunks_message(ctx.pyramid)] if m],
     )
+
+
+def _missing_chunks_message(pyramid) -> str | None:
+    message = getattr(pyramid, "missing_chunks_message", None)
+    return message() if callable(message) else None
 
 
 # ---- store set-up ------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class Recipe:
     batch_size: int | str = "auto"
     foreground: bool = False
     mask: str | None = None
+    strict: bool = False  # refuse a source chunk missing from its zarr store instead of reading it as zeros
     out: str = ""
     prob_dtype: str = "uint8"
     output_level: int = 1
@@ -75,6 +76,7 @@ class Recipe:
         self.source = "" if self.source is None else str(self.source)
         self.model = "demo" if self.model in (None, "") else str(self.model)
         self.out = "" if self.out is None else str(self.out)
+        self.strict = bool(self.strict)
         if self.levels is not None:
             self.levels = parse_levels(self.levels)
         if self.region is not None:

@@ -52,7 +52,15 @@ def read_label_file(path: Path):
         raise FileNotFoundError(f"Label file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path, mmap_mode="r")
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:  # object arrays (pickles) cannot be memory-mapped and are never loaded
+            if "object" in str(exc).lower() or "pickle" in str(exc).lower():
+                raise ValueError(f"label file {str(path)!r} holds Python objects (a pickle), not a label image; "
+                                 "save the labels as whole numbers (e.g. numpy uint8/uint16).") from exc
+            raise ValueError(f"label file {str(path)!r} is truncated or not a .npy array ({exc}).") from exc
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"label file {str(path)!r} is truncated or not a .npy array ({exc}).") from exc
     if suffix in (".tif", ".tiff"):
         import tifffile
         import zarr

@@ -27,11 +27,13 @@ from .schedule import make_optimizer, make_scheduler
 from .state import (
     History,
     capture_rng,
+    drop_aside,
     load_checkpoint,
     prepare_output,
     publish_model,
     restore_training,
     save_checkpoint,
+    set_aside,
 )
 
 DEFAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -195,6 +197,7 @@ def finetune(
     data = make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment,
                      background_class)
 
+    aside = set_aside(train_dir, overwrite, resume)  # every input is checked: move the old run aside
     torch.manual_seed(seed)
     weight = _class_weights(class_weights, data)
     weight = weight.to(dev) if weight is not None else None
@@ -275,6 +278,7 @@ def finetune(
     )
     model.cpu().eval()
     publish_model(model, out, card)
+    drop_aside(aside)
     return TrainResult(model_dir=out, history=history.rows, steps_done=step, total_steps=total,
                        cancelled=cancelled, metrics=metrics)
 

@@ -24,11 +24,13 @@ from .schedule import make_optimizer, make_scheduler
 from .state import (
     History,
     capture_rng,
+    drop_aside,
     load_checkpoint,
     prepare_output,
     publish_model,
     restore_training,
     save_checkpoint,
+    set_aside,
 )
 
 # A small default MAE: trains on a laptop CPU; pass model_config to change it.
@@ -146,6 +148,7 @@ def pretrain(
     data = SlideBatches(pyramids, levels, size, seed=seed, normalizers=normalizers,
                         augment=Augmenter(jitter=0.1) if augment else None, shift=nested_shift,
                         patch_size=mae.encoder.patch_size[0])
+    aside = set_aside(train_dir, overwrite, resume)  # every input is checked: move the old run aside
 
     if ckpt is None:
         if steps is None:
@@ -220,6 +223,7 @@ def pretrain(
     )
     mae.cpu().eval()
     publish_model(mae, out, card)
+    drop_aside(aside)
     mae.to(dev)
     return TrainResult(model_dir=out, history=history.rows, steps_done=step, total_steps=total,
                        cancelled=cancelled, metrics={"final_loss": float(np.mean(tail))})

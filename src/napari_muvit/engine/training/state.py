@@ -46,18 +46,36 @@ def restore_rng(state: dict, sampler_rng: np.random.Generator | None = None) -> 
 def prepare_output(out: str | Path, resume: bool, overwrite: bool) -> tuple[Path, Path, Path]:
     """Check the output folder of a training run; returns ``(out, out/training, checkpoint path)``.
 
-    A non-empty folder needs ``resume`` or ``overwrite``; ``overwrite`` without ``resume`` clears
-    ``out/training`` (the model files are replaced when the run publishes its model).
+    A non-empty folder needs ``resume`` or ``overwrite``. Nothing is removed here: with ``overwrite`` the
+    caller checks every input first, then moves the earlier ``out/training`` aside (:func:`set_aside`) and
+    deletes it only once the new model is published (:func:`drop_aside`).
     """
-    import shutil
-
     out = Path(out)
     train_dir = out / "training"
     if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise FileExistsError(f"Output folder {out} already exists; pass --resume to continue it or choose a new --out.")
-    if overwrite and not resume:
-        shutil.rmtree(train_dir, ignore_errors=True)
     return out, train_dir, train_dir / CHECKPOINT_NAME
+
+
+def set_aside(train_dir: Path, overwrite: bool, resume: bool) -> Path | None:
+    """Move an earlier run's ``training`` folder to a hidden sibling (an atomic rename, nothing deleted).
+
+    Called after every input of an ``overwrite`` run has been checked; returns the new place or ``None``.
+    """
+    train_dir = Path(train_dir)
+    if not overwrite or resume or not train_dir.exists():
+        return None
+    aside = train_dir.with_name(f".training-replaced-{os.getpid()}")
+    os.replace(train_dir, aside)
+    return aside
+
+
+def drop_aside(aside: Path | None) -> None:
+    """Delete the earlier run's training folder once the new model has been published."""
+    import shutil
+
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def restore_training(ckpt: dict, model, optimizer, scheduler, sampler_rng: np.random.Generator) -> History:
