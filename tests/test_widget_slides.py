@@ -119,7 +119,9 @@ def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_v
     assert t.cell_text(0, 1) == "300 x 400 px (0.15 x 0.20 mm)" and t.cell_text(1, 2) == "0.25 µm"
     assert t.cell_text(0, 3) == "TIFF" and "could not be read" in t.cell_text(2, 1)
     assert w.status.value == "3 slides, 1 with complete outputs"
-    qtbot.waitUntil(lambda: not w.thumbnails.job.running, timeout=30_000)  # read off the GUI thread
+    # read off the GUI thread; each thumbnail reaches the table by a queued signal, after the job may have ended
+    qtbot.waitUntil(lambda: not w.thumbnails.job.running
+                    and not any(t.item(r, 0).icon().isNull() for r in (0, 1)), timeout=30_000)
     assert [t.item(r, 0).icon().isNull() for r in range(3)] == [False, False, True]  # c.ndpi cannot be read
     assert t.item(0, 0).icon().availableSizes()[0].width() == 50  # a.tif: 400 px / 8
 
