@@ -90,8 +90,8 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     timer, ticks = _heartbeat(qtbot)
     job = tab.start()
     assert job is not None
-    qtbot.waitUntil(lambda: not job.running, timeout=90_000)
-    qtbot.wait(50)
+    # the dock hears of the end by queued signals: Start comes back once every handler has run
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.enabled, timeout=90_000)
     timer.stop()
     assert job.error is None, job.error
     result = tab.result
@@ -179,7 +179,8 @@ def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, 
     tab.cancel_btn.native.click()
     qtbot.waitUntil(lambda: not job.running, timeout=30_000)
     took = time.perf_counter() - t_cancel
-    qtbot.wait(50)
+    # the dock hears of the end by a queued signal, after the job stops running
+    qtbot.waitUntil(lambda: tab.status.value.startswith("cancelled"), timeout=10_000)
     timer.stop()
     assert job.error is None, job.error
     result = tab.result
@@ -291,8 +292,8 @@ def test_finetune_a_tile_classifier_from_roi_shapes(viewer_with_slide, qtbot, tm
     tab.out.value = str(tmp_path / "classifier")
     job = tab.start()
     assert job is not None
-    qtbot.waitUntil(lambda: not job.running, timeout=90_000)
-    qtbot.wait(50)
+    # the dock hears of the end by queued signals: Start comes back once every handler has run
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.enabled, timeout=90_000)
     assert job.error is None, job.error
     model = load_model(tab.result.model_dir)
     assert model.card.task == "classification" and sorted(model.card.class_names) == ["ring", "streak"]

@@ -107,7 +107,8 @@ class TrainingTab(Container):
         warm_up()
         job = EngineJob(lambda progress, cancel: self._run(kwargs, progress, cancel),
                         description=self.description, unit="steps")
-        job.progressed.connect(lambda done, total, text: setattr(self.status, "value", text))
+        # a progress line that arrives after the job ended never replaces the final status
+        job.progressed.connect(lambda done, total, text: job.running and setattr(self.status, "value", text))
         job.succeeded.connect(self._on_done)
         job.cancelled.connect(self._on_cancelled)
         job.failed.connect(self._on_failed)
