@@ -443,3 +443,37 @@ def test_reference_encoder_folder_gives_a_pca_overview(sample_viewer, plugin_dir
     np.testing.assert_allclose(layer.scale, (8, 8))
     np.testing.assert_allclose(layer.translate, (128 + 3.5, 64 + 3.5))
     assert not [ly.name for ly in sample_viewer.layers if ly.name.startswith("MuViT p(")]
+
+
+def test_output_choices_reach_the_store_and_the_layers(sample_viewer, tiny_model, qtbot):
+    """The Output box: probabilities as 16-bit floats at x4 output resolution, then labels only."""
+    from napari_muvit.engine.store import OutputStore
+
+    w = make_widget(sample_viewer, tiny_model, (64, 320, 64, 320))
+    assert w.output_level.isEnabled() and w.prob_dtype.isEnabled()  # a segmentation model
+    w.prob_dtype.setCurrentText("16-bit float")
+    w.output_level.setCurrentText("x4")
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None and "done" in w.status.text()
+    store = OutputStore.open(w.last_store)
+    assert store.prob_dtype == "float16" and store.layout["level"] == 4
+    labels = sample_viewer.layers["MuViT labels"]
+    # one output pixel per 4 x 4 slide pixels, its centre on theirs: scale 4, translate (4 - 1) / 2
+    np.testing.assert_allclose(labels.scale, (4, 4))
+    np.testing.assert_allclose(labels.translate, (1.5, 1.5))
+    probs = sample_viewer.layers["MuViT p(class 1)"]
+    np.testing.assert_allclose(probs.scale, (4, 4))
+    assert np.asarray(probs.data[0] if probs.multiscale else probs.data).dtype == np.float16
+    # settings remember the choice; labels only: no probability layer from that run
+    assert w.settings()["prob_dtype"] == "float16" and w.settings()["output_level"] == 4
+    w.prob_dtype.setCurrentText("none (labels only)")
+    w.output_level.setCurrentText("x1")
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None
+    assert OutputStore.open(w.last_store).prob_dtype == "none"
+    assert "MuViT labels" in [layer.name for layer in sample_viewer.layers]
+    names = [layer.name for layer in sample_viewer.layers]
+    assert "MuViT p(class 1)" not in names, names  # the x4 run's layers were kept under their store's name
+    assert any(n.startswith("MuViT p(class 1)") for n in names), names

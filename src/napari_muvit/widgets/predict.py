@@ -41,7 +41,12 @@ from .workers import EngineJob, engine_process
 SETTINGS_NAME = "predict"
 DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,
             "tile": 0, "overlap": -2, "levels": None, "region_mode": "current view", "foreground": False,
-            "context": True, "live": True}
+            "context": True, "live": True, "prob_dtype": "uint8", "output_level": 1}
+PROB_DTYPES = {  # label in the dock -> recipe value
+    "8-bit (p = v/255, smallest)": "uint8", "16-bit float": "float16", "32-bit float (largest)": "float32",
+    "none (labels only)": "none",
+}
+OUTPUT_LEVELS = (1, 2, 4, 8, 16)
 
 
 class PredictWidget(QWidget):
@@ -96,6 +101,16 @@ class PredictWidget(QWidget):
         self.shapes_combo.setToolTip("The Shapes layer whose rectangles bound the region.")
         self.foreground.setToolTip("Whole slide only: skip tiles with no tissue (bright or empty background); "
                                    "they are counted as skipped, not computed.")
+        self.prob_dtype = QComboBox()
+        self.prob_dtype.addItems(list(PROB_DTYPES))
+        self.prob_dtype.setToolTip("How class probabilities are stored: 8 bits per class (p = v/255, a quarter "
+                                   "of the space of 32-bit floats), 16- or 32-bit floats, or not at all (the "
+                                   "labels and the per-tile scores are always kept).")
+        self.output_level = QComboBox()
+        self.output_level.addItems([f"x{f}" for f in OUTPUT_LEVELS])
+        self.output_level.setToolTip("Resolution of the stored probabilities and labels: x1 = every slide pixel, "
+                                     "x4 = one output pixel per 4 x 4 slide pixels (16 times smaller), aligned "
+                                     "with the slide. Segmentation models only.")
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Predict the region in the background; results appear as layers. After a "
                                    "cancel, Run with the same settings continues where it stopped.")
@@ -120,6 +135,11 @@ class PredictWidget(QWidget):
         region_form.addRow(self.context)
         region_box = QGroupBox("Region")
         region_box.setLayout(region_form)
+        output_form = QFormLayout()
+        output_form.addRow("probabilities", self.prob_dtype)
+        output_form.addRow("resolution", self.output_level)
+        output_box = QGroupBox("Output")
+        output_box.setLayout(output_form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -132,7 +152,7 @@ class PredictWidget(QWidget):
 
         inner = QWidget()
         col = QVBoxLayout(inner)
-        for box in (image_box, levels_box, model_box, region_box, self.roi_panel):
+        for box in (image_box, levels_box, model_box, region_box, output_box, self.roi_panel):
             col.addWidget(box)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -158,7 +178,8 @@ class PredictWidget(QWidget):
         s = self.model.settings()
         s.update(levels=list(self.levels.chosen()) or None, region_mode=self.region_mode.currentText(),
                  foreground=self.foreground.isChecked(), context=self.context.isChecked(),
-                 live=self.live.isChecked())
+                 live=self.live.isChecked(), prob_dtype=PROB_DTYPES[self.prob_dtype.currentText()],
+                 output_level=OUTPUT_LEVELS[self.output_level.currentIndex()])
         return s
 
     def _apply_settings(self, s: dict):
@@ -167,6 +188,10 @@ class PredictWidget(QWidget):
         self.foreground.setChecked(bool(s.get("foreground")))
         self.context.setChecked(bool(s.get("context", True)))
         self.live.setChecked(bool(s.get("live", True)))
+        labels = {v: k for k, v in PROB_DTYPES.items()}
+        self.prob_dtype.setCurrentText(labels.get(s.get("prob_dtype"), labels["uint8"]))
+        level = s.get("output_level", 1)
+        self.output_level.setCurrentIndex(OUTPUT_LEVELS.index(level) if level in OUTPUT_LEVELS else 0)
         self._saved_levels = s.get("levels")
         self._on_model_changed()
         self._update_region_controls()
@@ -222,6 +247,9 @@ class PredictWidget(QWidget):
         saved = [f for f in (self._saved_levels or []) if f in info.levels] or None
         # only an encoder runs on a subset of its levels; a trained head needs all of them
         self.levels.set_model_levels(info.levels, saved, fixed=info.task != "encoder")
+        # the output choices apply to dense (segmentation) outputs only
+        self.output_level.setEnabled(info.task == "segmentation")
+        self.prob_dtype.setEnabled(info.task == "segmentation")
         self.update_context_preview()
 
     def _update_region_controls(self, *_):
@@ -304,6 +332,9 @@ class PredictWidget(QWidget):
             batch_size=m.batch.value() or "auto", foreground=self.foreground.isChecked() and region is None,
             out=str(out),
         )
+        if info.task == "segmentation":
+            recipe = recipe.replace(prob_dtype=PROB_DTYPES[self.prob_dtype.currentText()],
+                                    output_level=OUTPUT_LEVELS[self.output_level.currentIndex()])
         if self.resumable is not None and self.last_recipe is not None and \
                 recipe.replace(out=self.last_recipe.out).to_dict() == self.last_recipe.to_dict():
             recipe = self.last_recipe.replace(resume=True)  # same settings: continue the cancelled store
@@ -331,7 +362,7 @@ class PredictWidget(QWidget):
             region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
             show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit,
                                                             info.class_colors),
-                         image.origin_offset)
+                         image.origin_offset, live=recipe.prob_dtype == "none")  # labels only: no heatmaps
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size,
                                        on_preview=self.preview_ready.emit if self.live.isChecked() else None,
