@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from qtpy.QtCore import Qt
 
 SLIDE_SIZE, SLIDE_SEED = 512, 3
 LEVELS, PATCH, CROP = (1, 4, 16), 8, 64
@@ -477,3 +478,40 @@ def test_output_choices_reach_the_store_and_the_layers(sample_viewer, tiny_model
     names = [layer.name for layer in sample_viewer.layers]
     assert "MuViT p(class 1)" not in names, names  # the x4 run's layers were kept under their store's name
     assert any(n.startswith("MuViT p(class 1)") for n in names), names
+
+
+def test_measurements_of_the_last_run_table_chart_and_export(sample_viewer, tiny_model, qtbot, tmp_path):
+    """The Measurements box shows what `measure_store` computes, per region; the export is its CSV."""
+    from napari_muvit.engine.measure import measure_store, write_csv
+
+    w = make_widget(sample_viewer, tiny_model, (64, 320, 64, 320))
+    panel = w.measure_panel
+    assert not panel.measure_button.isEnabled()  # nothing to measure before a run
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert panel.measure_button.isEnabled() and panel.store == w.last_store
+    # measure the whole prediction and the rectangle of the region's own Shapes layer
+    assert panel.regions.findText("roi box") >= 0
+    panel.regions.setCurrentText("roi box")
+    job = panel.measure()
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running and panel.result is not None, timeout=60_000)
+    from napari_muvit.widgets.annotation_layers import regions_from_shapes
+
+    expected = measure_store(w.last_store, regions_from_shapes(sample_viewer.layers["roi box"]))
+    shown = {(panel.table.item(r, 0).text(), panel.table.item(r, 1).text()): panel.table.item(r, 2).value
+             for r in range(panel.table.rowCount())}
+    want = {(r["region"], r["class"]): float(r["area_px2"]) for r in expected.rows if r["class"] != "(not predicted)"}
+    assert shown == want and len({region for region, _ in shown}) == 2
+    # the whole-prediction areas of the classes add up to the predicted (tissue + background) area
+    slide = expected.rows[0]["region"]
+    classes = [r for r in expected.rows if r["region"] == slide and r["class"] not in ("(tissue)", "(not predicted)")]
+    assert sum(r["pixels"] for r in classes) == 256 * 256  # the predicted region, every pixel one class
+    assert [name for name, _ in panel.bars] == [r["class"] for r in expected.rows
+                                                if r["region"] == slide and r["class"] not in ("(tissue)", "(not predicted)")]
+    # sorting by area puts the largest first
+    panel.table.sortItems(2, Qt.DescendingOrder)
+    values = [panel.table.item(r, 2).value for r in range(panel.table.rowCount())]
+    assert values == sorted(values, reverse=True)
+    out = panel.export(str(tmp_path / "m.csv"))
+    assert out.read_text() == write_csv(expected, tmp_path / "direct.csv").read_text()

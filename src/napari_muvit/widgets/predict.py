@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from . import layers as L
 from .legend import ClassLegend
 from .levels import LevelsPanel
+from .measure_panel import MeasurePanel
 from .model_panel import ModelPanel
 from .prediction_job import load_outputs, make_prediction_job
 from .preview_view import placeholder_preview, show_preview
@@ -124,6 +125,7 @@ class PredictWidget(QWidget):
         self.legend = ClassLegend()
         self.roi_panel = RoiPanel(self.viewer, lambda: self.image, self.status.setText)
         self.rois = self.roi_panel.table
+        self.measure_panel = MeasurePanel(self.viewer, self.status.setText)
 
         image_box = _group("Image", [self.image_combo, self.image_info])
         levels_box = _group("Levels", [self.levels])
@@ -152,7 +154,7 @@ class PredictWidget(QWidget):
 
         inner = QWidget()
         col = QVBoxLayout(inner)
-        for box in (image_box, levels_box, model_box, region_box, output_box, self.roi_panel):
+        for box in (image_box, levels_box, model_box, region_box, output_box, self.roi_panel, self.measure_panel):
             col.addWidget(box)
         col.addStretch(1)
         scroll = QScrollArea()
@@ -436,10 +438,21 @@ class PredictWidget(QWidget):
         """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""
         self.output_layers = [L.add_or_update(self.viewer, tup) for tup in outputs.layers]
         self.output_layers += self.roi_panel.show(outputs.store, outputs.rois)
+        self.measure_panel.set_store(outputs.store if self._task_of(outputs.store) == "segmentation" else None)
         if outputs.roi_error:
             self.status.setText(self.status.text() + f"\nROIs: {outputs.roi_error}")
         if self.image is not None and self.image.layer in self.viewer.layers:
             self.viewer.layers.selection.active = self.image.layer
+
+    @staticmethod
+    def _task_of(store) -> str | None:
+        """The task of a store (measurements need a labels pyramid: segmentation only)."""
+        try:
+            from napari_muvit.engine.store import OutputStore
+
+            return OutputStore.open(store).meta.get("task")
+        except (ValueError, OSError, KeyError):
+            return None
 
     def show_results(self, store, complete=None):
         """Show an existing prediction store (reads it here: for scripts and small stores)."""
