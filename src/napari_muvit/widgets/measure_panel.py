@@ -78,7 +78,7 @@ class MeasurePanel(QGroupBox):
         self.figure = Figure(figsize=(3, 1.8), dpi=80)
         self.chart = FigureCanvasQTAgg(self.figure)
         self.chart.setMinimumHeight(150)
-        self.chart.setToolTip("Area of every class in the whole prediction.")
+        self.chart.setToolTip("Area of every tissue class (not background) in the whole prediction.")
 
         form = QFormLayout()
         form.addRow("regions", self.regions)
@@ -171,8 +171,11 @@ class MeasurePanel(QGroupBox):
             self.table.setItem(i, 3, _NumberItem(r["percent_of_tissue"]))
             self.table.setItem(i, 4, _NumberItem(r["objects"]))
         self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+        # the chart: tissue classes of the whole prediction (background would dwarf them)
         whole = [r for r in rows if r["region"] == rows[0]["region"] and r["class"] != TISSUE] if rows else []
-        self.draw_chart([r["class"] for r in whole], [r[area_key] for r in whole], unit)
+        tissue = [r for r in whole if r["percent_of_tissue"] is not None] or whole
+        self.draw_chart([r["class"] for r in tissue], [r[area_key] for r in tissue], unit)
         self.export_button.setEnabled(True)
         self._report(f"measured {len({r['region'] for r in rows})} region(s)")
 
