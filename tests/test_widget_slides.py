@@ -213,3 +213,13 @@ def test_slides_dock_runs_selected_slides_in_the_background_and_resumes(make_nap
     result = w.batch.job.result
     assert [(Path(r.slide).name, r.status) for r in result.rows] == [
         ("s1.tif", "skipped"), ("s2.tif", "done"), ("s3.tif", "skipped")]
+
+
+def test_a_scale_without_a_unit_is_not_shown_as_micrometres():
+    from napari_muvit.engine.slide_list import SlideInfo
+
+    info = SlideInfo(path="s.zarr", store="o/s.zarr", state="none", format="OME-Zarr", shape=(2048, 2048),
+                     pixel_size=(1.0, 1.0), unit=None)
+    assert info.pixel_text() == "unknown" and info.size_text() == "2048 x 2048 px"
+    info.unit = "micrometer"
+    assert info.pixel_text() == "1 µm" and info.size_text() == "2048 x 2048 px (2.05 x 2.05 mm)"

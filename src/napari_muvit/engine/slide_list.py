@@ -48,10 +48,10 @@ class SlideInfo:
         return text
 
     def pixel_text(self) -> str:
-        if self.pixel_size is None:
+        if self.pixel_size is None or not self.unit:  # a scale without a unit is no physical size
             return "unknown"
         y, x = self.pixel_size
-        unit = "µm" if self.unit in ("micrometer", "µm", "um", None) else self.unit
+        unit = "µm" if self.unit in ("micrometer", "µm", "um") else self.unit
         return f"{x:.4g} {unit}" if abs(y - x) <= 1e-6 * max(x, y) else f"{y:.4g} x {x:.4g} {unit}"
 
 
