@@ -516,3 +516,21 @@ def test_measurements_of_the_last_run_table_chart_and_export(sample_viewer, tiny
     assert values == sorted(values, reverse=True)
     out = panel.export(str(tmp_path / "m.csv"))
     assert out.read_text() == write_csv(expected, tmp_path / "direct.csv").read_text()
+
+
+def test_show_tissue_draws_the_mask_foreground_runs_use(sample_viewer, tiny_model, qtbot):
+    from napari_muvit.data.foreground import foreground_mask
+    from napari_muvit.widgets.layers import level_transform
+
+    w = make_widget(sample_viewer, tiny_model)
+    job = w.show_tissue()
+    assert job is not None
+    qtbot.waitUntil(lambda: "MuViT tissue" in sample_viewer.layers, timeout=30_000)
+    layer = sample_viewer.layers["MuViT tissue"]
+    mask, level = foreground_mask(w.image.pyramid)
+    np.testing.assert_array_equal(np.asarray(layer.data), mask.astype(np.uint8))
+    scale, translate = level_transform(level, w.image.pixel_size, origin=w.image.origin_offset)
+    np.testing.assert_allclose(layer.scale, scale)
+    np.testing.assert_allclose(layer.translate, translate)
+    assert level > 1 and 0 < mask.mean() < 1  # a coarse level, and the sample slide is partly tissue
+    assert w.status.text().startswith(f"tissue: {100 * mask.mean():.1f} % of the slide")

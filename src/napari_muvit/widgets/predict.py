@@ -90,6 +90,9 @@ class PredictWidget(QWidget):
         self.region_mode.addItems(REGION_MODES)
         self.shapes_combo = QComboBox()
         self.foreground = QCheckBox("foreground tiles only")
+        self.tissue_button = QPushButton("Show tissue")
+        self.tissue_button.setToolTip("Show, as the layer 'MuViT tissue', the tissue mask that 'foreground tiles "
+                                      "only' uses: tiles whose area holds none of it are skipped.")
         self.context = QCheckBox("show the model's crops")
         self.context.setToolTip("Outline the nested crop of every ticked level around the region centre, "
                                 "as the model will see it. Hold Shift and move the mouse to follow the cursor.")
@@ -133,7 +136,10 @@ class PredictWidget(QWidget):
         region_form = QFormLayout()
         region_form.addRow("region", self.region_mode)
         region_form.addRow("Shapes layer", self.shapes_combo)
-        region_form.addRow(self.foreground)
+        fg_row = QHBoxLayout()
+        fg_row.addWidget(self.foreground)
+        fg_row.addWidget(self.tissue_button)
+        region_form.addRow(fg_row)
         region_form.addRow(self.context)
         region_box = QGroupBox("Region")
         region_box.setLayout(region_form)
@@ -173,6 +179,7 @@ class PredictWidget(QWidget):
         self.context.toggled.connect(lambda on: self.update_context_preview() if on else self._hide_context())
         self.levels.changed.connect(self.update_context_preview)
         self.run_button.clicked.connect(self.run)
+        self.tissue_button.clicked.connect(self.show_tissue)
         self.cancel_button.clicked.connect(self.cancel)
 
     # ------------------------------------------------------------------------------------ settings
@@ -253,6 +260,31 @@ class PredictWidget(QWidget):
         self.output_level.setEnabled(info.task == "segmentation")
         self.prob_dtype.setEnabled(info.task == "segmentation")
         self.update_context_preview()
+
+    def show_tissue(self) -> EngineJob | None:
+        """Compute the foreground (tissue) mask of the image off the GUI thread and show it as a layer."""
+        if self.image is None:
+            notify_error("there is no image layer to look at; open a slide or the MuViT sample first.")
+            return None
+        from napari_muvit.data.foreground import foreground_mask
+
+        image = self.image
+        job = EngineJob(lambda progress, cancel: foreground_mask(image.pyramid), description="tissue mask",
+                        show_progress=False)
+        job.succeeded.connect(lambda result: self._show_tissue_layer(image, *result))
+        job.failed.connect(notify_error)
+        self.tissue_job = job.start()
+        return job
+
+    def _show_tissue_layer(self, image, mask, level) -> None:
+        scale, translate = L.level_transform(level, image.pixel_size, origin=image.origin_offset)
+        data = np.asarray(mask, np.uint8)
+        name = "MuViT tissue"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_labels(data, name=name, scale=scale, translate=translate, opacity=0.35,
+                               metadata={L.META_KEY: {"kind": "tissue", "level": float(level)}})
+        self.status.setText(f"tissue: {100.0 * data.mean():.1f} % of the slide (mask at level x{level:g})")
 
     def _update_region_controls(self, *_):
         self.shapes_combo.setEnabled(self.region_mode.currentText() == "shapes layer")
