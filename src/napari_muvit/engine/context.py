@@ -59,7 +59,7 @@ def open_source(recipe: Recipe, pyramid=None):
         raise ValueError("no source image was given; pass the path of a slide (OME-Zarr, TIFF, SVS, ...).")
     if not Path(recipe.source).exists():
         raise FileNotFoundError(f"source {recipe.source!r} does not exist; give the path of an existing slide.")
-    return open_pyramid(recipe.source, strict=bool(getattr(recipe, "strict", False)))
+    return open_pyramid(recipe.source, strict=recipe.strict)
 
 
 def open_model(recipe: Recipe, device, model=None):
@@ -105,7 +105,7 @@ def resolve(recipe: Recipe, *, model=None, pyramid=None) -> RunContext:
     pyramid = open_source(recipe, pyramid)
     if getattr(pyramid, "spatial_ndim", 2) != 2:
         raise ValueError("the prediction engine works on 2-D slides; this image is 3-D (z, y, x).")
-    if recipe.strict and hasattr(pyramid, "check_all_chunks"):
+    if recipe.strict:
         pyramid.strict = True
         pyramid.check_all_chunks()  # a missing source chunk is refused before any output exists
     model = open_model(recipe, device, model)

@@ -77,14 +77,9 @@ def result_of(ctx, store, book, cancelled, seconds) -> PredictionResult:
         tiles_total=book.total, tiles_done=book.n_done, tiles_background=book.n_background, seconds=seconds,
         info={"batch_size": store.meta.get("batch_size"), "grid_shape": list(ctx.grid.grid_shape),
               "oom_halvings": ctx.extra.get("oom_halvings", 0),
-              "missing_source_chunks": len(getattr(ctx.pyramid, "missing_chunks", ()))},
-        warnings=[m for m in [_missing_chunks_message(ctx.pyramid)] if m],
+              "missing_source_chunks": len(ctx.pyramid.missing_chunks)},
+        warnings=[m for m in [ctx.pyramid.missing_chunks_message()] if m],
     )
-
-
-def _missing_chunks_message(pyramid) -> str | None:
-    message = getattr(pyramid, "missing_chunks_message", None)
-    return message() if callable(message) else None
 
 
 # ---- store set-up ------------------------------------------------------------------------------------

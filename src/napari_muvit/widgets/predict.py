@@ -470,21 +470,11 @@ class PredictWidget(QWidget):
         """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""
         self.output_layers = [L.add_or_update(self.viewer, tup) for tup in outputs.layers]
         self.output_layers += self.roi_panel.show(outputs.store, outputs.rois)
-        self.measure_panel.set_store(outputs.store if self._task_of(outputs.store) == "segmentation" else None)
+        self.measure_panel.set_store(outputs.store if outputs.task == "segmentation" else None)
         if outputs.roi_error:
             self.status.setText(self.status.text() + f"\nROIs: {outputs.roi_error}")
         if self.image is not None and self.image.layer in self.viewer.layers:
             self.viewer.layers.selection.active = self.image.layer
-
-    @staticmethod
-    def _task_of(store) -> str | None:
-        """The task of a store (measurements need a labels pyramid: segmentation only)."""
-        try:
-            from napari_muvit.engine.store import OutputStore
-
-            return OutputStore.open(store).meta.get("task")
-        except (ValueError, OSError, KeyError):
-            return None
 
     def show_results(self, store, complete=None):
         """Show an existing prediction store (reads it here: for scripts and small stores)."""

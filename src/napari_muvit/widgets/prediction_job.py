@@ -33,6 +33,7 @@ class Outputs:
     layers: list = field(default_factory=list)
     rois: tuple | None = None  # (ROI shapes layer tuple, roi_view.RankedRois)
     roi_error: str | None = None
+    task: str | None = None  # the store's task, read here so the GUI thread need not reopen the store
 
 
 def _predict_in_thread(recipe, progress=None, cancel=None, pyramid=None):
@@ -69,8 +70,9 @@ def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, 
     for _, kwargs, _ in tuples:
         kwargs["metadata"]["muvit"]["output"] = True
     rois, roi_error = None, None
-    if store_meta(store).get("task") == "encoder":  # feature overviews have no score to rank by
-        return Outputs(store, result, tuples)
+    task = store_meta(store).get("task")
+    if task == "encoder":  # feature overviews have no score to rank by
+        return Outputs(store, result, tuples, task=task)
     try:
         tup, table = roi_layer_and_table(store, pixel_size=pixel_size, origin_offset=origin_offset)
         if tup is not None:
@@ -78,7 +80,7 @@ def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, 
             rois = (tup, table)
     except (ValueError, FileNotFoundError) as exc:
         roi_error = str(exc)
-    return Outputs(store, result, tuples, rois, roi_error)
+    return Outputs(store, result, tuples, rois, roi_error, task=task)
 
 
 def start_split(resume: bool, skipped: int | None = None):
