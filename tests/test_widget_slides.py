@@ -171,25 +171,8 @@ def test_slides_dock_runs_selected_slides_in_the_background_and_resumes(make_nap
                                                                         monkeypatch):
     import csv
 
-    from napari_muvit.engine.testing import tiny_segmenter
-    from napari_muvit.model import save_model
-    from napari_muvit.widgets import slides as slides_pkg
-    from napari_muvit.widgets.slides import SlideListWidget
 
-    errors: list[str] = []
-    monkeypatch.setattr(slides_pkg.dock, "show_error", errors.append)
-    model = save_model(tiny_segmenter(levels=(1, 4), patch=4, crop=32, n_classes=3), tmp_path / "tiny")
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for name in ("s1", "s2", "s3"):
-        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 255, (96, 128), dtype=np.uint8), tile=(32, 32))
-    w = SlideListWidget(make_napari_viewer())
-    w.source.value = str(folder)
-    w.outputs.value = str(tmp_path / "out")
-    w.model.value = str(model)
-    w.foreground.value = False
-    w.refresh.clicked.emit()
+    w, errors = _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, ("s1", "s2", "s3"), (96, 128), 32, seed=3)
     assert [w.table.cell_text(r, 4) for r in range(3)] == ["none", "none", "none"]
     w.table.selectRow(0)
     w.table.selectionModel().select(w.table.model().index(2, 0), w.table.selectionModel().Select
@@ -228,25 +211,8 @@ def test_a_scale_without_a_unit_is_not_shown_as_micrometres():
 def test_slides_dock_cancels_a_batch_partway_and_resumes_it(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     import csv
 
-    from napari_muvit.engine.testing import tiny_segmenter
-    from napari_muvit.model import save_model
-    from napari_muvit.widgets import slides as slides_pkg
-    from napari_muvit.widgets.slides import SlideListWidget
 
-    errors: list[str] = []
-    monkeypatch.setattr(slides_pkg.dock, "show_error", errors.append)
-    model = save_model(tiny_segmenter(levels=(1, 4), patch=4, crop=32, n_classes=3), tmp_path / "tiny")
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    rng = np.random.default_rng(5)
-    for name in ("s1", "s2"):
-        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 255, (512, 512), dtype=np.uint8), tile=(64, 64))
-    w = SlideListWidget(make_napari_viewer())
-    w.source.value = str(folder)
-    w.outputs.value = str(tmp_path / "out")
-    w.model.value = str(model)
-    w.foreground.value = False
-    w.refresh.clicked.emit()
+    w, errors = _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, ("s1", "s2"), (512, 512), 64, seed=5)
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: w.batch.job.done >= 1, timeout=60_000)  # the first tiles of the first slide
     w.cancel_button.clicked.emit()
@@ -269,3 +235,28 @@ def test_slides_dock_cancels_a_batch_partway_and_resumes_it(make_napari_viewer, 
             assert row["status"] == "skipped", row
         else:  # partial (resumed: engine tests check a resumed store equals an uninterrupted one) or none
             assert row["status"] == "done" and int(row["tiles_done"]) == int(row["tiles"]) > 0, row
+
+
+def _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, names, shape, tile, seed):
+    """A slides dock listing random tiled TIFFs ``names`` of ``shape``, with a tiny model and outputs in
+    ``tmp_path/out``; returns the dock and the list of error notifications it shows."""
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.model import save_model
+    from napari_muvit.widgets import slides as slides_pkg
+    from napari_muvit.widgets.slides import SlideListWidget
+
+    errors: list[str] = []
+    monkeypatch.setattr(slides_pkg.dock, "show_error", errors.append)
+    model = save_model(tiny_segmenter(levels=(1, 4), patch=4, crop=32, n_classes=3), tmp_path / "tiny")
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for name in names:
+        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 255, shape, dtype=np.uint8), tile=(tile, tile))
+    w = SlideListWidget(make_napari_viewer())
+    w.source.value = str(folder)
+    w.outputs.value = str(tmp_path / "out")
+    w.model.value = str(model)
+    w.foreground.value = False
+    w.refresh.clicked.emit()
+    return w, errors
