@@ -20,9 +20,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--base", required=True, metavar="MODEL", help="model folder (MAE, encoder, fine-tuned) or 'demo'")
     p.add_argument("--task", choices=("segmentation", "classification"), default="segmentation")
     p.add_argument("--out", required=True, metavar="MODEL", help="output model folder")
-    p.add_argument("--classes", default=None, help="class names for label values 1, 2, ... (comma-separated)")
+    p.add_argument("--classes", default=None, help="class names for label values 1, 2, ... (comma-separated; "
+                                                   "default: an OME-Zarr label image's own names)")
     p.add_argument("--background-class", default=None, metavar="NAME",
-                   help="dense ground truth: label 0 is a real class with this name (otherwise 0 = unlabelled)")
+                   help="only for a foreign dense label image whose 0 is a real class: that class's name (every "
+                        "value moves up by one); napari-muvit's own labels, synthetic ground truth included, "
+                        "use 0 = unlabelled and need no such option")
     p.add_argument("--levels", default=None, help="subset of the base model's levels, e.g. 1,8")
     p.add_argument("--size", type=int, default=None, help="crop size (default: the base model's)")
     p.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")

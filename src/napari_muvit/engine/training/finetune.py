@@ -72,8 +72,12 @@ def make_task(task, pyramid, annotations, levels, size, class_names, val_fractio
             from napari_muvit.data.qupath import annotation_labels
 
             annotations, class_names = annotation_labels(annotations, pyramid.shape, class_names)
+        from napari_muvit.data.label_store import stored_class_names
+
+        # names from the label store's image-label properties; refuses 0-background synthetic stores (v1-2)
+        class_names = stored_class_names(annotations, class_names, background_class)
         labels = open_label_image(annotations, pyramid.shape[-2:])
-        if background_class:  # dense ground truth: 0 is a real class, so shift every value up by one
+        if background_class:  # a foreign dense label image whose 0 is a class: shift every value up by one
             labels = labels.astype(np.int32) + 1
             if class_names is not None:
                 class_names = [background_class, *class_names]
@@ -166,8 +170,11 @@ def finetune(
     base: a model folder (MAE, encoder or an earlier fine-tuned model); its encoder is reused and its levels
         and crop size are the defaults.
     train_encoder: also update the encoder (at ``encoder_lr``, default ``lr/10``); otherwise it is frozen.
-    background_class: for dense ground truth where 0 is a real class (e.g. the synthetic slides'
-        ``labels/ground_truth``): its name; label 0 becomes that class and nothing is ignored.
+    background_class: only for a foreign dense label image whose 0 is a real class (e.g. a mask from another
+        tool): its name; every value moves up by one, so 0 becomes that class and nothing is ignored. The
+        project's own labels (synthetic ``labels/ground_truth``, predictions, scribbles) use value ``k + 1`` =
+        class ``k`` and need no such option; an OME-Zarr label image's ``image-label`` names are the default
+        ``class_names``.
     class_weights: None (plain cross-entropy), ``"sqrt"`` (inverse square root of each class's labelled
         pixel count, mean 1; helps rare classes), ``"balanced"`` (inverse count) or one weight per class.
     progress(done, total) after every step; cancel() -> True stops at the next step (the model so far
