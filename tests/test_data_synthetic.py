@@ -31,7 +31,8 @@ def test_deterministic_and_window_independent(slide):
 
 def test_cells_identical_and_labelled_by_region(slide):
     img, lab, _ = slide
-    comps, n = ndimage.label(lab > 0)
+    assert set(np.unique(lab)) == {1, 2, 3, 4}  # value k + 1 = class k: background 1, cells 2..4, no 0
+    comps, n = ndimage.label(lab > 1)
     areas = np.bincount(comps.ravel())[1:]
     inner = ndimage.find_objects(comps)
     # every cell away from the border is the same 81-pixel disc (radius 5)
@@ -39,8 +40,8 @@ def test_cells_identical_and_labelled_by_region(slide):
              and sl[0].stop < 3072 and sl[1].stop < 3072]
     assert len(sizes) > 3000 and set(sizes) == {81}
     regions = np.stack([S.region_type(np.full(3072, y), np.arange(3072), 3) for y in range(0, 3072, 8)])
-    cells = lab[::8] > 0
-    assert np.mean(lab[::8][cells] == regions[cells]) > 0.99  # a cell's class is its region's type
+    cells = lab[::8] > 1
+    assert np.mean(lab[::8][cells] == regions[cells] + 1) > 0.99  # a cell's class is its region's type
     assert set(np.unique(regions)) == {1, 2, 3}
 
 
@@ -53,7 +54,7 @@ def _structure_mask(shape, seed):
 
 def _crop_features(img, lab, level, n, seed, crop=64):
     """Simple statistics of the ``crop`` px window at ``level`` (area means) centred on ``n`` random cells."""
-    ys, xs = np.nonzero(lab)
+    ys, xs = np.nonzero(lab > 1)
     pick = np.random.default_rng(seed).choice(len(ys), n, replace=False)
     ys, xs = ys[pick], xs[pick]
     side = img.shape[0] // level
@@ -63,7 +64,7 @@ def _crop_features(img, lab, level, n, seed, crop=64):
     for y, x in zip(ys // level, xs // level):
         c = padded[y: y + crop, x: x + crop]
         feats.append([c.mean(), c.std(), c.min(), c.max(), *np.percentile(c, [5, 95])])
-    return np.array(feats), lab[ys, xs].astype(np.int64)
+    return np.array(feats), lab[ys, xs].astype(np.int64) - 1  # class index = region type
 
 
 def _softmax_regression_accuracy(train, test, steps=1500):
@@ -87,10 +88,10 @@ def test_regions_look_alike_up_close_but_differ_at_coarse_scale(slide):
     assert max(means) - min(means) < 5.0, means  # grey levels out of 255: discs are sparse
     discs = _structure_mask(img.shape, 3)
     # between discs, every region type is the same background (the cells carry no class either)
-    between = [img[::4][(regions == k) & ~discs[::4] & (lab[::4] == 0)].mean() for k in (1, 2, 3)]
+    between = [img[::4][(regions == k) & ~discs[::4] & (lab[::4] == 1)].mean() for k in (1, 2, 3)]
     assert max(between) - min(between) < 0.5, between
     sums = np.pad(discs.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    ys, xs = np.nonzero(lab)
+    ys, xs = np.nonzero(lab > 1)
     pick = np.random.default_rng(0).choice(len(ys), 1500, replace=False)
     ys, xs = ys[pick], xs[pick]
 
@@ -106,7 +107,7 @@ def test_regions_look_alike_up_close_but_differ_at_coarse_scale(slide):
 def test_region_type_learnable_from_level_16_not_from_level_1(slide):
     img, lab, _ = slide
     held_img, held_lab, _ = synthetic_slide(3072, seed=11)
-    majority = np.bincount(held_lab[held_lab > 0]).max() / np.count_nonzero(held_lab)
+    majority = np.bincount(held_lab[held_lab > 1]).max() / np.count_nonzero(held_lab > 1)
     acc = {level: _softmax_regression_accuracy(_crop_features(img, lab, level, 800, 0),
                                                _crop_features(held_img, held_lab, level, 800, 1))
            for level in (1, 16)}
@@ -119,11 +120,11 @@ def test_written_ome_zarr(tmp_path, slide):
     root = zarr.open_group(str(path), mode="r")
     assert root.metadata.zarr_format == 3 and root.attrs["ome"]["version"] == "0.5"
     assert root.attrs["muvit"]["class_names"] == slide[2]
-    assert root.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 2
+    assert root.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 3
     assert list(root["labels"].attrs["ome"]["labels"]) == ["ground_truth"]
     gt = root["labels/ground_truth"].attrs["ome"]
     assert [p["class"] for p in gt["image-label"]["properties"]] == slide[2]
-    assert [c["label-value"] for c in gt["image-label"]["colors"]] == [0, 1, 2, 3]
+    assert [c["label-value"] for c in gt["image-label"]["colors"]] == [1, 2, 3, 4]
     image, labels = open_pyramid(path), open_pyramid(path / "labels" / "ground_truth")
     assert image.level_factors == [1, 2, 4, 8, 16] and labels.level_factors == image.level_factors
     np.testing.assert_array_equal(image.arrays[0][0].compute(), slide[0])

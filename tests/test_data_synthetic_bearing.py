@@ -36,9 +36,10 @@ def test_window_independent_and_deterministic(slide):
 def test_each_cell_labelled_by_the_bearing_of_its_nearest_landmark(slide):
     img, lab, _ = slide
     marks = _landmarks(5, 1536)
-    cells, n = ndimage.label(lab > 0)
-    centres = np.array(ndimage.center_of_mass(lab > 0, cells, range(1, n + 1)))
-    classes = np.array(ndimage.maximum(lab, cells, range(1, n + 1))).astype(int)
+    assert set(np.unique(lab)) == {1, 2, 3, 4, 5}  # value k + 1 = class k: background 1, no 0
+    cells, n = ndimage.label(lab > 1)
+    centres = np.array(ndimage.center_of_mass(lab > 1, cells, range(1, n + 1)))
+    classes = np.array(ndimage.maximum(lab, cells, range(1, n + 1))).astype(int) - 1  # class = value - 1
     full = [i for i, (cy, cx) in enumerate(centres) if 8 <= cy < 1528 and 8 <= cx < 1528]  # not cut by the edge
     assert len(full) > 800 and set(classes[full]) == {1, 2, 3, 4}
     for i in full:
@@ -57,7 +58,7 @@ def test_cells_look_identical_whatever_their_class(slide):
     img, lab, _ = slide
     profiles = {}
     for k in (1, 2, 3, 4):
-        cells, n = ndimage.label(lab == k)
+        cells, n = ndimage.label(lab == k + 1)
         peaks = ndimage.maximum(img, cells, range(1, n + 1))
         sizes = ndimage.sum(np.ones_like(lab), cells, range(1, n + 1))
         profiles[k] = (np.median(peaks), np.median(sizes))
@@ -70,8 +71,8 @@ def test_fine_crop_rarely_sees_a_landmark_but_the_coarse_one_always_does(slide):
     """A 64 px level-1 crop around a cell holds no landmark; a 1024 px level-16 crop holds one or more."""
     img, lab, _ = slide
     marks = _landmarks(5, 1536)
-    cells, n = ndimage.label(lab > 0)
-    centres = np.array(ndimage.center_of_mass(lab > 0, cells, range(1, n + 1)))
+    cells, n = ndimage.label(lab > 1)
+    centres = np.array(ndimage.center_of_mass(lab > 1, cells, range(1, n + 1)))
     near = np.abs(centres[:, None, :] - marks[None]).max(-1)  # Chebyshev distance cell -> landmark centre
     fine_sees = (near < 32 + B.LANDMARK_R).any(1).mean()
     coarse_sees = (near < 512).sum(1)
@@ -86,6 +87,7 @@ def test_cli_writes_bearing_slide_with_its_class_names(tmp_path):
     props = gt.attrs["ome"]["image-label"]["properties"]
     assert [p["class"] for p in props] == S.class_names(kind="bearing")
     colors = {c["label-value"]: c["rgba"] for c in gt.attrs["ome"]["image-label"]["colors"]}
-    assert colors[0][3] == 0 and colors[4] == B.CLASS_COLORS[4]
+    assert sorted(colors) == [1, 2, 3, 4, 5]  # value k + 1 = class k; 0 (unlabelled) has no class
+    assert colors[1][3] == 0 and colors[5] == B.CLASS_COLORS[4]
     img, lab, _ = S.synthetic_slide(512, seed=2, kind="bearing")
     np.testing.assert_array_equal(np.asarray(gt["s0"]), lab)

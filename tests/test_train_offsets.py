@@ -63,7 +63,7 @@ class _OffsetDetector(torch.nn.Module):
 
 
 def test_evaluate_offset_slide_scores_the_same_pixels_under_each_box_mode(ramp, torch_one_thread):
-    truth = np.ones((W, W), np.int64)  # class 1 = "context centred on the tile"
+    truth = np.full((W, W), 2, np.int64)  # label value 2 = class 1 = "context centred on the tile"
     modes = ("world", "concentric", "scale_blind")
     out = evaluate_offset_slide(_OffsetDetector(), ramp, truth, SIZE, modes=modes, max_tiles=40, seed=5)
     assert all(out[m]["tiles"] == 40 for m in modes)

@@ -66,7 +66,7 @@ def _gaps_ms(ticks, until):
 
 def _gstrokes(truth, per_class=16, half=4, seed=0):
     """Ground-truth strokes, as a user would paint them: `per_class` small dabs on each class, each dab
-    labelling only the pixels of that class (GT + 1) in a `2*half+1` square around a random pixel of it."""
+    labelling only the pixels of that class (its GT value) in a `2*half+1` square around a random pixel of it."""
     rng = np.random.default_rng(seed)
     strokes = np.zeros_like(truth, dtype=np.uint8)
     for c in np.unique(truth):
@@ -74,7 +74,7 @@ def _gstrokes(truth, per_class=16, half=4, seed=0):
         for i in rng.choice(len(ys), per_class, replace=False):
             y0, x0 = max(0, ys[i] - half), max(0, xs[i] - half)
             window = truth[y0 : ys[i] + half + 1, x0 : xs[i] + half + 1]
-            strokes[y0 : ys[i] + half + 1, x0 : xs[i] + half + 1][window == c] = c + 1
+            strokes[y0 : ys[i] + half + 1, x0 : xs[i] + half + 1][window == c] = c
     return strokes
 
 
@@ -99,17 +99,17 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     pred = np.asarray(viewer.layers[PROBE_LAYER].data[0] if viewer.layers[PROBE_LAYER].multiscale
                       else viewer.layers[PROBE_LAYER].data)
     assert pred.shape == truth.shape
-    # labels layer = class index + 1 = ground truth + 1; Dice per cell class vs the class-frequency chance level
+    # labels layer = class index + 1 = ground truth; Dice per cell class vs the class-frequency chance level
     dice, chance = [], []
     for c in (1, 2):
-        p, t = pred == c + 1, truth == c
+        p, t = pred == c + 1, truth == c + 1
         dice.append(2 * (p & t).sum() / (p.sum() + t.sum()))
         chance.append(t.mean())
-    print("confusion", [[int(((pred == a + 1) & (truth == b)).sum()) for a in range(3)] for b in range(3)],
+    print("confusion", [[int(((pred == a + 1) & (truth == b + 1)).sum()) for a in range(3)] for b in range(3)],
           np.unique(pred, return_counts=True))
     print(f"scribble probe Dice {dice} chance {chance} in {result['seconds']:.1f} s")
     assert min(dice) > 0.15 and min(dice) > 5 * max(chance)
-    cells = 2 * ((pred > 1) & (truth > 0)).sum() / ((pred > 1).sum() + (truth > 0).sum())
+    cells = 2 * ((pred > 1) & (truth > 1)).sum() / ((pred > 1).sum() + (truth > 1).sum())
     print(f"cells vs background Dice {cells:.3f}")
     assert cells > 0.3  # cells cover 4 % of the slide: chance is about 0.04
     # each class is drawn in the same colour in the scribbles and in the probe's prediction
@@ -211,7 +211,7 @@ def test_finetune_from_a_labels_layer_saves_a_model_with_live_metrics(viewer_wit
     viewer, widget = viewer_with_slide
     _, truth, _ = slide
     sparse = np.zeros_like(truth, dtype=np.uint8)
-    sparse[256:640, 256:640] = truth[256:640, 256:640] + 1  # one labelled block (all 3 classes), 0 elsewhere
+    sparse[256:640, 256:640] = truth[256:640, 256:640]  # one labelled block (all 3 classes), 0 elsewhere
     labels = viewer.add_labels(sparse, name="annotations")
     tab = widget.finetune
     tab.annotations.reset_choices()

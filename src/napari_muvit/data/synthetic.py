@@ -8,7 +8,8 @@ Layout (world px, defaults):
 - *regions*: a Voronoi tessellation of jittered seeds on a ``region_size`` grid; each seed draws a
   region type ``1..K``.
 - *cells*: one identical bright blob (radius ``CELL_RADIUS``) with probability ``CELL_PROB`` per
-  ``CELL_GRID`` cell, everywhere; label = the region type under the cell centre, 0 elsewhere.
+  ``CELL_GRID`` cell, everywhere; its class = the region type under the cell centre, class 0
+  ("background") elsewhere.
 - *context structures*: at most one large disc per ``STRUCT_GRID`` cell (48-88 px wide, centres
   120-520 px apart), drawn only inside its own region type: 1 = bright discs, 2 = dark discs,
   3 = dark discs with a thick bright rim. Between discs every region is the same flat noisy
@@ -16,6 +17,10 @@ Layout (world px, defaults):
 The discs are big enough to survive 16x area averaging (3-5 px blobs at level 16, where a 64 px crop
 spans 1024 world px and holds several), yet sparse: a 64 px crop at level 1 around a cell usually
 shows no disc at all, so it cannot tell the cell's class.
+
+Labels follow the project's one convention (``docs/outputs.md``): label value ``k + 1`` is class ``k``
+(``class_names()[k]``), so background pixels are 1, a cell of region type ``t`` is ``t + 1``, and 0
+(unlabelled) occurs only where a slide has no labels at all (kind ``noise``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ import numpy as np
 CLASS_NAMES = ["background", "bright-disc region", "dark-disc region", "ringed-disc region"]
 CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200, 80, 255]]
 KINDS = ("regions", "bearing", "noise")  # "bearing": position is the cue (synthetic_bearing.py)
-GENERATOR_VERSION = 2  # bumped whenever the same seed renders different pixels (2: disc context)
+# bumped whenever the same seed renders different pixels or labels (2: disc context; 3: label value k + 1 =
+# class k, background 1; stores of versions 1-2 are recognised by data/label_store.py)
+GENERATOR_VERSION = 3
 
 REGION_SIZE = 1536
 CELL_GRID = 32
@@ -137,7 +144,11 @@ def _draw_structures(img, regions, y0: int, x0: int, seed: int, n_types: int, re
 
 def render_window(y0: int, x0: int, shape: tuple[int, int], seed: int, kind: str = "regions",
                   n_types: int = 3, region_size: int = REGION_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``(H, W) uint8`` and labels ``(H, W) uint8`` of the world window starting at ``(y0, x0)``."""
+    """Image ``(H, W) uint8`` and labels ``(H, W) uint8`` of the world window starting at ``(y0, x0)``.
+
+    Labels: value ``k + 1`` = class ``k`` (1 = background, ``t + 1`` = a cell of region type ``t``); kind
+    ``noise`` has no labels (all 0 = unlabelled).
+    """
     if kind not in KINDS:
         raise ValueError(f"synthetic slide kind {kind!r} is unknown; use one of {', '.join(KINDS)}.")
     h, w = shape
@@ -168,13 +179,14 @@ def render_window(y0: int, x0: int, shape: tuple[int, int], seed: int, kind: str
     ctype = cell_type[iy, ix]
     inside = (ctype > 0) & (d2 <= CELL_RADIUS**2)
     img += np.where(inside, CELL_PEAK * (1.0 - 0.5 * d2 / CELL_RADIUS**2), 0.0).astype(np.float32)
-    labels = np.where(inside, ctype, 0).astype(np.uint8)
+    labels = np.where(inside, ctype + 1, 1).astype(np.uint8)  # value k + 1 = class k; background = class 0
     return np.clip(img, 0, 255).astype(np.uint8), labels
 
 
 def synthetic_slide(size: int = 2048, seed: int = 0, kind: str = "regions", n_types: int = 3,
                     region_size: int = REGION_SIZE) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """In-memory slide: ``(image (size, size) uint8, labels (size, size) uint8, class_names)``."""
+    """In-memory slide: ``(image (size, size) uint8, labels (size, size) uint8, class_names)``; label value
+    ``k + 1`` is ``class_names[k]`` (1 = background), 0 = unlabelled."""
     size = _check_size(size)
     image = np.zeros((size, size), np.uint8)
     labels = np.zeros((size, size), np.uint8)
@@ -188,7 +200,7 @@ def synthetic_slide(size: int = 2048, seed: int = 0, kind: str = "regions", n_ty
 
 
 def class_names(n_types: int = 3, kind: str = "regions") -> list[str]:
-    """Class names by label value (0 = background) of a synthetic slide of ``kind``."""
+    """Class names by class index ``k`` (label value ``k + 1``; class 0 = background) of a slide of ``kind``."""
     if kind == "bearing":
         from .synthetic_bearing import CLASS_NAMES as BEARING_NAMES
 
@@ -198,13 +210,17 @@ def class_names(n_types: int = 3, kind: str = "regions") -> list[str]:
     return CLASS_NAMES + [f"region type {k}" for k in range(4, n_types + 1)]
 
 
-def class_colors(kind: str = "regions") -> list[list[int]]:
-    """0-255 RGBA colour of every label value of a synthetic slide of ``kind`` (background transparent)."""
+def class_colors(kind: str = "regions", n_classes: int | None = None) -> list[list[int]]:
+    """0-255 RGBA colour of every class ``k`` (label value ``k + 1``) of a slide of ``kind``: background
+    transparent; ``n_classes`` beyond the palette reuse the region colours cyclically."""
     if kind == "bearing":
         from .synthetic_bearing import CLASS_COLORS as BEARING_COLORS
 
-        return [list(c) for c in BEARING_COLORS]
-    return [list(c) for c in CLASS_COLORS]
+        palette = [list(c) for c in BEARING_COLORS]
+    else:
+        palette = [list(c) for c in CLASS_COLORS]
+    n = len(palette) if n_classes is None else int(n_classes)
+    return [palette[k] if k < len(palette) else palette[1 + (k - 1) % (len(palette) - 1)] for k in range(n)]
 
 
 def _check_size(size) -> int:

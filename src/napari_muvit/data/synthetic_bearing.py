@@ -10,7 +10,8 @@ Layout (world px):
   ``CELL_PROB``), left out within ``CLEARANCE`` of a landmark centre, so no cell touches a landmark.
 - *label* of a cell: the side on which its nearest landmark centre lies, by the dominant axis of the
   offset ``(dy, dx) = landmark - cell``: 1 above (``-dy >= |dx|``), 2 right (``dx > |dy|``),
-  3 below (``dy >= |dx|``, ``dy > 0``), 4 left; 0 (background) elsewhere.
+  3 below (``dy >= |dx|``, ``dy > 0``), 4 left; class 0 (background) elsewhere. Label value = class + 1
+  (1 = background), as everywhere in the project.
 
 Nothing about a cell or its surroundings within the fine crop tells its class: a cell is typically
 150-450 px from its nearest landmark, outside a 64 px level-1 crop, while a 1024 px level-16 context crop
@@ -89,7 +90,8 @@ def _draw_landmarks(img, y0: int, x0: int, seed: int, hash_uniform) -> None:
 
 def render_bearing_window(y0: int, x0: int, shape: tuple[int, int], seed: int, *, hash_uniform,
                           cell_grid: int, cell_radius: int, cell_prob: float) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``(H, W) uint8`` and labels ``(H, W) uint8`` of the world window starting at ``(y0, x0)``."""
+    """Image ``(H, W) uint8`` and labels ``(H, W) uint8`` (value ``k + 1`` = class ``k``, 1 = background) of
+    the world window starting at ``(y0, x0)``."""
     h, w = shape
     yy = np.arange(y0, y0 + h, dtype=np.int64)[:, None]
     xx = np.arange(x0, x0 + w, dtype=np.int64)[None, :]
@@ -110,5 +112,5 @@ def render_bearing_window(y0: int, x0: int, shape: tuple[int, int], seed: int, *
     ctype = cell_type[iy, ix]
     inside = (ctype > 0) & (d2 <= cell_radius**2)
     img = img + np.where(inside, CELL_PEAK * (1.0 - 0.5 * d2 / cell_radius**2), 0.0)
-    labels = np.where(inside, ctype, 0).astype(np.uint8)
+    labels = np.where(inside, ctype + 1, 1).astype(np.uint8)  # value k + 1 = class k; background = class 0
     return np.clip(img, 0, 255).astype(np.uint8), labels

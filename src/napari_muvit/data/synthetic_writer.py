@@ -76,7 +76,7 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
             raise ValueError(f"{str(path)!r} is a folder but not a zarr store; refusing to replace it.")
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     names = synthetic.class_names(n_types, kind)
-    colors = synthetic.class_colors(kind)
+    colors = synthetic.class_colors(kind, len(names))
     sizes = _level_shapes(size)
     generator = {"kind": kind, "seed": int(seed), "size": int(size), "n_types": int(n_types),
                  "region_size": int(region_size), "class_names": names,
@@ -94,9 +94,9 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
             "multiscales": _multiscales(len(sizes), "ground_truth"),
             "image-label": {
                 "version": "0.5",
-                "colors": [{"label-value": k, "rgba": colors[k % len(colors)]}
-                           for k in range(len(names))],
-                "properties": [{"label-value": k, "class": nm} for k, nm in enumerate(names)],
+                # value k + 1 = class k, 0 = unlabelled: the values, names and colours of a prediction store
+                "colors": [{"label-value": k + 1, "rgba": colors[k]} for k in range(len(names))],
+                "properties": [{"label-value": k + 1, "class": nm} for k, nm in enumerate(names)],
                 "source": {"image": "../../"},
             },
         },

@@ -17,6 +17,7 @@ import torch
 
 from ...data.geometry import crop_bbox, crop_start_index
 from .annotations import IGNORE
+from .evaluation import label_classes
 from .metrics import ConfusionMatrix
 from .runtime import autocast
 from .sampling import NestedCropSampler, nested_centers
@@ -65,8 +66,8 @@ def evaluate_offset_slide(model, pyramid, truth: np.ndarray, size: int, normaliz
     """Score ``model`` on level-1 tiles of ``pyramid`` with randomly shifted (nested) context crops.
 
     Every mode sees the same tiles and the same shifted pixels; only the boxes differ.
-    truth: ``(Y, X)`` class indices at level 1 (``IGNORE`` = unknown). Tiles: the ``size`` px grid from
-    world 0, a seeded subset of ``max_tiles``; offsets drawn from ``default_rng(seed + 7)``.
+    truth: ``(Y, X)`` label image at level 1 (value ``k + 1`` = class ``k``, 0 = unknown). Tiles: the
+    ``size`` px grid from world 0, a seeded subset of ``max_tiles``; offsets drawn from ``default_rng(seed + 7)``.
     Returns ``{mode: {"mDSC", "dice", "accuracy", "tiles"}}``.
     """
     for m in modes:
@@ -89,7 +90,7 @@ def evaluate_offset_slide(model, pyramid, truth: np.ndarray, size: int, normaliz
             with autocast(torch.device(device)):
                 pred = model(x, bbox).float().argmax(1).cpu().numpy()
             for (ty, tx), p in zip(chunk, pred):
-                t = truth[ty * size : (ty + 1) * size, tx * size : (tx + 1) * size]
+                t = label_classes(truth[ty * size : (ty + 1) * size, tx * size : (tx + 1) * size])
                 cms[m].update(t, p[: t.shape[0], : t.shape[1]])
     return {m: {"mDSC": cm.mean_dice(), "dice": [float(d) for d in cm.dice()], "accuracy": cm.accuracy(),
                 "tiles": int(len(tiles))} for m, cm in cms.items()}
