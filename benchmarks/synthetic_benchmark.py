@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     image, labels, class_names = synthetic_slide(args.train_size, seed=args.train_seed, kind=args.kind)
     pyramid = open_pyramid(image)
     norm = Normalizer.from_pyramid(pyramid)
-    lab = open_label_image(labels.astype(np.int32) + 1, pyramid.shape)  # 0 is reserved for "unlabelled"
+    lab = open_label_image(labels, pyramid.shape)  # value k + 1 = class k (1 = background), as training expects
     tests = []
     for s in (int(v) for v in args.test_seeds.split(",")):
         img, truth, _ = synthetic_slide(args.test_size, seed=s, kind=args.kind)

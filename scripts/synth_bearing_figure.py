@@ -26,7 +26,8 @@ def main(out: str = "docs/images/synth-bearing.png") -> None:
     ax[0].imshow(image, cmap="gray")
     ax[0].set_title("image: identical cells, identical landmarks")
     ax[1].imshow(image, cmap="gray")
-    ax[1].imshow(colors[ndimage.grey_dilation(labels, size=7)])  # cells enlarged to be seen at this size
+    # label value k + 1 = class k; cells enlarged to be seen at this size
+    ax[1].imshow(colors[ndimage.grey_dilation(labels, size=7) - 1])
     ax[1].set_title("class = side of the nearest landmark")
     ax[1].legend(handles=[Patch(color=colors[k], label=names[k]) for k in range(1, len(names))],
                  loc="lower center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8, frameon=False)

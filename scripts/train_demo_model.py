@@ -74,8 +74,8 @@ def main(argv=None) -> int:
                    progress=progress("MAE"))
     log(f"MAE: {pre.steps_done} steps, final loss {pre.metrics['final_loss']:.4f}")
 
-    # the synthetic ground truth uses 0 for background; fine-tuning reserves 0 for "unlabelled"
-    ft = finetune(image, labels.astype(np.int32) + 1, work / "mae", work / "seg", task="segmentation",
+    # the synthetic ground truth is already in the training convention: value k + 1 = class k (1 = background)
+    ft = finetune(image, labels, work / "mae", work / "seg", task="segmentation",
                   class_names=class_names, class_colors=CLASS_COLORS, epochs=schedule["epochs"],
                   steps_per_epoch=schedule["steps_per_epoch"], batch_size=schedule["batch_size"], lr=1e-3,
                   encoder_lr=3e-4, train_encoder=True, head="unetr", class_weights="sqrt", val_fraction=0.15,
