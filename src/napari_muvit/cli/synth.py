@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
         "synth",
         help="write a synthetic multi-scale slide with ground-truth labels (OME-Zarr v0.5)",
         description="Write a synthetic slide where identical small cells are labelled by the large region "
-        "they lie in; regions are recognisable only from sparse structures hundreds of pixels away.",
+        "they lie in; regions are recognisable only from sparse structures hundreds of pixels away. The ground "
+        "truth (labels/ground_truth) uses the values of a prediction: 1 = background, 2.. = the cell classes.",
     )
     p.add_argument("out", metavar="OUT.zarr", help="output OME-Zarr folder")
     p.add_argument("--size", type=int, default=8192, help="side length in pixels (default 8192)")

@@ -50,7 +50,8 @@ def sample_slide_path(size: int | None = None, seed: int | None = None) -> Path:
 
 
 def make_sample_slide() -> list[tuple]:
-    """npe2 sample: the synthetic slide (multiscale image) and its ``ground_truth`` labels."""
+    """npe2 sample: the synthetic slide (multiscale image) and its ``ground_truth`` labels (1 = background,
+    2.. = cell classes: the values, names and colours of the demo model's predictions)."""
     from ._reader import read_slide
 
     out = read_slide(str(sample_slide_path()))
