@@ -66,6 +66,30 @@ def crop_world_extent(start_index, f, size) -> tuple[np.ndarray, np.ndarray]:
     return start * f, (start + np.asarray(size, dtype=np.float64)) * f
 
 
+def nested_crop_boxes(center, factors, size) -> tuple[np.ndarray, np.ndarray]:
+    """First pixel and world bbox of the nested crops (one per level) centred on world ``center``.
+
+    center: ``(ndim,)`` or ``(..., ndim)`` world px (any number of centres at once).
+    factors: ``L`` downsample factors, each a scalar or one per axis (e.g. ``(1, 4, 16)``).
+    size: crop side in pixels (scalar or per axis), the same at every level.
+    Returns ``starts (..., L, ndim) int64`` (`crop_start_index`) and ``bbox (..., L, 2, ndim) float32`` world px
+    (`crop_bbox`: centres of the first and last pixel), exactly what `Pyramid.crops` reads.
+    """
+    center = np.asarray(center, dtype=np.float64)
+    ndim = center.shape[-1]
+    size_arr = np.broadcast_to(np.asarray(size, dtype=np.int64), (ndim,))
+    lead = center.shape[:-1]
+    starts = np.empty((*lead, len(factors), ndim), dtype=np.int64)
+    bbox = np.empty((*lead, len(factors), 2, ndim), dtype=np.float32)
+    for j, f in enumerate(factors):
+        f = np.broadcast_to(np.asarray(f, dtype=np.float64), (ndim,))
+        start = crop_start_index(center, f, size_arr)
+        starts[..., j, :] = start
+        bbox[..., j, 0, :] = index_to_world(start.astype(np.float64), f)
+        bbox[..., j, 1, :] = index_to_world(start + size_arr.astype(np.float64) - 1.0, f)
+    return starts, bbox
+
+
 def validate_levels(levels: Sequence[float]) -> tuple[int, ...]:
     """Check a MuViT level set: positive integers, strictly ascending, each dividing the next.
 
@@ -108,8 +132,10 @@ def validate_crop_size(size: int, patch_size: int | None = None) -> int:
 
 # ------------------------------------------------------------------------- pixel centres and edges
 def pixel_centre(index, f=1, origin=0.0):
-    """World coordinate of the centre of pixel ``index`` of an array at factor ``f`` starting at world ``origin``."""
-    return np.asarray(origin, dtype=np.float64) + index_to_world(index, f)
+    """World coordinate of the centre of pixel ``index`` of an array at factor ``f`` starting at world ``origin``:
+    ``origin + index * f + (f - 1) / 2`` (evaluated left to right; ``index`` may be fractional, e.g. a centroid)."""
+    f = np.asarray(f, dtype=np.float64)
+    return np.asarray(origin, dtype=np.float64) + np.asarray(index, dtype=np.float64) * f + (f - 1.0) / 2.0
 
 
 def pixel_edges(index, f=1, origin=0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +143,58 @@ def pixel_edges(index, f=1, origin=0.0) -> tuple[np.ndarray, np.ndarray]:
     f = np.asarray(f, dtype=np.float64)
     lo = np.asarray(origin, dtype=np.float64) + np.asarray(index, dtype=np.float64) * f
     return lo, lo + f
+
+
+def _half_pixel(f):
+    """``(f - 1) / 2``: a Python scalar stays a Python scalar (so a float32 array it is combined with stays
+    float32), anything else becomes float64."""
+    return (f - 1) / 2 if np.isscalar(f) else (np.asarray(f, dtype=np.float64) - 1.0) / 2.0
+
+
+def pixel_corner(centre, f):
+    """World corner (lower edge) of the level-``f`` pixel centred on world ``centre``: ``centre - (f - 1) / 2``.
+
+    E.g. the outer edge of a crop's first pixel from its bbox: ``pixel_corner(bbox[0], level)``. Keeps the
+    dtype of an array ``centre`` when ``f`` is a Python number.
+    """
+    return np.asarray(centre) - _half_pixel(f)
+
+
+def corner_centre(corner, f):
+    """World centre of the level-``f`` pixel whose lower edge is at world ``corner``: ``corner + (f - 1) / 2``.
+
+    ``f`` may be any positive size in world px per axis (e.g. a token cell of ``level * patch`` px).
+    """
+    return np.asarray(corner) + _half_pixel(f)
+
+
+def pixel_range_centre(start, stop):
+    """World centre of the level-1 pixels ``[start, stop)`` (half-open, per axis): ``(start + stop - 1) / 2``,
+    the midpoint of the centres of the first and the last pixel (e.g. of a region or an owned tile box)."""
+    return (np.asarray(start, dtype=np.float64) + stop - 1) / 2
+
+
+def tile_centres(tile_index, tile_size, origin=0.0):
+    """World centre of tile ``tile_index`` (int, per axis; ``(n, ndim)`` arrays broadcast) of a grid of
+    ``tile_size`` level-1 px tiles whose tile 0 starts at world ``origin``:
+    ``origin + tile_index * tile_size + (tile_size - 1) / 2`` (what `Pyramid.crops` takes as a centre)."""
+    return np.asarray(origin, dtype=np.float64) + np.asarray(tile_index) * tile_size + (tile_size - 1) / 2.0
+
+
+def centre_index_range(lo, hi, f=1, origin=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Half-open index range ``[i0, i1)`` (int64 per axis) of the level-``f`` pixels (array starting at world
+    ``origin``) whose centre can lie in the world interval ``[lo, hi]``.
+
+    ``i0 = floor(world_to_index(lo - origin))`` and ``i1 = ceil(world_to_index(hi - origin)) + 1``: every pixel
+    with its centre inside is in the range, plus at most one extra pixel at each end (test the centres, e.g.
+    with `pixel_centre`, when that matters). Not clipped to an array's shape.
+    """
+    f = np.asarray(f, dtype=np.float64)
+    half = (f - 1.0) / 2.0
+    origin = np.asarray(origin, dtype=np.float64)
+    i0 = np.floor((np.asarray(lo, dtype=np.float64) - origin - half) / f).astype(np.int64)
+    i1 = np.ceil((np.asarray(hi, dtype=np.float64) - origin - half) / f).astype(np.int64) + 1
+    return i0, i1
 
 
 def centre_to_edge_frame(world):
@@ -155,13 +233,36 @@ def ome_transforms(
     ndim = origin.size
     f = _per_axis(factor, ndim, 1.0)
     p = _per_axis(pixel_size, ndim, 1.0)
-    t = _per_axis(translation, ndim, 0.0)
     scale = (f * p).tolist()
-    trans = (t + (origin + (f - 1.0) / 2.0) * p).tolist()
+    trans = level_translation(f, p, origin, translation).tolist()
     if channel:
         scale, trans = [1.0, *scale], [0.0, *trans]
     return [{"type": "scale", "scale": [float(v) for v in scale]},
             {"type": "translation", "translation": [float(v) for v in trans]}]
+
+
+def level_translation(factor, pixel_size=None, origin_world_yx=(0.0, 0.0), translation=None) -> np.ndarray:
+    """Physical position ``(ndim,)`` of the centre of pixel 0 of an array of level-``factor`` pixels:
+    ``T + (origin + (f - 1) / 2) * p`` (the OME ``translation`` of `ome_transforms` and napari's layer
+    ``translate``). Arguments as in `ome_transforms` (``translation`` None = 0); ``origin_world_yx`` sets the
+    number of axes."""
+    origin = np.atleast_1d(np.asarray(origin_world_yx, dtype=np.float64))
+    ndim = origin.size
+    f = _per_axis(factor, ndim, 1.0)
+    p = _per_axis(pixel_size, ndim, 1.0)
+    t = _per_axis(translation, ndim, 0.0)
+    return t + (origin + (f - 1.0) / 2.0) * p
+
+
+def slide_translation(level_translate, factor, pixel_size=None) -> np.ndarray:
+    """Inverse of `level_translation` for a whole-slide level: the slide's own translation ``T`` (physical, per
+    axis) from the translation (napari ``translate``) of its level of factor ``factor``:
+    ``translate - (f - 1) / 2 * p``."""
+    tr = np.atleast_1d(np.asarray(level_translate, dtype=np.float64))
+    ndim = tr.size
+    f = _per_axis(factor, ndim, 1.0)
+    p = _per_axis(pixel_size, ndim, 1.0)
+    return tr - (f - 1.0) / 2.0 * p
 
 
 def _per_axis(value, ndim: int, default: float) -> np.ndarray:

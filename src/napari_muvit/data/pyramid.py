@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 
 from .chunk_cache import DEFAULT_CACHE_BYTES, ChunkCache, read_through_cache, regular_chunks
-from .geometry import crop_bbox, crop_start_index, validate_crop_size, validate_levels
+from .geometry import nested_crop_boxes, validate_crop_size, validate_levels
 
 log = logging.getLogger(__name__)
 
@@ -396,12 +396,10 @@ class Pyramid:
         L = len(levels)
         img = np.zeros((L, self.n_channels, *size_arr.tolist()), dtype=np.float32)
         valid = np.zeros((L, *size_arr.tolist()), dtype=bool)
-        bbox = np.zeros((L, 2, self.spatial_ndim), dtype=np.float32)
-        for j, level in enumerate(levels):
-            target = self._target_factor(level)
-            start = crop_start_index(center, target, size_arr)
-            bbox[j] = crop_bbox(start, target, size_arr)
-            img[j], valid[j] = self._read(target, start, size_arr)
+        targets = [self._target_factor(level) for level in levels]
+        starts, bbox = nested_crop_boxes(center, targets, size_arr)
+        for j, target in enumerate(targets):
+            img[j], valid[j] = self._read(target, starts[j], size_arr)
             if j == 0 and not valid[0].any():
                 raise ValueError(
                     f"crop centre {tuple(np.round(center, 1).tolist())} is outside the slide "

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 
 from . import synthetic
+from .ome_metadata import multiscale
 
 MIN_LEVEL_SIZE = 256
 
@@ -26,19 +27,8 @@ def _level_shapes(size: int) -> list[int]:
 
 
 def _multiscales(n_levels: int, name: str) -> list[dict]:
-    return [{
-        "name": name,
-        # no unit: a synthetic pixel has no physical size
-        "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [
-            {"path": f"s{k}", "coordinateTransformations": [
-                {"type": "scale", "scale": [float(2**k), float(2**k)]},
-                {"type": "translation", "translation": [(2**k - 1) / 2, (2**k - 1) / 2]},
-            ]}
-            for k in range(n_levels)
-        ],
-        "type": "mean",
-    }]
+    # no unit and no pixel size: a synthetic pixel has no physical size
+    return [multiscale(name, [2**k for k in range(n_levels)], paths=[f"s{k}" for k in range(n_levels)], kind="mean")]
 
 
 def _create_levels(group: zarr.Group, sizes: list[int], chunk: int) -> list:

@@ -101,8 +101,9 @@ class AttentionSession:
     def entry_for(self, point_yx) -> tuple[dict, tuple[int, int]]:
         origin = self.tile_origin(point_yx)
         if self._key != origin:
-            c = (self.tile - 1) / 2.0
-            center = (origin[0] + c, origin[1] + c)
+            from napari_muvit.data.geometry import tile_centres
+
+            center = tuple(float(v) for v in tile_centres(0, self.tile, origin))
             x, bbox = self.pyramid.crops(center, self.levels, self.tile, normalizer=self.normalizer)
             self._entry = self.run(x, bbox) | {"center": center}
             self._key = origin
@@ -148,7 +149,9 @@ def attention_row(attn, q: int, layer="last", head="mean") -> np.ndarray:
 
 def query_token(bbox_level: np.ndarray, level: int, patch: int, grid, point_yx) -> tuple[int, int]:
     """Row/column of the patch of a level's crop containing world ``point_yx`` (clipped to the grid)."""
-    edge = np.asarray(bbox_level[0], np.float64) - (level - 1) / 2.0  # first pixel's outer edge
+    from napari_muvit.data.geometry import pixel_corner
+
+    edge = pixel_corner(np.asarray(bbox_level[0], np.float64), level)  # first pixel's outer edge
     k = np.floor((np.asarray(point_yx, np.float64) - edge) / (level * patch)).astype(int)
     return int(np.clip(k[0], 0, grid[0] - 1)), int(np.clip(k[1], 0, grid[1] - 1))
 
@@ -174,7 +177,9 @@ def probe_entry(entry: dict, levels, patch: int, point_yx, layer="last", head="m
             for i in range(len(levels))]
     share = np.array([m.sum() for m, _ in maps], np.float64)
     share = share / share.sum()
-    edge = entry["bbox"][li][0] - (levels[li] - 1) / 2.0
+    from napari_muvit.data.geometry import pixel_corner
+
+    edge = pixel_corner(entry["bbox"][li][0], levels[li])
     cell = levels[li] * patch
     qyx = (float(edge[0] + (r + 0.5) * cell - 0.5), float(edge[1] + (c + 0.5) * cell - 0.5))
     return AttentionResult(maps=maps, level_share=share, query_world_yx=qyx, levels=levels,

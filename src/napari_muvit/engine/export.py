@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import _color
+from ..data.colors import PALETTE, class_rgb, hex_to_rgb
 
 
 def _atomic_write(path: Path, text: str) -> Path:
@@ -64,11 +64,10 @@ def store_class_colors(store) -> dict[str, list[int]]:
     for ch in (ome(root).get("omero") or {}).get("channels") or []:
         color = str(ch.get("color") or "")
         if ch.get("label") is not None and len(color.lstrip("#")) >= 6:
-            c = color.lstrip("#")
-            out.setdefault(str(ch["label"]), [int(c[i:i + 2], 16) for i in (0, 2, 4)])
+            out.setdefault(str(ch["label"]), hex_to_rgb(color))
     meta = dict(root.attrs.get("napari_muvit", {}))
     for k, name in enumerate(meta.get("class_names") or []):
-        out.setdefault(str(name), list(_color(None, k)))
+        out.setdefault(str(name), list(class_rgb(None, k)))
     return out
 
 
@@ -76,7 +75,7 @@ def _fallback_color(name: str) -> list[int]:
     """A colour for a class the store does not name: stable per name (not per file)."""
     import zlib
 
-    return list(_color(None, zlib.crc32(str(name).encode()) % 12))
+    return list(class_rgb(None, zlib.crc32(str(name).encode()) % len(PALETTE)))
 
 
 # ---------------------------------------------------------------------------------------- geometry

@@ -75,9 +75,10 @@ class TileGrid:
 
     def tile_center(self, i: int, j: int) -> tuple[float, float]:
         """World centre of the tile's level-1 crop (what `Pyramid.crops` takes)."""
-        oy, ox = self.tile_origin(i, j)
-        c = (self.tile - 1) / 2.0
-        return (oy + c, ox + c)
+        from napari_muvit.data.geometry import tile_centres
+
+        cy, cx = tile_centres(0, self.tile, self.tile_origin(i, j))
+        return (float(cy), float(cx))
 
     def owned(self, i: int, j: int) -> tuple[int, int, int, int]:
         """Region-relative owned box ``(a0, a1, b0, b1)`` = output chunk ``(i, j)`` clipped to the region."""

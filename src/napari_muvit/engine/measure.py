@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.geometry import pixel_centre
+from ..data.geometry import centre_index_range, pixel_centre
 from ..data.regions import Region
 from .components import StreamingComponents
 from .rois import is_background
@@ -217,12 +217,8 @@ def _pixel_extent(region: Region, source: LabelSource, H: int, W: int) -> tuple[
     ymin, ymax, xmin, xmax = region.bounds
     f = float(source.factor)
     oy, ox = source.origin_yx
-    # pixel i's centre is pixel_centre(i, f, oy) = oy + i f + (f - 1) / 2; keep every i whose centre can be in [ymin, ymax]
-    i0 = math.floor((ymin - oy - (f - 1) / 2) / f)
-    i1 = math.ceil((ymax - oy - (f - 1) / 2) / f) + 1
-    j0 = math.floor((xmin - ox - (f - 1) / 2) / f)
-    j1 = math.ceil((xmax - ox - (f - 1) / 2) / f) + 1
-    return max(0, i0), min(H, i1), max(0, j0), min(W, j1)
+    (i0, j0), (i1, j1) = centre_index_range((ymin, xmin), (ymax, xmax), f, (oy, ox))
+    return max(0, int(i0)), min(H, int(i1)), max(0, int(j0)), min(W, int(j1))
 
 
 def _n_blocks(extent, sy, sx) -> int:

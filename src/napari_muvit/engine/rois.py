@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.geometry import pixel_centre, pixel_range_centre
+
 
 @dataclass
 class Roi:
@@ -156,7 +158,7 @@ def rank_rois(store, score: str | None = None, top_k: int = 20, min_distance: fl
     stride = float(meta.get("grid", {}).get("stride", 1))
     min_distance = 2 * stride if min_distance is None else float(min_distance)
     boxes = np.array([[float(r[k]) for k in ("y0", "y1", "x0", "x1")] for r in rows])
-    centres = np.stack([(boxes[:, 0] + boxes[:, 1] - 1) / 2, (boxes[:, 2] + boxes[:, 3] - 1) / 2], axis=1)
+    centres = pixel_range_centre(boxes[:, 0::2], boxes[:, 1::2])  # (n, 2) world centre of each owned box
     classes = list(meta.get("class_names") or [])
     pcols = [f"p:{c}" for c in classes]
     if column == FOREGROUND:
@@ -212,8 +214,7 @@ def _rank_regions(root, meta, column, top_k, min_distance, path) -> list[Roi]:
     if not props:
         return []
     scores = np.array([p.intensity_mean for p in props])
-    centres = np.array([[y0w + c * f + (f - 1) / 2 for c in (p.centroid[0],)] + [x0w + p.centroid[1] * f + (f - 1) / 2]
-                        for p in props])
+    centres = pixel_centre(np.array([p.centroid for p in props], dtype=np.float64), f, (y0w, x0w))
     out = []
     for rank, i in enumerate(nms_by_distance(centres, scores, min_distance, top_k), start=1):
         p = props[i]

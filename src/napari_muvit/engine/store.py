@@ -27,38 +27,14 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..data.colors import class_rgb, class_rgba, omero_hex
+from ..data.ome_metadata import image_label, labels_group_attributes, multiscale, ome_attributes
 from .chunk_files import ChunkFiles
 from .downsample import downsample_mean, downsample_mode
 
 # tile status codes in the state file
 TODO, PREDICTED, DONE, BACKGROUND = 0, 1, 2, 3
 STATUS_NAMES = {TODO: "todo", PREDICTED: "predicted", DONE: "done", BACKGROUND: "background"}
-
-_PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-]
-
-
-def _rgba(names_colors, k) -> tuple[int, int, int, int]:
-    """Colour ``k`` as 0-255 RGBA from '#rrggbb[aa]', 0-1 or 0-255 sequences; a palette colour if missing."""
-    if names_colors and k < len(names_colors) and names_colors[k] is not None and len(names_colors[k]):
-        c = names_colors[k]
-        if isinstance(c, str):
-            c = c.lstrip("#")
-            vals = [int(c[i : i + 2], 16) for i in range(0, min(len(c), 8), 2)]
-        else:
-            vals = list(c)[:4]
-            if max(vals) <= 1.0:
-                vals = [int(round(v * 255)) for v in vals]
-        vals = [int(v) for v in vals] + [255] * (4 - len(vals))
-        return tuple(vals[:4])
-    return (*_PALETTE[k % len(_PALETTE)], 255)
-
-
-def _color(names_colors, k) -> tuple[int, int, int]:
-    return _rgba(names_colors, k)[:3]
-
 
 def prepare_output(path: str | Path, resume: bool, overwrite: bool) -> bool:
     """Check the output without removing anything (an old store is replaced only once the new one exists,
@@ -177,20 +153,16 @@ class OutputStore:
         root.create_array("0", shape=(c, h, w), chunks=tuple(image["chunks"]), dtype=image["dtype"], fill_value=0,
                           dimension_names=["c", "y", "x"])
         n_levels = _n_levels(h, w)
-        transforms = [_transforms(origin, image["factor"] * 2**k, pixel_size, translation, channel=True)
-                      for k in range(n_levels)]
-        axes = _axes(unit, channel=True)
+        factors = [image["factor"] * 2**k for k in range(n_levels)]
+        space = dict(pixel_size=pixel_size or None, unit=unit, origin_world=origin, translation=translation)
         top = 255.0 if np.dtype(image["dtype"]) == np.uint8 else 1.0
         omero = {"channels": [
-            {"label": name, "color": "{:02X}{:02X}{:02X}".format(*_color(image.get("colors"), k)), "active": True,
+            {"label": name, "color": omero_hex(class_rgb(image.get("colors"), k)), "active": True,
              "window": {"start": 0.0, "end": top, "min": 0.0, "max": top}}
             for k, name in enumerate(image["channel_names"])
         ]}
-        ome = {"version": "0.5", "multiscales": [{
-            "name": image.get("name", "prediction"), "axes": axes,
-            "datasets": [{"path": str(k), "coordinateTransformations": t} for k, t in enumerate(transforms)],
-            "type": "mean",
-        }], "omero": omero}
+        ome = ome_attributes(multiscale(image.get("name", "prediction"), factors, channel=True, kind="mean", **space),
+                             omero=omero)
         meta = dict(attrs)
         meta.update({"image": {k: v for k, v in image.items() if k != "dtype"} | {"dtype": str(np.dtype(image["dtype"]))},
                      "region": list(region), "origin": list(origin), "n_levels": n_levels, "labels": labels,
@@ -201,23 +173,16 @@ class OutputStore:
         root.attrs.update({"ome": ome, "napari_muvit": _jsonable(meta)})
         if labels is not None:
             lab_group = root.create_group("labels")
-            lab_group.attrs.update({"ome": {"version": "0.5", "labels": ["prediction"]}})
+            lab_group.attrs.update({"ome": labels_group_attributes(["prediction"])})
             pred = lab_group.create_group("prediction")
             dtype = np.uint8 if len(labels) < 255 else np.uint16
             pred.create_array("0", shape=(h, w), chunks=tuple(image["chunks"][1:]), dtype=dtype, fill_value=0,
                               dimension_names=["y", "x"])
-            ltrans = [_transforms(origin, image["factor"] * 2**k, pixel_size, translation, channel=False)
-                      for k in range(n_levels)]
-            pred.attrs.update({"ome": {"version": "0.5", "multiscales": [{
-                "name": "prediction", "axes": _axes(unit, channel=False),
-                "datasets": [{"path": str(k), "coordinateTransformations": t} for k, t in enumerate(ltrans)],
-                "type": "mode",
-            }], "image-label": {
-                "version": "0.5",
-                "colors": [{"label-value": k + 1, "rgba": list(_rgba(label_colors, k))} for k in range(len(labels))],
-                "properties": [{"label-value": k + 1, "class": name} for k, name in enumerate(labels)],
-                "source": {"image": "../../"},
-            }}})
+            # label value k + 1 = class k (0 = not predicted)
+            pred.attrs.update({"ome": ome_attributes(
+                multiscale("prediction", factors, channel=False, kind="mode", **space),
+                image_label=image_label(colors={k + 1: class_rgba(label_colors, k) for k in range(len(labels))},
+                                        classes={k + 1: name for k, name in enumerate(labels)}, source="../../"))})
         (path / ".muvit" / "scratch").mkdir(parents=True, exist_ok=True)
         return cls(path)
 
@@ -424,26 +389,6 @@ def _n_levels(h, w, smallest=256, max_levels=10):
     while max(h, w) / 2 ** (n - 1) > smallest and n < max_levels:
         n += 1
     return n
-
-
-def _axes(unit, channel):
-    space = {"type": "space"} | ({"unit": unit} if unit else {})
-    axes = [{"name": "y"} | space, {"name": "x"} | space]
-    return ([{"name": "c", "type": "channel"}] if channel else []) + axes
-
-
-def _transforms(origin, f, pixel_size, translation, channel):
-    """Pixel ``k`` of a level with ``f`` world px per pixel covers ``[o + k f, o + (k+1) f)``: centre offset
-    ``(f-1)/2``; physical = slide translation + world * pixel size."""
-    oy, ox = origin
-    py, px = (pixel_size or (1.0, 1.0))[-2:]
-    ty, tx = (tuple(translation) if translation is not None else (0.0, 0.0))[-2:]
-    scale = [f * py, f * px]
-    trans = [ty + (oy + (f - 1) / 2) * py, tx + (ox + (f - 1) / 2) * px]
-    if channel:
-        scale, trans = [1.0, *scale], [0.0, *trans]
-    return [{"type": "scale", "scale": [float(v) for v in scale]},
-            {"type": "translation", "translation": [float(v) for v in trans]}]
 
 
 def _jsonable(obj):

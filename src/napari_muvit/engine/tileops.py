@@ -25,7 +25,7 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
     Per grid row and level, one window covering all the row's crops is read and sliced (one read instead
     of one per tile); the crops are exactly `Pyramid.crops` (same start pixels, padding and normalisation).
     """
-    from napari_muvit.data.geometry import crop_bbox, crop_start_index
+    from napari_muvit.data.geometry import nested_crop_boxes
 
     S = ctx.grid.tile
     L = len(ctx.levels)
@@ -45,18 +45,19 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
             groups[-1].append(b)
     for members in groups:
         centers = np.array([ctx.grid.tile_center(*tiles[b]) for b in members])
+        all_starts, boxes = nested_crop_boxes(centers, ctx.levels, S)  # (n, L, 2) pixel index, (n, L, 2, 2) world
         for li, f in enumerate(ctx.levels):
-            starts = crop_start_index(centers, f, S)  # (n, 2) pixel index at this level
+            starts = all_starts[:, li]
             lo, hi = starts.min(axis=0), starts.max(axis=0) + S
             window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist())
             if norm is not None:
                 # pointwise, so normalising the shared window once equals normalising every crop of it
                 window = norm(window)
                 window *= ok  # zero padding stays exactly zero after normalisation
-            for b, st in zip(members, starts):
+            for n, (b, st) in enumerate(zip(members, starts)):
                 oy, ox = st - lo
                 x[b, li] = window[:, oy : oy + S, ox : ox + S]
-                bbox[b, li] = crop_bbox(st, f, S)
+                bbox[b, li] = boxes[n, li]
     for b, (i, j) in enumerate(tiles):
         origin = ctx.grid.tile_origin(i, j)
         if abs(float(bbox[b, 0, 0, 0]) - origin[0]) > 1e-3 or abs(float(bbox[b, 0, 0, 1]) - origin[1]) > 1e-3:

@@ -258,15 +258,10 @@ def _axis_unit(meta: dict) -> str | None:
     return {"um": "micrometer", "µm": "micrometer", "nm": "nanometer", "mm": "millimeter"}.get(unit, unit)
 
 
-def _rgba255(color) -> list[int]:
-    rgba = np.asarray(color, dtype=float).reshape(-1)
-    if rgba.size == 3:
-        rgba = np.append(rgba, 1.0)
-    return [int(round(v)) for v in np.clip(rgba[:4] * 255.0, 0, 255)]
+def _label_colors(meta: dict, values) -> dict[int, list[int]]:
+    """Label value -> 0-255 RGBA (``image-label.colors``) for ``values`` (label values > 0) from the layer's colormap, when it has one."""
+    from napari_muvit.data.colors import unit_rgba_to_255
 
-
-def _label_colors(meta: dict, values) -> list[dict]:
-    """``image-label.colors`` for ``values`` (label values > 0) from the layer's colormap, when it has one."""
     cmap = meta.get("colormap")
     out = []
     if cmap is None:
@@ -287,8 +282,8 @@ def _label_colors(meta: dict, values) -> list[dict]:
                 rgba = np.asarray(cmap.map(np.asarray([v])))[0]
         except Exception:  # an exotic colormap: readers then pick their own colours
             continue
-        out.append({"label-value": int(v), "rgba": _rgba255(rgba)})
-    return out
+        out.append((int(v), unit_rgba_to_255(rgba)))
+    return dict(out)
 
 
 def _write_label_levels(path: Path, levels: list, scale: np.ndarray, translate: np.ndarray, meta: dict) -> None:
@@ -296,7 +291,7 @@ def _write_label_levels(path: Path, levels: list, scale: np.ndarray, translate: 
     import dask.array as da
     import zarr
 
-    from napari_muvit.data.geometry import ome_transforms
+    from napari_muvit.data.ome_metadata import image_label, multiscale, ome_attributes
 
     ndim = levels[0].ndim
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
@@ -304,8 +299,7 @@ def _write_label_levels(path: Path, levels: list, scale: np.ndarray, translate: 
     names = "zyx"[-ndim:] if ndim <= 3 else None
     if names is None:
         raise ValueError(f"labels with {ndim} dimensions cannot be saved; save a 2-D (Y, X) or 3-D (Z, Y, X) layer.")
-    axes = [{"name": n, "type": "space"} | ({"unit": unit} if unit else {}) for n in names]
-    datasets, writes, values = [], [], None
+    factors, writes, values = [], [], None
     for i, arr in enumerate(levels):
         f = np.ones(ndim)
         f[-2:] = 2**i
@@ -316,21 +310,15 @@ def _write_label_levels(path: Path, levels: list, scale: np.ndarray, translate: 
         writes.append(da.store(arr, target, lock=False, compute=False))
         if i == 0:
             values = da.unique(arr)  # computed with the level-0 write: one pass over the data
-        datasets.append({"path": str(i), "coordinateTransformations": ome_transforms(
-            f, scale, origin_world_yx=np.zeros(ndim), translation=translate)})
+        factors.append(f)
     _, values = dask.compute(writes, values)
     values = [int(v) for v in np.asarray(values).tolist() if int(v) > 0]
-    label = {"version": "0.5"}
     colors = _label_colors(meta, values)
-    if colors:
-        label["colors"] = colors
     class_names = ((meta.get("metadata") or {}).get(META_KEY) or {}).get("class_names")
-    if class_names:
-        # the plugin's labels are argmax + 1: value k + 1 is class k
-        label["properties"] = [{"label-value": v, "class": str(class_names[v - 1])} for v in values
-                               if 0 < v <= len(class_names)]
-    root.attrs["ome"] = {
-        "version": "0.5",
-        "multiscales": [{"name": meta.get("name") or "labels", "axes": axes, "datasets": datasets}],
-        "image-label": label,
-    }
+    # the plugin's labels are argmax + 1: value k + 1 is class k
+    classes = {v: str(class_names[v - 1]) for v in values if 0 < v <= len(class_names)} if class_names else None
+    # datasets carry the layer's scale and translate: pixel size = scale, slide translation = translate
+    root.attrs["ome"] = ome_attributes(
+        multiscale(meta.get("name") or "labels", factors, pixel_size=scale, unit=unit, origin_world=np.zeros(ndim),
+                   translation=translate),
+        image_label=image_label(colors=colors or None, classes=classes))

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_muvit.data.geometry import slide_translation
+
 from .layers import META_KEY, _meta
 
 DEFAULT_EDGE = "#ffff00"
@@ -39,7 +41,7 @@ def _slide_frame() -> tuple[np.ndarray | None, np.ndarray, str | None]:
         ps = None if info.get("pixel_size") is None else np.asarray(info["pixel_size"], float)[-2:]
         f0 = float(np.atleast_1d(info.get("level", 1))[0])
         # a slide layer's translate = slide translation + (f0 - 1) / 2 * pixel size (widgets.layers)
-        t = np.asarray(layer.translate, float)[-2:] - (f0 - 1) / 2 * (ps if ps is not None else 1.0)
+        t = slide_translation(np.asarray(layer.translate, float)[-2:], f0, ps)
         return ps, t, info.get("unit")
     return None, np.zeros(2), None
 

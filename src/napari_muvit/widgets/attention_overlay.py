@@ -52,9 +52,11 @@ def token_grid_placement(bbox, level: float, shape) -> tuple[np.ndarray, np.ndar
     """
     bbox = np.asarray(bbox, dtype=float)
     shape = np.asarray(shape[-2:], dtype=float)
-    edge = bbox[0] - (level - 1) / 2  # world coordinate of the crop's first pixel edge (pixel k: [k f, (k+1) f))
+    from napari_muvit.data.geometry import corner_centre, pixel_corner
+
+    edge = pixel_corner(bbox[0], level)  # world coordinate of the crop's first pixel edge (pixel k: [k f, (k+1) f))
     cell = (bbox[1] - bbox[0] + level) / shape
-    return cell, edge + (cell - 1) / 2
+    return cell, corner_centre(edge, cell)
 
 
 @dataclass

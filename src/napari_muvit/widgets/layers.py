@@ -41,7 +41,9 @@ def level_transform(level, pixel_size=None, ndim: int = 2, origin=0.0) -> tuple[
     f = _per_axis(level, ndim)
     ps = _per_axis(1.0 if pixel_size is None else pixel_size, ndim)
     scale = f * ps
-    translate = (_per_axis(origin, ndim) + (f - 1.0) / 2.0) * ps
+    from napari_muvit.data.geometry import level_translation
+
+    translate = level_translation(f, ps, _per_axis(origin, ndim))
     return tuple(float(s) for s in scale), tuple(float(t) for t in translate)
 
 
@@ -149,9 +151,9 @@ def image_layers(pyramid, name: str | None = None, source: str | None = None, co
 def class_color(colors, k: int) -> str:
     """Colour of class ``k`` as ``#rrggbb``: ``colors[k]`` (a model card's or a store's, any notation the
     card accepts), else the engine's class palette, the one prediction stores fill missing colours from."""
-    from napari_muvit.engine.store import _rgba
+    from napari_muvit.data.colors import class_hex
 
-    return "#{:02x}{:02x}{:02x}".format(*_rgba(colors, k)[:3])
+    return class_hex(colors, k)
 
 
 def label_colormap(class_names, class_colors=None) -> dict:

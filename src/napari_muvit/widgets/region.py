@@ -62,8 +62,10 @@ def shapes_region(shapes_layer, pixel_size=None) -> tuple[float, float, float, f
 
 
 def region_center(region) -> tuple[float, float]:
+    from napari_muvit.data.geometry import pixel_range_centre
+
     y0, y1, x0, x1 = region
-    return ((y0 + y1 - 1) / 2.0, (x0 + x1 - 1) / 2.0)  # centre of the pixel-centre span
+    return (float(pixel_range_centre(y0, y1)), float(pixel_range_centre(x0, x1)))
 
 
 def context_bboxes(center_yx, levels: Sequence[int], size: int) -> np.ndarray:
@@ -71,11 +73,7 @@ def context_bboxes(center_yx, levels: Sequence[int], size: int) -> np.ndarray:
 
     Same rule as ``Pyramid.crops`` (``data.geometry``), without reading any pixel.
     """
-    from napari_muvit.data.geometry import crop_bbox, crop_start_index
+    from napari_muvit.data.geometry import nested_crop_boxes
 
-    center = np.asarray(center_yx, dtype=float)
-    out = []
-    for f in levels:
-        start = crop_start_index(center, f, np.array([size, size]))
-        out.append(crop_bbox(start, f, np.array([size, size])))
-    return np.asarray(out, dtype=float)
+    _, boxes = nested_crop_boxes(np.asarray(center_yx, dtype=float), list(levels), (size, size))
+    return np.asarray(boxes, dtype=float)

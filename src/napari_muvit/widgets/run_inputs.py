@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_muvit.data.geometry import slide_translation
+
 from .layers import META_KEY, napari_to_world
 
 
@@ -58,8 +60,8 @@ def image_input(layer) -> ImageInput:
         ps = pyramid.pixel_size
         f0 = float(pyramid.level_factors[0])
         px = np.ones(2) if ps is None else np.asarray(ps[-2:], dtype=float)
-        expected = (f0 - 1) / 2 * px  # the translate our reader gave the layer
-        offset = tuple(float(v) for v in (translate - expected) / px)
+        # the slide's own translation as the layer shows it, over the one our reader gave the layer
+        offset = tuple(float(v) for v in slide_translation(translate, f0, px) / px)
         return ImageInput(layer, pyramid, str(source), None if ps is None else tuple(ps), pyramid.unit or unit, offset)
     data = list(layer.data) if layer.multiscale else layer.data
     if layer.rgb:

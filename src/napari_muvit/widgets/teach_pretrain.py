@@ -10,6 +10,7 @@ import numpy as np
 from magicgui.widgets import FileEdit, LineEdit, SpinBox
 from napari.utils.notifications import show_error
 
+from napari_muvit.data.geometry import pixel_corner
 from napari_muvit.engine.recipe import parse_levels
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
 from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
@@ -119,7 +120,7 @@ def show_reconstruction(viewer, preview: dict, image_layer) -> list:
     out = []
     for level, bbox, recon in zip(preview["levels"], preview["bboxes"], preview["reconstruction"]):
         data = np.moveaxis(recon, 0, -1) if recon.shape[0] == 3 else recon[0]
-        origin = np.asarray(bbox[0], dtype=float) - (level - 1) / 2  # first pixel's outer edge
+        origin = pixel_corner(np.asarray(bbox[0], dtype=float), level)  # first pixel's outer edge
         scale, translate = level_transform(level, pixel_size, 2, origin=origin)
         finite = data[np.isfinite(data)]
         limits = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99) + 1e-6))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...data.colors import CARD_PALETTE, pad_class_colors
 from ..device import resolve_device
 from .annotations import IGNORE, open_label_image, read_rois
 from .augment import Augmenter
@@ -36,14 +37,12 @@ from .state import (
     set_aside,
 )
 
-DEFAULT_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                  "#bcbd22", "#17becf"]
+DEFAULT_COLORS = list(CARD_PALETTE)
 
 
 def class_colors_for(class_colors, n: int) -> list[str]:
-    """``class_colors`` padded to ``n`` with the default palette (cycled)."""
-    colors = list(class_colors or [])
-    return colors + [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(colors), n)]
+    """``class_colors`` padded to ``n`` with the card palette (cycled; `data.colors.pad_class_colors`)."""
+    return pad_class_colors(class_colors, n)
 
 
 def _load_base(base, device):

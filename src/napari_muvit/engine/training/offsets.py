@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ...data.geometry import crop_bbox, crop_start_index
+from ...data.geometry import nested_crop_boxes, tile_centres
 from .annotations import IGNORE
 from .evaluation import label_classes
 from .metrics import ConfusionMatrix
@@ -27,13 +27,8 @@ BOX_MODES = ("world", "concentric", "scale_blind")
 
 def concentric_boxes(fine_centers: np.ndarray, levels: Sequence[int], size: int) -> np.ndarray:
     """World boxes ``(n, L, 2, 2)`` of 2D crops of every level centred on ``fine_centers (n, 2)`` world px."""
-    out = np.zeros((len(fine_centers), len(levels), 2, 2), dtype=np.float32)
-    sizes = np.full(2, int(size), dtype=np.int64)
-    for i, c in enumerate(np.asarray(fine_centers, dtype=np.float64)):
-        for j, level in enumerate(levels):
-            f = (int(level), int(level))
-            out[i, j] = crop_bbox(crop_start_index(c, f, sizes), f, sizes)
-    return out
+    centers = np.asarray(fine_centers, dtype=np.float64).reshape(-1, 2)
+    return nested_crop_boxes(centers, [int(level) for level in levels], int(size))[1]
 
 
 def offset_crops(pyramid, fine_centers: np.ndarray, levels: Sequence[int], size: int, rng: np.random.Generator,
@@ -82,7 +77,7 @@ def evaluate_offset_slide(model, pyramid, truth: np.ndarray, size: int, normaliz
     model.eval().to(device)
     for i in range(0, len(tiles), batch_size):
         chunk = tiles[i : i + batch_size]
-        img, world, concentric, _ = offset_crops(pyramid, chunk * size + (size - 1) / 2.0, levels, size, rng,
+        img, world, concentric, _ = offset_crops(pyramid, tile_centres(chunk, size), levels, size, rng,
                                                  normalizer=normalizer, shift=shift)
         x = torch.from_numpy(img).to(device)
         for m in modes:

@@ -52,7 +52,9 @@ def scribble_tiles(labels, size: int, max_tiles: int, seed: int = 0) -> np.ndarr
     if len(tiles) > max_tiles:  # keep the most scribbled tiles
         counts = summary.counts[1:].sum(0)[tuple(tiles.T)]
         tiles = tiles[np.argsort(-counts, kind="stable")[:max_tiles]]
-    return tiles * size + (size - 1) / 2.0
+    from ...data.geometry import tile_centres
+
+    return tile_centres(tiles, size)
 
 
 def fit_probe(

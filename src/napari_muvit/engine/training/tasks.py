@@ -50,7 +50,9 @@ class SegmentationTask:
         tiles = np.unique((cells * self.cell) // self.size, axis=0)
         if len(tiles) > max_tiles:
             tiles = tiles[np.sort(np.random.default_rng(seed + 1).choice(len(tiles), max_tiles, replace=False))]
-        return tiles * self.size + (self.size - 1) / 2.0
+        from ...data.geometry import tile_centres
+
+        return tile_centres(tiles, self.size)
 
     def _targets(self, center, region: np.ndarray) -> np.ndarray:
         lab = read_label_crop(self.labels, center, self.size)
