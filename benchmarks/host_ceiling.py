@@ -10,7 +10,7 @@ folder from one repeated 1024^2 random texture. One `predict` of the whole slide
 threads = reader/writer threads = N, each run in a fresh process so that caches and thread pools start cold).
 
 ``cpu_ms_per_tile`` = (user + system CPU of the process, all threads, + its children) / tiles, around the whole
-`predict` call; ``tiles_per_s`` = tiles / wall seconds of that call; ``files`` / ``bytes_per_px`` = files and
+`predict` call (the package is imported before it: importing is a one-off ~2 s, not a per-tile cost); ``tiles_per_s`` = tiles / wall seconds of that call; ``files`` / ``bytes_per_px`` = files and
 bytes of the output store / slide pixels. The last stdout line is one JSON object: those keys for the run with
 the most threads, ``by_threads`` for every run and ``scaling`` (tiles/s with the most threads / with 1).
 """
@@ -71,6 +71,7 @@ def one_run(slide: str, out: str, threads: int, prob_dtype: str, level: int) -> 
     import torch
 
     torch.set_num_threads(threads)
+    import napari_muvit.data  # noqa: F401 - imported before the clock: a one-off cost (~2 s), not a per-tile one
     from napari_muvit.engine.predict import predict
     from napari_muvit.engine.recipe import Recipe
     from napari_muvit.engine.testing import ConstantSegmenter

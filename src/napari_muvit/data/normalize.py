@@ -83,3 +83,22 @@ class Normalizer:
             raise ValueError(f"normalisation has {low.size} channel values but the image has {n_c} channels.")
         shape = (n_c,) + (1,) * spatial
         return (out - low.reshape(shape)) / (high - low).reshape(shape)
+
+    def apply_(self, img: np.ndarray, spatial_ndim: int = 2) -> np.ndarray:
+        """`__call__` in place when ``img`` is a float32 array owning its data (no temporaries; the same values,
+        as the same two float32 operations run), else a new array. Returns the normalised array."""
+        if not (isinstance(img, np.ndarray) and img.dtype == np.float32 and img.flags.owndata
+                and img.flags.writeable) or self.policy == "none":
+            return self(img, spatial_ndim)
+        spatial = int(spatial_ndim)
+        n_c = img.shape[-spatial - 1]
+        low = np.asarray(self.low, dtype=np.float32)
+        high = np.asarray(self.high, dtype=np.float32)
+        if low.size == 1:
+            low, high = np.full(n_c, low[0], np.float32), np.full(n_c, high[0], np.float32)
+        if low.size != n_c:
+            raise ValueError(f"normalisation has {low.size} channel values but the image has {n_c} channels.")
+        shape = (n_c,) + (1,) * spatial
+        np.subtract(img, low.reshape(shape), out=img)
+        np.divide(img, (high - low).reshape(shape), out=img)
+        return img

@@ -27,13 +27,26 @@ def downsample_mean(a: np.ndarray) -> np.ndarray:
     return ((q[0] + q[1] + q[2] + q[3]) * 0.25).astype(a.dtype if a.dtype.kind == "f" else np.float32)
 
 
-def downsample_mode(a: np.ndarray) -> np.ndarray:
-    """2x2 block mode of integer labels; ties go to the earliest of (top-left, top-right, bottom-left, bottom-right)."""
+def downsample_mean_uint8(a: np.ndarray) -> np.ndarray:
+    """2x2 block mean of uint8 values rounded half to even, back to uint8: exactly ``np.rint`` of the float32
+    `downsample_mean` (the sum of four uint8 is exact), in integer arithmetic."""
     q = _quads(_pad_even(np.asarray(a)))
-    counts = [sum((qj == qi).astype(np.uint8) for qj in q) for qi in q]
-    best, best_count = q[0].copy(), counts[0]
-    for qi, ci in zip(q[1:], counts[1:]):
-        take = ci > best_count
-        best[take] = qi[take]
-        best_count = np.maximum(best_count, ci)
-    return best
+    s = q[0].astype(np.uint16)
+    s += q[1]
+    s += q[2]
+    s += q[3]
+    low = s & 3  # s / 4 = (s >> 2) + low / 4: round up above a half, and at a half to the even neighbour
+    s >>= 2
+    s += (low > 2) | ((low == 2) & (s & 1).astype(bool))
+    return s.astype(np.uint8)
+
+
+def downsample_mode(a: np.ndarray) -> np.ndarray:
+    """2x2 block mode of integer labels; ties go to the earliest of (top-left, top-right, bottom-left, bottom-right).
+
+    With four values: the top-left wins when it occurs twice or more (or when all differ), else the top-right
+    when it occurs twice or more, else the bottom-left when the bottom pair matches."""
+    a0, a1, a2, a3 = _quads(_pad_even(np.asarray(a)))
+    out = np.where((a2 == a3), a2, a0)
+    out = np.where((a1 == a2) | (a1 == a3), a1, out)
+    return np.where((a0 == a1) | (a0 == a2) | (a0 == a3), a0, out)

@@ -221,10 +221,11 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
                 cancelled = True
                 break
             wanted = [t for t in batch if book.needs_model(t)]
-            outputs = run_batch(ctx, x, bbox, batch)
+            outputs = run_batch(ctx, x, bbox, batch, on_device=blend)  # blend: probabilities stay on the device
             if blend:
                 keep = [b for b, t in enumerate(batch) if t in set(wanted)]
-                writer.submit([batch[b] for b in keep], outputs[keep])
+                writer.submit([batch[b] for b in keep], outputs if len(keep) == len(batch) else outputs[keep],
+                              keepalive=x)
                 record(writer.collect())
             else:
                 record(("scores", t, s) for t, s in commit_batch(ctx, store, batch, outputs, wanted).items())

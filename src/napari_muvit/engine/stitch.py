@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 PROB_DTYPES = ("uint8", "float16", "float32", "none")
 DEFAULT_CHUNK = (128, 8192)  # output px per level-0 chunk (1 Mpx per file); short bands keep memory low
@@ -103,13 +104,19 @@ class OutputLayout:
 
 
 class BandStitcher:
-    """Accumulates tile predictions (row-major) into open bands; see the module docstring."""
+    """Accumulates tile predictions (row-major) into open bands; see the module docstring.
 
-    def __init__(self, grid, layout: OutputLayout, n_classes: int, written=()):
+    The sums are torch tensors on ``device`` (the model's), so on a GPU blending, the output conversion and
+    the quantisation run there and only the stored values (uint8 by default) cross back; on a CPU it is the
+    same code. Each step is one elementwise IEEE operation (``p * w``, then ``+=``), as the numpy reference.
+    """
+
+    def __init__(self, grid, layout: OutputLayout, n_classes: int, written=(), device="cpu"):
         self.grid, self.layout, self.k = grid, layout, int(n_classes)
         self.written = set(written)
         self.open: dict = {}  # band -> {column block: (acc (K, rows, BLOCK), wsum (rows, BLOCK))}
-        self.win = grid.window
+        self.device = torch.device(device)
+        self.win = torch.from_numpy(grid.window).to(self.device)
 
     def bands_of_row(self, i: int) -> range:
         a, b = self.grid.crop_rows(i)
@@ -119,8 +126,19 @@ class BandStitcher:
         rows = self.grid.rows_touching(*self.layout.band_rows(b))
         return rows[-1] if len(rows) else -1
 
-    def add(self, i: int, j: int, pred: np.ndarray) -> None:
-        """Add tile ``(i, j)``'s ``(K, S, S)`` prediction to every unwritten band its crop overlaps."""
+    def add(self, i: int, j: int, pred) -> None:
+        """Add tile ``(i, j)``'s ``(K, S, S)`` prediction (numpy or torch) to every unwritten band its crop
+        overlaps."""
+        self.add_weighted(i, j, as_tensor(pred, self.device) * self.win)
+
+    def add_batch(self, tiles, probs) -> None:
+        """`add` for a batch ``probs (B, K, S, S)`` in row-major order (tile by tile: small temporaries)."""
+        probs = as_tensor(probs, self.device)
+        for t, p in zip(tiles, probs):
+            self.add_weighted(*t, p * self.win)
+
+    def add_weighted(self, i: int, j: int, pw) -> None:
+        """`add` of ``pw = pred * window`` (torch, on ``device``)."""
         g = self.grid
         h, w = g.shape
         oy, ox = i * g.stride - g.overlap // 2, j * g.stride - g.overlap // 2
@@ -135,13 +153,12 @@ class BandStitcher:
             blocks = self.open.setdefault(b, {})
             for bi in range(xa // BLOCK, (xb - 1) // BLOCK + 1):
                 if bi not in blocks:
-                    blocks[bi] = (np.zeros((self.k, rb - ra, BLOCK), np.float32), np.zeros((rb - ra, BLOCK), np.float32))
+                    blocks[bi] = (torch.zeros((self.k, rb - ra, BLOCK), dtype=torch.float32, device=self.device),
+                                  torch.zeros((rb - ra, BLOCK), dtype=torch.float32, device=self.device))
                 acc, wsum = blocks[bi]
                 ca, cb = max(xa, bi * BLOCK), min(xb, (bi + 1) * BLOCK)
-                win = self.win[ya - oy : yb - oy, ca - ox : cb - ox]
-                acc[:, ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += (
-                    pred[:, ya - oy : yb - oy, ca - ox : cb - ox] * win)
-                wsum[ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += win
+                acc[:, ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += pw[:, ya - oy : yb - oy, ca - ox : cb - ox]
+                wsum[ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += self.win[ya - oy : yb - oy, ca - ox : cb - ox]
 
     def pop(self, b: int):
         """`assemble` band ``b`` (None when no tile touched it) and forget it."""
@@ -150,29 +167,72 @@ class BandStitcher:
         return self.assemble(blocks) if blocks else None
 
     def assemble(self, blocks: dict) -> list:
-        """Column blocks -> ``[acc (K, rows, hi - lo), wsum (rows, hi - lo), lo, hi]``: region columns
+        """Column blocks -> ``[acc (K, rows, hi - lo), wsum (rows, hi - lo), lo, hi]`` (torch): region columns
         ``[lo, hi)`` from the first to the last touched block (untouched blocks between them are 0)."""
         w = self.grid.shape[1]
         first, last = min(blocks), max(blocks)
         lo, hi = first * BLOCK, min(w, (last + 1) * BLOCK)
+        if first == last:  # one block: a view, no copy
+            a, s = blocks[first]
+            return [a[:, :, : hi - lo], s[:, : hi - lo], lo, hi]
         k, rows = next(iter(blocks.values()))[0].shape[:2]
-        acc = np.zeros((k, rows, hi - lo), np.float32)
-        wsum = np.zeros((rows, hi - lo), np.float32)
+        acc = torch.zeros((k, rows, hi - lo), dtype=torch.float32, device=self.device)
+        wsum = torch.zeros((rows, hi - lo), dtype=torch.float32, device=self.device)
         for bi, (a, s) in blocks.items():
             c0, c1 = bi * BLOCK - lo, min(hi, (bi + 1) * BLOCK) - lo
             acc[:, :, c0:c1], wsum[:, c0:c1] = a[:, :, : c1 - c0], s[:, : c1 - c0]
         return [acc, wsum, lo, hi]
 
     def restore(self, b: int, band) -> None:
-        """Put an assembled band (`assemble`, e.g. saved by a cancelled run) back as column blocks."""
+        """Put an assembled band (`assemble`, e.g. saved by a cancelled run; numpy or torch) back as column
+        blocks."""
         acc, wsum, lo, hi = band
+        acc, wsum = as_tensor(acc, self.device), as_tensor(wsum, self.device)
         blocks = self.open.setdefault(b, {})
         for bi in range(lo // BLOCK, (hi - 1) // BLOCK + 1):
-            a = np.zeros((acc.shape[0], acc.shape[1], BLOCK), np.float32)
-            s = np.zeros((acc.shape[1], BLOCK), np.float32)
+            a = torch.zeros((acc.shape[0], acc.shape[1], BLOCK), dtype=torch.float32, device=self.device)
+            s = torch.zeros((acc.shape[1], BLOCK), dtype=torch.float32, device=self.device)
             c0, c1 = bi * BLOCK - lo, min(hi, (bi + 1) * BLOCK) - lo
             a[:, :, : c1 - c0], s[:, : c1 - c0] = acc[:, :, c0:c1], wsum[:, c0:c1]
             blocks[bi] = (a, s)
+
+
+def as_tensor(a, device) -> torch.Tensor:
+    """numpy or torch -> float32 torch tensor on ``device`` (no copy when it already is one)."""
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(device=device, dtype=torch.float32)
+
+
+def band_to_host(band) -> list | None:
+    """An assembled band with numpy arrays (what `OutputStore.save_band` keeps)."""
+    if band is None:
+        return None
+    acc, wsum, lo, hi = band
+    return [_numpy(acc), _numpy(wsum), lo, hi]
+
+
+def _numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def tile_scores(grid, tiles, probs) -> np.ndarray:
+    """``(B, K + 1)`` float32: each tile's mean probability per class and mean entropy (nats) over its owned
+    square, from its own prediction ``probs (B, K, S, S)`` (numpy or torch; computed where it is, tiles with
+    the same owned shape together). The entropy mean is taken on every second pixel of each axis."""
+    p = probs if isinstance(probs, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(probs))
+    h = grid.overlap // 2
+    out = torch.zeros((len(tiles), p.shape[1] + 1), dtype=torch.float32, device=p.device)
+    groups: dict = {}
+    for b, (i, j) in enumerate(tiles):
+        a0, a1, b0, b1 = grid.owned(i, j)
+        groups.setdefault((a1 - a0, b1 - b0), []).append(b)
+    for (dh, dw), idx in groups.items():
+        sel = slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else torch.tensor(idx, device=p.device)
+        own = p[sel, :, h : h + dh, h : h + dw].float()
+        out[sel, :-1] = own.mean(dim=(2, 3))
+        sub = own[:, :, ::2, ::2]
+        out[sel, -1] = -(sub * torch.log(sub.clamp(1e-12, 1.0))).sum(dim=1).mean(dim=(1, 2))
+    return _numpy(out)
 
 
 def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code, lo=0, hi=None) -> np.ndarray | None:
@@ -188,43 +248,80 @@ def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code,
     return rows[(np.arange(ra, rb) // s) - ra // s][:, cols]
 
 
+SLAB = 512  # output columns converted at a time: the few float temporaries of a slab stay in the CPU caches
+
+
 def band_output(layout: OutputLayout, b: int, acc, wsum, owner=None, lo: int = 0):
     """Blended band (region columns ``[lo, lo + acc.shape[-1])``) -> ``(r0, c0, values (C, h, w), labels (h, w))``
-    in level-0 output px (see module)."""
+    in level-0 output px (see module). ``acc``/``wsum`` numpy or torch; the work runs where they are and only
+    ``values`` (the stored dtype) and ``labels`` come back as numpy."""
+    acc = as_tensor(acc, acc.device if isinstance(acc, torch.Tensor) else "cpu")
+    dev = acc.device
+    wsum = as_tensor(wsum, dev)
     y0, _, x0, _ = layout.region
     x0, x1 = x0 + lo, x0 + lo + acc.shape[-1]
     ra, rb = layout.band_rows(b)
     n = layout.level
     pred = wsum > 0
     if owner is not None:
-        pred &= owner
-    inv = np.zeros_like(wsum)
-    np.divide(np.float32(1), wsum, out=inv, where=pred)
-    probs = acc * inv  # 0 where nothing was predicted
+        pred &= torch.from_numpy(np.ascontiguousarray(owner)).to(dev)
     r0, c0 = (y0 + ra) // n, x0 // n
-    if n > 1:  # mean of the predicted level-1 pixels of each world-aligned n x n block
-        r1, c1 = -(-(y0 + rb) // n), -(-x1 // n)
-        dy, dx = y0 + ra - r0 * n, x0 - c0 * n
-        big = np.zeros((probs.shape[0], (r1 - r0) * n, (c1 - c0) * n), np.float32)
-        cnt = np.zeros(big.shape[1:], np.float32)
-        big[:, dy : dy + probs.shape[1], dx : dx + probs.shape[2]] = probs
-        cnt[dy : dy + probs.shape[1], dx : dx + probs.shape[2]] = pred
-        k = probs.shape[0]
-        sums = big.reshape(k, r1 - r0, n, c1 - c0, n).sum(axis=(2, 4))
-        count = cnt.reshape(r1 - r0, n, c1 - c0, n).sum(axis=(1, 3))
-        pred = count > 0
-        probs = np.divide(sums, count, out=np.zeros_like(sums), where=pred)
-    labels = argmax_channels(probs, np.uint8 if probs.shape[0] < 255 else np.uint16)
-    labels += 1
-    labels[~pred] = 0
-    return r0, c0, encode_probs(probs, layout.prob_dtype, labels), labels
+    if n == 1:
+        return (r0, c0) + _convert_slabs(layout, acc, wsum, pred, divide=False)
+    # mean of the predicted level-1 pixels of each world-aligned n x n block
+    inv = torch.reciprocal(wsum + (~pred).to(torch.float32)).mul_(pred)
+    probs = acc * inv  # 0 where nothing was predicted
+    r1, c1 = -(-(y0 + rb) // n), -(-x1 // n)
+    dy, dx = y0 + ra - r0 * n, x0 - c0 * n
+    k = probs.shape[0]
+    big = torch.zeros((k, (r1 - r0) * n, (c1 - c0) * n), dtype=torch.float32, device=dev)
+    cnt = torch.zeros(big.shape[1:], dtype=torch.float32, device=dev)
+    big[:, dy : dy + probs.shape[1], dx : dx + probs.shape[2]] = probs
+    cnt[dy : dy + probs.shape[1], dx : dx + probs.shape[2]] = pred.to(torch.float32)
+    sums = big.reshape(k, r1 - r0, n, c1 - c0, n).sum(dim=(2, 4))
+    count = cnt.reshape(r1 - r0, n, c1 - c0, n).sum(dim=(1, 3))
+    return (r0, c0) + _convert_slabs(layout, sums, count, count > 0, divide=True)
 
 
-def argmax_channels(p: np.ndarray, dtype=np.uint8) -> np.ndarray:
-    """``argmax`` over axis 0 of ``(K, h, w)`` (first maximum wins, as numpy's), one pass per channel:
-    numpy's own argmax along a leading axis is about 20x slower."""
+def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool):
+    """``p = total * (1 / weight)`` (``divide``: ``total / weight``) where ``pred``, else 0 -> stored values and
+    labels (numpy), column slab by column slab. Each element sees the same operations as on the whole band."""
+    k, h, w = total.shape
+    dev = total.device
+    wide = k >= 255  # torch has no uint16 arithmetic: labels of >= 255 classes are counted in int32
+    ldtype = torch.int32 if wide else torch.uint8
+    labels = torch.empty((h, w), dtype=ldtype, device=dev)
+    vdtype = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32, "none": ldtype}
+    values = torch.empty((1 if layout.prob_dtype == "none" else k, h, w), dtype=vdtype[layout.prob_dtype], device=dev)
+    for a in range(0, w, SLAB):
+        sl = slice(a, min(w, a + SLAB))
+        ps = pred[:, sl]
+        # 1 / weight where predicted, else 0 (arithmetic, not masked writes: several times cheaper)
+        safe = weight[:, sl] + (~ps).to(torch.float32)
+        probs = (total[:, :, sl] / safe).mul_(ps) if divide else total[:, :, sl] * torch.reciprocal(safe).mul_(ps)
+        lab = argmax_channels(probs, ldtype)
+        lab.add_(1).mul_(ps)  # 0 where nothing was predicted
+        labels[:, sl] = lab
+        values[:, :, sl] = encode_probs(probs, layout.prob_dtype, lab)
+    values, labels = _numpy(values), _numpy(labels)
+    if wide:
+        labels = labels.astype(np.uint16)
+        values = values.astype(np.uint16) if values.dtype == np.int32 else values
+    return values, labels
+
+
+def argmax_channels(p, dtype=None):
+    """``argmax`` over axis 0 of ``(K, h, w)`` (first maximum wins), one pass per channel. numpy (the
+    result dtype ``dtype``, default uint8) or torch (default ``torch.uint8``), computed where ``p`` is."""
+    if isinstance(p, torch.Tensor):  # k grows, so "k where better, else keep" is max(idx, k * better)
+        best = p[0].clone()
+        idx = torch.zeros(p.shape[1:], dtype=dtype or torch.uint8, device=p.device)
+        for k in range(1, p.shape[0]):
+            torch.maximum(idx, (p[k] > best).to(idx.dtype).mul_(k), out=idx)
+            torch.maximum(best, p[k], out=best)
+        return idx
     best = p[0].copy()
-    idx = np.zeros(p.shape[1:], dtype)
+    idx = np.zeros(p.shape[1:], dtype or np.uint8)
     for k in range(1, p.shape[0]):
         better = p[k] > best
         idx[better] = k
@@ -232,9 +329,18 @@ def argmax_channels(p: np.ndarray, dtype=np.uint8) -> np.ndarray:
     return idx
 
 
-def encode_probs(probs: np.ndarray, dtype: str, labels: np.ndarray | None = None) -> np.ndarray:
-    """Float probabilities in [0, 1] -> stored values (``uint8``: ``round(255 p)``; ``none``: the labels)."""
-    if dtype == "uint8":  # p in [0, 1]: floor(255 p + 0.5) is the nearest of 0..255
+def encode_probs(probs, dtype: str, labels=None):
+    """Float probabilities in [0, 1] -> stored values (``uint8``: ``floor(255 p + 0.5)``; ``none``: the
+    labels). numpy or torch (computed where ``probs`` is)."""
+    if isinstance(probs, torch.Tensor):
+        if dtype == "uint8":  # p in [0, 1]: floor(255 p + 0.5) is the nearest of 0..255
+            v = probs * 255.0
+            v += 0.5
+            return v.clamp_(0, 255.5).to(torch.uint8)
+        if dtype == "none":
+            return labels[None].to(torch.uint8 if labels.dtype == torch.uint8 else labels.dtype)
+        return probs.to(getattr(torch, dtype))
+    if dtype == "uint8":
         v = np.multiply(probs, np.float32(255.0), dtype=np.float32)
         v += np.float32(0.5)
         np.clip(v, 0, 255.5, out=v)

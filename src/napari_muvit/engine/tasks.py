@@ -63,23 +63,20 @@ class SegmentationOutput(_ClassOutput):
                 "shape": (k, h, w), "chunks": (k, ch, cw), "factor": layout.level, "dtype": layout.prob_dtype}
 
     @torch.inference_mode()
-    def run(self, model, x, bbox) -> np.ndarray:
-        """``(B, K, S, S)`` float32 class probabilities."""
-        logits = model(x, bbox)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    def probabilities(self, model, x, bbox) -> torch.Tensor:
+        """``(B, K, S, S)`` float32 class probabilities, left on the model's device (the stitcher runs there)."""
+        return torch.softmax(model(x, bbox).float(), dim=1)
 
-    def tile_scores(self, grid, tiles, probs: np.ndarray) -> np.ndarray:
+    def run(self, model, x, bbox) -> np.ndarray:
+        """``(B, K, S, S)`` float32 class probabilities (numpy)."""
+        return self.probabilities(model, x, bbox).cpu().numpy()
+
+    def tile_scores(self, grid, tiles, probs) -> np.ndarray:
         """``(B, K + 1)``: each tile's mean probability per class and mean entropy (nats) over its owned
-        square, from its own prediction ``probs (B, K, S, S)`` (before blending: known as soon as it ran).
-        The entropy mean is estimated on every second pixel of each axis (a quarter of the logarithms)."""
-        h = grid.overlap // 2
-        out = np.zeros((len(tiles), probs.shape[1] + 1), np.float32)
-        for b, (i, j) in enumerate(tiles):
-            a0, a1, b0, b1 = grid.owned(i, j)
-            own = probs[b, :, h : h + a1 - a0, h : h + b1 - b0]
-            out[b, :-1] = own.reshape(own.shape[0], -1).mean(axis=1)
-            out[b, -1] = _entropy(own[:, ::2, ::2]).mean()
-        return out
+        square, from its own prediction ``probs (B, K, S, S)`` (numpy or torch): `stitch.tile_scores`."""
+        from .stitch import tile_scores
+
+        return tile_scores(grid, tiles, probs)
 
 class ClassificationOutput(_ClassOutput):
     mode = "tile"

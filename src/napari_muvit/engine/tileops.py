@@ -12,9 +12,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from .device import autocast, free_device_memory, is_oom
-from .stitch import BandStitcher, finish_band
+from .stitch import BandStitcher, band_to_host, finish_band
 
 MAX_GAP = 4  # tiles; farther-apart tiles of a row are read in separate windows (bounded memory)
 
@@ -29,7 +30,8 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
 
     S = ctx.grid.tile
     L = len(ctx.levels)
-    x = np.empty((len(tiles), L, ctx.pyramid.n_channels, S, S), np.float32)  # every pixel is written below
+    # every pixel is written below; page-locked beside a GPU so the copy to it can be asynchronous
+    x = host_buffer((len(tiles), L, ctx.pyramid.n_channels, S, S), pinned=ctx.device.type == "cuda")
     bbox = np.zeros((len(tiles), L, 2, 2), np.float32)
     norm = ctx.normalizer if ctx.normalizer is not None and ctx.normalizer.policy != "none" else None
     rows: dict = {}
@@ -52,7 +54,7 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
             window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist())
             if norm is not None:
                 # pointwise, so normalising the shared window once equals normalising every crop of it
-                window = norm(window)
+                window = norm.apply_(window)
                 window *= ok  # zero padding stays exactly zero after normalisation
             for n, (b, st) in enumerate(zip(members, starts)):
                 oy, ox = st - lo
@@ -65,14 +67,26 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
     return x, bbox
 
 
-def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles):
-    """Model outputs for one batch; an out-of-memory error halves the batch and retries (down to 1)."""
+def host_buffer(shape, pinned: bool = False) -> np.ndarray:
+    """An uninitialised float32 array; with ``pinned`` (and CUDA available) in page-locked memory."""
+    if pinned and torch.cuda.is_available():
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+    return np.empty(shape, np.float32)
+
+
+def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles, on_device: bool = False):
+    """Model outputs for one batch; an out-of-memory error halves the batch and retries (down to 1).
+
+    With ``on_device`` a segmentation batch's probabilities stay a torch tensor on the model's device
+    (`BandWriter` blends, scores and quantises them there); otherwise numpy."""
     try:
         xt, bt = ctx.batch_tensors(x, bbox)
         with autocast(ctx.device, ctx.dtype):
             if ctx.output.mode == "direct":
                 idx = [ctx.grid.tile_index(i, j) for i, j in tiles]
                 return ctx.output.run(ctx.model, xt, bt, idx)
+            if on_device and ctx.output.mode == "blend":
+                return ctx.output.probabilities(ctx.model, xt, bt)
             return ctx.output.run(ctx.model, xt, bt)
     except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
         if not is_oom(exc) or len(tiles) == 1:
@@ -80,8 +94,10 @@ def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles):
         free_device_memory(ctx.device)
         h = len(tiles) // 2
         ctx.extra["oom_halvings"] = ctx.extra.get("oom_halvings", 0) + 1
-        a = run_batch(ctx, x[:h], bbox[:h], tiles[:h])
-        b = run_batch(ctx, x[h:], bbox[h:], tiles[h:])
+        a = run_batch(ctx, x[:h], bbox[:h], tiles[:h], on_device)
+        b = run_batch(ctx, x[h:], bbox[h:], tiles[h:], on_device)
+        if isinstance(a, torch.Tensor):
+            return torch.cat([a, b])
         if isinstance(a, tuple):
             return (np.concatenate([a[0], b[0]]), None if a[1] is None else np.concatenate([a[1], b[1]]))
         return np.concatenate([a, b])
@@ -156,7 +172,7 @@ class BandWriter:
         self.ctx, self.store, self.state, self._bg = ctx, store, state, BACKGROUND
         self.layout = ctx.layout
         self.stitcher = BandStitcher(ctx.grid, ctx.layout, len(ctx.output.class_names),
-                                     [b for b in ctx.layout.bands() if written[b]])
+                                     [b for b in ctx.layout.bands() if written[b]], device=ctx.device)
         for b in open_bands:  # partial bands a cancelled run saved: continue their sums exactly
             self.stitcher.restore(b, store.load_band(b))
         self._bands = [b for b in ctx.layout.bands() if not written[b]]
@@ -189,22 +205,28 @@ class BandWriter:
                 return
             if self._error is not None:
                 continue
-            tiles, probs, final = item
+            tiles, probs, final, _ = item
             try:
                 if tiles:
                     scores = self.ctx.output.tile_scores(self.ctx.grid, tiles, probs)
                     for t, s in zip(tiles, scores):
                         self._out.put(("scores", t, s))
-                    for t, p in zip(tiles, probs):
-                        self._flush(t[0])
-                        self.stitcher.add(*t, p)
+                    start = 0
+                    for k in range(1, len(tiles) + 1):  # bands above a new tile row go to the writers first
+                        if k == len(tiles) or tiles[k][0] != tiles[start][0]:
+                            self._flush(tiles[start][0])
+                            self.stitcher.add_batch(tiles[start:k], probs[start:k])
+                            start = k
                 if final:
                     self._flush(float("inf"))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
                 self._error = exc
 
-    def submit(self, tiles, probs) -> None:
-        self._in.put((list(tiles), probs, False))
+    def submit(self, tiles, probs, keepalive=None) -> None:
+        """Queue a batch's ``probs (B, K, S, S)`` (numpy or torch on the model's device). ``keepalive`` (the
+        batch's page-locked input) is held until the batch is stitched, after its scores came back from the
+        device, so an asynchronous copy from it has finished before the buffer can be reused."""
+        self._in.put((list(tiles), probs, False, keepalive))
 
     def collect(self) -> list:
         out = []
@@ -221,14 +243,14 @@ class BandWriter:
         """Stitch everything submitted; with ``complete`` write the remaining bands too. With ``keep_open``
         (a cancel) the partial bands are saved for a resume (``("open", b)`` events) and their current
         values written, so the store shows what was predicted. Returns the last events."""
-        self._in.put(([], None, bool(complete)))
+        self._in.put(([], None, bool(complete), None))
         self._in.put(None)
         self._thread.join()
         self._pool.shutdown(wait=True)
         events = self.collect()
         if keep_open and not complete:
             for b, blocks in sorted(self.stitcher.open.items()):
-                band = self.stitcher.assemble(blocks)
+                band = band_to_host(self.stitcher.assemble(blocks))
                 self.store.save_band(b, band)
                 finish_band(self.store, self.ctx.grid, self.layout, b, band, self.state, self._bg)
                 events.append(("open", b, None))
