@@ -2,10 +2,14 @@
 
 Default (engine, no display): a paper-sized encoder (dim 384, 12 layers, 6 heads, levels 1,8,32, patch 8,
 3 x 256^2 crops = 3072 tokens; random weights, which cost the same as trained ones) on an in-memory
-random slide, CPU. Measures the bytes one cached tile holds (`AttentionSession.cache_nbytes`: crops plus
-every layer's rotated q and k), a click in a new tile (encoder pass + capture), and clicks in the cached
-tile as the widget's worker makes them (`attention_probe` + the tile's level share over 64 query tokens):
-last layer / head mean, layer 0 / head 1 at another query level, and rollout (head mean and one head).
+random slide, CPU. Measures the bytes one cached tile holds (`AttentionSession.cache_nbytes`: crops, every
+layer's rotated q and k, the 8-bit head-mean stack for rollout and the cached rows; `cache_bytes_budget`:
+the same with every row cache full, from `TileAttention.cache_nbytes_for`), a click in a new tile (encoder
+pass + capture + the stack; `stack_build_s` the stack's share), and clicks in the cached tile as the
+widget's worker makes them (`attention_probe` + the tile's level share over 64 query tokens): last layer /
+head mean, layer 0 / head 1 at another query level, and rollout (head mean and one head).
+`rollout_vs_exact`: the head-mean rollout row of one click against the exact float32 rollout from q and k
+(max abs error relative to the row's maximum, argmax, top-10 tokens).
 `full_weights_mb_per_tile` is what caching every layer's N x N weights would take (computed); ``--full`` also
 runs that previous path once on the same tile (`full_path_*`: encoder with ``return_attention=True``, weights
 stacked, rows and rollout by `attention_row` on the N x N matrices; about 3 GB of memory).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -44,10 +49,12 @@ def engine_benchmark(args) -> dict:
 
     from napari_muvit.data import open_pyramid
     from napari_muvit.engine.attention import AttentionSession, attention_probe
+    from napari_muvit.engine.attention_cache import TileAttention
     from napari_muvit.engine.attention_share import TILE_SHARE_QUERIES, tile_level_share
     from napari_muvit.engine.testing import random_slide
     from napari_muvit.model import MuViTEncoder
 
+    load0 = round(os.getloadavg()[0], 2)
     torch.manual_seed(0)
     levels, tile = (1, 8, 32), 256
     enc = MuViTEncoder(in_channels=1, levels=levels, patch_size=8, num_layers=12, dim=384, heads=6).eval()
@@ -55,19 +62,23 @@ def engine_benchmark(args) -> dict:
                                device="cpu")
     n_tokens = len(levels) * (tile // 8) ** 2
 
-    def click(point, **kw):
+    cpu = {}  # name -> process CPU seconds per click (all threads; steadier than wall time on a shared machine)
+
+    def click(point, name=None, **kw):
         """What the widget's worker runs for one click: the probe, then the tile's level share."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = attention_probe(session, point, **kw)
         entry, _ = session.entry_for(point)
         li = levels.index(kw.get("query_level", 1))
         tile_level_share(entry["attn"], entry["grid"], len(levels), li, kw.get("layer", "last"),
                          kw.get("head", "mean"), TILE_SHARE_QUERIES)
+        if name:
+            cpu.setdefault(name, []).append(time.process_time() - c0)
         return time.perf_counter() - t0, res
 
     new_tile, cache_mb = [], []
     for k in range(args.tiles):
-        t, _ = click((tile * (k + 1) + 5.0, tile * (k + 2) + 7.0))
+        t, _ = click((tile * (k + 1) + 5.0, tile * (k + 2) + 7.0), "new_tile")
         new_tile.append(t)
         cache_mb.append(session.cache_nbytes() / 2**20)
     origin = np.array([tile * (args.tiles + 2), tile * (args.tiles + 3)], float)
@@ -76,8 +87,9 @@ def engine_benchmark(args) -> dict:
     rng = np.random.default_rng(0)
     points = [tuple(origin + rng.uniform(0, tile - 1, 2)) for _ in range(args.clicks)]
     cached = {
-        "last_mean": [click(p)[0] for p in points],
-        "layer0_head1_query_level8": [click(p, layer=0, head=1, query_level=8)[0] for p in points],
+        "last_mean": [click(p, "last_mean")[0] for p in points],
+        "layer0_head1_query_level8": [click(p, "layer0_head1_query_level8", layer=0, head=1, query_level=8)[0]
+                                      for p in points],
     }
     attn = session.entry_for(points[0])[0]["attn"]
     rollout_hits = 0
@@ -88,30 +100,61 @@ def engine_benchmark(args) -> dict:
         for p in rng.permutation(np.array(points)):
             if len(cached[name]) == args.rollout_clicks:
                 break
-            before = attn.rollout_passes
+            before, c0 = attn.rollout_passes, time.process_time()
             t = click(tuple(p), layer="rollout", head=head)[0]
             if attn.rollout_passes > before:
                 cached[name].append(t)
+                cpu.setdefault(name, []).append(time.process_time() - c0)
             else:
                 rollout_hits += 1
     assert session.forward_calls == calls  # every cached click stayed in the cached tile
     cache_mb.append(session.cache_nbytes() / 2**20)  # with the rollout rows cached
+    entry = session.entry_for(points[0])[0]
+    budget = (TileAttention.cache_nbytes_for(12, 6, n_tokens, 384) + entry["x"].nbytes + entry["bbox"].nbytes)
+    exact = rollout_vs_exact(attn, entry["grid"], levels, session, points[0]) if args.clicks else {}
     full = full_path(session, points[0]) if args.full else {}
     return {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU",
         "encoder": "paper-sized: dim 384, 12 layers, 6 heads, levels 1,8,32, patch 8, 256 px tiles",
         "tokens": n_tokens,
+        "load_avg_1min": [load0, round(os.getloadavg()[0], 2)],
         "cache_mb_per_tile": round(max(cache_mb), 1),
+        "cache_bytes_per_tile": session.cache_nbytes(),
+        "cache_bytes_budget": budget,
+        "stack_build_s": round(attn.stack_seconds[0], 2),
+        "stack_build_cpu_s": round(attn.stack_seconds[1], 2),
+        **exact,
         "full_weights_mb_per_tile": round(12 * 6 * n_tokens**2 * 4 / 2**20, 1),
         "click_ms_new_tile": _ms(new_tile),
         "click_ms_cached": _ms(cached["last_mean"]),
         **{f"click_ms_cached_{k}": _ms(v) for k, v in cached.items() if k != "last_mean"},
+        "cpu_ms_per_click": {k: _ms(v) for k, v in cpu.items()},
         "cached_clicks_under_300ms": sum(t < 0.3 for v in cached.values() for t in v),
         "cached_clicks": sum(len(v) for v in cached.values()),
         "rollout_cache_hits": rollout_hits,
         **full,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def rollout_vs_exact(attn, grid, levels, session, point) -> dict:
+    """The clicked token's head-mean rollout (8-bit stack) against the exact float32 rollout from q and k."""
+    from napari_muvit.engine.attention import probe_entry
+    from napari_muvit.engine.attention_cache import TileAttention
+
+    entry, _ = session.entry_for(point)
+    q = probe_entry(entry, levels, session.patch_size, point, layer="rollout").tile["query_index"]
+    exact_attn = TileAttention(attn.q, attn.kt.transpose(-1, -2), attn.level_idx, attn.mode, compact_rollout=False)
+    t0 = time.perf_counter()
+    exact = exact_attn.rows([q], "rollout", "mean")[0].numpy()
+    exact_s = time.perf_counter() - t0
+    approx = attn.rows([q], "rollout", "mean")[0].numpy()
+    top_e, top_a = set(np.argsort(exact)[-10:].tolist()), set(np.argsort(approx)[-10:].tolist())
+    return {"rollout_vs_exact": {
+        "max_abs_err_rel_row_max": float(np.abs(approx - exact).max() / exact.max()),
+        "argmax_equal": bool(np.argmax(approx) == np.argmax(exact)),
+        "top10_common": len(top_e & top_a),
+        "exact_from_qk_s": round(exact_s, 2)}}
 
 
 def full_path(session, point) -> dict:

@@ -12,8 +12,9 @@ weights with the crop's world bbox ``(2, 2)`` (centres of its first and last pix
 per layer ``A = (head-reduced attention + I) / 2`` with rows renormalised, multiplied from the first
 layer to the last; evaluated as vector-matrix products from the query's side). ``head``: ``"mean"`` over
 heads or a head index.
-Memory: a cached tile holds ``2 * layers * N * dim * 4`` bytes of q and k (N tokens of all levels; 113 MB for
-the paper-sized encoder) instead of ``layers * heads * N^2 * 4`` for the full weights (2.7 GB).
+Memory: a cached tile holds ``2 * layers * N * dim * 4`` bytes of q and k (N tokens of all levels) plus
+``layers * N^2`` bytes of 8-bit head-mean weights for rollout (paper-sized encoder: 113 + 113 MB) instead of
+``layers * heads * N^2 * 4`` for the full weights (2.7 GB); see `attention_cache`.
 """
 
 from __future__ import annotations
@@ -166,13 +167,13 @@ def probe_entry(entry: dict, levels, patch: int, point_yx, layer="last", head="m
     n = gh * gw
     r, c = query_token(entry["bbox"][li], levels[li], patch, (gh, gw), point_yx)
     q = li * n + r * gw + c
-    queries = [q]
     if layer == "rollout" and isinstance(entry["attn"], TileAttention):
         from .attention_share import query_tokens
 
-        # the tile's level share (attention_share) asks for these next: one rollout pass serves both
-        queries += [int(t) for t in query_tokens((gh, gw), li) if t != q]
-    row = attention_rows(entry["attn"], queries, layer, head)[0]
+        # the tile's level share (attention_share) asks for this mean row next: one rollout pass serves both
+        row = entry["attn"].rows([q], layer, head, mean_of=query_tokens((gh, gw), li))[0].numpy()
+    else:
+        row = attention_rows(entry["attn"], [q], layer, head)[0]
     maps = [(row[i * n : (i + 1) * n].reshape(gh, gw).astype(np.float32), entry["bbox"][i].copy())
             for i in range(len(levels))]
     share = np.array([m.sum() for m, _ in maps], np.float64)

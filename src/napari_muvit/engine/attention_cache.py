@@ -1,28 +1,40 @@
-"""One tile's attention kept compact: every layer's rotated queries and keys, weights computed on demand.
+"""One tile's attention kept compact: rotated queries and keys per layer, and the head-mean weights in 8 bits.
 
 The encoder's weights of layer ``i``, head ``h`` are ``A[i, h] = softmax(q[i, h] @ k[i, h]^T * s)``,
-``s = dh**-0.5``, masked by the attention mode (`model.blocks.level_mask`). Keeping ``q, k (layers, heads,
-N, dh)`` costs ``2 * layers * N * dim * 4`` bytes instead of ``layers * heads * N^2 * 4`` for the weights
-(paper-sized encoder, N = 3072, dim 384, 12 layers, 6 heads: 113 MB instead of 2.7 GB).
+``s = dh**-0.5``, masked by the attention mode (`model.blocks.level_mask`). A cached tile keeps
 
-- A row of one layer, ``A[i, :, q, :]``, is one ``(heads, dh) @ (dh, N)`` product and a softmax.
-- Rollout: per layer ``R_i = (pick(A_i) + I) / 2`` with rows renormalised (``pick``: mean over heads or one
-  head); the rollout is ``R_{L-1} ... R_0``, so query ``q``'s row is ``e_q^T R_{L-1} ... R_0``, evaluated
-  right to left as vector-matrix products ``v <- v @ R_i`` (``Q`` queries at once: ``(Q, N) @ (N, N)``).
-  ``R_i`` is built from q and k in blocks of rows, and only for the rows where ``v`` is non-zero (at the
-  last layer, the query rows alone), so no ``N x N`` matrix is multiplied by another and at most
-  ``heads * block * N`` weights exist at a time. Rollout rows are cached per head choice (bounded).
+- ``q, k (layers, heads, N, dh)`` float32: ``2 * layers * N * dim * 4`` bytes. A row of one layer,
+  ``A[i, :, q, :]``, is one ``(heads, dh) @ (dh, N)`` product and a softmax: exact, any layer and head.
+- the head mean of every layer's weights as a `attention_rollout.RolloutStack`: ``layers * N^2`` bytes of
+  8-bit codes (relative error <= 3.1 % per weight, rows summing to 1), built once when the tile is cached.
+
+Paper-sized encoder (N = 3072, dim 384, 12 layers, 6 heads): 113.2 MB of q and k + 113.4 MB of codes,
+instead of 2.7 GB for every head's float32 weights (`cache_nbytes_for`).
+
+Rollout: per layer ``R_i = (pick(A_i) + I) / 2`` (``pick``: mean over heads or one head); the rollout is
+``R_{L-1} ... R_0``, so query ``q``'s row is ``e_q^T R_{L-1} ... R_0``, evaluated right to left as
+vector-matrix products ``v <- v @ R_i`` (``Q`` start vectors at once: ``(Q, N) @ (N, N)``).
+- Head mean: from the 8-bit stack (two integer passes and one vector-matrix product per layer).
+- One head: from q and k, ``R_i`` rebuilt in blocks of rows where ``v`` is non-zero (exact float32; a stack
+  per head would cost another ``layers * N^2`` bytes each, which the 256 MB tile budget does not hold).
+Rollout rows are cached per head choice (bounded), and so are mean rows (a tile's level share is the
+share of the mean row of its query tokens, one more start vector in the same pass).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
 
 from napari_muvit.model.blocks import level_mask
 
-BLOCK_BYTES = 32 * 2**20  # weights materialised at once while a rollout builds R_i
-ROLLOUT_CACHE_ROWS = 1024  # rollout rows kept per tile (all head choices together)
+from .attention_rollout import RolloutStack
+
+BLOCK_BYTES = 32 * 2**20  # weights materialised at once while a rollout builds R_i from q and k
+ROLLOUT_CACHE_ROWS = 256  # rollout rows kept per tile (all head choices together)
+MEAN_CACHE_ROWS = 16  # mean rows (tile level shares) kept per tile
 
 
 def resolve_layer(layer, n_layers: int):
@@ -58,13 +70,16 @@ def _pick(w: torch.Tensor) -> torch.Tensor:
 
 
 class TileAttention:
-    """Attention of one tile as per-layer rotated ``q, k (layers, heads, N, dh)`` float32 (see module doc).
+    """Attention of one tile as per-layer rotated ``q, k (layers, heads, N, dh)`` float32 and, for head-mean
+    rollout, a `RolloutStack` of the head-mean weights (see module doc).
 
     ``level_idx (N,)`` level index of every token and ``mode`` the encoder's attention mode (for the mask).
     Keys are kept transposed, ``kt (layers, heads, dh, N)``: the products then read them contiguously.
+    ``compact_rollout=False`` computes head-mean rollout from q and k too (exact, ~20x slower; no stack).
     """
 
-    def __init__(self, q: torch.Tensor, k: torch.Tensor, level_idx: torch.Tensor | None = None, mode: str = "all"):
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, level_idx: torch.Tensor | None = None, mode: str = "all",
+                 compact_rollout: bool = True):
         if q.shape != k.shape or q.ndim != 4:
             raise ValueError(f"q and k must both be (layers, heads, N, dh), got {tuple(q.shape)} and {tuple(k.shape)}.")
         self.q = q
@@ -73,17 +88,36 @@ class TileAttention:
         self.scale = dh**-0.5
         self.level_idx = level_idx
         self.mode = mode
+        self.compact_rollout = bool(compact_rollout)
+        self.stack: RolloutStack | None = None  # built on first head-mean rollout (from_encoder: at once)
         self._rollout: dict = {}  # head choice -> {token: row (N,) float32 CPU}
+        self._mean: dict = {}  # (layer, head, query tokens) -> mean row (N,) float32 CPU
         self.rollout_passes = 0  # right-to-left passes through the layers (for tests and benchmarks)
+        self.stack_seconds = (0.0, 0.0)  # wall and process CPU seconds spent building the stack (benchmarks)
 
     @classmethod
-    def from_encoder(cls, encoder, x: torch.Tensor, bbox: torch.Tensor | None) -> TileAttention:
-        """Run ``encoder.attention_qk`` on one input ``x (1, L, C, *S)``, ``bbox (1, L, 2, ndim)``."""
+    def from_encoder(cls, encoder, x: torch.Tensor, bbox: torch.Tensor | None, compact_rollout: bool = True
+                     ) -> TileAttention:
+        """Run ``encoder.attention_qk`` on one input ``x (1, L, C, *S)``, ``bbox (1, L, 2, ndim)``; with
+        ``compact_rollout`` also build the head-mean `RolloutStack`, so no click on this tile waits for it."""
         with torch.inference_mode():
             _, qk, level_idx = encoder.attention_qk(x, bbox)
             q = torch.stack([a[0] for a, _ in qk]).float().contiguous()
             k = torch.stack([b[0] for _, b in qk]).float()
-        return cls(q, k, level_idx, encoder.attention_mode)
+        attn = cls(q, k, level_idx, encoder.attention_mode, compact_rollout)
+        if compact_rollout:
+            attn.rollout_stack()
+        return attn
+
+    @staticmethod
+    def cache_nbytes_for(num_layers: int, heads: int, n_tokens: int, dim: int, compact_rollout: bool = True,
+                         cached_rows: bool = True) -> int:
+        """Bytes a tile of ``n_tokens`` tokens holds for an encoder of this size (q, k, level indices, the
+        stack; ``cached_rows``: with the row caches full), as `nbytes` reports them."""
+        qk = 2 * num_layers * n_tokens * dim * 4 + 8 * n_tokens
+        stack = RolloutStack.nbytes_for(num_layers, n_tokens) if compact_rollout else 0
+        rows = (ROLLOUT_CACHE_ROWS + MEAN_CACHE_ROWS) * n_tokens * 4 if cached_rows else 0
+        return qk + stack + rows
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -92,10 +126,20 @@ class TileAttention:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: q, k, level indices and cached rollout rows."""
-        rows = sum(len(c) for c in self._rollout.values()) * self.n_tokens * 4
+        """Bytes held: q, k, level indices, the rollout stack and cached rollout and mean rows."""
+        rows = (sum(len(c) for c in self._rollout.values()) + len(self._mean)) * self.n_tokens * 4
         lvl = 0 if self.level_idx is None else self.level_idx.numel() * self.level_idx.element_size()
-        return self.q.nbytes + self.kt.nbytes + lvl + rows
+        stack = 0 if self.stack is None else self.stack.nbytes
+        return self.q.nbytes + self.kt.nbytes + lvl + stack + rows
+
+    def rollout_stack(self) -> RolloutStack:
+        """The head-mean `RolloutStack` of this tile (built from q and k on first use)."""
+        if self.stack is None:
+            t0, c0 = time.perf_counter(), time.process_time()
+            self.stack = RolloutStack.build(lambda layer, rows: self.weights(layer, rows, "mean"),
+                                            self.num_layers, self.n_tokens, self.heads)
+            self.stack_seconds = (time.perf_counter() - t0, time.process_time() - c0)
+        return self.stack
 
     # ---- weights ------------------------------------------------------------------------------
     def weights(self, layer: int, queries, head="mean") -> torch.Tensor:
@@ -110,40 +154,81 @@ class TileAttention:
                 logits.masked_fill_(~level_mask(lvl[idx][None], lvl[None], self.mode)[0], float("-inf"))
             return logits.softmax(dim=-1)
 
-    def rows(self, queries, layer="last", head="mean") -> torch.Tensor:
-        """Attention of tokens ``queries (Q,)`` to every token, ``(Q, N)`` float32 CPU; ``layer`` as
-        `resolve_layer`, ``head`` as `resolve_head`."""
+    def _check(self, queries, layer, head):
         layer = resolve_layer(layer, self.num_layers)
         head = resolve_head(head, self.heads)
         queries = [int(q) for q in np.atleast_1d(queries)]
         if not all(0 <= q < self.n_tokens for q in queries):
             raise ValueError(f"query tokens {queries} are outside 0..{self.n_tokens - 1}.")
+        return queries, layer, head
+
+    def rows(self, queries, layer="last", head="mean", mean_of=None) -> torch.Tensor:
+        """Attention of tokens ``queries (Q,)`` to every token, ``(Q, N)`` float32 CPU; ``layer`` as
+        `resolve_layer`, ``head`` as `resolve_head`. ``mean_of``: tokens whose `mean_row` a rollout computes in
+        the same pass (what the tile's level share asks for next)."""
+        queries, layer, head = self._check(queries, layer, head)
         if layer == "rollout":
-            return self._rollout_rows(queries, head)
+            return self._rollout_rows(queries, head, mean_of)
         return _pick(self.weights(layer, queries, head)).float().cpu()
 
+    def mean_row(self, queries, layer="last", head="mean") -> torch.Tensor:
+        """Mean of the rows of tokens ``queries (Q,)``, ``(N,)`` float32 CPU; a rollout runs one start vector
+        (the mean of the queries' unit vectors: the rollout is linear in it). Cached per layer and head."""
+        queries, layer, head = self._check(queries, layer, head)
+        key = (layer, head, tuple(sorted(queries)))
+        if key not in self._mean:
+            if layer == "rollout":
+                self._rollout_rows([], head, queries)
+            else:
+                self._keep_mean(key, _pick(self.weights(layer, queries, head)).float().cpu().mean(0))
+        return self._mean[key]
+
+    def _keep_mean(self, key, row: torch.Tensor) -> None:
+        if len(self._mean) >= MEAN_CACHE_ROWS:
+            self._mean.pop(next(iter(self._mean)))
+        self._mean[key] = row
+
     # ---- rollout ------------------------------------------------------------------------------
-    def _rollout_rows(self, queries: list[int], head) -> torch.Tensor:
+    def _rollout_rows(self, queries: list[int], head, mean_of=None) -> torch.Tensor:
         cache = self._rollout.setdefault(head, {})
         missing = sorted(set(queries) - set(cache))
-        if len(missing) > ROLLOUT_CACHE_ROWS:  # more than the cache may hold: compute, keep nothing
-            rows = dict(zip(missing, self._rollout_pass(missing, head).unbind(0)))
+        mean_key = None
+        if mean_of is not None:
+            mean_of = [int(t) for t in np.atleast_1d(mean_of)]
+            mean_key = ("rollout", head, tuple(sorted(mean_of)))
+            if mean_key in self._mean:
+                mean_key = None
+        if not missing and mean_key is None:
+            return self._stack_rows(cache, queries)
+        starts = torch.zeros(len(missing) + (mean_key is not None), self.n_tokens)
+        starts[torch.arange(len(missing)), torch.as_tensor(missing, dtype=torch.long)] = 1.0
+        if mean_key is not None:
+            starts[-1, torch.as_tensor(mean_of, dtype=torch.long)] += 1.0 / len(mean_of)
+        out = self._rollout_pass(starts, head)
+        if mean_key is not None:
+            self._keep_mean(mean_key, out[-1].clone())
+        rows = dict(zip(missing, out[: len(missing)].unbind(0)))
+        if len(missing) > ROLLOUT_CACHE_ROWS:  # more than the cache may hold: keep nothing
             return torch.stack([cache[q] if q in cache else rows[q] for q in queries])
-        if missing:
-            if sum(len(c) for c in self._rollout.values()) + len(missing) > ROLLOUT_CACHE_ROWS:
-                self._rollout = {head: {}}
-                cache = self._rollout[head]
-            cache.update(zip(missing, self._rollout_pass(missing, head).unbind(0)))
-        return torch.stack([cache[q] for q in queries])
+        if missing and sum(len(c) for c in self._rollout.values()) + len(missing) > ROLLOUT_CACHE_ROWS:
+            self._rollout = {head: {}}
+            cache = self._rollout[head]
+        cache.update(rows)
+        return self._stack_rows(cache, queries)
 
-    def _rollout_pass(self, queries: list[int], head) -> torch.Tensor:
-        """``e_Q^T R_{L-1} ... R_0`` for query tokens ``queries (Q,)`` -> ``(Q, N)`` float32 CPU."""
+    def _stack_rows(self, cache: dict, queries: list[int]) -> torch.Tensor:
+        return torch.stack([cache[q] for q in queries]) if queries else torch.zeros(0, self.n_tokens)
+
+    def _rollout_pass(self, v: torch.Tensor, head) -> torch.Tensor:
+        """``v^T R_{L-1} ... R_0`` for start vectors ``v (Q, N)`` -> ``(Q, N)`` float32 CPU."""
+        self.rollout_passes += 1
+        if head == "mean" and self.compact_rollout:
+            return self.rollout_stack().rollout(v)
         n, dev = self.n_tokens, self.q.device
         n_heads = self.heads if head == "mean" else 1
         block = max(1, BLOCK_BYTES // (n_heads * n * 4))
         with torch.inference_mode():
-            v = torch.zeros(len(queries), n, device=dev)
-            v[torch.arange(len(queries)), torch.as_tensor(queries)] = 1.0
+            v = v.to(dev)
             for layer in reversed(range(self.num_layers)):
                 active = v.ne(0).any(0).nonzero().flatten()  # rows of R_i that v reaches
                 out = torch.zeros_like(v)
@@ -155,5 +240,4 @@ class TileAttention:
                     a = a / a.sum(-1, keepdim=True)
                     out += v[:, rows] @ a
                 v = out
-        self.rollout_passes += 1
         return v.float().cpu()
