@@ -281,7 +281,7 @@ def main(argv=None) -> int:
         return 0
 
     from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
-    from napari_muvit.engine.training import pretrain
+    from napari_muvit.engine.training import TrainRecipe, pretrain
     from napari_muvit.engine.training.annotations import open_label_image
     from napari_muvit.engine.training.augment import Augmenter
     from napari_muvit.engine.training.evaluation import evaluate_slide
@@ -315,9 +315,10 @@ def main(argv=None) -> int:
                 "dice": [round(float(v), 4) for v in np.nanmean([m["dice"] for m in per], axis=0)]}
 
     work = Path(tempfile.mkdtemp(prefix="muvit-bench-"))
-    pre = pretrain([image], work / "mae", levels=LEVELS, size=CROP, steps=args.mae_steps, batch_size=args.batch_size,
-                   model_config=MAE, lr=1e-3, warmup_steps=max(1, args.mae_steps // 10),
-                   checkpoint_every=args.mae_steps, preview_every=0, seed=args.seed, device=args.device)
+    pre = pretrain([image], work / "mae", TrainRecipe(
+        task="mae", levels=LEVELS, size=CROP, steps=args.mae_steps, batch_size=args.batch_size, model_config=MAE,
+        lr=1e-3, warmup_steps=max(1, args.mae_steps // 10), checkpoint_every=args.mae_steps, preview_every=0,
+        seed=args.seed, device=args.device))
     log(f"MAE pre-training: {args.mae_steps} steps, loss {pre.metrics['final_loss']:.4f}")
     pretrained = load_model(work / "mae").encoder
 

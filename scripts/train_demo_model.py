@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
-    from napari_muvit.engine.training import finetune, pretrain
+    from napari_muvit.engine.training import TrainRecipe, finetune, pretrain
     from napari_muvit.engine.training.evaluation import evaluate_slide
     from napari_muvit.model import load_model, save_model
 
@@ -68,18 +68,18 @@ def main(argv=None) -> int:
     image, labels, class_names = synthetic_slide(TRAIN_SIZE, seed=TRAIN_SEED)
     log(f"training slide seed {TRAIN_SEED}: {image.shape}, classes {class_names}")
 
-    pre = pretrain([image], work / "mae", levels=LEVELS, size=CROP, steps=schedule["mae_steps"],
-                   batch_size=schedule["batch_size"], model_config=MODEL, lr=1e-3, warmup_steps=50,
-                   checkpoint_every=schedule["mae_steps"], seed=0, device="cpu", overwrite=True,
-                   progress=progress("MAE"))
+    pre = pretrain([image], work / "mae", TrainRecipe(
+        task="mae", levels=LEVELS, size=CROP, steps=schedule["mae_steps"], batch_size=schedule["batch_size"],
+        model_config=MODEL, lr=1e-3, warmup_steps=50, checkpoint_every=schedule["mae_steps"], seed=0, device="cpu"),
+        overwrite=True, progress=progress("MAE"))
     log(f"MAE: {pre.steps_done} steps, final loss {pre.metrics['final_loss']:.4f}")
 
     # the synthetic ground truth is already in the training convention: value k + 1 = class k (1 = background)
-    ft = finetune(image, labels, work / "mae", work / "seg", task="segmentation",
-                  class_names=class_names, class_colors=CLASS_COLORS, epochs=schedule["epochs"],
-                  steps_per_epoch=schedule["steps_per_epoch"], batch_size=schedule["batch_size"], lr=1e-3,
-                  encoder_lr=3e-4, train_encoder=True, head="unetr", class_weights="sqrt", val_fraction=0.15,
-                  seed=0, device="cpu", overwrite=True, progress=progress("fine-tuning"))
+    ft = finetune(image, labels, work / "mae", work / "seg", TrainRecipe(
+        task="segmentation", class_names=class_names, class_colors=CLASS_COLORS, epochs=schedule["epochs"],
+        steps_per_epoch=schedule["steps_per_epoch"], batch_size=schedule["batch_size"], lr=1e-3, encoder_lr=3e-4,
+        train_encoder=True, head="unetr", class_weights="sqrt", val_fraction=0.15, seed=0, device="cpu"),
+        overwrite=True, progress=progress("fine-tuning"))
     val = {k: round(v, 4) for k, v in ft.metrics.items() if isinstance(v, float)}
     log(f"fine-tuning: {ft.steps_done} steps, validation region {val}")
 

@@ -59,33 +59,34 @@ def test_strict_accepts_a_whole_slide(tmp_path, capsys):
 
 
 def _tiny_mae_folder(root: Path) -> Path:
-    from napari_muvit.engine.training import pretrain
+    from napari_muvit.engine.training import TrainRecipe, pretrain
 
     img = (np.random.default_rng(0).random((256, 256)) * 255).astype(np.uint8)
     out = root / "mae"
-    pretrain([img], out, levels=(1, 4), size=32, steps=2, batch_size=2,
-             model_config=dict(patch_size=8, dim=48, num_layers=1, heads=2, num_layers_decoder=1, dim_decoder=48),
-             checkpoint_every=2, preview_every=0, seed=0)
+    pretrain([img], out, TrainRecipe(
+        task="mae", levels=(1, 4), size=32, steps=2, batch_size=2, checkpoint_every=2, preview_every=0, seed=0,
+        model_config=dict(patch_size=8, dim=48, num_layers=1, heads=2, num_layers_decoder=1, dim_decoder=48)))
     return out
 
 
 def test_overwrite_keeps_the_earlier_training_until_inputs_are_checked(tmp_path):
-    from napari_muvit.engine.training import pretrain
+    from napari_muvit.engine.training import TrainRecipe, pretrain
 
     out = _tiny_mae_folder(tmp_path)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     history = (out / "training" / "history.csv").read_bytes()
     assert (out / "training" / "checkpoint.pt").is_file()
     with pytest.raises((ValueError, FileNotFoundError)):
-        pretrain([str(tmp_path / "no-such-slide.zarr")], out, levels=(1, 4), size=32, steps=2, batch_size=2,
-                 overwrite=True)
+        pretrain([str(tmp_path / "no-such-slide.zarr")], out,
+                 TrainRecipe(task="mae", levels=(1, 4), size=32, steps=2, batch_size=2), overwrite=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing removed or added
     assert (out / "training" / "history.csv").read_bytes() == history
     # a run that succeeds replaces it, and leaves no set-aside copy behind
     img = (np.random.default_rng(1).random((256, 256)) * 255).astype(np.uint8)
-    pretrain([img], out, levels=(1, 4), size=32, steps=3, batch_size=2,
-             model_config=dict(patch_size=8, dim=48, num_layers=1, heads=2, num_layers_decoder=1, dim_decoder=48),
-             checkpoint_every=3, preview_every=0, seed=0, overwrite=True)
+    pretrain([img], out, TrainRecipe(
+        task="mae", levels=(1, 4), size=32, steps=3, batch_size=2, checkpoint_every=3, preview_every=0, seed=0,
+        model_config=dict(patch_size=8, dim=48, num_layers=1, heads=2, num_layers_decoder=1, dim_decoder=48)),
+        overwrite=True)
     assert not list(out.glob(".training-replaced-*"))
     assert (out / "training" / "history.csv").read_text().count("\n") == 4  # header + 3 steps
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from napari_muvit.data import synthetic_slide
-from napari_muvit.engine.training import finetune, fit_probe
+from napari_muvit.engine.training import TrainRecipe, finetune, fit_probe
 from napari_muvit.model import ModelCard, MuViTSegmenter, load_model, save_model
 from napari_muvit.model.mae import MuViTMAE
 
@@ -30,8 +30,9 @@ def easy(tmp_path_factory):
 def test_finetune_segmentation_from_sparse_labels_beats_chance(easy, tmp_path):
     image, labels, base = easy
     sparse = np.where((np.arange(768)[:, None] // 16) % 2 == 0, labels, 0)  # half the rows unlabelled
-    result = finetune(image, sparse, base, tmp_path / "seg", class_names=["background", "cell"], epochs=2,
-                      steps_per_epoch=15, batch_size=4, lr=3e-3, device="cpu", seed=1)
+    recipe = TrainRecipe(class_names=["background", "cell"], epochs=2, steps_per_epoch=15, batch_size=4, lr=3e-3,
+                         device="cpu", seed=1)
+    result = finetune(image, sparse, base, tmp_path / "seg", recipe)
     assert [r["epoch"] for r in result.history] == [1, 2]
     last = result.history[-1]
     assert {"mDSC", "accuracy", "auc", "dice_background", "dice_cell", "val_loss"} <= set(last)
@@ -48,21 +49,21 @@ def test_finetune_segmentation_from_sparse_labels_beats_chance(easy, tmp_path):
 def test_finetune_cancel_stops_and_saves(easy, tmp_path):
     image, labels, base = easy
     seen = {"n": 0}
-    result = finetune(image, labels, base, tmp_path / "c", epochs=3, steps_per_epoch=5, batch_size=2,
-                      device="cpu", progress=lambda d, t: seen.update(n=d), cancel=lambda: seen["n"] >= 2)
+    result = finetune(image, labels, base, tmp_path / "c", TrainRecipe(epochs=3, steps_per_epoch=5, batch_size=2,
+                      device="cpu"), progress=lambda d, t: seen.update(n=d), cancel=lambda: seen["n"] >= 2)
     assert result.cancelled and result.steps_done == 2 and result.total_steps == 15
     assert (tmp_path / "c" / "model.pth").is_file()
 
 
 def test_finetune_resume_continues_the_interrupted_run(easy, tmp_path):
     image, labels, base = easy
-    kw = dict(epochs=2, steps_per_epoch=3, batch_size=2, lr=3e-3, device="cpu", seed=2)
-    full = finetune(image, labels, base, tmp_path / "full", **kw)
+    recipe = TrainRecipe(epochs=2, steps_per_epoch=3, batch_size=2, lr=3e-3, device="cpu", seed=2)
+    full = finetune(image, labels, base, tmp_path / "full", recipe)
     seen = {"n": 0}
-    part = finetune(image, labels, base, tmp_path / "part", progress=lambda d, t: seen.update(n=d),
-                    cancel=lambda: seen["n"] >= 3, **kw)
+    part = finetune(image, labels, base, tmp_path / "part", recipe, progress=lambda d, t: seen.update(n=d),
+                    cancel=lambda: seen["n"] >= 3)
     assert part.cancelled and len(part.history) == 1  # stopped at the start of epoch 2
-    resumed = finetune(image, labels, base, tmp_path / "part", resume=True, **kw)
+    resumed = finetune(image, labels, base, tmp_path / "part", recipe, resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
     assert resumed.metrics["mDSC"] == pytest.approx(full.metrics["mDSC"], abs=1e-6)
@@ -81,8 +82,10 @@ def test_finetune_classifier_from_rois(easy, tmp_path):
             k += 1
     path = tmp_path / "rois.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": rois}))
-    result = finetune(img, path, base, tmp_path / "cls", task="classification", epochs=3, steps_per_epoch=10,
-                      batch_size=4, lr=1e-2, device="cpu")
+    records = []
+    result = finetune(img, path, base, tmp_path / "cls", TrainRecipe(task="classification", epochs=3,
+                      steps_per_epoch=10, batch_size=4, lr=1e-2, device="cpu"), on_record=records.append)
+    assert records == result.history and [r["epoch"] for r in records] == [1, 2, 3]
     last = result.history[-1]
     assert last["val_samples"] == 16  # 1 held-out ROI per class x 8 points
     assert last["accuracy"] >= 0.9 and last["auc"] >= 0.9, last

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from napari_muvit.data import synthetic_slide
-from napari_muvit.engine.training import pretrain
+from napari_muvit.engine.training import TrainRecipe, pretrain
 from napari_muvit.engine.training.state import History, load_checkpoint
 
 TINY = dict(patch_size=8, dim=48, num_layers=2, heads=2, dim_decoder=48, num_layers_decoder=1)
@@ -20,11 +20,15 @@ def slide():
     return image
 
 
+RUN_ARGS = ("base", "resume", "overwrite", "progress", "cancel", "on_record")
+
+
 def _run(slide, out, **kw):
-    args = dict(levels=(1, 4), size=32, batch_size=4, model_config=TINY, lr=1e-3, warmup_steps=3,
+    """A tiny pre-training run; ``kw`` holds recipe fields and `pretrain`'s own arguments."""
+    args = dict(task="mae", levels=(1, 4), size=32, batch_size=4, model_config=TINY, lr=1e-3, warmup_steps=3,
                 checkpoint_every=3, preview_every=0, seed=5, device="cpu")
-    args.update(kw)
-    return pretrain([slide], out, **args)
+    args.update({k: v for k, v in kw.items() if k not in RUN_ARGS})
+    return pretrain([slide], out, TrainRecipe(**args), **{k: v for k, v in kw.items() if k in RUN_ARGS})
 
 
 def test_mae_loss_falls_and_outputs_are_written(slide, tmp_path):

@@ -1,8 +1,12 @@
-"""Device, precision, thread and batch-size policy.
+"""Device, precision, thread and batch-size policy: the one place that decides them for prediction, the
+attention probe and training.
 
 * device ``auto``: CUDA, then Apple MPS, then CPU.
-* precision ``auto``: bf16 autocast on CUDA (fp16 where the GPU lacks bf16), fp32 elsewhere.
-* torch intra-op threads are capped at ``cores - 1`` so a GUI thread always keeps a core.
+* precision ``auto``: bf16 autocast on CUDA (fp16 where the GPU lacks bf16), fp32 elsewhere; ``fp16`` trains
+  with loss scaling (:func:`grad_scaler`).
+* torch intra-op threads: prediction caps them at ``cores - 1`` so a GUI thread always keeps a core
+  (:func:`configure_threads`); training uses an explicit count or ``$NAPARI_MUVIT_THREADS`` and otherwise
+  leaves torch's own choice (:func:`limit_threads`). :func:`device_policy` bundles the three decisions.
 * batch size ``auto``: the largest power of two that runs on the device; an out-of-memory error during
   the run halves it and the batch is retried, never crashing the run.
 """
@@ -11,23 +15,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
+
+
+# ---- capability probes (one function each, so tests can fake a machine) ----------------------------
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def cuda_bf16_supported() -> bool:
+    return torch.cuda.is_bf16_supported()
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto|cpu|cuda[:N]|mps`` -> a `torch.device` that exists on this machine."""
     name = str(device or "auto")
     if name == "auto":
-        if torch.cuda.is_available():
+        if cuda_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     kind = name.split(":")[0]
-    if kind == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not cuda_available():
         raise ValueError(f"device {name!r} was requested but no CUDA GPU is available; use 'auto' or 'cpu'.")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if kind == "mps" and not mps_available():
         raise ValueError(f"device {name!r} was requested but Apple MPS is not available; use 'auto' or 'cpu'.")
     if kind not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {name!r} is not one of auto, cpu, cuda, mps.")
@@ -41,7 +59,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return None
     if precision == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if cuda_bf16_supported() else torch.float16
         return None  # CPU autocast is slower than fp32 for these models; MPS autocast is patchy
     if precision == "bf16":
         return torch.bfloat16
@@ -71,6 +89,52 @@ def configure_threads(max_threads: int | None = None, reserve: int = 1) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def limit_threads(num_threads: int | None = None) -> int:
+    """Training's thread rule: cap torch's intra-op threads at ``num_threads``, else at
+    ``$NAPARI_MUVIT_THREADS``; with neither, torch's own count stays. Returns the count in effect."""
+    if num_threads is None:
+        num_threads = int(os.environ.get("NAPARI_MUVIT_THREADS", "0")) or None
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    return torch.get_num_threads()
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaler for a training step: active for fp16 autocast only (bf16 and fp32 need none, and a
+    disabled scaler passes the loss, the unscale and the optimiser step through unchanged)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """Where and how a run computes: ``device``, autocast ``dtype`` (``None`` = fp32) and torch ``threads``."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    threads: int
+
+    @property
+    def precision(self) -> str:
+        """``"bf16"``, ``"fp16"`` or ``"fp32"``: the precision actually used."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")
+
+    def autocast(self):
+        return autocast(self.device, self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return grad_scaler(self.device, self.dtype)
+
+
+def device_policy(device: str = "auto", precision: str = "auto", threads: int | None = None) -> DevicePolicy:
+    """The device, autocast dtype and thread count of a training run (see the module docstring).
+
+    ValueError (one sentence) for a device this machine lacks or a precision it cannot run.
+    """
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    return DevicePolicy(device=dev, dtype=dtype, threads=limit_threads(threads))
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -1,18 +1,15 @@
 """Fine-tune tab: train a segmentation head on a Labels layer or a tile classifier on annotated ROIs.
 
-The training is `engine.training.finetune`; it writes one row per epoch to the run's `history.csv`, which
-this tab polls from the worker thread to feed the live plot.
+The training is `engine.training.finetune` with a `TrainRecipe` built from the tab; its `on_record` callback
+hands each epoch's history row (on the worker thread) to the live plot through the tab's queued signal.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from napari.utils.notifications import show_info
 
-from napari_muvit.engine.recipe import parse_levels
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, layers_of
 from napari_muvit.widgets.layers import napari_to_world
 from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
@@ -78,46 +75,14 @@ class FinetuneTab(TrainingTab):
         show_info(f"Fine-tuned model saved to {result.model_dir}")
 
 
-def _history_reader(path: Path, report):
-    """Forward new rows of a training run's `history.csv` to `report` (rows appear once per epoch)."""
-    seen = {"rows": 0, "mtime": None}
-
-    def poll() -> None:
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            return
-        if mtime == seen["mtime"]:
-            return
-        seen["mtime"] = mtime
-        from napari_muvit.engine.training.state import History
-
-        try:
-            rows = History.read_csv(path).rows
-        except (OSError, ValueError):
-            return  # being rewritten right now: the next poll gets it
-        for row in rows[seen["rows"]:]:
-            report(row)
-        seen["rows"] = len(rows)
-
-    return poll
-
-
 def run_finetune(kw: dict, progress, cancel, report):
-    from napari_muvit.engine.training import finetune
+    """Worker thread: fine-tune as the tab's recipe says; each epoch's history row goes to `report`."""
+    from napari_muvit.engine.training import TrainRecipe, finetune
 
-    poll = _history_reader(Path(kw["out"]) / "training" / "history.csv", report)
-
-    def progress_and_poll(done, total):
-        progress(done, total)
-        poll()
-
-    levels = kw["levels"]
-    result = finetune(kw["source"], kw["annotations"], kw["model"], kw["out"], task=kw["task"],
-                      levels=None if levels is None else parse_levels(levels), epochs=kw["epochs"], lr=kw["lr"],
-                      train_encoder=kw["train_encoder"], progress=progress_and_poll, cancel=cancel)
-    poll()
-    return result
+    recipe = TrainRecipe(task=kw["task"], levels=kw["levels"], epochs=kw["epochs"], lr=kw["lr"],
+                         train_encoder=kw["train_encoder"])
+    return finetune(kw["source"], kw["annotations"], kw["model"], kw["out"], recipe, progress=progress,
+                    cancel=cancel, on_record=report)
 
 
 def rois_from_layer(layer, pixel_size=None) -> list:

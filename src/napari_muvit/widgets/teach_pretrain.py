@@ -11,7 +11,6 @@ from magicgui.widgets import FileEdit, LineEdit, SpinBox
 from napari.utils.notifications import show_error
 
 from napari_muvit.data.geometry import pixel_corner
-from napari_muvit.engine.recipe import parse_levels
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
 from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
 from napari_muvit.widgets.region import region_center
@@ -72,11 +71,11 @@ class PretrainTab(TrainingTab):
 
 
 def run_pretrain(kw: dict, progress, cancel, report):
-    from napari_muvit.engine.training import pretrain
+    from napari_muvit.engine.training import TrainRecipe, pretrain
 
-    result = pretrain([kw["source"]], kw["out"], levels=parse_levels(kw["levels"]), size=kw["size"],
-                      steps=kw["steps"], batch_size=kw["batch_size"], preview_every=0, progress=progress,
-                      cancel=cancel, on_step=report)
+    recipe = TrainRecipe(task="mae", levels=kw["levels"], size=kw["size"], steps=kw["steps"],
+                         batch_size=kw["batch_size"], preview_every=0)
+    result = pretrain([kw["source"]], kw["out"], recipe, progress=progress, cancel=cancel, on_record=report)
     try:
         result.preview = reconstruction_preview(result.model_dir, kw["source"], kw["center_yx"])
     except (ValueError, FileNotFoundError) as exc:  # the model is saved either way; previews are extra

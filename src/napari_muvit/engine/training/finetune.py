@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from ...data.colors import CARD_PALETTE, pad_class_colors
-from ..device import resolve_device
+from ..device import device_policy
 from .annotations import IGNORE, open_label_image, read_rois
 from .augment import Augmenter
 from .batches import Prefetcher, check_levels_available, open_slides
 from .metrics import ConfusionMatrix, multiclass_auc
 from .pretrain import TrainResult, _normalizers
-from .runtime import autocast, check_cancel, limit_threads
+from .recipe import TrainRecipe
+from .runtime import autocast, check_cancel
 from .schedule import make_optimizer, make_scheduler
 from .state import (
     History,
@@ -133,57 +134,48 @@ def finetune(
     annotations,
     base,
     out,
+    recipe: TrainRecipe | None = None,
     *,
-    task: str = "segmentation",
-    class_names: list[str] | None = None,
-    class_colors: list[str] | None = None,
-    levels=None,
-    size: int | None = None,
-    epochs: int = 10,
-    steps_per_epoch: int | None = None,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    encoder_lr: float | None = None,
-    train_encoder: bool = False,
-    head: str = "unetr",
-    weight_decay: float = 0.05,
-    class_weights=None,
-    background_class: str | None = None,
-    clip_grad: float = 1.0,
-    val_fraction: float = 0.2,
-    normalization="percentile",
-    augment: bool = True,
     resume: bool = False,
     overwrite: bool = False,
-    seed: int = 0,
-    device="auto",
-    precision: str = "auto",
-    num_threads: int | None = None,
     progress=None,
     cancel=None,
+    on_record=None,
 ) -> TrainResult:
-    """Fine-tune on one slide.
+    """Fine-tune on one slide, as ``recipe`` (a `TrainRecipe` with task ``segmentation`` or
+    ``classification``; default: ``TrainRecipe()``) says.
 
     source: the slide. annotations: a label image (array, napari Labels data or file; 0 = unlabelled)
         for ``task="segmentation"``, or ROIs (GeoJSON/CSV path or ``list[ROI]``) for "classification".
     base: a model folder (MAE, encoder or an earlier fine-tuned model); its encoder is reused and its levels
         and crop size are the defaults.
-    train_encoder: also update the encoder (at ``encoder_lr``, default ``lr/10``); otherwise it is frozen.
-    background_class: only for a foreign dense label image whose 0 is a real class (e.g. a mask from another
-        tool): its name; every value moves up by one, so 0 becomes that class and nothing is ignored. The
-        project's own labels (synthetic ``labels/ground_truth``, predictions, scribbles) use value ``k + 1`` =
-        class ``k`` and need no such option; an OME-Zarr label image's ``image-label`` names are the default
-        ``class_names``.
-    class_weights: None (plain cross-entropy), ``"sqrt"`` (inverse square root of each class's labelled
+    recipe.train_encoder: also update the encoder (at ``encoder_lr``, default ``lr/10``); otherwise it is frozen.
+    recipe.background_class: only for a foreign dense label image whose 0 is a real class (e.g. a mask from
+        another tool): its name; every value moves up by one, so 0 becomes that class and nothing is ignored.
+        The project's own labels (synthetic ``labels/ground_truth``, predictions, scribbles) use value
+        ``k + 1`` = class ``k`` and need no such option; an OME-Zarr label image's ``image-label`` names are the
+        default ``class_names``.
+    recipe.class_weights: None (plain cross-entropy), ``"sqrt"`` (inverse square root of each class's labelled
         pixel count, mean 1; helps rare classes), ``"balanced"`` (inverse count) or one weight per class.
+    resume / overwrite: continue ``out/training/checkpoint.pt`` / replace an earlier run in ``out``.
     progress(done, total) after every step; cancel() -> True stops at the next step (the model so far
-        is saved and ``result.cancelled`` is True).
+        is saved and ``result.cancelled`` is True). on_record(record) after every epoch with that epoch's
+        history row (``epoch``, ``step``, ``train_loss``, ``lr``, validation metrics), on the calling thread.
+    The resolved recipe is written to ``out/training/recipe.yaml``.
     """
     from napari_muvit.model import ModelCard
 
-    limit_threads(num_threads)
+    recipe = TrainRecipe() if recipe is None else recipe
+    if recipe.is_pretraining:
+        raise ValueError("the recipe's task 'mae' is pre-training; fine-tuning needs task 'segmentation' or "
+                         "'classification'.")
+    task, levels, size, batch_size = recipe.task, recipe.levels, recipe.size, recipe.batch_size
+    epochs, steps_per_epoch, seed = recipe.finetune_epochs, recipe.steps_per_epoch, recipe.seed
+    lr, weight_decay, head, train_encoder = recipe.learning_rate, recipe.weight_decay, recipe.head, recipe.train_encoder
+    class_weights, val_fraction = recipe.class_weights, recipe.val_fraction
+    policy = device_policy(recipe.device, recipe.precision, recipe.threads)
     out, train_dir, ckpt_path = prepare_output(out, resume, overwrite)
-    dev = resolve_device(device)
+    dev, precision = policy.device, recipe.precision
     (pyramid,) = open_slides([source])
     base_model, encoder, base_card = _load_base(base, dev)
     if levels is not None and tuple(levels) != tuple(encoder.levels):
@@ -199,9 +191,9 @@ def finetune(
     if pyramid.n_channels != encoder.in_channels:
         raise ValueError(f"The slide has {pyramid.n_channels} channels but the model expects {encoder.in_channels}.")
     check_levels_available(pyramid, levels, encoder.patch_size[0])
-    (normalizer,) = _normalizers([pyramid], normalization)
-    data = make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment,
-                     background_class)
+    (normalizer,) = _normalizers([pyramid], recipe.normalization)
+    data = make_task(task, pyramid, annotations, levels, size, recipe.class_names, val_fraction, seed, normalizer,
+                     recipe.augment, recipe.background_class)
 
     aside = set_aside(train_dir, overwrite, resume)  # every input is checked: move the old run aside
     torch.manual_seed(seed)
@@ -217,20 +209,27 @@ def finetune(
     head_params = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
     opt = make_optimizer(head_params, lr=lr, weight_decay=weight_decay)
     if enc_params:
-        enc_opt_groups = make_optimizer(enc_params, lr=encoder_lr or lr / 10, weight_decay=weight_decay).param_groups
+        enc_opt_groups = make_optimizer(enc_params, lr=recipe.encoder_lr or lr / 10,
+                                        weight_decay=weight_decay).param_groups
         for g in enc_opt_groups:
             opt.add_param_group({k: v for k, v in g.items() if k in ("params", "weight_decay", "lr")})
-    sched = make_scheduler(opt, total, warmup_steps=min(steps_per_epoch, max(1, total // 10)))
+    warmup = recipe.warmup_steps if recipe.warmup_steps is not None else min(steps_per_epoch, max(1, total // 10))
+    sched = make_scheduler(opt, total, warmup_steps=warmup)
+    scaler = policy.grad_scaler()
     model.to(dev).train()  # a frozen encoder stays in eval mode (the heads handle that)
     history = History()
     start_epoch, metrics = 0, {}
     if resume:
         ckpt = load_checkpoint(ckpt_path)
         history = restore_training(ckpt, model, opt, sched, data.rng)
+        if "scaler" in ckpt and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
         start_epoch = int(ckpt["epoch"])
         metrics = {k: v for k, v in (history.rows[-1] if history.rows else {}).items()
                    if k not in ("epoch", "step", "train_loss", "lr", "seconds")}
 
+    recipe.replace(levels=levels, size=size, epochs=epochs, steps_per_epoch=steps_per_epoch, lr=lr,
+                   warmup_steps=warmup).save(_recipe_path(train_dir))
     cancelled, step = False, start_epoch * steps_per_epoch
     t0 = time.perf_counter()
     sampler_state = copy.deepcopy(data.rng.bit_generator.state)
@@ -245,14 +244,17 @@ def finetune(
                 (img, bbox, target), sampler_state = prefetch.get()
                 x, b = torch.from_numpy(img).to(dev), torch.from_numpy(bbox).to(dev)
                 t = torch.from_numpy(target).to(dev)
-                with autocast(dev, precision):
+                with policy.autocast():
                     logits = model(x, b)
                 if (t != IGNORE).any():
                     loss = F.cross_entropy(logits.float(), t, weight=weight, ignore_index=IGNORE)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip_grad)
-                    opt.step()
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)  # clip the true gradients (a no-op unless fp16 loss scaling is on)
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                                   recipe.clip_grad)
+                    scaler.step(opt)
+                    scaler.update()
                     running.append(float(loss.detach()))
                 sched.step()
                 step += 1
@@ -263,13 +265,16 @@ def finetune(
             metrics = evaluate(model, data, batch_size, dev, precision, seed=seed) if _has_val(data) else {}
             history.append(epoch=epoch + 1, step=step, train_loss=float(np.mean(running)) if running else None,
                            lr=opt.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2), **metrics)
+            amp = {"scaler": scaler.state_dict()} if scaler.is_enabled() else {}
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                            rng=capture_rng(sampler_state=sampler_state), history=history.rows, epoch=epoch + 1)
+                            rng=capture_rng(sampler_state=sampler_state), history=history.rows, epoch=epoch + 1, **amp)
             history.write_csv(train_dir / "history.csv")
             history.plot(train_dir / "metrics.png", x="epoch", ys=("train_loss", "val_loss"), title=f"{task} loss")
+            if on_record is not None:
+                on_record(dict(history.rows[-1]))
     finally:
         prefetch.close()
-    colors = class_colors_for(class_colors, data.num_classes)
+    colors = class_colors_for(recipe.class_colors, data.num_classes)
     card = ModelCard(
         task=task, levels=list(levels), crop_size=int(size), in_channels=int(encoder.in_channels),
         class_names=list(data.class_names), class_colors=colors,
@@ -306,6 +311,13 @@ def _class_weights(spec, data) -> torch.Tensor | None:
         if w.shape != (data.num_classes,) or np.any(w < 0):
             raise ValueError(f"class_weights needs {data.num_classes} non-negative numbers, got {list(w)}.")
     return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def _recipe_path(train_dir):
+    from .recipe import RECIPE_NAME
+
+    train_dir.mkdir(parents=True, exist_ok=True)
+    return train_dir / RECIPE_NAME
 
 
 def _has_val(data) -> bool:
