@@ -118,3 +118,117 @@ def test_pixel_edges_and_frames():
     assert pixel_centre(3, 4, origin=100) == 113.5 == (lo + hi - 1) / 2  # mean of level-1 centres 112..115
     np.testing.assert_allclose(centre_to_edge_frame([0.0, 9.0]), [0.5, 9.5])
     np.testing.assert_allclose(edge_to_centre_frame(centre_to_edge_frame([2.25])), [2.25])
+
+
+# ---------------------------------------------------------------- helpers every module calls (one convention)
+FACTORS = [1, 2, 3, 4, 8, 16, 32]
+ORIGINS = [0.0, 7.0, -3.5, 512.0, 1234.25]
+
+
+def test_pixel_centre_equals_the_inline_formula_it_replaces():
+    from napari_muvit.data.geometry import pixel_centre
+
+    idx = np.array([0, 1, 5, 17, 1023])
+    for f in FACTORS:
+        for o in ORIGINS:
+            np.testing.assert_array_equal(pixel_centre(idx, f, o), o + idx * f + (f - 1) / 2)
+    # fractional indices (a region centroid at a coarse level), per-axis origin: bit-identical to the old rois code
+    cen = np.array([[3.3, 7.9], [0.1, 250.7]])
+    f, y0w, x0w = 16.0, 1024.0, 2048.0
+    old = np.array([[y0w + c[0] * f + (f - 1) / 2, x0w + c[1] * f + (f - 1) / 2] for c in cen])
+    np.testing.assert_array_equal(pixel_centre(cen, f, (y0w, x0w)), old)
+
+
+@pytest.mark.parametrize("f", FACTORS)
+def test_pixel_corner_and_corner_centre(f):
+    from napari_muvit.data.geometry import corner_centre, pixel_corner
+
+    k = np.arange(-2, 9)
+    centres = index_to_world(k, f)
+    np.testing.assert_array_equal(pixel_corner(centres, f), k * f)  # pixel k starts at world k*f
+    np.testing.assert_array_equal(corner_centre(k * f, f), centres)
+    # a float32 crop bbox with a Python level stays float32, exactly as `bbox[0] - (level - 1) / 2.0` did
+    bbox0 = np.array([100.5, 37.5], np.float32)
+    out = pixel_corner(bbox0, f)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, bbox0 - (f - 1) / 2.0)
+    # per-axis sizes (a token cell of level * patch px)
+    cell = np.array([64.0, 128.0])
+    np.testing.assert_array_equal(corner_centre([10.0, 20.0], cell), [10 + 31.5, 20 + 63.5])
+
+
+def test_pixel_range_centre_and_tile_centres():
+    from napari_muvit.data.geometry import pixel_range_centre, tile_centres
+
+    assert pixel_range_centre(0, 256) == 127.5  # level-1 pixels 0..255
+    np.testing.assert_array_equal(pixel_range_centre([10.0, 3.5], [20.0, 8.25]), [(10 + 20 - 1) / 2, (3.5 + 8.25 - 1) / 2])
+    tiles = np.array([[0, 0], [1, 2], [7, 3]])
+    for size in (16, 64, 256, 257):
+        np.testing.assert_array_equal(tile_centres(tiles, size), tiles * size + (size - 1) / 2.0)
+        # a tile's centre is the centre of its level-1 pixel range
+        np.testing.assert_array_equal(tile_centres(tiles, size), pixel_range_centre(tiles * size, (tiles + 1) * size))
+        for o in ORIGINS:
+            np.testing.assert_array_equal(tile_centres(0, size, (o, 2 * o)), [o + (size - 1) / 2.0, 2 * o + (size - 1) / 2.0])
+
+
+@pytest.mark.parametrize("f", FACTORS)
+def test_centre_index_range_holds_exactly_the_pixels_with_centres_inside(f):
+    import math
+
+    from napari_muvit.data.geometry import centre_index_range, pixel_centre
+
+    rng = np.random.default_rng(f)
+    for _ in range(50):
+        o = float(rng.choice(ORIGINS))
+        lo = float(rng.uniform(-100, 1000))
+        hi = lo + float(rng.uniform(0, 300))
+        i0, i1 = centre_index_range(lo, hi, f, o)
+        # the old inline formula of engine/measure.py
+        assert int(i0) == math.floor((lo - o - (f - 1) / 2) / f)
+        assert int(i1) == math.ceil((hi - o - (f - 1) / 2) / f) + 1
+        k = np.arange(int(i0) - 3, int(i1) + 3)
+        c = pixel_centre(k, f, o)
+        inside = k[(c >= lo) & (c <= hi)]
+        assert inside.size == 0 or (inside.min() >= i0 and inside.max() < i1)
+        assert int(i1) - int(i0) <= inside.size + 2  # at most one extra pixel per end
+    # vectorised over axes
+    i0, i1 = centre_index_range((0.0, 10.0), (15.0, 30.0), 4, (0.0, 0.0))
+    assert i0.tolist() == [-1, 2] and i1.tolist() == [5, 9]
+
+
+@pytest.mark.parametrize("levels", [(1,), (1, 4), (1, 4, 16), (1, 8, 32), (2, 4)])
+@pytest.mark.parametrize("size", [16, 64, 65])
+def test_nested_crop_boxes_equal_the_per_level_loop(levels, size):
+    from napari_muvit.data.geometry import nested_crop_boxes
+
+    centres = np.array([[0.0, 0.0], [100.0, 37.5], [1234.5, 777.3], [-20.25, 5000.0]])
+    starts, bbox = nested_crop_boxes(centres, levels, size)
+    assert starts.shape == (4, len(levels), 2) and starts.dtype == np.int64
+    assert bbox.shape == (4, len(levels), 2, 2) and bbox.dtype == np.float32
+    for n, c in enumerate(centres):
+        one_starts, one_bbox = nested_crop_boxes(c, levels, (size, size))
+        np.testing.assert_array_equal(one_starts, starts[n])
+        np.testing.assert_array_equal(one_bbox, bbox[n])
+        for j, f in enumerate(levels):
+            st = crop_start_index(c, f, np.array([size, size]))
+            np.testing.assert_array_equal(starts[n, j], st)
+            np.testing.assert_array_equal(bbox[n, j], crop_bbox(st, f, np.array([size, size])))
+    # per-axis factors (3-D levels that do not downsample z)
+    s3, b3 = nested_crop_boxes([5.0, 40.0, 40.0], [(1, 1, 1), (1, 4, 4)], 8)
+    np.testing.assert_array_equal(b3[1, 1] - b3[1, 0], [7.0, 28.0, 28.0])
+
+
+def test_level_translation_and_slide_translation_are_inverse():
+    from napari_muvit.data.geometry import level_translation, ome_transforms, slide_translation
+
+    for f in FACTORS:
+        for p in (None, (0.25, 0.5)):
+            for t in ((0.0, 0.0), (10.5, -3.25)):
+                for o in ((0.0, 0.0), (512.0, 256.0)):
+                    lt = level_translation(f, p, o, t)
+                    pp = np.ones(2) if p is None else np.asarray(p)
+                    np.testing.assert_array_equal(lt, np.asarray(t) + (np.asarray(o) + (f - 1) / 2) * pp)
+                    assert lt.tolist() == ome_transforms(f, p, o, t)[1]["translation"]
+                np.testing.assert_allclose(slide_translation(level_translation(f, p, (0.0, 0.0), t), f, p), t)
+    # napari's translate of a 3-D level (widgets.layers.level_transform): no translation given = 0
+    np.testing.assert_array_equal(level_translation((1, 4, 4), None, np.zeros(3)), [0.0, 1.5, 1.5])

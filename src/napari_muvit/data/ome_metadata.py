@@ -37,7 +37,7 @@ def multiscale(
     pixel_size=None,
     unit: str | None = None,
     origin_world=(0.0, 0.0),
-    translation=(0.0, 0.0),
+    translation=None,
     channel: bool = False,
     paths: Sequence[str] | None = None,
     kind: str | None = None,
