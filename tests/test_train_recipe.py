@@ -308,3 +308,13 @@ def test_cli_run_writes_its_recipe_and_repeating_it_gives_the_same_history(blobs
                  str(base), "--out", str(tmp_path / "c"), "--recipe", str(tmp_path / "bad.yaml"), "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "epochs 0" in err, err
+
+
+def test_the_recipe_files_shown_in_the_docs_load():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    blocks = [b.split("```")[0] for name in ("cli.md", "models.md") for b in (docs / name).read_text().split("```yaml")[1:]]
+    recipes = [TrainRecipe.from_yaml(b) for b in blocks]
+    assert len(recipes) == 2 and [r.class_names for r in recipes] == [["tumour", "stroma"]] * 2
+    assert (recipes[0].epochs, recipes[0].seed, recipes[1].steps_per_epoch) == (5, 3, 120)

@@ -279,7 +279,7 @@ class TrainRecipe:
         return cls.from_dict(_mapping(json.loads(text)))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     @classmethod
     def from_yaml(cls, text: str) -> TrainRecipe:
