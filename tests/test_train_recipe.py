@@ -318,3 +318,28 @@ def test_the_recipe_files_shown_in_the_docs_load():
     recipes = [TrainRecipe.from_yaml(b) for b in blocks]
     assert len(recipes) == 2 and [r.class_names for r in recipes] == [["tumour", "stroma"]] * 2
     assert (recipes[0].epochs, recipes[0].seed, recipes[1].steps_per_epoch) == (5, 3, 120)
+
+
+def test_fp16_policy_trains_with_loss_scaling_and_checkpoints_the_scaler(blobs, tmp_path, monkeypatch):
+    """The fp16 fallback (a GPU without bf16) runs the loss-scaled step; faked here with CPU fp16 autocast."""
+    import importlib
+
+    from napari_muvit.engine.device import DevicePolicy
+
+    finetune_mod = importlib.import_module("napari_muvit.engine.training.finetune")
+    pretrain_mod = importlib.import_module("napari_muvit.engine.training.pretrain")
+    from napari_muvit.engine.training.state import load_checkpoint
+
+    fp16 = DevicePolicy(torch.device("cpu"), torch.float16, torch.get_num_threads())
+    assert fp16.grad_scaler().is_enabled() and fp16.precision == "fp16"
+    monkeypatch.setattr(pretrain_mod, "device_policy", lambda *a: fp16)
+    monkeypatch.setattr(finetune_mod, "device_policy", lambda *a: fp16)
+    monkeypatch.setattr(finetune_mod, "evaluate", lambda *a, **k: {})  # validation is not what is tested here
+    image, labels, base = blobs
+    pre = pretrain([image], tmp_path / "pre", TrainRecipe(**{**PRE, "steps": 3}))
+    assert len(pre.history) == 3 and all(np.isfinite(r["loss"]) for r in pre.history)
+    scale = load_checkpoint(tmp_path / "pre" / "training" / "checkpoint.pt")["scaler"]["scale"]
+    assert 0 < scale <= 65536.0  # the scaler's state (halved on any overflow) is kept for an exact resume
+    ft = finetune(image, labels, base, tmp_path / "ft", TrainRecipe(**{**FT, "epochs": 1, "steps_per_epoch": 2}))
+    assert ft.steps_done == 2 and np.isfinite(ft.history[0]["train_loss"])
+    assert "scaler" in load_checkpoint(tmp_path / "ft" / "training" / "checkpoint.pt")
