@@ -145,7 +145,7 @@ def test_cli_finetune_runs(files, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["steps"] == 2 and 0 <= out["mDSC"] <= 1
-    # dense ground truth with 0 = background: --background-class makes 0 a class instead of "unlabelled"
+    # a foreign dense label image with 0 = background: --background-class makes 0 a class, not "unlabelled"
     np.save(d / "dense.npy", (np.load(d / "labels.npy") - 1).astype(np.uint8))
     code = main(["finetune", str(d / "slide.tif"), "--labels", str(d / "dense.npy"), "--base", str(base),
                  "--out", str(tmp_path / "dense"), "--background-class", "background", "--classes", "cell",
