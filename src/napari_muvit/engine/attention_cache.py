@@ -32,7 +32,7 @@ from napari_muvit.model.blocks import level_mask
 
 from .attention_rollout import RolloutStack
 
-BLOCK_BYTES = 32 * 2**20  # weights materialised at once while a rollout builds R_i from q and k
+BLOCK_BYTES = 8 * 2**20  # weights materialised at once while a rollout builds R_i from q and k (cache-sized)
 ROLLOUT_CACHE_ROWS = 256  # rollout rows kept per tile (all head choices together)
 MEAN_CACHE_ROWS = 16  # mean rows (tile level shares) kept per tile
 
@@ -231,13 +231,9 @@ class TileAttention:
             v = v.to(dev)
             for layer in reversed(range(self.num_layers)):
                 active = v.ne(0).any(0).nonzero().flatten()  # rows of R_i that v reaches
-                out = torch.zeros_like(v)
+                out = v.clone()  # softmax rows sum to 1, so (A + I) / 2 needs no renormalising: v @ I = v
                 for start in range(0, len(active), block):
                     rows = active[start : start + block]
-                    a = _pick(self.weights(layer, rows, head))  # (c, N)
-                    a[torch.arange(len(rows), device=dev), rows] += 1.0
-                    a = a / 2
-                    a = a / a.sum(-1, keepdim=True)
-                    out += v[:, rows] @ a
-                v = out
+                    out.addmm_(v[:, rows], _pick(self.weights(layer, rows, head)))  # (c, N) weights
+                v = out.mul_(0.5)
         return v.float().cpu()
