@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from .array_pyramids import check_levels_ascending, factors_from_shapes, is_brightfield_rgb
 from .geometry import has_transform, read_ome_transforms
 from .pyramid import Level, Pyramid
-from .readers import check_levels_ascending, factors_from_shapes, is_brightfield_rgb
 
 
 def ome_attrs(group: zarr.Group) -> dict:

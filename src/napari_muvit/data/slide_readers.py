@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .pyramid import Level, Pyramid
-from .readers import (
+from .array_pyramids import (
     check_levels_ascending,
     factors_from_shapes,
     is_brightfield_rgb,
     pyramid_from_array,
     pyramid_from_arrays,
 )
+from .pyramid import Level, Pyramid
 
 _TIFF_AXES = {"Y": "y", "X": "x", "Z": "z", "C": "c", "S": "c", "T": "t"}
 _UM_PER = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}

@@ -26,8 +26,8 @@ import numpy as np
 
 from .book import TileBook
 from .context import resolve
-from .predict import PredictionResult, conclude, open_run, result_of
 from .recipe import Recipe
+from .run import PredictionResult, conclude, open_run, result_of
 from .safety import check_scheduler_reachable
 from .store import BACKGROUND, DONE, PREDICTED, OutputStore, prepare_output
 from .tileops import commit_batch, finalise_band, read_batch, run_batch

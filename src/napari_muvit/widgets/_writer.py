@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_muvit.data.geometry import index_to_world
+from napari_muvit.data.geometry import slide_translation
 from napari_muvit.engine import safety
 
 from .layers import META_KEY
@@ -57,7 +57,7 @@ def _viewer_slide_frames() -> list[tuple[tuple[float, float], tuple[float, float
         ps = np.ones(2) if info.get("pixel_size") is None else np.asarray(info["pixel_size"], float)[-2:]
         f0 = np.asarray(np.broadcast_to(np.asarray(info.get("level", 1), float), (2,)))
         # the reader's image translate = slide translation + centre of level-f0 pixel 0 * pixel size
-        t = np.asarray(layer.translate, float)[-2:] - index_to_world(0, f0) * ps
+        t = slide_translation(np.asarray(layer.translate, float)[-2:], f0, ps)
         frame = (tuple(float(v) for v in ps), tuple(float(v) for v in t))
         if frame not in frames:
             frames.append(frame)
