@@ -10,64 +10,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import product
-from typing import Any
 
 import dask.array as da
 import numpy as np
 
 from .chunk_cache import DEFAULT_CACHE_BYTES, ChunkCache, read_through_cache, regular_chunks
 from .geometry import nested_crop_boxes, validate_crop_size, validate_levels
+from .level_io import (  # Level and SPATIAL keep their data.pyramid import path
+    SPATIAL,  # noqa: F401
+    Level,
+    at_t0,
+    block_mean,
+    chunk_missing,
+    chunks_of,
+    padded_window,
+    slice_padded,
+    spatial_axes,
+    to_channels_first,
+)
 
 log = logging.getLogger(__name__)
 
-SPATIAL = "zyx"
 CACHE_STRIP_BYTES = 64 << 20  # float32 temporaries while averaging an in-memory source once
-
-
-@dataclass
-class Level:
-    """One pyramid level.
-
-    raw: array-like with numpy slicing (zarr.Array, numpy, dask), axes given by ``layout``
-        (letters from ``t c z y x``; ``c`` = channels or RGB samples; every ``t`` axis, a time axis or a
-        singleton axis squeezed away such as ``z = 1`` of a 5-D ``t,c,z,y,x`` image, is read at index 0).
-    factor: downsample factor per spatial axis relative to level 0 (ints).
-    source: index of the stored level a virtual level is averaged from (None when stored).
-    """
-
-    raw: Any
-    layout: str
-    factor: tuple[int, ...]
-    source: int | None = None
-
-
-def _spatial_axes(layout: str) -> str:
-    return "".join(a for a in layout if a in SPATIAL)
-
-
-def _at_t0(layout: str) -> tuple:
-    """Index selecting position 0 of every ``t`` axis of an array in ``layout`` (other axes whole)."""
-    return tuple(0 if a == "t" else slice(None) for a in layout)
-
-
-def _to_channels_first(block: np.ndarray, layout: str) -> np.ndarray:
-    """Reorder an array read in ``layout`` (without ``t``) to ``(C, *spatial)``."""
-    layout = layout.replace("t", "")
-    if "c" not in layout:
-        return block[None]
-    return np.moveaxis(block, layout.index("c"), 0)
-
-
-def _block_mean(img: np.ndarray, ratio: Sequence[int]) -> np.ndarray:
-    """Area-average ``img (C, *S)`` by integer ``ratio`` per spatial axis (shapes must divide)."""
-    if all(r == 1 for r in ratio):
-        return img
-    shape = [img.shape[0]]
-    for n, r in zip(img.shape[1:], ratio):
-        shape += [n // r, r]
-    return img.reshape(shape).mean(axis=tuple(range(2, 2 + 2 * len(ratio), 2)), dtype=np.float32)
 
 
 class Pyramid:
@@ -185,9 +150,9 @@ class Pyramid:
         if lv.source is None:
             # name=False: no hashing of in-memory data just to name the graph
             raw = lv.raw if isinstance(lv.raw, da.Array) else da.from_array(
-                lv.raw, chunks=_chunks_of(lv.raw), name=False)
+                lv.raw, chunks=chunks_of(lv.raw), name=False)
             if "t" in lv.layout:
-                raw = raw[_at_t0(lv.layout)]
+                raw = raw[at_t0(lv.layout)]
             layout = lv.layout.replace("t", "")
             arr = raw[None] if "c" not in layout else da.moveaxis(raw, layout.index("c"), 0)
             return arr
@@ -225,10 +190,10 @@ class Pyramid:
         layout = self._levels[i].layout
 
         def read(lo: list[int], hi: list[int]) -> np.ndarray:
-            spatial = dict(zip(_spatial_axes(layout), zip(lo, hi)))
-            return _to_channels_first(self._read_raw(i, spatial), layout)
+            spatial = dict(zip(spatial_axes(layout), zip(lo, hi)))
+            return to_channels_first(self._read_raw(i, spatial), layout)
 
-        return _padded_window(self.n_channels, self.level_shape(i), start, size, read)
+        return padded_window(self.n_channels, self.level_shape(i), start, size, read)
 
     def _read_raw(self, i: int, spatial: dict) -> np.ndarray:
         """``raw[t=0, all channels, spatial ranges]`` of stored level ``i`` in its own layout (without ``t``).
@@ -246,7 +211,7 @@ class Pyramid:
                           for a, n in zip(lv.layout, lv.raw.shape)]
                 block = read_through_cache(lv.raw, chunks, ranges, cache, i,
                                            read_chunk=lambda src, idx: self._read_chunk(i, src, idx))
-                return block[_at_t0(lv.layout)] if "t" in lv.layout else block
+                return block[at_t0(lv.layout)] if "t" in lv.layout else block
         key = tuple(
             0 if a == "t" else slice(None) if a == "c" else slice(*spatial[a]) for a in lv.layout
         )
@@ -268,7 +233,7 @@ class Pyramid:
         if key in self._checked_chunks:
             return
         self._checked_chunks.add(key)
-        if not _chunk_missing(self._levels[i].raw, idx):
+        if not chunk_missing(self._levels[i].raw, idx):
             return
         where = f"chunk {idx} of array {self._array_name(i)}"
         if self.strict:
@@ -325,9 +290,9 @@ class Pyramid:
             return self._read_stored(i, start, size)
         if isinstance(self._levels[i].raw, np.ndarray):
             # in-memory source: averaging it once costs less memory than the source itself
-            return _slice_padded(self._cached_virtual(i, target, ratio), start, size)
+            return slice_padded(self._cached_virtual(i, target, ratio), start, size)
         fine, _ = self._read_stored(i, start * ratio, size * ratio)
-        img = _block_mean(fine, ratio.tolist())
+        img = block_mean(fine, ratio.tolist())
         # a coarse pixel exists only when its whole block lies inside the finer level (dask trim)
         n_coarse = np.asarray(self.level_shape(i)) // ratio
         valid = np.ones(tuple(size.tolist()), dtype=bool)
@@ -345,8 +310,8 @@ class Pyramid:
             lv = self._levels[i]
             src = np.asarray(lv.raw)
             if "t" in lv.layout:
-                src = src[_at_t0(lv.layout)]
-            src = _to_channels_first(src, lv.layout)
+                src = src[at_t0(lv.layout)]
+            src = to_channels_first(src, lv.layout)
             n = np.asarray(src.shape[1:]) // ratio
             out = np.empty((src.shape[0], *n.tolist()), np.float32)
             # strips of output rows bound the float32 temporaries whatever the source size
@@ -356,7 +321,7 @@ class Pyramid:
             for a in range(0, int(n[0]), step):
                 b = min(int(n[0]), a + step)
                 strip = src[(slice(None), slice(a * ratio[0], b * ratio[0])) + rest]
-                out[:, a:b] = _block_mean(strip.astype(np.float32), ratio.tolist())
+                out[:, a:b] = block_mean(strip.astype(np.float32), ratio.tolist())
             self._cache[target] = out
         return self._cache[target]
 
@@ -415,55 +380,3 @@ class Pyramid:
             img = normalizer(img) if self.spatial_ndim == 2 else normalizer(img, spatial_ndim=3)
             img *= valid[:, None]  # zero padding stays exactly zero after normalisation
         return (img, bbox, valid) if return_valid else (img, bbox)
-
-
-def _padded_window(n_channels: int, shape, start: np.ndarray, size: np.ndarray, read):
-    """Window ``(C, *size)`` float32 at pixel ``start`` of a ``(C, *shape)`` source, zero outside; plus validity.
-
-    ``read(lo, hi)`` returns the source's ``(C, *(hi - lo))`` block for the in-bounds part (not called when empty).
-    """
-    shape = np.asarray(shape)
-    lo = np.clip(start, 0, shape)
-    hi = np.clip(start + size, 0, shape)
-    out = np.zeros((n_channels, *size.tolist()), dtype=np.float32)
-    valid = np.zeros(tuple(size.tolist()), dtype=bool)
-    if np.all(hi > lo):
-        dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))
-        out[(slice(None),) + dst] = read(lo.tolist(), hi.tolist())
-        valid[dst] = True
-    return out, valid
-
-
-def _slice_padded(arr: np.ndarray, start: np.ndarray, size: np.ndarray):
-    """Window ``(C, *size)`` of an in-memory ``(C, *S)`` array, zero outside; plus validity mask."""
-    return _padded_window(
-        arr.shape[0], arr.shape[1:], start, size,
-        lambda lo, hi: arr[(slice(None),) + tuple(slice(a, b) for a, b in zip(lo, hi))],
-    )
-
-
-def _chunk_missing(raw, idx: tuple[int, ...]) -> bool:
-    """Whether chunk ``idx`` of a zarr array is absent from its store (False for anything else)."""
-    try:
-        import zarr
-        from zarr.core.sync import sync
-
-        if not isinstance(raw, zarr.Array):
-            return False
-        sp = raw.store_path
-        if not type(sp.store).__module__.startswith("zarr."):  # e.g. tifffile's store: no missing-chunk notion
-            return False
-        shards = getattr(raw, "shards", None)
-        if shards:  # ``chunks`` are the inner chunks; the store holds whole shards
-            idx = tuple(int(k) * int(c) // int(s) for k, c, s in zip(idx, raw.chunks, shards))
-        key = raw.metadata.encode_chunk_key(tuple(int(k) for k in idx))
-        return not sync(sp.store.exists(f"{sp.path}/{key}" if sp.path else key))
-    except Exception:  # an exotic store that cannot answer: read as usual
-        return False
-
-
-def _chunks_of(raw) -> Any:
-    chunks = getattr(raw, "chunks", None)
-    if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks):
-        return chunks
-    return "auto"
