@@ -179,6 +179,9 @@ def finish(ctx, store, book) -> None:
         store.image[...] = probs
         store.labels[...] = labels
     store.write_tile_table(ctx.grid, book.state, book.scores, ctx.output.score_names)
-    store.build_pyramid(ctx.layout.output_box() if ctx.layout is not None else None)
+    from .device import io_threads
+
+    workers = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))  # the run's writer threads
+    store.build_pyramid(ctx.layout.output_box() if ctx.layout is not None else None, workers=workers)
     store.clear_scratch()
     store.set_meta(complete=True)

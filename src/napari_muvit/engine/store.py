@@ -30,7 +30,7 @@ import zarr
 from ..data.colors import class_rgb, class_rgba, omero_hex
 from ..data.ome_metadata import image_label, labels_group_attributes, multiscale, ome_attributes
 from .chunk_files import ChunkFiles
-from .downsample import downsample_mean, downsample_mode
+from .downsample import downsample_mean, downsample_mean_uint8, downsample_mode
 
 # tile status codes in the state file
 TODO, PREDICTED, DONE, BACKGROUND = 0, 1, 2, 3
@@ -321,18 +321,20 @@ class OutputStore:
         os.replace(tmp, target)
         return target
 
-    def build_pyramid(self, box=None) -> None:
+    def build_pyramid(self, box=None, workers: int = 1) -> None:
         """Levels 1.. from level 0: image by 2x2 mean (rounded for uint8), labels by 2x2 mode. ``box`` =
         level-0 ``(r0, r1, c0, c1)`` holding everything written (None = the whole image); blocks outside it
-        stay unwritten. Memory is bounded by one row of chunks."""
+        stay unwritten. Memory is bounded by one row of chunks per worker thread (``workers``; each output
+        chunk has one writer)."""
         n = int(self.meta["n_levels"])
         none = self.layout.get("prob_dtype") == "none"
         h, w = self.image.shape[-2:]
         box = tuple(box) if box is not None else (0, h, 0, w)
         for k in range(1, n):
-            _downsample_level(self.root, str(k - 1), str(k), downsample_mode if none else _mean_keep_dtype, box)
+            _downsample_level(self.root, str(k - 1), str(k), downsample_mode if none else _mean_keep_dtype, box,
+                              workers)
             if self.labels is not None:
-                _downsample_level(self.root["labels/prediction"], str(k - 1), str(k), downsample_mode, box)
+                _downsample_level(self.root["labels/prediction"], str(k - 1), str(k), downsample_mode, box, workers)
             box = (box[0] // 2, -(-box[1] // 2), box[2] // 2, -(-box[3] // 2))
 
     def clear_scratch(self) -> None:
@@ -342,10 +344,9 @@ class OutputStore:
 
 def _mean_keep_dtype(a: np.ndarray) -> np.ndarray:
     """2x2 mean; quantised (uint8) values are rounded back to uint8."""
-    m = downsample_mean(a)
-    if np.dtype(a.dtype) == np.uint8:
-        return np.rint(m).astype(np.uint8)
-    return m.astype(a.dtype, copy=False)
+    if np.dtype(a.dtype) == np.uint8:  # = np.rint of the float mean, in integer arithmetic
+        return downsample_mean_uint8(a)
+    return downsample_mean(a).astype(a.dtype, copy=False)
 
 
 def _write(array, writer: ChunkFiles | None, start, values) -> None:
@@ -357,7 +358,7 @@ def _write(array, writer: ChunkFiles | None, start, values) -> None:
         array[tuple(slice(s, s + n) for s, n in zip(start, values.shape))] = values
 
 
-def _downsample_level(group, src_name, dst_name, fn, box):
+def _downsample_level(group, src_name, dst_name, fn, box, workers: int = 1):
     """``dst`` = ``fn`` (2x2) of ``src``, written one row of ``dst`` chunks at a time over ``box`` (src px)."""
     src = group[src_name]
     shape = src.shape
@@ -373,15 +374,24 @@ def _downsample_level(group, src_name, dst_name, fn, box):
     r0, r1, c0, c1 = box
     d0, d1 = (r0 // 2) // ch * ch, min(new[-2], -(-r1 // 2))
     e0, e1 = (c0 // 2) // cw * cw, min(new[-1], -(-c1 // 2))
-    for y in range(d0, d1, ch):
-        for x in range(e0, e1, cw):
-            ys, xs = 2 * y, 2 * x
-            size = tuple(shape[:-2]) + (min(2 * ch, shape[-2] - ys), min(2 * cw, shape[-1] - xs))
-            if src_files is not None:  # decode the chunk files directly
-                tile = src_files.read(lead + (ys, xs), size).astype(src.dtype, copy=False)
-            else:
-                tile = src[..., ys : ys + size[-2], xs : xs + size[-1]]
-            _write(dst, dst_files, lead + (y, x), fn(tile))
+    def one(y, x):
+        ys, xs = 2 * y, 2 * x
+        size = tuple(shape[:-2]) + (min(2 * ch, shape[-2] - ys), min(2 * cw, shape[-1] - xs))
+        if src_files is not None:  # decode the chunk files directly
+            tile = src_files.read(lead + (ys, xs), size).astype(src.dtype, copy=False)
+        else:
+            tile = src[..., ys : ys + size[-2], xs : xs + size[-1]]
+        _write(dst, dst_files, lead + (y, x), fn(tile))
+
+    cells = [(y, x) for y in range(d0, d1, ch) for x in range(e0, e1, cw)]
+    if workers > 1 and len(cells) > 1 and dst_files is not None:  # chunk files: one writer per file, any order
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(int(workers), len(cells))) as pool:
+            list(pool.map(lambda c: one(*c), cells))
+    else:
+        for c in cells:
+            one(*c)
 
 
 def _n_levels(h, w, smallest=256, max_levels=10):

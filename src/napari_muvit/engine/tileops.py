@@ -20,18 +20,20 @@ from .stitch import BandStitcher, band_to_host, finish_band
 MAX_GAP = 4  # tiles; farther-apart tiles of a row are read in separate windows (bounded memory)
 
 
-def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
+def read_batch(ctx, tiles, pool: BufferPool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Crops of ``tiles [(i, j), ...]`` -> ``x (B, L, C, S, S) float32``, ``bbox (B, L, 2, 2) float32`` world px.
 
     Per grid row and level, one window covering all the row's crops is read and sliced (one read instead
     of one per tile); the crops are exactly `Pyramid.crops` (same start pixels, padding and normalisation).
+    ``x`` comes from ``pool`` when given (hand it back with ``pool.give(x)`` once the model has read it).
     """
     from napari_muvit.data.geometry import nested_crop_boxes
 
     S = ctx.grid.tile
     L = len(ctx.levels)
     # every pixel is written below; page-locked beside a GPU so the copy to it can be asynchronous
-    x = host_buffer((len(tiles), L, ctx.pyramid.n_channels, S, S), pinned=ctx.device.type == "cuda")
+    shape = (len(tiles), L, ctx.pyramid.n_channels, S, S)
+    x = pool.take(shape) if pool is not None else host_buffer(shape, pinned=ctx.device.type == "cuda")
     bbox = np.zeros((len(tiles), L, 2, 2), np.float32)
     norm = ctx.normalizer if ctx.normalizer is not None and ctx.normalizer.policy != "none" else None
     rows: dict = {}
@@ -55,7 +57,8 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
             if norm is not None:
                 # pointwise, so normalising the shared window once equals normalising every crop of it
                 window = norm.apply_(window)
-                window *= ok  # zero padding stays exactly zero after normalisation
+                if not ok.all():
+                    window *= ok  # zero padding stays exactly zero after normalisation
             for n, (b, st) in enumerate(zip(members, starts)):
                 oy, ox = st - lo
                 x[b, li] = window[:, oy : oy + S, ox : ox + S]
@@ -65,6 +68,29 @@ def read_batch(ctx, tiles) -> tuple[np.ndarray, np.ndarray]:
         if abs(float(bbox[b, 0, 0, 0]) - origin[0]) > 1e-3 or abs(float(bbox[b, 0, 0, 1]) - origin[1]) > 1e-3:
             raise RuntimeError(f"tile {(i, j)} crop starts at {bbox[b, 0, 0].tolist()}, expected {origin}")
     return x, bbox
+
+
+class BufferPool:
+    """Input batches to reuse: a fresh 40 MB batch costs as much again as filling it (the kernel zeroes every
+    new page), and page-locked memory beside a GPU is slow to allocate. Thread-safe; keeps at most ``keep``."""
+
+    def __init__(self, pinned: bool = False, keep: int = 6):
+        self.pinned, self.keep = bool(pinned), int(keep)
+        self._free: list = []
+        self._lock = threading.Lock()
+
+    def take(self, shape) -> np.ndarray:
+        with self._lock:
+            for k, a in enumerate(self._free):
+                if a.shape == tuple(shape):
+                    return self._free.pop(k)
+        return host_buffer(shape, self.pinned)
+
+    def give(self, a) -> None:
+        if isinstance(a, np.ndarray):
+            with self._lock:
+                if len(self._free) < self.keep:
+                    self._free.append(a)
 
 
 def host_buffer(shape, pinned: bool = False) -> np.ndarray:
@@ -166,10 +192,11 @@ class BandWriter:
     records them). Errors in the threads are re-raised by ``collect``/``close``.
     """
 
-    def __init__(self, ctx, store, state, written, workers: int = 1, open_bands=()):
+    def __init__(self, ctx, store, state, written, workers: int = 1, open_bands=(), release=None):
         from .store import BACKGROUND
 
         self.ctx, self.store, self.state, self._bg = ctx, store, state, BACKGROUND
+        self.release = release  # called with a batch's ``keepalive`` once it is stitched (e.g. `BufferPool.give`)
         self.layout = ctx.layout
         self.stitcher = BandStitcher(ctx.grid, ctx.layout, len(ctx.output.class_names),
                                      [b for b in ctx.layout.bands() if written[b]], device=ctx.device)
@@ -205,7 +232,7 @@ class BandWriter:
                 return
             if self._error is not None:
                 continue
-            tiles, probs, final, _ = item
+            tiles, probs, final, keepalive = item
             try:
                 if tiles:
                     scores = self.ctx.output.tile_scores(self.ctx.grid, tiles, probs)
@@ -217,6 +244,8 @@ class BandWriter:
                             self._flush(tiles[start][0])
                             self.stitcher.add_batch(tiles[start:k], probs[start:k])
                             start = k
+                # the scores came back from the device, so an asynchronous input copy has finished too
+                self._release(keepalive)
                 if final:
                     self._flush(float("inf"))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
@@ -227,6 +256,10 @@ class BandWriter:
         batch's page-locked input) is held until the batch is stitched, after its scores came back from the
         device, so an asynchronous copy from it has finished before the buffer can be reused."""
         self._in.put((list(tiles), probs, False, keepalive))
+
+    def _release(self, keepalive) -> None:
+        if keepalive is not None and self.release is not None:
+            self.release(keepalive)
 
     def collect(self) -> list:
         out = []
