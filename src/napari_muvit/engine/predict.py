@@ -26,7 +26,7 @@ from .run import (  # noqa: F401  (PredictionResult, open_run, ... keep their en
     result_of,
 )
 from .store import prepare_output
-from .tileops import BandWriter, BufferPool, commit_batch, read_batch, run_batch
+from .tileops import BandWriter, commit_batch, read_batch, run_batch
 
 
 def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=None) -> PredictionResult:
@@ -65,10 +65,8 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
         progress(book.finished, book.total)
     blend = ctx.output.mode == "blend"
     threads = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))
-    pool = BufferPool(pinned=ctx.device.type == "cuda")  # input batches are reused, not allocated per batch
-    writer = BandWriter(ctx, store, book.state, book.written, workers=threads, open_bands=book.open_bands,
-                        release=pool.give) if blend else None
-    prefetch = Prefetcher(lambda b: read_batch(ctx, b, pool), book.pending_batches(), workers=threads)
+    writer = BandWriter(ctx, store, book.state, book.written, workers=threads, open_bands=book.open_bands) if blend else None
+    prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches(), workers=threads)
     cancelled = failed = False
 
     def record(events):
@@ -94,7 +92,6 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
                 record(writer.collect())
             else:
                 record(("scores", t, s) for t, s in commit_batch(ctx, store, batch, outputs, wanted).items())
-                pool.give(x)
             book.save()
             if progress:
                 progress(book.finished, book.total)
