@@ -15,7 +15,6 @@ import numpy as np
 from . import layers
 
 ROI_LAYER = "MuViT ROIs"
-EDGE_TO_CENTRE = -0.5  # QuPath/edge frame -> world pixel-centre frame
 
 
 SCORE_HELP = {
@@ -69,7 +68,10 @@ def roi_layer_and_table(store, pixel_size=None, origin_offset=(0.0, 0.0), score=
     if not rois:
         return None, None
     shift = np.asarray(origin_offset, dtype=float)
-    polygons = [np.asarray(r.polygon_yx, dtype=float)[:-1] + EDGE_TO_CENTRE + shift for r in rois]
+    from napari_muvit.data.geometry import edge_to_centre_frame
+
+    # ROI polygons are in the QuPath/edge frame; layers are in the world pixel-centre frame
+    polygons = [edge_to_centre_frame(np.asarray(r.polygon_yx, dtype=float)[:-1]) + shift for r in rois]
     centres = np.asarray([r.centroid_yx for r in rois], dtype=float) + shift
     sizes = [max(r.bbox[1] - r.bbox[0], r.bbox[3] - r.bbox[2]) for r in rois]
     features = {
