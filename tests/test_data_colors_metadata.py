@@ -17,7 +17,13 @@ from napari_muvit.data.colors import (
     pad_class_colors,
     unit_rgba_to_255,
 )
-from napari_muvit.data.ome_metadata import image_label, labels_group_attributes, multiscale, ome_attributes, ome_axes
+from napari_muvit.data.ome_metadata import (
+    image_label,
+    labels_group_attributes,
+    multiscale,
+    ome_attributes,
+    ome_axes,
+)
 
 # what prediction stores wrote for classes without a colour of their own (engine/store.py's former _PALETTE)
 STORE_PALETTE = [
