@@ -267,3 +267,18 @@ def test_demo_model_probe_on_cached_tile():
     assert session.forward_calls == 1
     assert abs(r.level_share.sum() - 1) < 1e-6
     assert abs(sum(float(m.sum()) for m, _ in r.maps) - 1) < 1e-4
+
+
+def test_open_session_caps_torch_threads_at_the_engine_policy(monkeypatch):
+    """Like `predict`, the probe leaves one core free (a click runs in a thread of the viewer's process)."""
+    import os
+
+    from napari_muvit.engine.attention import open_session
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(4)), raising=False)
+    torch.set_num_threads(1)
+    try:
+        open_session(random_slide((256, 256)), "demo", device="cpu")
+    except FileNotFoundError:
+        pytest.skip("the demo model is not installed")
+    assert torch.get_num_threads() == 3  # 4 cores - 1

@@ -200,10 +200,17 @@ def attention_probe(recipe_or_session, point_yx, layer="last", head="mean", quer
 
 
 def open_session(source, model="demo", levels=None, *, tile=None, normalization=None, device="auto") -> AttentionSession:
-    """Open the slide (path, array or `Pyramid`) and the model (folder, ``"demo"`` or a loaded model)."""
+    """Open the slide (path, array or `Pyramid`) and the model (folder, ``"demo"`` or a loaded model).
+
+    Caps torch's threads at the engine's policy (`device.configure_threads`: cores - 1), as `predict` does:
+    a click's small products lose to thread hand-offs when every core is busy, and a core stays for the GUI.
+    """
     from napari_muvit.data import Normalizer, Pyramid, open_pyramid
 
+    from .device import configure_threads
     from .recipe import parse_levels
+
+    configure_threads()
 
     pyramid = source if isinstance(source, Pyramid) else open_pyramid(source)
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
