@@ -1,12 +1,17 @@
 """Where the CPU of one `predict` goes: its stages run one after another in one thread, each timed.
 
     python benchmarks/pipeline_stages.py [--size 2048] [--region 1024] [--tile 64] [--overlap 16] [--batch-size 8]
+    python benchmarks/pipeline_stages.py --host-ceiling [--size 8192]
 
 Same slide, region and model as `benchmarks/pipeline.py`, but without the prefetch and writer threads, so
 every stage's process CPU time (``time.process_time``, which includes zarr's own threads) is attributed to
 it: ``read`` (crops + normalisation), ``model``, ``scores`` (tile scores), ``stitch`` (band sums),
 ``band_write`` (complete bands -> output values -> chunk writes), ``save`` (state file), ``finish`` (tile
 table and output pyramid), ``setup`` (resolve + store creation). Prints one JSON object (seconds).
+
+``--host-ceiling``: the geometry of `benchmarks/host_ceiling.py` instead (RGB uint8 OME-Zarr of ``--size``^2 px,
+levels 1,8,32, tile 256, overlap 32, batch 16, 4 classes, `ConstantSegmenter`, the whole slide); the JSON then
+also gives every stage in ms of process CPU per tile (``*_ms_per_tile``). ``model`` includes the softmax.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ def main(argv=None):
     from pipeline import build_model
 
     from napari_muvit.data.synthetic import write_synthetic_slide
+    from napari_muvit.engine import stitch
     from napari_muvit.engine.context import resolve
     from napari_muvit.engine.device import configure_threads
     from napari_muvit.engine.predict import finish, open_run
     from napari_muvit.engine.recipe import Recipe
     from napari_muvit.engine.stitch import BandStitcher, finish_band
+
+    finish_blocks = getattr(stitch, "finish_blocks", None)
     from napari_muvit.engine.store import BACKGROUND, prepare_output
     from napari_muvit.engine.tileops import read_batch, run_batch
 
@@ -40,14 +48,26 @@ def main(argv=None):
     p.add_argument("--tile", type=int, default=64)
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    p.add_argument("--host-ceiling", action="store_true", help="host_ceiling.py's geometry and constant model")
     args = p.parse_args(argv)
     threads = configure_threads()
     tmp = Path(tempfile.mkdtemp(prefix="muvit-stages-"))
-    slide = write_synthetic_slide(tmp / "slide.zarr", args.size, seed=0)
-    model, desc = build_model("auto", torch.device("cpu"))
-    r0 = (args.size - args.region) // 2
-    recipe = Recipe(source=str(slide), region=(r0, r0 + args.region, r0, r0 + args.region), tile=args.tile,
-                    overlap=args.overlap, batch_size=args.batch_size, device="cpu", out=str(tmp / "out.zarr"))
+    if args.host_ceiling:
+        from host_ceiling import write_slide
+
+        from napari_muvit.engine.testing import ConstantSegmenter
+
+        slide = write_slide(tmp / "slide.zarr", args.size)
+        model = ConstantSegmenter(values=(0.5, -1.0, 2.0, 0.1), levels=(1, 8, 32), patch=16, crop=256, in_channels=3)
+        desc = "ConstantSegmenter (4 classes)"
+        recipe = Recipe(source=str(slide), tile=256, overlap=32, batch_size=16, device="cpu", precision="fp32",
+                        out=str(tmp / "out.zarr"))
+    else:
+        slide = write_synthetic_slide(tmp / "slide.zarr", args.size, seed=0)
+        model, desc = build_model("auto", torch.device("cpu"))
+        r0 = (args.size - args.region) // 2
+        recipe = Recipe(source=str(slide), region=(r0, r0 + args.region, r0, r0 + args.region), tile=args.tile,
+                        overlap=args.overlap, batch_size=args.batch_size, device="cpu", out=str(tmp / "out.zarr"))
     cpu: dict = {}
 
     def timed(name, fn, *a):
@@ -66,7 +86,10 @@ def main(argv=None):
     def flush(before_row):
         while bands and stitcher.last_row(bands[0]) < before_row:
             b = bands.pop(0)
-            finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), book.state, BACKGROUND)
+            if finish_blocks is not None:  # the band writer's path: blocks converted where they lie
+                finish_blocks(store, ctx.grid, ctx.layout, b, stitcher.pop_blocks(b), book.state, BACKGROUND)
+            else:  # code before finish_blocks existed (for comparisons)
+                finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), book.state, BACKGROUND)
             book.band_written(b)
 
     for batch in book.pending_batches():
@@ -82,9 +105,13 @@ def main(argv=None):
     timed("save", lambda: book.save(force=True))
     timed("finish", finish, ctx, store, book)
     total = sum(cpu.values())
-    print(json.dumps({**{f"{k}_cpu_s": round(v, 3) for k, v in cpu.items()}, "total_cpu_s": round(total, 3),
+    per_tile = {f"{k}_ms_per_tile": round(1000 * v / book.total, 3) for k, v in cpu.items()} if args.host_ceiling else {}
+    print(json.dumps({**{f"{k}_cpu_s": round(v, 3) for k, v in cpu.items()}, "total_cpu_s": round(total, 3), **per_tile,
                       "model_share": round(cpu["model"] / total, 3), "wall_s": round(time.perf_counter() - wall0, 2),
                       "tiles": book.total, "complete": book.complete, "torch_threads": threads, "model": desc}))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -207,3 +207,44 @@ def test_in_place_normalisation_equals_the_copying_one():
     out2 = norm.apply_(view)
     np.testing.assert_array_equal(out2, norm(view))
     assert not np.shares_memory(out2, img)
+
+
+class _Chunks:
+    """A stand-in store recording the chunks written."""
+
+    def __init__(self):
+        self.chunks = {}
+
+    def write_chunk(self, start, values, labels):
+        self.chunks[tuple(start)] = (values.copy(), labels.copy())
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_blocks_converted_where_they_lie_equal_the_assembled_band(level):
+    # 5000 px wide region: three 2048-px column blocks, the middle one never touched by a tile
+    grid = TileGrid((0, 200, 0, 5000), 64, 16)
+    layout = OutputLayout((200, 5000), (0, 200, 0, 5000), level=level, chunk=(64 // level, 1024))
+    rng = np.random.default_rng(5)
+    state = np.ones(grid.grid_shape, np.uint8)
+    state[:, 5] = 0  # a background column of tiles (owner mask)
+    a, b = BandStitcher(grid, layout, 3), BandStitcher(grid, layout, 3)
+    for i in range(2):
+        for j in [*range(0, 12), *range(90, 104)]:
+            p = torch.softmax(torch.from_numpy(rng.normal(size=(3, 64, 64)).astype(np.float32)), 0)
+            a.add(i, j, p)
+            b.add(i, j, p)
+    sa, sb = _Chunks(), _Chunks()
+    from napari_muvit.engine.stitch import finish_band, finish_blocks
+
+    blocks = a.pop_blocks(0)
+    assert sorted(blocks) == [0, 2]
+    finish_blocks(sa, grid, layout, 0, blocks, state, 0)
+    finish_band(sb, grid, layout, 0, b.pop(0), state, 0)
+    assert sa.chunks.keys() == sb.chunks.keys() and len(sa.chunks) >= 3
+    for k in sa.chunks:
+        np.testing.assert_array_equal(sa.chunks[k][0], sb.chunks[k][0])
+        np.testing.assert_array_equal(sa.chunks[k][1], sb.chunks[k][1])
+    labels = np.concatenate([sa.chunks[k][1] for k in sorted(sa.chunks)], axis=1)
+    assert labels[:, 2100 // level : 2900 // level].max() == 0  # the untouched block: not predicted
+    assert labels[:, : 200 // level].min() >= 1  # predicted
+    assert labels[:, 248 // level : 280 // level].max() == 0  # owned by the background tile column 5

@@ -166,18 +166,27 @@ class BandStitcher:
         blocks = self.open.pop(b, None)
         return self.assemble(blocks) if blocks else None
 
+    def pop_blocks(self, b: int) -> dict | None:
+        """Band ``b``'s column blocks ``{index: (acc, wsum)}`` (None when no tile touched it), forgotten here."""
+        self.written.add(b)
+        return self.open.pop(b, None)
+
     def assemble(self, blocks: dict) -> list:
+        return self.assemble_blocks(blocks, self.grid.shape[1])
+
+    @staticmethod
+    def assemble_blocks(blocks: dict, w: int) -> list:
         """Column blocks -> ``[acc (K, rows, hi - lo), wsum (rows, hi - lo), lo, hi]`` (torch): region columns
         ``[lo, hi)`` from the first to the last touched block (untouched blocks between them are 0)."""
-        w = self.grid.shape[1]
         first, last = min(blocks), max(blocks)
         lo, hi = first * BLOCK, min(w, (last + 1) * BLOCK)
         if first == last:  # one block: a view, no copy
             a, s = blocks[first]
             return [a[:, :, : hi - lo], s[:, : hi - lo], lo, hi]
         k, rows = next(iter(blocks.values()))[0].shape[:2]
-        acc = torch.zeros((k, rows, hi - lo), dtype=torch.float32, device=self.device)
-        wsum = torch.zeros((rows, hi - lo), dtype=torch.float32, device=self.device)
+        dev = next(iter(blocks.values()))[0].device
+        acc = torch.zeros((k, rows, hi - lo), dtype=torch.float32, device=dev)
+        wsum = torch.zeros((rows, hi - lo), dtype=torch.float32, device=dev)
         for bi, (a, s) in blocks.items():
             c0, c1 = bi * BLOCK - lo, min(hi, (bi + 1) * BLOCK) - lo
             acc[:, :, c0:c1], wsum[:, c0:c1] = a[:, :, : c1 - c0], s[:, : c1 - c0]
@@ -283,31 +292,75 @@ def band_output(layout: OutputLayout, b: int, acc, wsum, owner=None, lo: int = 0
     return (r0, c0) + _convert_slabs(layout, sums, count, count > 0, divide=True)
 
 
-def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool):
+def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, pieces=None):
     """``p = total * (1 / weight)`` (``divide``: ``total / weight``) where ``pred``, else 0 -> stored values and
-    labels (numpy), column slab by column slab. Each element sees the same operations as on the whole band."""
-    k, h, w = total.shape
-    dev = total.device
+    labels (numpy), column slab by column slab. Each element sees the same operations as on the whole band.
+
+    ``pieces`` (instead of ``total``/``weight``): ``[(c0, total_piece, weight_piece) or (c0, None, None)]``
+    covering the band's columns left to right (a stitcher's column blocks, ``None`` = untouched, read as 0),
+    so a band is converted without first being copied into one array."""
+    k, h, w = total.shape if pieces is None else (next(p[1] for p in pieces if p[1] is not None).shape[0],) + pred.shape
+    dev = pred.device
     wide = k >= 255  # torch has no uint16 arithmetic: labels of >= 255 classes are counted in int32
     ldtype = torch.int32 if wide else torch.uint8
     labels = torch.empty((h, w), dtype=ldtype, device=dev)
     vdtype = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32, "none": ldtype}
     values = torch.empty((1 if layout.prob_dtype == "none" else k, h, w), dtype=vdtype[layout.prob_dtype], device=dev)
-    for a in range(0, w, SLAB):
-        sl = slice(a, min(w, a + SLAB))
-        ps = pred[:, sl]
-        # 1 / weight where predicted, else 0 (arithmetic, not masked writes: several times cheaper)
-        safe = weight[:, sl] + (~ps).to(torch.float32)
-        probs = (total[:, :, sl] / safe).mul_(ps) if divide else total[:, :, sl] * torch.reciprocal(safe).mul_(ps)
-        lab = argmax_channels(probs, ldtype)
-        lab.add_(1).mul_(ps)  # 0 where nothing was predicted
-        labels[:, sl] = lab
-        values[:, :, sl] = encode_probs(probs, layout.prob_dtype, lab)
+    if pieces is None:
+        pieces = [(0, total, weight)]
+    ends = [c for c, _, _ in pieces[1:]] + [w]
+    for (c0, tot, wei), c1 in zip(pieces, ends):
+        if tot is None:  # untouched columns: nothing predicted (labels 0, probabilities 0)
+            values[:, :, c0:c1] = 0
+            labels[:, c0:c1] = 0
+            continue
+        for a in range(c0, c1, SLAB):
+            sl, rel = slice(a, min(c1, a + SLAB)), slice(a - c0, min(c1, a + SLAB) - c0)
+            ps = pred[:, sl]
+            # 1 / weight where predicted, else 0 (arithmetic, not masked writes: several times cheaper)
+            safe = wei[:, rel] + (~ps).to(torch.float32)
+            probs = (tot[:, :, rel] / safe).mul_(ps) if divide else tot[:, :, rel] * torch.reciprocal(safe).mul_(ps)
+            lab = argmax_channels(probs, ldtype)
+            lab.add_(1).mul_(ps)  # 0 where nothing was predicted
+            labels[:, sl] = lab
+            values[:, :, sl] = encode_probs(probs, layout.prob_dtype, lab)
     values, labels = _numpy(values), _numpy(labels)
     if wide:
         labels = labels.astype(np.uint16)
         values = values.astype(np.uint16) if values.dtype == np.int32 else values
     return values, labels
+
+
+def finish_blocks(store, grid, layout: OutputLayout, b: int, blocks, state, background_code) -> None:
+    """`finish_band` from a stitcher's column blocks (`BandStitcher.pop_blocks`): at output level 1 the
+    blocks are converted where they lie (no band-wide copy), else assembled first. Same bytes either way."""
+    if not blocks:
+        return
+    w = grid.shape[1]
+    first, last = min(blocks), max(blocks)
+    lo, hi = first * BLOCK, min(w, (last + 1) * BLOCK)
+    if layout.level != 1:
+        return finish_band(store, grid, layout, b, BandStitcher.assemble_blocks(blocks, w), state, background_code)
+    any_block = next(iter(blocks.values()))
+    dev = any_block[0].device
+    pieces, pred_parts = [], []
+    for bi in range(first, last + 1):
+        c0, c1 = bi * BLOCK - lo, min(hi, (bi + 1) * BLOCK) - lo
+        if bi in blocks:
+            acc, wsum = blocks[bi]
+            pieces.append((c0, acc[:, :, : c1 - c0], wsum[:, : c1 - c0]))
+            pred_parts.append(wsum[:, : c1 - c0] > 0)
+        else:
+            pieces.append((c0, None, None))
+            pred_parts.append(torch.zeros((any_block[1].shape[0], c1 - c0), dtype=torch.bool, device=dev))
+    pred = torch.cat(pred_parts, dim=1)
+    owner = owner_foreground(grid, layout, b, state, background_code, lo, hi)
+    if owner is not None:
+        pred &= torch.from_numpy(np.ascontiguousarray(owner)).to(dev)
+    y0, _, x0, _ = layout.region
+    ra, _ = layout.band_rows(b)
+    values, labels = _convert_slabs(layout, None, None, pred, divide=False, pieces=pieces)
+    write_band(store, layout, b, y0 + ra, x0 + lo, values, labels)
 
 
 def argmax_channels(p, dtype=None):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .device import autocast, free_device_memory, is_oom
-from .stitch import BandStitcher, band_to_host, finish_band
+from .stitch import BandStitcher, band_to_host, finish_band, finish_blocks
 
 MAX_GAP = 4  # tiles; farther-apart tiles of a row are read in separate windows (bounded memory)
 
@@ -179,7 +179,7 @@ def finalise_band(ctx, store, b: int, state) -> int:
             if pred is None:
                 raise RuntimeError(f"prediction of tile {(i, int(j))} is missing from the store's scratch space")
             stitcher.add(i, int(j), pred)
-    finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), state, BACKGROUND)
+    finish_blocks(store, ctx.grid, ctx.layout, b, stitcher.pop_blocks(b), state, BACKGROUND)
     return b
 
 
@@ -215,12 +215,11 @@ class BandWriter:
         """Hand every band whose last contributing tile row is above ``before_row`` to the writers."""
         while self._bands and self._last[self._bands[0]] < before_row:
             b = self._bands.pop(0)
-            data = self.stitcher.pop(b)
-            self._pool.submit(self._write, b, data)
+            self._pool.submit(self._write, b, self.stitcher.pop_blocks(b))
 
-    def _write(self, b, data):
+    def _write(self, b, blocks):
         try:
-            finish_band(self.store, self.ctx.grid, self.layout, b, data, self.state, self._bg)
+            finish_blocks(self.store, self.ctx.grid, self.layout, b, blocks, self.state, self._bg)
             self._out.put(("band", b, None))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
             self._error = exc
