@@ -14,7 +14,7 @@ head mean, layer 0 / head 1 at another query level, and rollout (head mean and o
 runs that previous path once on the same tile (`full_path_*`: encoder with ``return_attention=True``, weights
 stacked, rows and rollout by `attention_row` on the N x N matrices; about 3 GB of memory).
 
-    python benchmarks/attention_click.py [--tiles 2] [--clicks 10] [--rollout-clicks 2] [--threads 1] [--full]
+    python benchmarks/attention_click.py [--tiles 2] [--clicks 10] [--rollout-clicks 2] [--threads N] [--full]
 
 ``--widget``: the demo model in the attention probe widget of a real viewer (needs a display:
 ``xvfb-run -a python benchmarks/attention_click.py --widget``). A click's latency (`*_click_ms`) runs from the
@@ -286,13 +286,18 @@ def main() -> dict:
     parser.add_argument("--clicks", type=int, default=None, help="clicks inside an already probed tile (10 / 20)")
     parser.add_argument("--rollout-clicks", type=int, default=2, help="engine: rollout clicks per head choice")
     parser.add_argument("--tiles", type=int, default=None, help="clicks that each open a new tile (2 / 5)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0 = the engine's policy, cores - 1, as open_session sets it)")
     parser.add_argument("--full", action="store_true", help="engine: also run the previous N x N cache once")
     args = parser.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    else:
+        from napari_muvit.engine.device import configure_threads
+
+        configure_threads()
     defaults = {"size": 1024, "clicks": 20, "tiles": 5} if args.widget else {"size": 4096, "clicks": 10, "tiles": 2}
     for k, v in defaults.items():
         if getattr(args, k) is None:
