@@ -298,3 +298,54 @@ def test_finetune_a_tile_classifier_from_roi_shapes(viewer_with_slide, qtbot, tm
     model = load_model(tab.result.model_dir)
     assert model.card.task == "classification" and sorted(model.card.class_names) == ["ring", "streak"]
     assert len(tab.result.history) == 1 and "train_loss" in tab.plot.series
+
+
+def test_no_progress_line_after_the_job_ended(viewer_with_slide, qtbot, monkeypatch):
+    """Reports and timers that fire after the outcome never replace the tab's final status (EngineJob's rule)."""
+    import threading
+    from types import SimpleNamespace
+
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = viewer_with_slide
+    tab = widget.pretrain
+    captured = {}
+
+    def fake_run(self, kw, progress, cancel):  # three steps, then waits for Cancel like the real loop
+        captured["progress"] = progress
+        for step in (1, 2, 3):
+            progress(step, 100)
+        while not cancel():
+            time.sleep(0.01)
+        return SimpleNamespace(cancelled=True, preview=None, preview_error="not needed here", steps_done=3,
+                               model_dir="m")
+
+    monkeypatch.setattr(type(tab), "_prepare", lambda self: {})
+    monkeypatch.setattr(type(tab), "_run", fake_run)
+    events, at_outcome = [], []
+    job = tab.start()
+    job.progressed.connect(lambda now, todo, text: events.append(("progressed", text)))
+
+    def late_arrivals(_result):  # what can reach the GUI thread once the outcome is out
+        events.append(("cancelled", tab.status.value))
+        straggler = threading.Thread(target=captured["progress"], args=(50, 100))  # a batch still in flight
+        straggler.start()
+        straggler.join()
+        job._catch_up.timeout.emit()  # the rate limit's catch-up timer
+        job._phase_timer.timeout.emit()  # the finishing/loading phase's ticking seconds
+        job._enter("finishing")
+        QApplication.processEvents()  # the straggler's queued report
+        at_outcome.append(tab.status.value)
+
+    job.cancelled.connect(late_arrivals)
+    qtbot.waitUntil(lambda: any(kind == "progressed" and "3/100 steps" in text for kind, text in events),
+                    timeout=5000)
+    assert tab.status.value.startswith("3/100 steps")
+    tab.cancel_btn.native.click()
+    qtbot.waitUntil(lambda: tab.start_btn.enabled, timeout=5000)
+    QApplication.processEvents()
+    final = "cancelled after 3 steps; model saved to m"
+    assert events[-1][0] == "cancelled" and events[-1][1].startswith(final), events[-3:]
+    assert at_outcome[0].startswith(final) and tab.status.value.startswith(final)
+    assert [kind for kind, _ in events].count("cancelled") == 1
+    assert not job.running and job.state.phase == "ended" and not tab.cancel_btn.enabled

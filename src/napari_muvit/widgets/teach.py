@@ -2,7 +2,8 @@
 
 Three tabs, each a magicgui `Container` in its own module (`teach_probe`, `teach_finetune`,
 `teach_pretrain`, sharing `training_tab.TrainingTab`). The training itself is
-`napari_muvit.engine.training` (`fit_probe`, `finetune`, `pretrain`), run in `EngineJob` threads.
+`napari_muvit.engine.training` (`fit_probe`, `finetune`, `pretrain`), run in `EngineJob` threads; torch is
+imported by the first job's thread (`training_tab.warm_up`), never while the dock opens.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ class TeachWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
-        warm_up()
         self.scribble = ScribbleProbeTab(viewer)
         self.finetune = FinetuneTab(viewer)
         self.pretrain = PretrainTab(viewer)

@@ -6,6 +6,7 @@ relays the per-step numbers to the live plot through a queued Qt signal, and sho
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -15,25 +16,29 @@ from qtpy.QtCore import QObject, Signal
 
 from napari_muvit.widgets.image_layers import layers_of, pick_first, uniform_file_buttons
 from napari_muvit.widgets.plots import CurvePlot
-from napari_muvit.widgets.workers import EngineJob
+from napari_muvit.widgets.workers import EngineJob, preload_torch
 
 _WARMED_UP = False
+_WARM_LOCK = threading.Lock()
 
 
 def warm_up() -> None:
-    """Import what the training loops load lazily on their first optimiser step, once per process.
+    """Import torch and the training loops once per process, on the calling worker thread.
 
-    torch's first optimiser step imports `torch._dynamo` (1-2 s), and that import holds the GIL long
-    enough to freeze the GUI for 0.2-0.5 s in the middle of a run. It is done here instead, on the GUI
-    thread when the widget opens: torch's imports are not safe to run in a second thread at the same time.
+    Never on the GUI thread: importing torch holds the GIL for seconds (measured: the Teach dock froze
+    6.9 s while it opened). torch's first optimiser step imports `torch._dynamo` (1-2 s), done here too
+    so it does not stall the middle of a run. One lock: two threads importing torch at once can see a
+    half-initialised module. The shared libraries are loaded first with the GIL released (`preload_torch`).
     """
     global _WARMED_UP
-    if not _WARMED_UP:
-        import torch._dynamo  # noqa: F401
+    with _WARM_LOCK:
+        if not _WARMED_UP:
+            preload_torch()
+            import torch._dynamo  # noqa: F401
 
-        import napari_muvit.engine.training  # noqa: F401
+            import napari_muvit.engine.training  # noqa: F401
 
-        _WARMED_UP = True
+            _WARMED_UP = True
 
 
 def chosen_folder(edit, what: str) -> str:
@@ -104,11 +109,13 @@ class TrainingTab(Container):
             return None
         self.plot.reset()
         self.result = None
-        warm_up()
-        job = EngineJob(lambda progress, cancel: self._run(kwargs, progress, cancel),
-                        description=self.description, unit="steps")
-        # a progress line that arrives after the job ended never replaces the final status
-        job.progressed.connect(lambda done, total, text: job.running and setattr(self.status, "value", text))
+
+        def work(progress, cancel):
+            warm_up()  # the first run of the session imports torch here, off the GUI thread
+            return self._run(kwargs, progress, cancel)
+
+        job = EngineJob(work, description=self.description, unit="steps")
+        job.progressed.connect(self._on_progress)  # EngineJob sends no line after its outcome
         job.succeeded.connect(self._on_done)
         job.cancelled.connect(self._on_cancelled)
         job.failed.connect(self._on_failed)
@@ -121,6 +128,9 @@ class TrainingTab(Container):
     def cancel(self, *_) -> None:
         if self.job is not None:
             self.job.cancel()  # its progress line says "cancelling…" until the job ends
+
+    def _on_progress(self, _done: int, _total: int, text: str) -> None:
+        self.status.value = text
 
     def _report(self, row: dict) -> None:
         """Worker thread: hand one row of numbers to the GUI thread."""

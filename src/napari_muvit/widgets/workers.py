@@ -37,7 +37,9 @@ from qtpy.QtCore import QObject, QTimer, Signal
 log = logging.getLogger(__name__)
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
-PROGRESS_INTERVAL_S = 0.1  # at most ten GUI updates a second: signals are cheap, repaints are not
+# at most four GUI updates a second: signals are cheap, repaints are not (with software OpenGL every
+# changed label recomposes the whole window, 30-100 ms on a small machine; measured with heartbeat.py)
+PROGRESS_INTERVAL_S = 0.25
 KILL_AFTER_CANCEL_S = 1.0  # a process job that ignores the cancel flag this long is terminated
 
 
@@ -72,6 +74,29 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
+
+
+def preload_torch() -> None:
+    """Load torch's shared libraries through the C library's ``dlopen``, which ctypes calls with the GIL
+    released: the biggest one takes 0.7-0.8 s to load and, loaded by ``import torch`` itself, froze
+    the GUI thread that long. The ``import torch`` that follows finds them loaded. Linux only; best effort."""
+    if "torch" in sys.modules or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import importlib.util
+        import os
+
+        spec = importlib.util.find_spec("torch")
+        lib = os.path.join(os.path.dirname(spec.origin), "lib")
+        dlopen = ctypes.CDLL(None).dlopen
+        dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+        for name in ("libc10.so", "libtorch_cpu.so", "libtorch.so", "libtorch_python.so"):
+            path = os.path.join(lib, name)
+            if os.path.exists(path):
+                dlopen(path.encode(), os.RTLD_NOW | os.RTLD_GLOBAL)
+    except Exception:  # noqa: BLE001 - an optimisation: import torch loads them anyway
+        log.debug("preloading torch's libraries failed", exc_info=True)
 
 
 PHASES = ("starting", "running", "cancelling", "finishing", "loading", "ended")
@@ -141,7 +166,12 @@ class EngineJob(QObject):
     given.
 
     Progress has one source, ``state`` (a `Progress`), updated and turned into text on the GUI thread, so
-    a late report never overwrites "cancelling…". ``progressed(now, todo, text)`` carries this run's
+    a late report never overwrites "cancelling…". The outcome reaches the GUI thread as one queued event
+    that ends the state first, then emits the outcome signal and ``ended``: no ``progressed`` is ever
+    delivered after ``succeeded``/``cancelled``/``failed`` (a straggling report, a phase or catch-up timer
+    firing later), so a widget's final status line stays. ``running`` is True until then (for the GUI
+    thread, the job has ended when its outcome was handled); ``join()`` waits for the worker side only.
+    ``progressed(now, todo, text)`` carries this run's
     count, what it has to compute and the status line; the activity-dock bar shows the same numbers.
     ``start_counts(done) -> (skipped, before)`` splits the engine's first report when that report is its
     starting state (the predict engine reports background and resumed tiles as done before any batch);
@@ -151,6 +181,7 @@ class EngineJob(QObject):
     progressed = Signal(int, int, str)
     _reported = Signal(int, int)  # worker -> GUI thread: the engine's (done, total)
     _entered = Signal(str)  # worker -> GUI thread: a new phase
+    _outcome = Signal(str, object)  # worker -> GUI thread: ("succeeded"|"cancelled"|"failed", payload)
     succeeded = Signal(object)
     cancelled = Signal(object)
     failed = Signal(str)
@@ -182,8 +213,10 @@ class EngineJob(QObject):
         self._catch_up.timeout.connect(self._show_latest)
         self._shown = (-1, -1)
         self._pbar = None
+        self._bar_description = ""
         self._show_progress = show_progress
-        self._finished = threading.Event()
+        self._finished = threading.Event()  # worker side: the job's function and `background` returned
+        self._delivered = False  # GUI thread: the outcome was handed to the widget
         self.result: Any = None
         self.error: str | None = None
         self.done = 0
@@ -193,7 +226,7 @@ class EngineJob(QObject):
         self.cancel_at: float | None = None
         self._reported.connect(self._on_reported)
         self._entered.connect(self._enter)
-        self.ended.connect(self._on_ended)
+        self._outcome.connect(self._deliver)
 
     # ------------------------------------------------------------------ GUI-thread API
     def start(self):
@@ -224,7 +257,7 @@ class EngineJob(QObject):
 
     @property
     def running(self) -> bool:
-        return self.started_at is not None and not self._finished.is_set()
+        return self.started_at is not None and not self._delivered
 
     def join(self, timeout: float | None = None) -> bool:
         """Block until the job ended (scripts and tests); True if it did."""
@@ -247,6 +280,7 @@ class EngineJob(QObject):
         self.stopped_at = time.perf_counter()
         if self.total:  # the last count, even one the rate limit held back, arrives before the outcome
             self._reported.emit(self.done, self.total)
+        outcome = ("failed", "the job ended without a result")
         try:
             if kind == "result":
                 # the engine says whether it stopped early (a cancel after its last batch changes nothing)
@@ -255,16 +289,33 @@ class EngineJob(QObject):
                     self._entered.emit("loading")
                     payload = self._background(payload)
                 self.result = payload
-                (self.cancelled if was_cancelled else self.succeeded).emit(payload)
+                outcome = ("cancelled" if was_cancelled else "succeeded", payload)
             else:
                 self.error = gui_wording(str(payload))
-                self.failed.emit(self.error)
+                outcome = ("failed", self.error)
         except Exception as exc:  # noqa: BLE001 - post-processing errors end the job like any other
             log.exception("MuViT job %r: handling its result failed", self.description)
             self.error = f"{type(exc).__name__}: {exc}"
-            self.failed.emit(self.error)
+            outcome = ("failed", self.error)
         finally:
             self._finished.set()
+            self._outcome.emit(*outcome)
+
+    def _deliver(self, kind: str, payload) -> None:
+        """GUI thread, the one place a job ends: the progress state is closed (no later report, phase or
+        catch-up timer can publish a line), then the widget gets the outcome, then ``ended``."""
+        if self._delivered:
+            return
+        self._phase_timer.stop()
+        self._catch_up.stop()
+        st = self.state  # the last count, without a line that would replace the widget's final status
+        st.now = max(0, self.done - st.skipped - st.before) if self.total else st.now
+        st.phase = "ended"
+        self._delivered = True
+        self._close_progress()
+        try:
+            getattr(self, kind).emit(payload)
+        finally:
             self.ended.emit()
 
     def _progress(self, done: int, total: int) -> None:
@@ -320,17 +371,13 @@ class EngineJob(QObject):
 
     def _publish(self) -> None:
         st = self.state
+        if st.phase == "ended":  # after the outcome the widget's own final line stays
+            return
         text = st.text(time.perf_counter())
-        self._update_bar(text)
         self.progressed.emit(st.now, st.todo, text)
-
-    def _on_ended(self) -> None:
-        self._phase_timer.stop()
-        self._catch_up.stop()
-        st = self.state  # the last count, without a line that would replace the widget's final status
-        st.now = max(0, self.done - st.skipped - st.before) if self.total else st.now
-        st.phase = "ended"
-        self._close_progress()
+        # last: napari's bar can process pending events while it repaints, which may deliver the outcome
+        # (measured: a line emitted after that overwrote the final status)
+        self._update_bar(text)
 
     # ------------------------------------------------------------------ activity dock
     def _open_progress(self) -> None:
@@ -341,7 +388,10 @@ class EngineJob(QObject):
         self._pbar = progress(total=0, desc=self.description)
 
     def _update_bar(self, text: str) -> None:
-        """The activity-dock bar: ``now / todo`` while running; busy (no total) while finishing/loading."""
+        """The activity-dock bar: ``now / todo`` while running; busy (no total) while finishing/loading.
+
+        Its description names the phase only and changes with it: napari's bar processes all pending
+        events (a repaint) on every value and description change, so counts go in the value alone."""
         pbar = self._pbar
         if pbar is None:
             return
@@ -352,7 +402,12 @@ class EngineJob(QObject):
             pbar.total = total
         if not busy and st.now != pbar.n:
             pbar.update(st.now - pbar.n)  # update() emits the value event the bar listens to
-        pbar.set_description(f"{self.description}: {text}")
+        phase = {"starting": "starting…", "running": f"{st.unit}", "cancelling": "cancelling…",
+                 "finishing": "writing the last outputs…", "loading": "reading the results…"}.get(st.phase, "")
+        description = f"{self.description}: {phase}"
+        if description != self._bar_description:
+            self._bar_description = description
+            pbar.set_description(description)
 
     def _close_progress(self) -> None:
         if self._pbar is not None:
