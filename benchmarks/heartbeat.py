@@ -1,8 +1,14 @@
 """GUI responsiveness during a prediction from the dock widget: QTimer heartbeat gaps and cancel latency.
 
-A 10 ms QTimer ticks on the GUI thread while the predict widget runs on the synthetic sample slide; any
-work on the GUI thread (or starvation by the worker) shows up as a long gap between ticks. A second run
-is cancelled after a few tiles to time how long the cancel takes to end the job.
+A 20 ms QTimer (``--interval-ms``) ticks on the GUI thread while the predict widget runs on the synthetic
+sample slide; any work on the GUI thread (or starvation by the worker) shows up as a long gap between
+ticks. A second run is cancelled after a few tiles to time how long the cancel takes to end the job.
+Opening each dock (predict, attention, teach, slides) is timed the same way (``open_docks``).
+
+Where a long gap comes from: a sampler thread reads the GUI thread's Python stack whenever the heartbeat
+is more than ``--sample-after-ms`` late, and each run reports the stack seen during its worst gap
+(``worst_gap_cause``) and the frames most often seen in all gaps over 100 ms (``gap_causes``). A gap
+with no sample was spent outside Python (painting, OpenGL) or waiting for the GIL.
 
 Run under a display, e.g.:
     xvfb-run -a python benchmarks/heartbeat.py --model demo --size 2048 --region whole
@@ -31,9 +37,174 @@ def _args():
     p.add_argument("--no-live", action="store_true", help="untick 'show results while running'")
     p.add_argument("--teach", action="store_true",
                    help="the teach dock instead: pre-train on the slide, cancel after --cancel-after steps")
+    p.add_argument("--interval-ms", type=int, default=20, help="heartbeat timer interval")
+    p.add_argument("--sample-after-ms", type=int, default=60,
+                   help="sample the GUI thread's stack while the heartbeat is this late")
+    p.add_argument("--no-docks", action="store_true", help="skip timing the opening of each dock")
+    p.add_argument("--idle-s", type=float, default=5.0,
+                   help="first, the heartbeat of the idle viewer this long (the machine's own floor)")
     p.add_argument("--engine-only", action="store_true",
                    help="no viewer: the engine in a worker thread vs the worker process, heartbeat only")
     return p.parse_args()
+
+
+class GapSampler:
+    """Samples the GUI thread's stack while the heartbeat is late (a daemon thread; needs the GIL now and
+    then, so a GUI thread that holds the GIL in C code shows up as a gap without samples)."""
+
+    def __init__(self, late_ms: float = 60.0, period_ms: float = 10.0):
+        import sys
+        import threading
+
+        self._sys = sys
+        self.late_s, self.period_s = late_ms / 1000, period_ms / 1000
+        self.main_id = threading.main_thread().ident
+        self.last_tick = time.perf_counter()
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat-sampler", daemon=True)
+        self._thread.start()
+
+    def tick(self) -> None:
+        self.last_tick = time.perf_counter()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            now = time.perf_counter()
+            if now - self.last_tick < self.late_s:
+                continue
+            frame = self._sys._current_frames().get(self.main_id)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{_short(code.co_filename)}:{frame.f_lineno} {code.co_name}")
+                frame = frame.f_back
+            self.samples.append((now, tuple(stack)))  # innermost first
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def causes(self, ticks, gaps_ms, over_ms: float = 100.0, depth: int = 10) -> dict:
+        """The stack of the worst gap and the innermost project/napari frames most seen in long gaps."""
+        from collections import Counter
+
+        import numpy as np
+
+        if len(ticks) < 2:
+            return {}
+        ticks = np.asarray(ticks)
+        worst = int(np.argmax(gaps_ms))
+
+        def inside(k):
+            return [st for t, st in self.samples if ticks[k] < t <= ticks[k + 1]]
+
+        in_worst = inside(worst)
+        common = Counter(in_worst).most_common(1)
+        counter: Counter = Counter()
+        for k in np.nonzero(np.asarray(gaps_ms) > over_ms)[0]:
+            for st in set(inside(int(k))):
+                counter[_key_frame(st)] += 1
+        return {
+            "worst_gap_ms": round(float(gaps_ms[worst]), 1),
+            "worst_gap_samples": len(in_worst),
+            "worst_gap_cause": list(common[0][0][:depth]) if common else "no Python stack sampled (C code, "
+                                                                         "painting or waiting for the GIL)",
+            "gap_causes": [f"{n}x {frame}" for frame, n in counter.most_common(6)],
+        }
+
+
+def _short(path: str) -> str:
+    for mark in ("site-packages/", "src/", "lib/python"):
+        if mark in path:
+            return path.split(mark, 1)[1]
+    return path.rsplit("/", 2)[-1]
+
+
+def _key_frame(stack: tuple[str, ...]) -> str:
+    """The innermost frame of this project (else of napari/vispy/Qt glue) and the innermost frame overall."""
+    for prefix in ("napari_muvit/", "napari/", "vispy/", "magicgui/"):
+        for frame in stack:
+            if frame.startswith(prefix):
+                return frame if frame == stack[0] else f"{frame} > {stack[0]}"
+    return stack[0] if stack else "?"
+
+
+def idle(seconds: float, interval_ms: int, sampler: GapSampler) -> dict:
+    """The same heartbeat while nothing runs: what the machine's load alone costs (the floor of every gap)."""
+    import numpy as np
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    ticks: list[float] = []
+
+    def beat():
+        ticks.append(time.perf_counter())
+        sampler.tick()
+
+    timer = QTimer()
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(beat)
+    timer.start()
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.001)
+    timer.stop()
+    gaps = np.diff(np.asarray(ticks)) * 1000 if len(ticks) > 1 else np.array([0.0])
+    return {"seconds": seconds, "max_gap_ms": round(float(gaps.max()), 1),
+            "p99_gap_ms": round(float(np.percentile(gaps, 99)), 1), "gaps_over_100ms": int((gaps > 100).sum())}
+
+
+def open_docks(viewer, interval_ms: int, sampler: GapSampler) -> dict:
+    """Heartbeat while each dock is built and added, and for 1 s after (deferred work shows up too)."""
+    import importlib
+
+    import numpy as np
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    docks = {"predict": "napari_muvit.widgets.predict:PredictWidget",
+             "attention": "napari_muvit.widgets.attention:AttentionProbeWidget",
+             "teach": "napari_muvit.widgets.teach:TeachWidget",
+             "slides": "napari_muvit.widgets.slides:SlideListWidget"}
+    out = {}
+    for name, target in docks.items():
+        ticks: list[float] = []
+
+        def beat(t=ticks):
+            t.append(time.perf_counter())
+            sampler.tick()
+
+        timer = QTimer()
+        timer.setInterval(interval_ms)
+        timer.timeout.connect(beat)
+        timer.start()
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.001)
+        callbacks = {k: list(getattr(viewer, k)) for k in ("mouse_move_callbacks", "mouse_drag_callbacks")}
+        t0 = time.perf_counter()
+        module, _, cls = target.partition(":")
+        widget = getattr(importlib.import_module(module), cls)(viewer)  # what napari does on the menu click
+        dock = viewer.window.add_dock_widget(widget, name=f"MuViT {name}")
+        built = time.perf_counter() - t0
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.001)
+        timer.stop()
+        gaps = np.diff(np.asarray(ticks)) * 1000 if len(ticks) > 1 else np.array([0.0])
+        out[name] = {"build_s": round(built, 3), "max_gap_ms": round(float(gaps.max()), 1),
+                     "gaps_over_100ms": int((gaps > 100).sum()), **sampler.causes(ticks, gaps)}
+        viewer.window.remove_dock_widget(dock)
+        for key, kept in callbacks.items():  # a closed dock stops listening to the mouse
+            getattr(viewer, key)[:] = kept
+        widget.close()
+        del widget
+    return out
 
 
 def engine_only(args, model: str, slide: str) -> dict:
@@ -164,6 +335,15 @@ def main() -> dict:
         out.update(teach_pretrain(viewer, work, args.cancel_after))
         viewer.close()
         return out
+    load_start = round(os.getloadavg()[0], 2)
+    sampler = GapSampler(args.sample_after_ms)
+    idle_gaps = idle(args.idle_s, args.interval_ms, sampler) if args.idle_s > 0 else None
+    docks = None
+    if not args.no_docks:  # first, as in a fresh napari session (nothing imported by a run yet)
+        import sys
+
+        docks = open_docks(viewer, args.interval_ms, sampler)
+        docks["torch_imported_in_gui_process"] = "torch" in sys.modules
     w = PredictWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.model.source.setCurrentText("demo" if model == "demo" else "folder")
@@ -185,8 +365,13 @@ def main() -> dict:
 
     ticks: list[float] = []
     timer = QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.setInterval(args.interval_ms)
+
+    def beat():
+        ticks.append(time.perf_counter())
+        sampler.tick()
+
+    timer.timeout.connect(beat)
 
     def run_once(cancel_after=None):
         for _ in range(20):
@@ -224,6 +409,7 @@ def main() -> dict:
             "cancel_latency_s": None if t_cancel is None else round(job.stopped_at - job.cancel_at, 3),
             "cancel_to_layers_s": None if t_cancel is None else round(t_end - t_cancel, 3),
             "final_status": w.status.text(), "error": job.error,
+            **sampler.causes(ticks_arr, gaps),
         }
 
     full = run_once()
@@ -232,12 +418,18 @@ def main() -> dict:
     out = {
         "benchmark": "heartbeat", "model": args.model, "slide_px": args.size, "region": args.region,
         "batch": args.batch, "device": args.device, "engine": "worker process" if w.use_process else "thread",
-        "live_results": not args.no_live,
-        "load_avg_1min": round(os.getloadavg()[0], 2),
+        "live_results": not args.no_live, "heartbeat_interval_ms": args.interval_ms,
+        "load_avg_1min_start": load_start, "load_avg_1min": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
         "full_run": full, "cancelled_run": cancelled, "resumed_run": resumed,
         "resumed_from_tiles": cancelled["tiles_done"],
     }
+    if idle_gaps is not None:
+        out["idle_viewer"] = idle_gaps
+    if docks is not None:
+        out["open_docks"] = docks
+    out["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
+    sampler.stop()
     viewer.close()
     return out
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_muvit.engine.attention_share import TILE_SHARE_QUERIES
 from napari_muvit.widgets.attention_overlay import ProbeView
 
 
@@ -64,6 +63,6 @@ def tile_level_share(session, request: ProbeRequest) -> np.ndarray:
         return cache[1]
     level_index = list(session.levels).index(int(request.query_level))
     share = attention_share.tile_level_share(entry["attn"], entry["grid"], len(session.levels), level_index,
-                                             request.layer, request.head, TILE_SHARE_QUERIES)
+                                             request.layer, request.head, attention_share.TILE_SHARE_QUERIES)
     session._widget_tile_share = (key, share)
     return share

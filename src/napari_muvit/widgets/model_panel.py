@@ -7,6 +7,7 @@ thread); the engine loads the weights in its worker.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,24 @@ _TupleSafeLoader.add_constructor(
 MAE_ONLY_KEYS = ("decoder_mode", "dim_decoder", "loss", "masking_mode", "masking_ratio", "num_layers_decoder")
 
 
+def _card_module():
+    """A private copy of ``napari_muvit.model.card`` (pure Python) for checking cards, loaded without
+    ``napari_muvit.model/__init__``, which imports torch (4-8 s holding the GIL on the GUI thread)."""
+    name = "napari_muvit.widgets._model_card"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec("napari_muvit")  # the top package only, already imported
+        path = Path(list(spec.submodule_search_locations)[0]) / "model" / "card.py"
+        card_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(card_spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is made
+        try:
+            card_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
+
+
 def _model_folder(source: str) -> Path:
     if str(source) == "demo":
         spec = importlib.util.find_spec("napari_muvit.model")  # imports napari_muvit, not the model package
@@ -99,9 +118,7 @@ def read_model_info(source: str) -> ModelInfo:
     config = _read_yaml(cfg_path)
     card = _read_yaml(card_path) if card_path.is_file() else {}
     if card:  # wrong field types or ranges: the loader's one sentence naming the field, not a TypeError
-        from napari_muvit.model.card import ModelCard
-
-        ModelCard.from_dict(card, str(card_path))
+        _card_module().ModelCard.from_dict(card, str(card_path))
     task = card.get("task") or ("mae" if any(k in config for k in MAE_ONLY_KEYS) else "encoder")
     levels = card.get("levels") or config.get("levels") or (1, 4)
     patch = config.get("patch_size", 16)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -68,6 +68,7 @@ class PredictWidget(QWidget):
         self._pending_settings: dict | None = None  # the choices of the running job
         self._failed_settings: dict | None = None  # the choices of the last run that failed
         self.output_layers: list = []
+        self._showing: list = []  # steps of show_outputs still to run (one per event-loop turn)
         self._saved_levels = None
         self._build_ui()
         self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
@@ -406,7 +407,7 @@ class PredictWidget(QWidget):
         self.job.succeeded.connect(self._on_succeeded)
         self.job.cancelled.connect(self._on_cancelled)
         self.job.failed.connect(self._on_failed)
-        self.job.ended.connect(lambda: (self.run_button.setEnabled(True), self.cancel_button.setEnabled(False)))
+        self.job.ended.connect(self._on_job_ended)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job.start()
@@ -466,10 +467,41 @@ class PredictWidget(QWidget):
         if self.job is not None and self.job.running and self.image is not None:
             show_preview(self.viewer, preview, self.image.origin_offset, live=True)
 
-    def show_outputs(self, outputs):
-        """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list."""
-        self.output_layers = [L.add_or_update(self.viewer, tup) for tup in outputs.layers]
-        self.output_layers += self.roi_panel.show(outputs.store, outputs.rois)
+    def _on_job_ended(self):
+        self.cancel_button.setEnabled(False)
+        if not self._showing:  # else Run comes back with the last result layer
+            self.run_button.setEnabled(True)
+
+    def show_outputs(self, outputs, stepwise: bool = True):
+        """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list.
+
+        ``stepwise``: one layer per turn of the event loop, so the GUI never waits for all of them at once
+        (each layer update costs a repaint, 30-150 ms with software OpenGL); Run is enabled again after
+        the last one."""
+        self.output_layers = []
+        steps = [lambda tup=tup: self.output_layers.append(L.add_or_update(self.viewer, tup))
+                 for tup in outputs.layers]
+        steps.append(lambda: self.output_layers.extend(self.roi_panel.show(outputs.store, outputs.rois)))
+        steps.append(lambda: self._outputs_shown(outputs))
+        self._showing = list(steps)
+        if stepwise:
+            QTimer.singleShot(0, self._show_next)
+        else:
+            while self._showing:
+                self._showing.pop(0)()
+
+    def _show_next(self):
+        if self._showing:
+            step = self._showing.pop(0)
+            try:
+                step()
+            finally:
+                if self._showing:
+                    QTimer.singleShot(0, self._show_next)
+                elif self.job is None or not self.job.running:
+                    self.run_button.setEnabled(True)
+
+    def _outputs_shown(self, outputs):
         self.measure_panel.set_store(outputs.store if outputs.task == "segmentation" else None)
         if outputs.roi_error:
             self.status.setText(self.status.text() + f"\nROIs: {outputs.roi_error}")
@@ -479,7 +511,8 @@ class PredictWidget(QWidget):
     def show_results(self, store, complete=None):
         """Show an existing prediction store (reads it here: for scripts and small stores)."""
         offset = self.image.origin_offset if self.image else (0.0, 0.0)
-        self.show_outputs(load_outputs(store, None, offset, self.image.pixel_size if self.image else None, complete))
+        self.show_outputs(load_outputs(store, None, offset, self.image.pixel_size if self.image else None, complete),
+                          stepwise=False)
 
     def export_rois(self, fmt: str, path=None):
         """Export the last run's ranked ROIs (see `RoiPanel.export_rois`)."""
