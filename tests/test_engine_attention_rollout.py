@@ -131,6 +131,7 @@ def test_mean_rollout_reads_the_stack_not_queries_and_keys(monkeypatch):
         raise AssertionError("q and k were used")
 
     monkeypatch.setattr(attn, "weights", no_qk)
+    monkeypatch.setattr(attn, "_exp_rows", no_qk)
     res = attention_probe(session, (10.0, 20.0), layer="rollout", head="mean")
     assert abs(res.level_share.sum() - 1) < 1e-6 and attn.rollout_passes == 1
     with pytest.raises(AssertionError, match="q and k"):

@@ -229,11 +229,27 @@ class TileAttention:
         block = max(1, BLOCK_BYTES // (n_heads * n * 4))
         with torch.inference_mode():
             v = v.to(dev)
+            buf = torch.empty(n_heads * min(block, n) * n, device=dev)  # one block of weights, reused
             for layer in reversed(range(self.num_layers)):
                 active = v.ne(0).any(0).nonzero().flatten()  # rows of R_i that v reaches
                 out = v.clone()  # softmax rows sum to 1, so (A + I) / 2 needs no renormalising: v @ I = v
                 for start in range(0, len(active), block):
                     rows = active[start : start + block]
-                    out.addmm_(v[:, rows], _pick(self.weights(layer, rows, head)))  # (c, N) weights
+                    e, z = self._exp_rows(layer, rows, head, buf)  # (h, c, N), (h, c)
+                    # v @ mean_h(e_h / z_h): each row's softmax division is folded into v's entries
+                    out += torch.bmm(v[:, rows][None] / (z[:, None, :] * len(z)), e).sum(0)
                 v = out.mul_(0.5)
         return v.float().cpu()
+
+    def _exp_rows(self, layer: int, rows: torch.Tensor, head, buf: torch.Tensor):
+        """``exp(s * (q k^T - row max))`` of query tokens ``rows (c,)`` in ``buf`` -> ``(e (h, c, N), row sums
+        (h, c))`` (``h`` = heads, or 1 for a head index): the softmax before its division."""
+        heads = slice(None) if head == "mean" else slice(head, head + 1)
+        q = self.q[layer, heads][:, rows]
+        e = torch.bmm(q, self.kt[layer, heads], out=buf[: q.shape[0] * q.shape[1] * self.n_tokens].view(
+            q.shape[0], q.shape[1], self.n_tokens))
+        if self.mode != "all":
+            lvl = self.level_idx.to(rows.device)
+            e.masked_fill_(~level_mask(lvl[rows][None], lvl[None], self.mode)[0], float("-inf"))
+        e.sub_(e.amax(-1, keepdim=True)).mul_(self.scale).exp_()
+        return e, e.sum(-1)
