@@ -7,7 +7,9 @@ Paper geometry: levels 1,8,32, tile 256, overlap 32 (stride 224), 4 classes, `en
 tile scores, band stitching, quantisation, chunk encoding and writes, the output pyramid, the tile table). Slide:
 an RGB uint8 OME-Zarr of ``--size``^2 px (levels 1, 8, 32 stored; 512^2 chunks, zstd) written to a temporary
 folder from one repeated 1024^2 random texture. One `predict` of the whole slide per thread count (``torch``
-threads = reader/writer threads = N, each run in a fresh process so that caches and thread pools start cold).
+threads = reader/writer threads = N, each run in a fresh process so that caches and thread pools start cold);
+with ``--pin`` (default) the process is also restricted to N cores (``sched_setaffinity``), so ``scaling`` compares
+1 core with N cores even when the process runs more threads than that.
 
 ``cpu_ms_per_tile`` = (user + system CPU of the process, all threads, + its children) / tiles, around the whole
 `predict` call (the package is imported before it: importing is a one-off ~2 s, not a per-tile cost); ``tiles_per_s`` = tiles / wall seconds of that call; ``files`` / ``bytes_per_px`` = files and
@@ -66,8 +68,10 @@ def store_size(path: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def one_run(slide: str, out: str, threads: int, prob_dtype: str, level: int) -> dict:
+def one_run(slide: str, out: str, threads: int, prob_dtype: str, level: int, pin: bool = False) -> dict:
     """One `predict` in this process; returns its measurements."""
+    if pin and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     import torch
 
     torch.set_num_threads(threads)
@@ -92,7 +96,7 @@ def one_run(slide: str, out: str, threads: int, prob_dtype: str, level: int) -> 
     from napari_muvit.data import open_pyramid
 
     h, w = open_pyramid(slide).shape[-2:]
-    return {"threads": threads, "tiles": res.tiles_total, "seconds": round(wall, 2),
+    return {"threads": threads, "cores": len(os.sched_getaffinity(0)), "tiles": res.tiles_total, "seconds": round(wall, 2),
             "cpu_ms_per_tile": round(1000 * used / res.tiles_total, 3),
             "tiles_per_s": round(res.tiles_total / wall, 1), "files": files,
             "bytes_per_px": round(nbytes / (h * w), 4),
@@ -105,11 +109,12 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--prob-dtype", default="uint8")
     p.add_argument("--output-level", type=int, default=1)
+    p.add_argument("--no-pin", dest="pin", action="store_false", help="do not restrict a run to N cores")
     p.add_argument("--run-one", nargs=2, metavar=("SLIDE", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.run_one:
-        print(json.dumps(one_run(*args.run_one, args.n, args.prob_dtype, args.output_level)))
+        print(json.dumps(one_run(*args.run_one, args.n, args.prob_dtype, args.output_level, args.pin)))
         return {}
     tmp = Path(tempfile.mkdtemp(prefix="muvit-host-"))
     try:
@@ -119,7 +124,8 @@ def main(argv=None) -> dict:
             out = tmp / f"out{n}.zarr"
             env = dict(os.environ, OMP_NUM_THREADS=str(n))
             proc = subprocess.run([sys.executable, __file__, "--run-one", str(slide), str(out), "--n", str(n),
-                                   "--prob-dtype", args.prob_dtype, "--output-level", str(args.output_level)],
+                                   "--prob-dtype", args.prob_dtype, "--output-level", str(args.output_level)]
+                                  + ([] if args.pin else ["--no-pin"]),
                                   capture_output=True, text=True, env=env, check=True)
             runs[n] = json.loads(proc.stdout.strip().splitlines()[-1])
             shutil.rmtree(out, ignore_errors=True)
@@ -129,7 +135,7 @@ def main(argv=None) -> dict:
     result = {k: top[k] for k in ("cpu_ms_per_tile", "tiles_per_s", "files", "bytes_per_px")}
     result.update({"tiles": top["tiles"], "threads": top["threads"], "by_threads": runs,
                    "scaling": round(top["tiles_per_s"] / runs[min(runs)]["tiles_per_s"], 2),
-                   "slide_px": args.size, "prob_dtype": args.prob_dtype, "output_level": args.output_level,
+                   "slide_px": args.size, "pinned": args.pin, "prob_dtype": args.prob_dtype, "output_level": args.output_level,
                    "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores available"})
     print(json.dumps(result))
     return result

@@ -26,7 +26,7 @@ from .run import (  # noqa: F401  (PredictionResult, open_run, ... keep their en
     result_of,
 )
 from .store import prepare_output
-from .tileops import BandWriter, commit_batch, read_batch, run_batch
+from .tileops import BandWriter, BufferPool, commit_batch, read_batch, run_batch
 
 
 def predict(recipe: Recipe, progress=None, cancel=None, *, model=None, pyramid=None) -> PredictionResult:
@@ -65,8 +65,10 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
         progress(book.finished, book.total)
     blend = ctx.output.mode == "blend"
     threads = int(ctx.recipe.extra.get("io_threads") or io_threads(ctx.device))
-    writer = BandWriter(ctx, store, book.state, book.written, workers=threads, open_bands=book.open_bands) if blend else None
-    prefetch = Prefetcher(lambda b: read_batch(ctx, b), book.pending_batches(), workers=threads)
+    pool = BufferPool(pinned=ctx.device.type == "cuda")  # input batches are reused, not allocated per batch
+    writer = BandWriter(ctx, store, book.state, book.written, workers=threads, open_bands=book.open_bands,
+                        release=pool.give) if blend else None
+    prefetch = Prefetcher(lambda b: read_batch(ctx, b, pool), book.pending_batches(), workers=threads)
     cancelled = failed = False
 
     def record(events):
@@ -87,11 +89,16 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
             outputs = run_batch(ctx, x, bbox, batch, on_device=blend)  # blend: probabilities stay on the device
             if blend:
                 keep = [b for b, t in enumerate(batch) if t in set(wanted)]
+                # beside a GPU the input may still be copying (non-blocking) until the batch is stitched
+                async_copy = ctx.device.type == "cuda"
                 writer.submit([batch[b] for b in keep], outputs if len(keep) == len(batch) else outputs[keep],
-                              keepalive=x)
+                              keepalive=x if async_copy else None)
+                if not async_copy:
+                    pool.give(x)  # the model has read it
                 record(writer.collect())
             else:
                 record(("scores", t, s) for t, s in commit_batch(ctx, store, batch, outputs, wanted).items())
+                pool.give(x)
             book.save()
             if progress:
                 progress(book.finished, book.total)

@@ -74,7 +74,7 @@ class BufferPool:
     """Input batches to reuse: a fresh 40 MB batch costs as much again as filling it (the kernel zeroes every
     new page), and page-locked memory beside a GPU is slow to allocate. Thread-safe; keeps at most ``keep``."""
 
-    def __init__(self, pinned: bool = False, keep: int = 6):
+    def __init__(self, pinned: bool = False, keep: int = 3):
         self.pinned, self.keep = bool(pinned), int(keep)
         self._free: list = []
         self._lock = threading.Lock()
