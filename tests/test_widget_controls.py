@@ -86,3 +86,61 @@ def test_run_and_status_stay_visible_without_scrolling(make_napari_viewer, qtbot
 
     (scroll,) = w.findChildren(QScrollArea)
     assert not any(scroll.isAncestorOf(c) for c in (w.run_button, w.cancel_button, w.status))
+
+
+def test_levels_are_tick_boxes_offered_by_the_model_in_every_dock(docks, tmp_path):
+    """Attention and teach docks offer levels as the predict dock does: one 'x<f>' tick box per model level."""
+    from qtpy.QtWidgets import QCheckBox
+
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.model import save_model
+    from napari_muvit.widgets.teach_pretrain import NEW_MODEL_LEVELS
+
+    def ticks(widget):
+        return {b.text(): b.isChecked() for b in widget.native.findChildren(QCheckBox)}
+
+    predict, attention, teach = docks["predict"], docks["attention"], docks["teach"]
+    demo = {"x1": True, "x4": True, "x16": True}
+    assert {b.text(): b.isChecked() for b in predict.levels.boxes.values()} == demo  # the predict dock's boxes
+    assert ticks(attention._levels) == demo and attention._levels.value == "1,4,16"
+    assert ticks(teach.finetune.levels) == demo and teach.finetune._levels_choice() is None  # the base's own
+    assert ticks(teach.pretrain.levels) == {f"x{f}": f in (1, 4, 16) for f in NEW_MODEL_LEVELS}
+    assert all(isinstance(b, QCheckBox) and b.toolTip() for w in (attention._levels, teach.pretrain.levels)
+               for b in w.native.findChildren(QCheckBox))
+
+    folder = tmp_path / "two-levels"
+    save_model(tiny_segmenter(levels=(1, 4), patch=8, crop=64), folder)
+    attention._model.value = str(folder)  # another model: its own levels are offered
+    teach.finetune.model.value = str(folder)
+    assert ticks(attention._levels) == {"x1": True, "x4": True}
+    assert ticks(teach.finetune.levels) == {"x1": True, "x4": True}
+    attention._levels.value = "4"
+    assert ticks(attention._levels) == {"x1": False, "x4": True} and attention._key()[2] == "4"
+    with pytest.raises(ValueError, match="x16"):
+        attention._levels.value = "1,16"
+    teach.finetune.levels.value = "4"
+    assert teach.finetune._levels_choice() == "4"
+    teach.finetune.levels.value = ""
+    with pytest.raises(ValueError, match="Tick at least one level"):
+        teach.finetune._levels_choice()
+
+
+def test_teach_start_stays_visible_without_scrolling(make_napari_viewer, qtbot):
+    """Every teach tab at 1000 px height: Start, Cancel and the status line are on screen."""
+    from napari_muvit.widgets.teach import TeachWidget
+
+    viewer = make_napari_viewer()
+    w = TeachWidget(viewer)
+    qtbot.addWidget(w)
+    w.setFixedSize(420, 1000)
+    w.show()
+    qtbot.waitExposed(w)
+    for name in ("scribble", "finetune", "pretrain"):
+        tab = getattr(w, name)
+        w.tabs.setCurrentWidget(tab.native)
+        tab.status.value = "cancelled after 120 steps; model saved to /a/rather/long/folder/name/for/a/model"
+        qtbot.waitUntil(lambda t=tab: not t.start_btn.native.visibleRegion().isEmpty(), timeout=5000)
+        for control in (tab.start_btn.native, tab.cancel_btn.native, tab.status.native):
+            bottom = control.mapTo(w, control.rect().bottomRight()).y()
+            assert 0 < bottom <= 1000, (name, type(control).__name__, bottom)
+            assert control.visibleRegion().boundingRect().height() == control.height(), name

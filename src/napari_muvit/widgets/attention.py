@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 from napari.utils.notifications import show_error
 
-from napari_muvit.engine.attention_share import TILE_SHARE_QUERIES
 from napari_muvit.widgets.attention_input import ProbeMouse
 from napari_muvit.widgets.attention_overlay import (
     CROPS_LAYER,
@@ -39,16 +38,23 @@ from napari_muvit.widgets.image_layers import (
     pick_first,
     uniform_file_buttons,
 )
+from napari_muvit.widgets.levels import LevelTicks
+from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.plots import LevelSharePlot
 from napari_muvit.widgets.scratch import ScratchFolder
 from napari_muvit.widgets.workers import EngineJob
 
 __all__ = [  # the names this module has always offered, wherever they live now
-    "CROPS_LAYER", "MAP_PREFIX", "QUERY_LAYER", "TILE_SHARE_QUERIES", "AttentionOverlay", "AttentionProbeWidget",
+    "CROPS_LAYER", "MAP_PREFIX", "QUERY_LAYER", "AttentionOverlay", "AttentionProbeWidget",
     "ProbeRequest", "ProbeView", "image_layers_of", "image_pixel_size", "image_shape_yx", "image_source",
     "open_probe_session", "pick_first", "run_feature_view", "run_probe", "show_features", "tile_level_share",
     "token_grid_placement",
 ]
+
+
+def _model_levels(source: str) -> tuple[int, ...]:
+    """The levels a model was built for (its card/config; no torch)."""
+    return read_model_info(source).levels
 
 
 class AttentionProbeWidget(Container):
@@ -61,10 +67,14 @@ class AttentionProbeWidget(Container):
         self._image = ComboBox(label="image", choices=lambda _w: image_layers_of(viewer), nullable=True)
         self._image.tooltip = "The slide to probe: click on it to ask where the model looks from there."
         self._model = FileEdit(label="model", mode="d", value="demo",
-                               tooltip="'demo' (built in) or a model folder")
-        self._levels = LineEdit(label="levels", value="",
-                                tooltip="Downsample factors the model sees, e.g. 1,4,16 (empty: the model's own). "
-                                        "x1 is full resolution, x16 sees 16 times more tissue, 16 times coarser.")
+                               tooltip="'demo' (the small built-in model) or a model folder (config.yaml + "
+                                       "model.pth, e.g. one saved by the Teach dock).")
+        self._levels = LevelTicks(
+            label="levels", levels=_model_levels("demo"),
+            tooltip="The resolutions the model looks at together, offered from the model: x1 is full resolution, "
+                    "x16 sees 16 times more tissue, 16 times coarser. Untick a level to probe without it.",
+            box_tip="Let the model see the slide {f} times coarser than full resolution (x1); "
+                    "the maps show where the clicked patch looks at this level.")
         self._layer = ComboBox(label="layer", choices=["last", "rollout"], value="last",
                                tooltip="Which attention to show. The model is a stack of transformer layers, each "
                                        "mixing information between image patches: a number picks one layer, "
@@ -103,6 +113,7 @@ class AttentionProbeWidget(Container):
         for w in (self._layer, self._head, self._query_level):
             w.changed.connect(self._reprobe)
         self._shared.changed.connect(self._restyle)
+        self._model.changed.connect(self._on_model_changed)
         viewer.layers.events.inserted.connect(self._refresh_images)
         viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
@@ -158,6 +169,16 @@ class AttentionProbeWidget(Container):
             layer = self._image.value
             self.overlay.show(self.last_view, image_pixel_size(layer) if layer is not None else None)
             self._legend.value = self.overlay.legend()
+
+    def _on_model_changed(self, *_):
+        """Offer the new model's levels (read from its small YAML files, not its weights)."""
+        try:
+            levels = _model_levels(str(self._model.value))
+        except (ValueError, FileNotFoundError) as exc:
+            self._status.value = f"Model: {exc}"
+            return
+        self._levels.set_levels(levels)
+        self._status.value = "Click the image to probe."
 
     def _reprobe(self, *_):
         if self._last_point is not None and self._image.value is not None:

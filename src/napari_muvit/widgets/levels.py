@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from magicgui.widgets import CheckBox, Container
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -149,3 +150,61 @@ class LevelsPanel(QWidget):
             self.explanation.setText("Choose an image layer to see how its levels match the model's.")
         else:
             self.explanation.setText("\n".join(self.explanations()))
+
+
+class LevelTicks(Container):
+    """The predict dock's model-level tick boxes for the magicgui docks (attention, teach): one ``x<f>`` box
+    per offered level, in one row. ``value`` is the ticked levels as text (``"1,4,16"``, what the engine's
+    ``parse_levels`` reads; ``""`` when none); assigning text or a sequence ticks exactly those levels.
+    ``set_levels(levels, chosen=None, fixed=False)`` offers another set (e.g. a newly chosen model's);
+    ``fixed``: all ticked and locked, as for a model whose head needs every level it was trained with.
+    ``changed`` fires when the ticks change."""
+
+    def __init__(self, label: str = "levels", levels: Sequence[int] = (1, 4, 16), chosen=None, tooltip: str = "",
+                 box_tip: str = "Let the model see the slide {f} times coarser than full resolution (x1)."):
+        super().__init__(layout="horizontal", labels=False, label=label)
+        self.margins = (0, 0, 0, 0)
+        self.tooltip = tooltip
+        self._box_tip = box_tip
+        self.boxes: dict[int, CheckBox] = {}
+        self.fixed = False
+        self.set_levels(levels, chosen)
+
+    def set_levels(self, levels: Sequence[int], chosen: Sequence[int] | None = None, fixed: bool = False) -> None:
+        keep = set(self.chosen()) if chosen is None and self.boxes else None
+        self.clear()
+        self.boxes = {}
+        self.fixed = bool(fixed)
+        wanted = {int(f) for f in (levels if chosen is None else chosen)}
+        if keep is not None and keep & set(map(int, levels)) and not fixed:
+            wanted = keep & set(map(int, levels))  # same model offered again: the user's ticks stay
+        for f in levels:
+            f = int(f)
+            box = CheckBox(text=f"x{f}", value=fixed or f in wanted, enabled=not fixed,
+                           tooltip=self._box_tip.format(f=f))
+            self.boxes[f] = box
+            self.append(box)
+
+    def chosen(self) -> tuple[int, ...]:
+        return tuple(f for f, box in sorted(self.boxes.items()) if box.value)
+
+    @property
+    def offered(self) -> tuple[int, ...]:
+        return tuple(sorted(self.boxes))
+
+    @property
+    def value(self) -> str:
+        return ",".join(str(f) for f in self.chosen())
+
+    @value.setter
+    def value(self, levels) -> None:
+        if isinstance(levels, str):
+            levels = [v for v in levels.replace(" ", "").split(",") if v]
+        wanted = {int(float(v)) for v in levels or ()}
+        missing = sorted(wanted - set(self.boxes))
+        if missing:
+            raise ValueError(f"level(s) {', '.join(f'x{f}' for f in missing)} are not offered here; "
+                             f"choose from {', '.join(f'x{f}' for f in self.offered)}.")
+        if not self.fixed:
+            for f, box in self.boxes.items():
+                box.value = f in wanted

@@ -7,12 +7,21 @@ hands each epoch's history row (on the worker thread) to the live plot through t
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_info
 
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, layers_of
 from napari_muvit.widgets.layers import napari_to_world
+from napari_muvit.widgets.levels import LevelTicks
+from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+
+
+def _base_levels(source: str) -> tuple[int, ...]:
+    try:
+        return read_model_info(source).levels
+    except (ValueError, FileNotFoundError):
+        return (1, 4, 16)  # the demo's; the base model's own error is shown when it is chosen
 
 
 class FinetuneTab(TrainingTab):
@@ -24,7 +33,8 @@ class FinetuneTab(TrainingTab):
         "task": "segmentation: a class for every pixel, learnt from a Labels layer; classification: one class per "
                 "tile, learnt from Shapes ROIs with a 'class' feature.",
         "model": "The model to start from: 'demo' or a model folder.",
-        "levels": "Downsample factors the model looks at, e.g. 1,4,16 (empty: the base model's own).",
+        "levels": "The resolutions the model looks at together, offered from the base model (x1 = full "
+                  "resolution, x16 = 16 times coarser, showing 16 times more tissue around each crop).",
         "epochs": "Passes over all annotations. The plot shows train/validation loss (lower is better) and mDSC "
                   "(mean Dice overlap of predicted and annotated classes, 1 = perfect) or accuracy/AUC.",
         "lr": "Learning rate: how big each training step is. The default suits most cases.",
@@ -38,7 +48,7 @@ class FinetuneTab(TrainingTab):
         self.annotations = ComboBox(label="annotations", choices=self._annotation_layers, nullable=True,
                                     tooltip="segmentation: a Labels layer; classification: ROIs with a 'class'")
         self.model = FileEdit(label="base model", mode="d", value="demo")
-        self.levels = LineEdit(label="levels", value="")
+        self.levels = LevelTicks(label="levels", levels=_base_levels("demo"))
         self.epochs = SpinBox(label="epochs", value=5, min=1, max=1000)
         self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
         self.train_encoder = CheckBox(text="also train the encoder", value=False)
@@ -46,6 +56,14 @@ class FinetuneTab(TrainingTab):
         self._finish_layout([self.task, self.annotations, self.model, self.levels, self.epochs, self.lr,
                              self.train_encoder, self.out])
         self.task.changed.connect(lambda *_: self.annotations.reset_choices())
+        self.model.changed.connect(self._on_base_changed)
+
+    def _on_base_changed(self, *_) -> None:
+        """Offer the base model's levels (from its small YAML files; no torch on the GUI thread)."""
+        try:
+            self.levels.set_levels(_base_levels(str(self.model.value)))
+        except (ValueError, FileNotFoundError) as exc:
+            self.status.value = f"base model: {exc}"
 
     def _annotation_layers(self, _w=None):
         kind = "labels" if self.task.value == "segmentation" else "rois"
@@ -57,7 +75,7 @@ class FinetuneTab(TrainingTab):
             raise ValueError("Choose an image and an annotation layer to fine-tune from.")
         out = chosen_folder(self.out, "the fine-tuned model")
         kw = {"source": image_source(image), "task": self.task.value, "model": str(self.model.value),
-              "levels": self.levels.value.strip() or None, "epochs": int(self.epochs.value),
+              "levels": self._levels_choice(), "epochs": int(self.epochs.value),
               "lr": float(self.lr.value), "train_encoder": bool(self.train_encoder.value),
               "out": out}
         if self.task.value == "segmentation":
@@ -65,6 +83,12 @@ class FinetuneTab(TrainingTab):
         else:
             kw["annotations"] = rois_from_layer(ann, image_pixel_size(image))
         return kw
+
+    def _levels_choice(self) -> str | None:
+        """None (the base model's own) when every offered level is ticked, else the ticked ones."""
+        if not self.levels.chosen():
+            raise ValueError(f"Tick at least one level ({', '.join(f'x{f}' for f in self.levels.offered)}).")
+        return None if self.levels.chosen() == self.levels.offered else self.levels.value
 
     def _run(self, kw: dict, progress, cancel):
         return run_finetune(kw, progress, cancel, self._report)

@@ -7,14 +7,17 @@ nested crops around the view's centre and each level's reconstruction is shown o
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import FileEdit, LineEdit, SpinBox
+from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_error
 
 from napari_muvit.data.geometry import pixel_corner
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
 from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
+from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.region import region_center
 from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+
+NEW_MODEL_LEVELS = (1, 2, 4, 8, 16, 32, 64)  # offered for a new model: each divides the next
 
 
 class PretrainTab(TrainingTab):
@@ -22,8 +25,10 @@ class PretrainTab(TrainingTab):
 
     description = "pre-train"
     tooltips = {
-        "levels": "Downsample factors the new model will look at, e.g. 1,4,16 (x1 = full resolution).",
-        "size": "Side of each crop in pixels, a multiple of 16 (the patch size).",
+        "levels": "The resolutions the new model looks at together: x1 is full resolution, x4 is 4 times "
+                  "coarser and shows 16 times more tissue around each crop.",
+        "size": "Side of each crop in pixels, a multiple of 16: the model cuts a crop into 16 x 16-pixel squares "
+                "(patches), one token each.",
         "steps": "Training steps. The model learns by filling in hidden patches (a masked autoencoder, MAE); "
                  "the plot shows its reconstruction loss (lower is better).",
         "batch": "Crops per step: larger is smoother but needs more memory.",
@@ -32,7 +37,7 @@ class PretrainTab(TrainingTab):
 
     def __init__(self, viewer):
         super().__init__(viewer, xlabel="step")
-        self.levels = LineEdit(label="levels", value="1,4,16")
+        self.levels = LevelTicks(label="levels", levels=NEW_MODEL_LEVELS, chosen=(1, 4, 16))
         self.size = SpinBox(label="crop size", value=128, min=16, max=1024, step=16)
         self.steps = SpinBox(label="steps", value=200, min=1, max=1_000_000)
         self.batch = SpinBox(label="batch size", value=8, min=1, max=512)
@@ -44,6 +49,8 @@ class PretrainTab(TrainingTab):
         image = self.image.value
         if image is None:
             raise ValueError("Choose the image layer to pre-train on.")
+        if not self.levels.chosen():
+            raise ValueError("Tick at least one level for the new model (x1 is full resolution).")
         out = chosen_folder(self.out, "the pre-trained model")
         return {"source": image_source(image), "levels": self.levels.value, "size": int(self.size.value),
                 "steps": int(self.steps.value), "batch_size": int(self.batch.value), "out": out,
