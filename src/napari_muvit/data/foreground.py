@@ -16,8 +16,18 @@ def _auto_level(pyramid) -> int:
     return best
 
 
+FINER = 4  # a mask pixel looks at a FINER x FINER block of the level this many times finer
+STRIP_ROWS = 256  # mask rows read per strip of the finer level (bounded memory on any slide)
+
+
 def foreground_mask(pyramid, level=None, bright_background=None) -> tuple[np.ndarray, int]:
-    """Otsu threshold of the channel-mean at a coarse level.
+    """Tissue mask at a coarse level, sensitive enough for sparse cells.
+
+    The threshold is Otsu's, on the channel-mean at the mask level (the tissue/glass split of the whole
+    slide). A mask pixel is tissue when *any* pixel of the level ``FINER`` times finer under it is on the
+    tissue side of that threshold (darker for brightfield, brighter for fluorescence): one or two cells in
+    a field of glass are averaged away at the mask level, but not at the finer one. The finer level is read
+    in strips of ``STRIP_ROWS`` mask rows.
 
     level: downsample factor to compute the mask at (default: the coarsest level with a side >= 64 px).
     bright_background: True for brightfield (tissue darker than glass), False for fluorescence; by
@@ -42,4 +52,28 @@ def foreground_mask(pyramid, level=None, bright_background=None) -> tuple[np.nda
     t = threshold_otsu(values)
     bright = pyramid.rgb if bright_background is None else bright_background
     mask = (grey < t) if bright else (grey > t)
+    finer = _finer_level(level)
+    if finer < level:
+        mask |= _any_finer(pyramid, level, finer, shape, t, bright)
     return mask & valid, level
+
+
+def _finer_level(level: int) -> int:
+    """The factor ``FINER`` times finer than ``level`` that divides it (1 at most)."""
+    finer = max(1, level // FINER)
+    while level % finer:
+        finer -= 1
+    return finer
+
+
+def _any_finer(pyramid, level: int, finer: int, shape, t: float, bright: bool) -> np.ndarray:
+    """``(H_l, W_l)`` bool: some pixel of level ``finer`` under each mask pixel is on the tissue side of ``t``."""
+    r = level // finer
+    out = np.zeros(shape, bool)
+    for y0 in range(0, shape[0], STRIP_ROWS):
+        rows = min(STRIP_ROWS, shape[0] - y0)
+        img, valid = pyramid.read_window(finer, (y0 * level, 0), (rows * r, shape[1] * r))
+        grey = img.mean(axis=0)
+        tissue = ((grey < t) if bright else (grey > t)) & valid
+        out[y0:y0 + rows] = tissue.reshape(rows, r, shape[1], r).any(axis=(1, 3))
+    return out
