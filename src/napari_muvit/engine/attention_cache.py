@@ -6,7 +6,8 @@ The encoder's weights of layer ``i``, head ``h`` are ``A[i, h] = softmax(q[i, h]
 - ``q, k (layers, heads, N, dh)`` float32: ``2 * layers * N * dim * 4`` bytes. A row of one layer,
   ``A[i, :, q, :]``, is one ``(heads, dh) @ (dh, N)`` product and a softmax: exact, any layer and head.
 - the head mean of every layer's weights as a `attention_rollout.RolloutStack`: ``layers * N^2`` bytes of
-  8-bit codes (relative error <= 3.1 % per weight, rows summing to 1), built once when the tile is cached.
+  8-bit codes (rounding error <= 3.1 % per weight, then each row scaled by a common factor, about 1 % from 1,
+  so that it sums to 1), built once when the tile is cached.
 
 Paper-sized encoder (N = 3072, dim 384, 12 layers, 6 heads): 113.2 MB of q and k + 113.4 MB of codes,
 instead of 2.7 GB for every head's float32 weights (`cache_nbytes_for`).

@@ -15,7 +15,8 @@ bytes (453 MB at N = 3072, 12 layers). This keeps each ``A_i`` once, as 8-bit co
 - Decoding is two integer passes: ``(code as int32) << 19`` is, read as float32, ``r_j * 2^-112`` exactly
   (code 0 gives 0.0, the smallest code 16 gives ``2^-126``, still a normal float). The row's scale
   ``s = sum(a) / sum(decoded)`` absorbs ``max(a) * 2^112`` and makes every decoded row sum to what the exact
-  row sums to (1), so each ``R_i`` stays row-stochastic and the rollout keeps its total.
+  row sums to (1), so each ``R_i`` stays row-stochastic and the rollout keeps its total (the correction is
+  one factor per row, within 1 % of 1 for softmax rows in the tests).
 - ``v @ A_i = (v * s) @ D_i``, with ``D_i`` decoded in blocks of `DECODE_ROWS` rows into one reused buffer;
   only the rows where ``v`` is non-zero are decoded (at the last layer, the query rows alone).
 
