@@ -34,6 +34,8 @@ def test_two_cells_in_glass_are_tissue(monkeypatch):
     rest[:26, :26] = False
     rest[49:52, 48:51] = False  # the mask pixels under the two cells
     assert not rest.any()  # glass (with its noise) stays background
+    monkeypatch.setattr(foreground, "STRIP_PX", 4 * 4 * 64 * 3)  # strips of 3 mask rows: the same mask
+    np.testing.assert_array_equal(foreground_mask(pyr)[0], mask)
     monkeypatch.setattr(foreground, "FINER", 1)  # the mask level alone averages the cells away
     coarse, _ = foreground_mask(pyr)
     assert not any(coarse[cy // 8, cx // 8] for cy, cx in CELLS) and coarse[:25, :25].all()

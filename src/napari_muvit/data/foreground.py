@@ -17,7 +17,7 @@ def _auto_level(pyramid) -> int:
 
 
 FINER = 4  # a mask pixel looks at a FINER x FINER block of the level this many times finer
-STRIP_ROWS = 256  # mask rows read per strip of the finer level (bounded memory on any slide)
+STRIP_PX = 16 * 1024 * 1024  # finer-level pixels read per strip (bounded memory on any slide)
 
 
 def foreground_mask(pyramid, level=None, bright_background=None) -> tuple[np.ndarray, int]:
@@ -27,7 +27,7 @@ def foreground_mask(pyramid, level=None, bright_background=None) -> tuple[np.nda
     slide). A mask pixel is tissue when *any* pixel of the level ``FINER`` times finer under it is on the
     tissue side of that threshold (darker for brightfield, brighter for fluorescence): one or two cells in
     a field of glass are averaged away at the mask level, but not at the finer one. The finer level is read
-    in strips of ``STRIP_ROWS`` mask rows.
+    in strips of at most ``STRIP_PX`` pixels.
 
     level: downsample factor to compute the mask at (default: the coarsest level with a side >= 64 px).
     bright_background: True for brightfield (tissue darker than glass), False for fluorescence; by
@@ -70,8 +70,9 @@ def _any_finer(pyramid, level: int, finer: int, shape, t: float, bright: bool) -
     """``(H_l, W_l)`` bool: some pixel of level ``finer`` under each mask pixel is on the tissue side of ``t``."""
     r = level // finer
     out = np.zeros(shape, bool)
-    for y0 in range(0, shape[0], STRIP_ROWS):
-        rows = min(STRIP_ROWS, shape[0] - y0)
+    step = max(1, STRIP_PX // (r * r * shape[1]))  # mask rows per strip
+    for y0 in range(0, shape[0], step):
+        rows = min(step, shape[0] - y0)
         img, valid = pyramid.read_window(finer, (y0 * level, 0), (rows * r, shape[1] * r))
         grey = img.mean(axis=0)
         tissue = ((grey < t) if bright else (grey > t)) & valid
