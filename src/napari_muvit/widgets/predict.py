@@ -32,7 +32,7 @@ from .levels import LevelsPanel
 from .measure_panel import MeasurePanel
 from .model_panel import ModelPanel
 from .prediction_job import load_outputs, make_prediction_job
-from .preview_view import placeholder_preview, show_preview
+from .preview_view import placeholder_preview, preview_tuples, show_preview
 from .region import REGION_MODES, clip_region, context_bboxes, region_center, shapes_region, view_region
 from .roi_panel import RoiPanel
 from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
@@ -68,7 +68,8 @@ class PredictWidget(QWidget):
         self._pending_settings: dict | None = None  # the choices of the running job
         self._failed_settings: dict | None = None  # the choices of the last run that failed
         self.output_layers: list = []
-        self._showing: list = []  # steps of show_outputs still to run (one per event-loop turn)
+        self._showing: list = []  # layer updates still to run (one per event-loop turn)
+        self._step_scheduled = False
         self._saved_levels = None
         self._build_ui()
         self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
@@ -395,9 +396,11 @@ class PredictWidget(QWidget):
             self.keep_previous_outputs(recipe.out)
         if info.task == "segmentation" and info.class_names and not recipe.resume:
             region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
-            show_preview(self.viewer, placeholder_preview(region, info.class_names, image.pixel_size, image.unit,
-                                                            info.class_colors),
-                         image.origin_offset, live=recipe.prob_dtype == "none")  # labels only: no heatmaps
+            empty = placeholder_preview(region, info.class_names, image.pixel_size, image.unit, info.class_colors)
+            # one empty layer per event-loop turn (each costs a repaint); labels only: no heatmaps
+            self._queue_steps([lambda tup=tup: L.add_or_update(self.viewer, tup)
+                               for tup in preview_tuples(empty, image.origin_offset,
+                                                         with_probabilities=recipe.prob_dtype != "none")])
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size,
                                        on_preview=self.preview_ready.emit if self.live.isChecked() else None,
@@ -464,7 +467,7 @@ class PredictWidget(QWidget):
 
     def _show_preview(self, preview: dict):
         """Finished tiles so far (numpy from the worker side); replaced by the final layers."""
-        if self.job is not None and self.job.running and self.image is not None:
+        if self.job is not None and self.job.running and self.image is not None and not self._showing:
             show_preview(self.viewer, preview, self.image.origin_offset, live=True)
 
     def _on_job_ended(self):
@@ -483,20 +486,27 @@ class PredictWidget(QWidget):
                  for tup in outputs.layers]
         steps.append(lambda: self.output_layers.extend(self.roi_panel.show(outputs.store, outputs.rois)))
         steps.append(lambda: self._outputs_shown(outputs))
-        self._showing = list(steps)
-        if stepwise:
-            QTimer.singleShot(0, self._show_next)
-        else:
+        self._queue_steps(steps, stepwise)
+
+    def _queue_steps(self, steps, stepwise: bool = True):
+        """Run GUI steps (layer updates) in order, one per turn of the event loop (all now: ``stepwise=False``)."""
+        self._showing.extend(steps)
+        if not stepwise:
             while self._showing:
                 self._showing.pop(0)()
+        elif not self._step_scheduled:
+            self._step_scheduled = True
+            QTimer.singleShot(0, self._show_next)
 
     def _show_next(self):
+        self._step_scheduled = False
         if self._showing:
             step = self._showing.pop(0)
             try:
                 step()
             finally:
                 if self._showing:
+                    self._step_scheduled = True
                     QTimer.singleShot(0, self._show_next)
                 elif self.job is None or not self.job.running:
                     self.run_button.setEnabled(True)
