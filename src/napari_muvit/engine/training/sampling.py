@@ -32,7 +32,10 @@ class AreaSampler:
         """``(n, 2)`` float world (y, x) points."""
         idx = rng.integers(len(self.cells), size=n)
         offset = rng.uniform(0, 1, size=(n, 2))
-        return (self.cells[idx] + offset) * self.cell - 0.5  # pixel centres of level 1 sit on integers
+        from ...data.geometry import edge_to_centre_frame
+
+        # a point drawn in the edge frame of the cells -> world (level-1 pixel centres sit on integers)
+        return edge_to_centre_frame((self.cells[idx] + offset) * self.cell)
 
 
 def nested_centers(
