@@ -126,11 +126,13 @@ class BandStitcher:
         rows = self.grid.rows_touching(*self.layout.band_rows(b))
         return rows[-1] if len(rows) else -1
 
+    @torch.inference_mode()  # no autograd bookkeeping: less overhead per operation
     def add(self, i: int, j: int, pred) -> None:
         """Add tile ``(i, j)``'s ``(K, S, S)`` prediction (numpy or torch) to every unwritten band its crop
         overlaps."""
         self.add_weighted(i, j, as_tensor(pred, self.device) * self.win)
 
+    @torch.inference_mode()
     def add_batch(self, tiles, probs) -> None:
         """`add` for a batch ``probs (B, K, S, S)`` in row-major order (tile by tile: small temporaries)."""
         probs = as_tensor(probs, self.device)
@@ -175,6 +177,7 @@ class BandStitcher:
         return self.assemble_blocks(blocks, self.grid.shape[1])
 
     @staticmethod
+    @torch.inference_mode()
     def assemble_blocks(blocks: dict, w: int) -> list:
         """Column blocks -> ``[acc (K, rows, hi - lo), wsum (rows, hi - lo), lo, hi]`` (torch): region columns
         ``[lo, hi)`` from the first to the last touched block (untouched blocks between them are 0)."""
@@ -192,6 +195,7 @@ class BandStitcher:
             acc[:, :, c0:c1], wsum[:, c0:c1] = a[:, :, : c1 - c0], s[:, : c1 - c0]
         return [acc, wsum, lo, hi]
 
+    @torch.inference_mode()
     def restore(self, b: int, band) -> None:
         """Put an assembled band (`assemble`, e.g. saved by a cancelled run; numpy or torch) back as column
         blocks."""
@@ -224,6 +228,7 @@ def _numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
+@torch.inference_mode()
 def tile_scores(grid, tiles, probs) -> np.ndarray:
     """``(B, K + 1)`` float32: each tile's mean probability per class and mean entropy (nats) over its owned
     square, from its own prediction ``probs (B, K, S, S)`` (numpy or torch; computed where it is, tiles with
@@ -257,9 +262,10 @@ def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code,
     return rows[(np.arange(ra, rb) // s) - ra // s][:, cols]
 
 
-SLAB = 512  # output columns converted at a time: the few float temporaries of a slab stay in the CPU caches
+SLAB = 2048  # output columns converted at a time: a slab's float temporaries stay small (cache-sized)
 
 
+@torch.inference_mode()
 def band_output(layout: OutputLayout, b: int, acc, wsum, owner=None, lo: int = 0):
     """Blended band (region columns ``[lo, lo + acc.shape[-1])``) -> ``(r0, c0, values (C, h, w), labels (h, w))``
     in level-0 output px (see module). ``acc``/``wsum`` numpy or torch; the work runs where they are and only
@@ -331,6 +337,7 @@ def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, piec
     return values, labels
 
 
+@torch.inference_mode()
 def finish_blocks(store, grid, layout: OutputLayout, b: int, blocks, state, background_code) -> None:
     """`finish_band` from a stitcher's column blocks (`BandStitcher.pop_blocks`): at output level 1 the
     blocks are converted where they lie (no band-wide copy), else assembled first. Same bytes either way."""
