@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
@@ -26,6 +24,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from .plots import BarPlot
 from .run_inputs import notify_error
 from .workers import EngineJob
 
@@ -75,9 +74,7 @@ class MeasurePanel(QGroupBox):
         self.table.setToolTip("Click a column header to sort. '% of tissue' is the share of predicted pixels "
                               "not of a background class.")
         self.table.setMinimumHeight(140)
-        self.figure = Figure(figsize=(3, 1.8), dpi=80)
-        self.chart = FigureCanvasQTAgg(self.figure)
-        self.chart.setMinimumHeight(150)
+        self.chart = BarPlot(height_px=150, empty="press Measure")  # drawn off the GUI thread
         self.chart.setToolTip("Area of every tissue class (not background) in the whole prediction.")
 
         form = QFormLayout()
@@ -180,15 +177,8 @@ class MeasurePanel(QGroupBox):
         self._report(f"measured {len({r['region'] for r in rows})} region(s)")
 
     def draw_chart(self, names, areas, unit) -> None:
-        self.figure.clear()
-        ax = self.figure.add_axes((0.42, 0.12, 0.55, 0.82))
-        ax.barh(range(len(names)), areas, color="#4c9be8")
-        ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.invert_yaxis()
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel(f"area ({unit})", fontsize=8)
+        self.chart.set_bars(names, areas, f"area ({unit})")
         self.bars = list(zip(names, areas))
-        self.chart.draw_idle()
 
     def export(self, path: str | None = None) -> Path | None:
         if self.result is None:

@@ -4,6 +4,8 @@ Drawing a matplotlib figure costs 50-200 ms of Python on a busy CPU, too long fo
 model trains or the user clicks through attention maps. So each plot renders its figure with the Agg
 backend on a background thread and the GUI thread only swaps in the finished picture (a QImage in a
 QLabel). Requests that arrive during a render are coalesced: the next render draws the latest data.
+matplotlib itself is imported by the first render, on that thread: its import takes 0.6-2 s, which
+froze the GUI while a dock with a plot opened.
 The plots draw what they are given; they compute nothing.
 """
 
@@ -11,13 +13,15 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # napari's default dark theme, so the plot does not flash white inside the viewer
 _BACKGROUND = "#262930"
@@ -44,8 +48,7 @@ class _BackgroundPlot(QLabel):
         self.setAlignment(Qt.AlignCenter)
         self.setStyleSheet(f"background-color: {_BACKGROUND};")
         self.height_px = height_px
-        self.figure = Figure(dpi=100, facecolor=_BACKGROUND)
-        FigureCanvasAgg(self.figure)
+        self.figure: Figure | None = None  # made by the first render, on the render thread
         self.renders = 0
         self._lock = threading.Lock()
         self._busy = False
@@ -77,6 +80,8 @@ class _BackgroundPlot(QLabel):
                     return
             state, width, height = job
             try:
+                if self.figure is None:
+                    self.figure = _new_figure()
                 self.figure.clear()
                 self.figure.set_size_inches(width / 100, height / 100)
                 self.draw(self.figure, state)
@@ -103,6 +108,16 @@ class _BackgroundPlot(QLabel):
 
     def draw(self, figure: Figure, state) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _new_figure() -> Figure:
+    """A figure with the Agg canvas (render thread: matplotlib is imported here, never on the GUI thread)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(dpi=100, facecolor=_BACKGROUND)
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def _styled_axes(figure: Figure, right: float = 0.97):
@@ -237,3 +252,30 @@ class CurvePlot(_BackgroundPlot):
                                   marker="." if len(xs) < 30 else None, label=name)
             handles.append(line)
         _legend(ax, handles)
+
+
+class BarPlot(_BackgroundPlot):
+    """Horizontal bars, one per name (e.g. the area of each class). `set_bars(names, values, xlabel)`;
+    `bars` = the `(name, value)` pairs drawn, in order (top to bottom)."""
+
+    def __init__(self, parent=None, height_px: int = 150, empty: str = "nothing measured yet"):
+        super().__init__(parent, height_px)
+        self.empty = empty
+        self.bars: list[tuple[str, float]] = []
+        self.request(((), (), ""))
+
+    def set_bars(self, names, values, xlabel: str) -> None:
+        self.bars = list(zip(names, values))
+        self.request((tuple(names), tuple(float(v) for v in values), xlabel))
+
+    def draw(self, figure: Figure, state) -> None:
+        names, values, xlabel = state
+        ax = figure.add_axes((0.42, 0.2, 0.55, 0.75))
+        _style(ax)
+        if not names:
+            _message(ax, self.empty)
+            return
+        ax.barh(range(len(names)), values, color=_COLORS[0])
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel, fontsize=7)

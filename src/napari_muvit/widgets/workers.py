@@ -431,7 +431,7 @@ class ProcessJob(EngineJob):
         self._kill_timer.start(int(KILL_AFTER_CANCEL_S * 1000))
 
     def _kill_if_running(self) -> None:
-        if self.running:
+        if self.started_at is not None and not self._finished.is_set():  # the process has not answered
             engine_process().kill(self)
 
 
