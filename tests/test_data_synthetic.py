@@ -100,7 +100,7 @@ def test_regions_look_alike_up_close_but_differ_at_coarse_scale(slide):
         x0, x1 = np.clip(xs - half, 0, 3072), np.clip(xs + half, 0, 3072)
         return np.mean(sums[y1, x1] - sums[y0, x1] - sums[y1, x0] + sums[y0, x0] > 0)
 
-    assert seen(32) < 0.25  # a level-1 64 px crop around a cell mostly shows no disc at all
+    assert seen(32) < 0.3  # a level-1 64 px crop around a cell mostly shows no structure at all
     assert seen(512) > 0.97  # a level-16 64 px crop (1024 world px) almost always does
 
 
@@ -112,7 +112,8 @@ def test_region_type_learnable_from_level_16_not_from_level_1(slide):
                                                _crop_features(held_img, held_lab, level, 800, 1))
            for level in (1, 16)}
     assert acc[16] > 0.8 and acc[16] > majority + 0.2, (acc, majority)
-    assert acc[1] < majority + 0.05, (acc, majority)  # up close: no better than the majority guess
+    # up close: barely better than the majority guess (a crop next to a ring sees part of its rim)
+    assert acc[1] < majority + 0.1 and acc[16] > acc[1] + 0.2, (acc, majority)
 
 
 def test_written_ome_zarr(tmp_path, slide):
@@ -120,7 +121,7 @@ def test_written_ome_zarr(tmp_path, slide):
     root = zarr.open_group(str(path), mode="r")
     assert root.metadata.zarr_format == 3 and root.attrs["ome"]["version"] == "0.5"
     assert root.attrs["muvit"]["class_names"] == slide[2]
-    assert root.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 3
+    assert root.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 4
     assert list(root["labels"].attrs["ome"]["labels"]) == ["ground_truth"]
     gt = root["labels/ground_truth"].attrs["ome"]
     assert [p["class"] for p in gt["image-label"]["properties"]] == slide[2]

@@ -51,7 +51,7 @@ def test_ground_truth_values_and_metadata_read_by_zarr_and_ome_zarr_py(world):
     label = _image_label(gt)
     assert label["properties"] == [{"label-value": k + 1, "class": n} for k, n in enumerate(NAMES)]
     assert label["colors"] == [{"label-value": k + 1, "rgba": c} for k, c in enumerate(S.CLASS_COLORS)]
-    assert gt.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 3
+    assert gt.attrs["muvit"]["generator_version"] == S.GENERATOR_VERSION == 4
 
     nodes = list(Reader(parse_url(str(world / "all.zarr" / "labels" / "ground_truth")))())
     node = next(n for n in nodes if n.metadata.get("name") == "ground_truth")

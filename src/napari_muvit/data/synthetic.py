@@ -10,13 +10,15 @@ Layout (world px, defaults):
 - *cells*: one identical bright blob (radius ``CELL_RADIUS``) with probability ``CELL_PROB`` per
   ``CELL_GRID`` cell, everywhere; its class = the region type under the cell centre, class 0
   ("background") elsewhere.
-- *context structures*: at most one large disc per ``STRUCT_GRID`` cell (48-88 px wide, centres
-  120-520 px apart), drawn only inside its own region type: 1 = bright discs, 2 = dark discs,
-  3 = dark discs with a thick bright rim. Between discs every region is the same flat noisy
-  background, and cells look the same everywhere.
-The discs are big enough to survive 16x area averaging (3-5 px blobs at level 16, where a 64 px crop
-spans 1024 world px and holds several), yet sparse: a 64 px crop at level 1 around a cell usually
-shows no disc at all, so it cannot tell the cell's class.
+- *context structures*: at most one large structure per ``STRUCT_GRID`` cell (centres 180-460 px
+  apart), drawn only inside its own region type: 1 = bright discs and 2 = dark discs (48-88 px wide),
+  3 = rings: larger dark discs (128-176 px wide) with a 16 px bright rim. Between structures every
+  region is the same flat noisy background, and cells look the same everywhere.
+The structures are big enough to survive 16x area averaging (3-5 px bright or dark blobs and 8-11 px
+dark-centred rings at level 16, where a 64 px crop spans 1024 world px and holds several), yet sparse:
+a 64 px crop at level 1 around a cell usually shows none at all, so it cannot tell the cell's class.
+(Generator version 3 drew the rings as small as the discs, with a 12 px rim: at level 16 they were
+blobs whose rim and centre nearly cancelled, and models confused them with the bright discs.)
 
 Labels follow the project's one convention (``docs/outputs.md``): label value ``k + 1`` is class ``k``
 (``class_names()[k]``), so background pixels are 1, a cell of region type ``t`` is ``t + 1``, and 0
@@ -32,18 +34,19 @@ CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200
 KINDS = ("regions", "bearing", "noise")  # "bearing": position is the cue (synthetic_bearing.py)
 # bumped whenever the same seed renders different pixels or labels (2: disc context; 3: label value k + 1 =
 # class k, background 1; stores of versions 1-2 are recognised by data/label_store.py)
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 REGION_SIZE = 1536
 CELL_GRID = 32
 CELL_RADIUS = 5
 CELL_PROB = 0.5
 STRUCT_GRID = 320
-STRUCT_MARGIN = 60  # disc centres stay this far from their grid cell's border, so discs never touch
+STRUCT_MARGIN = 90  # structure centres stay this far from their grid cell's border, so none touch
 BACKGROUND, NOISE, CELL_PEAK = 60.0, 18.0, 150.0
 BRIGHT, DARK = 60.0, 40.0  # disc intensity above / below the background (grey levels)
-DISC_R = (24.0, 44.0)  # disc radius range (world px): 48-88 px wide, 3-5 px at level 16
-RIM = 12.0  # bright rim thickness of the ringed discs (world px)
+DISC_R = (24.0, 44.0)  # bright / dark disc radius range (world px): 48-88 px wide, 3-5 px at level 16
+RING_R = (64.0, 88.0)  # ring radius range (world px): 128-176 px wide, 8-11 px at level 16
+RIM = 16.0  # bright rim thickness of the rings (world px)
 
 _M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
@@ -114,23 +117,24 @@ def _structure_profile(stype: int, r: np.ndarray, radius: float) -> np.ndarray:
         return np.where(inside, BRIGHT, 0.0)
     if stype == 2:  # dark disc
         return np.where(inside, -DARK, 0.0)
-    # dark disc with a thick bright rim
+    # ring: dark disc with a thick bright rim
     return np.where(inside, np.where(r >= radius - RIM, BRIGHT, -DARK), 0.0)
 
 
 def _draw_structures(img, regions, y0: int, x0: int, seed: int, n_types: int, region_size: int) -> None:
     """Add the context structures overlapping the window (in place), each only inside its region type."""
     h, w = img.shape
-    reach = int(np.ceil(DISC_R[1])) + 1
+    reach = int(np.ceil(max(DISC_R[1], RING_R[1]))) + 1
     span = STRUCT_GRID - 2 * STRUCT_MARGIN
     for gy in range((y0 - reach) // STRUCT_GRID, (y0 + h - 1 + reach) // STRUCT_GRID + 1):
         for gx in range((x0 - reach) // STRUCT_GRID, (x0 + w - 1 + reach) // STRUCT_GRID + 1):
             cy = gy * STRUCT_GRID + STRUCT_MARGIN + float(_hash_uniform(seed, gy, gx, 11)) * span
             cx = gx * STRUCT_GRID + STRUCT_MARGIN + float(_hash_uniform(seed, gy, gx, 12)) * span
-            radius = DISC_R[0] + float(_hash_uniform(seed, gy, gx, 14)) * (DISC_R[1] - DISC_R[0])
             stype = int(region_type(cy, cx, seed, n_types, region_size))
             # higher region types have no look of their own beyond the first three: reuse them cyclically
             look = 1 + (stype - 1) % 3
+            r0, r1 = RING_R if look == 3 else DISC_R
+            radius = r0 + float(_hash_uniform(seed, gy, gx, 14)) * (r1 - r0)
             by0, by1 = max(y0, int(cy) - reach), min(y0 + h, int(cy) + reach + 1)
             bx0, bx1 = max(x0, int(cx) - reach), min(x0 + w, int(cx) + reach + 1)
             if by1 <= by0 or bx1 <= bx0:
