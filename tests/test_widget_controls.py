@@ -144,3 +144,42 @@ def test_teach_start_stays_visible_without_scrolling(make_napari_viewer, qtbot):
             bottom = control.mapTo(w, control.rect().bottomRight()).y()
             assert 0 < bottom <= 1000, (name, type(control).__name__, bottom)
             assert control.visibleRegion().boundingRect().height() == control.height(), name
+
+
+def test_docks_open_without_importing_torch_or_matplotlib_on_the_gui_thread(tmp_path):
+    """Importing torch (4-8 s) or matplotlib (0.6-2 s) holds the GUI thread: no dock may do it there while it
+    opens (a fresh interpreter, as a napari session before any run; plots import matplotlib on their own
+    drawing thread)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, threading
+first = {}
+class Spy:  # which thread imports these packages first
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "matplotlib") and name not in first:
+            first[name] = threading.current_thread().name
+sys.meta_path.insert(0, Spy())
+import napari
+import numpy as np
+viewer = napari.Viewer(show=False)
+viewer.add_image(np.zeros((256, 256), np.uint8), name="slide")
+from napari_muvit.widgets.attention import AttentionProbeWidget
+from napari_muvit.widgets.predict import PredictWidget
+from napari_muvit.widgets.slides import SlideListWidget
+from napari_muvit.widgets.teach import TeachWidget
+for dock in (PredictWidget, AttentionProbeWidget, TeachWidget, SlideListWidget):
+    viewer.window.add_dock_widget(dock(viewer) if dock is not PredictWidget else dock(viewer, use_process=False))
+    print("opened", dock.__name__, first.get("torch"), first.get("matplotlib"))
+viewer.close()
+"""
+    env = dict(os.environ, NAPARI_MUVIT_SETTINGS_DIR=str(tmp_path / "settings"),
+               NAPARI_MUVIT_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    rows = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("opened ")]
+    assert [row[0] for row in rows] == ["PredictWidget", "AttentionProbeWidget", "TeachWidget",
+                                        "SlideListWidget"], out.stderr[-2000:]
+    assert all(row[1] == "None" for row in rows), rows  # torch: not imported at all
+    assert all(row[2] != "MainThread" for row in rows), rows  # matplotlib: a plot's drawing thread, if any
