@@ -183,3 +183,23 @@ viewer.close()
                                         "SlideListWidget"], out.stderr[-2000:]
     assert all(row[1] == "None" for row in rows), rows  # torch: not imported at all
     assert all(row[2] != "MainThread" for row in rows), rows  # matplotlib: a plot's drawing thread, if any
+
+
+def test_attention_actions_stay_visible_without_scrolling(make_napari_viewer, qtbot):
+    """The attention dock at 1000 px height: its buttons, the status line and the legend are on screen."""
+    from napari_muvit.widgets.attention import AttentionProbeWidget
+
+    w = AttentionProbeWidget(make_napari_viewer())
+    native = w.native
+    qtbot.addWidget(native)
+    native.setFixedSize(420, 1000)
+    native.show()
+    qtbot.waitExposed(native)
+    w._legend.value = ("Attention of the query token: see-through = none, red -> yellow -> white = most; one scale "
+                       "for all levels, 0 to 0.0177: colours compare across levels.")
+    qtbot.waitUntil(lambda: not w._feature_btn.native.visibleRegion().isEmpty(), timeout=5000)
+    for control in (w._feature_btn, w._clear_btn, w._status, w._legend, w._levels):
+        widget = control.native
+        bottom = widget.mapTo(native, widget.rect().bottomRight()).y()
+        assert 0 < bottom <= 1000, (control.name, bottom)
+        assert widget.visibleRegion().boundingRect().height() == widget.height(), control.name
