@@ -244,8 +244,8 @@ def tile_scores(grid, tiles, probs) -> np.ndarray:
         sel = slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else torch.tensor(idx, device=p.device)
         own = p[sel, :, h : h + dh, h : h + dw].float()
         out[sel, :-1] = own.mean(dim=(2, 3))
-        # -p log p in one operation (0 at p = 0)
-        out[sel, -1] = torch.special.entr(own[:, :, ::2, ::2]).sum(dim=1).mean(dim=(1, 2))
+        sub = own[:, :, ::2, ::2]  # -p log p (torch.special.entr is 2x slower here: not vectorised on CPU)
+        out[sel, -1] = -sub.clamp(1e-12, 1.0).log_().mul_(sub).sum(dim=1).mean(dim=(1, 2))
     return _numpy(out)
 
 
