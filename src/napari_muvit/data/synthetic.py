@@ -27,7 +27,14 @@ Labels follow the project's one convention (``docs/outputs.md``): label value ``
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
+
+from .synthetic_bearing import CLASS_COLORS as BEARING_COLORS
+from .synthetic_bearing import CLASS_NAMES as BEARING_NAMES
+from .synthetic_bearing import render_bearing_window
+from .synthetic_writer import write_ome_zarr_slide
 
 CLASS_NAMES = ["background", "bright-disc region", "dark-disc region", "ringed-disc region"]
 CLASS_COLORS = [[0, 0, 0, 0], [230, 80, 60, 255], [60, 170, 230, 255], [120, 200, 80, 255]]
@@ -162,8 +169,6 @@ def render_window(y0: int, x0: int, shape: tuple[int, int], seed: int, kind: str
     if kind == "noise":  # cheap benchmark image: hashed noise, no labels
         return (noise * 255).astype(np.uint8), np.zeros((h, w), np.uint8)
     if kind == "bearing":
-        from .synthetic_bearing import render_bearing_window
-
         return render_bearing_window(y0, x0, shape, seed, hash_uniform=_hash_uniform, cell_grid=CELL_GRID,
                                      cell_radius=CELL_RADIUS, cell_prob=CELL_PROB)
     regions = _region_map(y0, x0, shape, seed, n_types, region_size)
@@ -206,8 +211,6 @@ def synthetic_slide(size: int = 2048, seed: int = 0, kind: str = "regions", n_ty
 def class_names(n_types: int = 3, kind: str = "regions") -> list[str]:
     """Class names by class index ``k`` (label value ``k + 1``; class 0 = background) of a slide of ``kind``."""
     if kind == "bearing":
-        from .synthetic_bearing import CLASS_NAMES as BEARING_NAMES
-
         return list(BEARING_NAMES)
     if n_types <= 3:
         return CLASS_NAMES[: n_types + 1]
@@ -218,8 +221,6 @@ def class_colors(kind: str = "regions", n_classes: int | None = None) -> list[li
     """0-255 RGBA colour of every class ``k`` (label value ``k + 1``) of a slide of ``kind``: background
     transparent; ``n_classes`` beyond the palette reuse the region colours cyclically."""
     if kind == "bearing":
-        from .synthetic_bearing import CLASS_COLORS as BEARING_COLORS
-
         palette = [list(c) for c in BEARING_COLORS]
     else:
         palette = [list(c) for c in CLASS_COLORS]
@@ -237,11 +238,15 @@ def write_synthetic_slide(path, size: int, seed: int = 0, kind: str = "regions",
                           n_types: int = 3, region_size: int = REGION_SIZE, overwrite: bool = False,
                           progress=None):
     """Write an OME-Zarr v0.5 slide with image and ``labels/ground_truth`` pyramids; returns the path."""
-    from .synthetic_writer import write_ome_zarr_slide
-
     if kind not in KINDS:
         raise ValueError(f"synthetic slide kind {kind!r} is unknown; use one of {', '.join(KINDS)}.")
+    size = _check_size(size)
+    names = class_names(n_types, kind)
+    generator = {"kind": kind, "seed": int(seed), "size": int(size), "n_types": int(n_types),
+                 "region_size": int(region_size), "class_names": names,
+                 "generator": "napari_muvit.data.synthetic", "generator_version": GENERATOR_VERSION}
+    render = partial(render_window, seed=seed, kind=kind, n_types=n_types, region_size=region_size)
     return write_ome_zarr_slide(
-        path, _check_size(size), seed=seed, kind=kind, chunk=chunk, n_types=n_types,
-        region_size=region_size, overwrite=overwrite, progress=progress,
+        path, size, render=render, names=names, colors=class_colors(kind, len(names)), generator=generator,
+        chunk=chunk, overwrite=overwrite, progress=progress,
     )

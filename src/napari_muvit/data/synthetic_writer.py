@@ -3,6 +3,8 @@
 Level 0 of the image and of ``labels/ground_truth`` is rendered one chunk at a time; each coarser
 level is built from the previous one read back in ``2*chunk`` blocks (image: 2x2 mean, labels: 2x2
 max so small cells stay visible), so memory never depends on the slide size.
+The writer knows nothing of the generator: `synthetic.write_synthetic_slide` hands it the window renderer,
+the class names and colours and the ``muvit`` attribute that records how the slide was made.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from . import synthetic
 from .ome_metadata import multiscale
 
 MIN_LEVEL_SIZE = 256
@@ -53,8 +54,11 @@ def _downsample_into(src, dst, chunk: int, reduce: str) -> None:
             dst[y: y + h, x: x + w] = out
 
 
-def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n_types: int,
-                         region_size: int, overwrite: bool, progress=None) -> Path:
+def write_ome_zarr_slide(path, size: int, *, render, names: list[str], colors: list[list[int]],
+                         generator: dict, chunk: int, overwrite: bool, progress=None) -> Path:
+    """Write the ``size x size`` slide whose world window ``(y0, x0, (h, w))`` is ``render(y0, x0, (h, w))
+    -> (image (h, w) uint8, labels (h, w) uint8)``; label value ``k + 1`` is ``names[k]`` in ``colors[k]``
+    (0-255 RGBA); ``generator`` is stored as the ``muvit`` attribute of the image and of its labels."""
     path = Path(path)
     if int(chunk) != chunk or chunk < 64:
         raise ValueError(f"chunk size {chunk!r} must be a whole number of pixels >= 64, e.g. 1024.")
@@ -65,12 +69,7 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
             # --overwrite replaces an earlier slide, never an arbitrary folder
             raise ValueError(f"{str(path)!r} is a folder but not a zarr store; refusing to replace it.")
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    names = synthetic.class_names(n_types, kind)
-    colors = synthetic.class_colors(kind, len(names))
     sizes = _level_shapes(size)
-    generator = {"kind": kind, "seed": int(seed), "size": int(size), "n_types": int(n_types),
-                 "region_size": int(region_size), "class_names": names,
-                 "generator": "napari_muvit.data.synthetic", "generator_version": synthetic.GENERATOR_VERSION}
     root = zarr.open_group(str(path), mode="w", zarr_format=3)
     root.attrs.update({"ome": {"version": "0.5", "multiscales": _multiscales(len(sizes), "synthetic slide")},
                        "muvit": generator})
@@ -98,7 +97,7 @@ def write_ome_zarr_slide(path, size: int, *, seed: int, kind: str, chunk: int, n
     for y in range(0, size, chunk):
         for x in range(0, size, chunk):
             h, w = min(chunk, size - y), min(chunk, size - x)
-            img, lab = synthetic.render_window(y, x, (h, w), seed, kind, n_types, region_size)
+            img, lab = render(y, x, (h, w))
             image[0][y: y + h, x: x + w] = img
             labels[0][y: y + h, x: x + w] = lab
             done += 1
