@@ -161,7 +161,8 @@ def full_path(session, point) -> dict:
     """The previous cache on the cached tile: every layer's N x N weights, rows and rollout from them."""
     import torch
 
-    from napari_muvit.engine.attention import attention_row, probe_entry
+    from napari_muvit.engine.attention import probe_entry
+    from napari_muvit.engine.attention_cache import attention_row
 
     entry, _ = session.entry_for(point)
     t0 = time.perf_counter()

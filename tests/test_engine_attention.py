@@ -16,15 +16,8 @@ import pytest
 import torch
 
 from napari_muvit.data import open_pyramid
-from napari_muvit.engine.attention import (
-    AttentionSession,
-    attention_probe,
-    attention_row,
-    attention_rows,
-    entry_nbytes,
-    probe_entry,
-)
-from napari_muvit.engine.attention_cache import TileAttention
+from napari_muvit.engine.attention import AttentionSession, attention_probe, entry_nbytes, probe_entry
+from napari_muvit.engine.attention_cache import TileAttention, attention_row, attention_rows
 from napari_muvit.engine.attention_share import query_tokens, tile_level_share
 from napari_muvit.engine.testing import random_slide
 

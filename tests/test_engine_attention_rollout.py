@@ -12,8 +12,8 @@ import torch
 
 from napari_muvit.data import open_pyramid
 from napari_muvit.engine import attention_rollout
-from napari_muvit.engine.attention import AttentionSession, attention_probe, attention_row
-from napari_muvit.engine.attention_cache import TileAttention
+from napari_muvit.engine.attention import AttentionSession, attention_probe
+from napari_muvit.engine.attention_cache import TileAttention, attention_row
 from napari_muvit.engine.attention_rollout import RolloutStack, decode_rows, encode_rows
 from napari_muvit.engine.testing import random_slide
 

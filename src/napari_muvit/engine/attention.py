@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .attention_cache import TileAttention, resolve_head, resolve_layer
+from .attention_cache import TileAttention, attention_rows
+from .attention_share import query_tokens
 
 
 @dataclass
@@ -117,37 +118,6 @@ def entry_nbytes(entry: dict) -> int:
     return int(np.asarray(entry["x"]).nbytes + entry["bbox"].nbytes + attn.nbytes)
 
 
-def attention_rows(attn, queries, layer="last", head="mean") -> np.ndarray:
-    """Attention of tokens ``queries (Q,)`` to every token, ``(Q, N)`` float32; ``attn`` a `TileAttention`
-    (rows computed on demand, one rollout pass for all queries) or full weights ``(layers, heads, N, N)``."""
-    if isinstance(attn, TileAttention):
-        return attn.rows(queries, layer, head).numpy()
-    return np.stack([attention_row(attn, int(q), layer, head) for q in np.atleast_1d(queries)])
-
-
-def attention_row(attn, q: int, layer="last", head="mean") -> np.ndarray:
-    """Attention of token ``q`` to every token, ``(N,)``; ``attn`` a `TileAttention` or full weights
-    ``(layers, heads, N, N)`` (e.g. ``encoder(..., return_attention=True)`` stacked; N x N products)."""
-    if isinstance(attn, TileAttention):
-        return attn.rows([q], layer, head)[0].numpy()
-    n_layers, n_heads = attn.shape[:2]
-    layer = resolve_layer(layer, n_layers)
-    head = resolve_head(head, n_heads)
-
-    def pick(a):  # (heads, N, N) -> (N, N)
-        return a.mean(0) if head == "mean" else a[head]
-
-    if layer == "rollout":
-        eye = torch.eye(attn.shape[-1], dtype=attn.dtype)
-        rollout = eye
-        for i in range(n_layers):
-            a = (pick(attn[i]) + eye) / 2
-            a = a / a.sum(-1, keepdim=True)
-            rollout = a @ rollout
-        return rollout[q].numpy()
-    return pick(attn[layer])[q].numpy()
-
-
 def query_token(bbox_level: np.ndarray, level: int, patch: int, grid, point_yx) -> tuple[int, int]:
     """Row/column of the patch of a level's crop containing world ``point_yx`` (clipped to the grid)."""
     from napari_muvit.data.geometry import pixel_corner
@@ -168,8 +138,6 @@ def probe_entry(entry: dict, levels, patch: int, point_yx, layer="last", head="m
     r, c = query_token(entry["bbox"][li], levels[li], patch, (gh, gw), point_yx)
     q = li * n + r * gw + c
     if layer == "rollout" and isinstance(entry["attn"], TileAttention):
-        from .attention_share import query_tokens
-
         # the tile's level share (attention_share) asks for this mean row next: one rollout pass serves both
         row = entry["attn"].rows([q], layer, head, mean_of=query_tokens((gh, gw), li))[0].numpy()
     else:

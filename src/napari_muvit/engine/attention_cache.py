@@ -20,6 +20,8 @@ vector-matrix products ``v <- v @ R_i`` (``Q`` start vectors at once: ``(Q, N) @
   per head would cost another ``layers * N^2`` bytes each, which the 256 MB tile budget does not hold).
 Rollout rows are cached per head choice (bounded), and so are mean rows (a tile's level share is the
 share of the mean row of its query tokens, one more start vector in the same pass).
+`attention_row` / `attention_rows` read rows from either form of a tile's attention (a `TileAttention` or
+full weights ``(layers, heads, N, N)``), for the probe (`attention`) and the tile's level share (`attention_share`).
 """
 
 from __future__ import annotations
@@ -254,3 +256,34 @@ class TileAttention:
             e.masked_fill_(~level_mask(lvl[rows][None], lvl[None], self.mode)[0], float("-inf"))
         e.sub_(e.amax(-1, keepdim=True)).mul_(self.scale).exp_()
         return e, e.sum(-1)
+
+
+def attention_rows(attn, queries, layer="last", head="mean") -> np.ndarray:
+    """Attention of tokens ``queries (Q,)`` to every token, ``(Q, N)`` float32; ``attn`` a `TileAttention`
+    (rows computed on demand, one rollout pass for all queries) or full weights ``(layers, heads, N, N)``."""
+    if isinstance(attn, TileAttention):
+        return attn.rows(queries, layer, head).numpy()
+    return np.stack([attention_row(attn, int(q), layer, head) for q in np.atleast_1d(queries)])
+
+
+def attention_row(attn, q: int, layer="last", head="mean") -> np.ndarray:
+    """Attention of token ``q`` to every token, ``(N,)``; ``attn`` a `TileAttention` or full weights
+    ``(layers, heads, N, N)`` (e.g. ``encoder(..., return_attention=True)`` stacked; N x N products)."""
+    if isinstance(attn, TileAttention):
+        return attn.rows([q], layer, head)[0].numpy()
+    n_layers, n_heads = attn.shape[:2]
+    layer = resolve_layer(layer, n_layers)
+    head = resolve_head(head, n_heads)
+
+    def pick(a):  # (heads, N, N) -> (N, N)
+        return a.mean(0) if head == "mean" else a[head]
+
+    if layer == "rollout":
+        eye = torch.eye(attn.shape[-1], dtype=attn.dtype)
+        rollout = eye
+        for i in range(n_layers):
+            a = (pick(attn[i]) + eye) / 2
+            a = a / a.sum(-1, keepdim=True)
+            rollout = a @ rollout
+        return rollout[q].numpy()
+    return pick(attn[layer])[q].numpy()

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attention import attention_rows
-from .attention_cache import TileAttention, resolve_layer
+from .attention_cache import TileAttention, attention_rows, resolve_layer
 
 TILE_SHARE_QUERIES = 64  # query tokens averaged for the tile's share (evenly spaced when there are more)
 
