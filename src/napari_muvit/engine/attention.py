@@ -24,8 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from napari_muvit.data import Normalizer, Pyramid, open_pyramid
+from napari_muvit.data.geometry import pixel_corner, tile_centres
+from napari_muvit.model import load_model
+
 from .attention_cache import TileAttention, attention_rows
 from .attention_share import query_tokens
+from .device import configure_threads, resolve_device
+from .recipe import parse_levels
 
 
 @dataclass
@@ -42,10 +48,6 @@ class AttentionSession:
     """Per-tile cache of crops and attention weights for one slide, model and level set."""
 
     def __init__(self, pyramid, model, levels=None, tile: int | None = None, normalizer=None, device="cpu"):
-        from napari_muvit.data import Normalizer
-
-        from .device import resolve_device
-
         self.device = resolve_device(device)
         encoder = model.encoder
         card = getattr(model, "card", None)
@@ -103,8 +105,6 @@ class AttentionSession:
     def entry_for(self, point_yx) -> tuple[dict, tuple[int, int]]:
         origin = self.tile_origin(point_yx)
         if self._key != origin:
-            from napari_muvit.data.geometry import tile_centres
-
             center = tuple(float(v) for v in tile_centres(0, self.tile, origin))
             x, bbox = self.pyramid.crops(center, self.levels, self.tile, normalizer=self.normalizer)
             self._entry = self.run(x, bbox) | {"center": center}
@@ -120,8 +120,6 @@ def entry_nbytes(entry: dict) -> int:
 
 def query_token(bbox_level: np.ndarray, level: int, patch: int, grid, point_yx) -> tuple[int, int]:
     """Row/column of the patch of a level's crop containing world ``point_yx`` (clipped to the grid)."""
-    from napari_muvit.data.geometry import pixel_corner
-
     edge = pixel_corner(np.asarray(bbox_level[0], np.float64), level)  # first pixel's outer edge
     k = np.floor((np.asarray(point_yx, np.float64) - edge) / (level * patch)).astype(int)
     return int(np.clip(k[0], 0, grid[0] - 1)), int(np.clip(k[1], 0, grid[1] - 1))
@@ -146,8 +144,6 @@ def probe_entry(entry: dict, levels, patch: int, point_yx, layer="last", head="m
             for i in range(len(levels))]
     share = np.array([m.sum() for m, _ in maps], np.float64)
     share = share / share.sum()
-    from napari_muvit.data.geometry import pixel_corner
-
     edge = pixel_corner(entry["bbox"][li][0], levels[li])
     cell = levels[li] * patch
     qyx = (float(edge[0] + (r + 0.5) * cell - 0.5), float(edge[1] + (c + 0.5) * cell - 0.5))
@@ -173,17 +169,10 @@ def open_session(source, model="demo", levels=None, *, tile=None, normalization=
     Caps torch's threads at the engine's policy (`device.configure_threads`: cores - 1), as `predict` does:
     a click's small products lose to thread hand-offs when every core is busy, and a core stays for the GUI.
     """
-    from napari_muvit.data import Normalizer, Pyramid, open_pyramid
-
-    from .device import configure_threads
-    from .recipe import parse_levels
-
     configure_threads()
 
     pyramid = source if isinstance(source, Pyramid) else open_pyramid(source)
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from napari_muvit.model import load_model
-
         model = load_model(str(model))
     levels = parse_levels(levels) if levels else None
     norm = Normalizer.from_dict(normalization) if normalization else None
@@ -196,8 +185,6 @@ _LAST: dict = {}
 def _session_for_recipe(recipe) -> AttentionSession:
     key = (recipe.source, recipe.model, recipe.levels, recipe.tile, str(recipe.normalization))
     if _LAST.get("key") != key:
-        from .device import resolve_device
-
         device = "cpu" if resolve_device(recipe.device).type == "cpu" else recipe.device
         _LAST["session"] = open_session(recipe.source, recipe.model, recipe.levels, tile=recipe.tile,
                                         normalization=recipe.normalization, device=device)
