@@ -13,6 +13,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 from napari.utils.notifications import show_error
 
+from napari_muvit.engine.scratch_folder import ScratchFolder
 from napari_muvit.widgets.attention_input import ProbeMouse
 from napari_muvit.widgets.attention_overlay import (
     CROPS_LAYER,
@@ -41,7 +42,6 @@ from napari_muvit.widgets.image_layers import (
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.plots import LevelSharePlot
-from napari_muvit.widgets.scratch import ScratchFolder
 from napari_muvit.widgets.workers import EngineJob
 
 __all__ = [  # the names this module has always offered, wherever they live now

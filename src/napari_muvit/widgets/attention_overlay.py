@@ -14,6 +14,7 @@ from napari_muvit.widgets.layers import (
     META_KEY,
     add_or_update,
     crop_outlines_layer,
+    layer_type,
     level_transform,
     set_transform,
     world_to_napari,
@@ -79,16 +80,16 @@ class ProbeView:
 def update_in_place(viewer, layer_tuple: tuple, count: int | None = None):
     """Update an existing same-named layer's data and transform without removing it (a removal costs a
     full garbage collection, ~0.2 s), else add it through the layer builder's `add_or_update`."""
-    data, kwargs, layer_type = layer_tuple
+    data, kwargs, kind = layer_tuple
     name = kwargs["name"]
     layer = viewer.layers[name] if name in viewer.layers else None
-    same = layer is not None and layer._type_string == layer_type
-    if same and layer_type == "shapes":
+    same = layer is not None and layer_type(layer) == kind
+    if same and kind == "shapes":
         same = len(layer.data) == count
     if not same:
         return add_or_update(viewer, layer_tuple)
     set_transform(layer, kwargs)
-    if layer_type == "shapes" and all(np.array_equal(a, b) for a, b in zip(layer.data, data)):
+    if kind == "shapes" and all(np.array_equal(a, b) for a, b in zip(layer.data, data)):
         return layer
     layer.data = data
     return layer

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from napari_muvit.data.run_region import clip_region
 from napari_muvit.widgets.layers import META_KEY, layer_pixel_size
-from napari_muvit.widgets.region import clip_region, view_region
+from napari_muvit.widgets.region import view_region
 
 
 def layers_of(viewer, kind: str) -> list:

@@ -321,22 +321,36 @@ def crop_outlines_layer(bboxes, levels: Sequence, pixel_size=None, unit=None, na
 
 
 # ----------------------------------------------------------------------------------------- viewer
+LAYER_TYPES = ("labels", "image", "shapes", "points", "vectors", "surface", "tracks")
+
+
+def layer_type(layer) -> str:
+    """A layer's type as layer tuples name it (``"image"``, ``"labels"``, ...), from napari's public layer
+    classes (a subclass counts as its base); an unknown kind gives its class name in lower case."""
+    import napari.layers as nl
+
+    for name in LAYER_TYPES:
+        if isinstance(layer, getattr(nl, name.capitalize())):
+            return name
+    return type(layer).__name__.lower()
+
+
 def add_or_update(viewer, layer_tuple: tuple):
     """Add the layer, or replace data and transform of an existing layer with the same name
     (keeps the user's display tweaks and layer order). Returns the layer."""
-    data, kwargs, layer_type = layer_tuple
+    data, kwargs, kind = layer_tuple
     name = kwargs.get("name")
     if name in viewer.layers:
         layer = viewer.layers[name]
         # points and shapes carry features/colours per item: rebuilt, like a layer of another kind
-        rebuild = layer_type in ("points", "shapes") or layer._type_string != layer_type
+        rebuild = kind in ("points", "shapes") or layer_type(layer) != kind
         if not rebuild and _same_structure(layer, data):
             set_transform(layer, kwargs)
             layer.metadata = kwargs.get("metadata", layer.metadata)
             layer.data = data
             return layer
         viewer.layers.remove(layer)
-    add = getattr(viewer, f"add_{layer_type}")
+    add = getattr(viewer, f"add_{kind}")
     return add(data, **kwargs)
 
 
@@ -352,5 +366,5 @@ def set_transform(layer, kwargs: Mapping) -> None:
 
 
 def _same_structure(layer, data) -> bool:
-    new_multi = isinstance(data, (list, tuple)) and layer._type_string in ("image", "labels")
+    new_multi = isinstance(data, (list, tuple)) and layer_type(layer) in ("image", "labels")
     return bool(getattr(layer, "multiscale", False)) == bool(new_multi)

@@ -26,6 +26,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
+
 from . import layers as L
 from .legend import ClassLegend
 from .levels import LevelsPanel
@@ -33,7 +35,7 @@ from .measure_panel import MeasurePanel
 from .model_panel import ModelPanel
 from .prediction_job import load_outputs, make_prediction_job
 from .preview_view import placeholder_preview, preview_tuples, show_preview
-from .region import REGION_MODES, clip_region, context_bboxes, region_center, shapes_region, view_region
+from .region import REGION_MODES, shapes_region, view_region
 from .roi_panel import RoiPanel
 from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
 from .settings import load_settings, save_settings
@@ -213,8 +215,8 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------------------------ choices
     def _refresh_layer_choices(self, *_):
         current = self.image_combo.currentText()
-        images = [ly.name for ly in self.viewer.layers if ly._type_string == "image" and not _is_output(ly)]
-        shapes = [ly.name for ly in self.viewer.layers if ly._type_string == "shapes" and not _is_output(ly)]
+        images = [ly.name for ly in self.viewer.layers if L.layer_type(ly) == "image" and not _is_output(ly)]
+        shapes = [ly.name for ly in self.viewer.layers if L.layer_type(ly) == "shapes" and not _is_output(ly)]
         for combo, names, keep in ((self.image_combo, images, current),
                                    (self.shapes_combo, shapes, self.shapes_combo.currentText())):
             combo.blockSignals(True)

@@ -1,33 +1,16 @@
-"""Where to run: the current view, a rectangle from a Shapes layer, or the whole slide (world px).
+"""Where to run, read from the viewer: the current view or a rectangle from a Shapes layer (world px).
 
-Regions are ``(y0, y1, x0, x1)`` half-open world pixel boxes (the ``Recipe.region`` convention), and
-the context preview turns a centre point into the nested crop bboxes the model will see; all pure
-geometry, so it is cheap enough to follow the mouse.
+Regions are ``(y0, y1, x0, x1)`` half-open world pixel boxes (the ``Recipe.region`` convention); clipping
+them, their centre and the nested context crops are pure geometry in ``data.run_region``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
 from .layers import napari_to_world
 
 REGION_MODES = ("current view", "shapes layer", "whole slide")
-
-
-def clip_region(region, shape_yx: Sequence[int]) -> tuple[int, int, int, int]:
-    """Clip ``(y0, y1, x0, x1)`` world px to the slide ``(H, W)``; ValueError when nothing is left."""
-    y0, y1, x0, x1 = (float(v) for v in region)
-    h, w = int(shape_yx[0]), int(shape_yx[1])
-    cy0, cy1 = max(0, int(np.floor(y0))), min(h, int(np.ceil(y1)))
-    cx0, cx1 = max(0, int(np.floor(x0))), min(w, int(np.ceil(x1)))
-    if cy1 <= cy0 or cx1 <= cx0:
-        raise ValueError(
-            f"the region y {y0:.0f}:{y1:.0f}, x {x0:.0f}:{x1:.0f} (slide pixels) is outside the image, "
-            f"which spans y 0:{h}, x 0:{w}; pan onto the slide or choose 'whole slide'."
-        )
-    return cy0, cy1, cx0, cx1
 
 
 def scene_camera(viewer):
@@ -59,21 +42,3 @@ def shapes_region(shapes_layer, pixel_size=None) -> tuple[float, float, float, f
     world = napari_to_world(world, pixel_size)
     lo, hi = world.min(axis=0), world.max(axis=0)
     return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
-
-
-def region_center(region) -> tuple[float, float]:
-    from napari_muvit.data.geometry import pixel_range_centre
-
-    y0, y1, x0, x1 = region
-    return (float(pixel_range_centre(y0, y1)), float(pixel_range_centre(x0, x1)))
-
-
-def context_bboxes(center_yx, levels: Sequence[int], size: int) -> np.ndarray:
-    """Nested model crops ``(L, 2, 2)`` world px (first/last pixel centres) around ``center_yx``.
-
-    Same rule as ``Pyramid.crops`` (``data.geometry``), without reading any pixel.
-    """
-    from napari_muvit.data.geometry import nested_crop_boxes
-
-    _, boxes = nested_crop_boxes(np.asarray(center_yx, dtype=float), list(levels), (size, size))
-    return np.asarray(boxes, dtype=float)

@@ -11,10 +11,10 @@ from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_error
 
 from napari_muvit.data.geometry import pixel_corner
+from napari_muvit.data.run_region import region_center
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
 from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
 from napari_muvit.widgets.levels import LevelTicks
-from napari_muvit.widgets.region import region_center
 from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
 
 NEW_MODEL_LEVELS = (1, 2, 4, 8, 16, 32, 64)  # offered for a new model: each divides the next

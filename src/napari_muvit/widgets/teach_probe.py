@@ -13,6 +13,8 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 
+from napari_muvit.engine.model_runs import predict_with_model
+from napari_muvit.engine.scratch_folder import ScratchFolder
 from napari_muvit.widgets.image_layers import (
     image_pixel_size,
     image_shape_yx,
@@ -21,8 +23,6 @@ from napari_muvit.widgets.image_layers import (
     view_region_of,
 )
 from napari_muvit.widgets.layers import add_or_update, class_color
-from napari_muvit.widgets.model_runs import predict_with_model
-from napari_muvit.widgets.scratch import ScratchFolder
 from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
 
 SCRIBBLE_LAYER = "MuViT scribbles"

@@ -456,12 +456,12 @@ class EngineProcess:
         with self._lock:
             if self._process is not None and self._process.is_alive():
                 return
-            from . import _engine_process
+            from napari_muvit.engine import process_child
 
             self._tasks = self._ctx.Queue()
             self._events = self._ctx.Queue()
             self.cancel_flag = self._ctx.Event()
-            self._process = self._ctx.Process(target=_engine_process.serve, name="napari-muvit-engine",
+            self._process = self._ctx.Process(target=process_child.serve, name="napari-muvit-engine",
                                               args=(self._tasks, self._events, self.cancel_flag), daemon=True)
             with _main_module_hidden():
                 self._process.start()
@@ -472,7 +472,7 @@ class EngineProcess:
     def warm(self) -> None:
         """Start the process and import torch + the engine in it, so the first run starts quickly."""
         self._ensure()
-        self._tasks.put((0, "napari_muvit.widgets._engine_process:warm_up", (), {}))
+        self._tasks.put((0, "napari_muvit.engine.process_child:warm_up", (), {}))
 
     def submit(self, job: ProcessJob) -> None:
         self._ensure()
@@ -540,7 +540,7 @@ def _main_module_hidden():
 
     spawn re-imports the parent's main module in the child; a script that builds a viewer without an
     ``if __name__ == "__main__"`` guard would then open a second napari there. The child only needs
-    ``_engine_process.serve``, which is importable on its own, so the main module is swapped for an
+    ``engine.process_child.serve``, which is importable on its own, so the main module is swapped for an
     empty one while the child starts (the GUI thread does not run other Python code meanwhile).
     """
     real = sys.modules.get("__main__")
