@@ -211,7 +211,7 @@ def widget_benchmark(args) -> dict:
     from napari_muvit.data.synthetic import write_synthetic_slide
     from napari_muvit.engine.attention import attention_probe, open_session
     from napari_muvit.widgets._reader import read_slide
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     tmp = Path(tempfile.mkdtemp(prefix="muvit-bench-"))
     slide = tmp / "slide.ome.zarr"

@@ -165,10 +165,10 @@ def open_docks(viewer, interval_ms: int, sampler: GapSampler) -> dict:
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance()
-    docks = {"predict": "napari_muvit.widgets.predict:PredictWidget",
-             "attention": "napari_muvit.widgets.attention:AttentionProbeWidget",
-             "teach": "napari_muvit.widgets.teach:TeachWidget",
-             "slides": "napari_muvit.widgets.slides:SlideListWidget"}
+    docks = {"predict": "napari_muvit.widgets.predict.dock:PredictWidget",
+             "attention": "napari_muvit.widgets.attention.dock:AttentionProbeWidget",
+             "teach": "napari_muvit.widgets.teach.dock:TeachWidget",
+             "slides": "napari_muvit.widgets.slides.dock:SlideListWidget"}
     out = {}
     for name, target in docks.items():
         ticks: list[float] = []
@@ -254,7 +254,7 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_muvit.widgets.teach import TeachWidget
+    from napari_muvit.widgets.teach.dock import TeachWidget
 
     app = QApplication.instance()
     ticks: list[float] = []
@@ -307,7 +307,7 @@ def main() -> dict:
 
     from napari_muvit.widgets._reader import read_slide
     from napari_muvit.widgets._sample import sample_slide_path
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     model = args.model
     if model == "tiny":

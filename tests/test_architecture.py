@@ -44,7 +44,7 @@ def test_the_graph_sees_the_known_edges(import_graph):
     # a relative module-level import, a relative import of a sibling module, an absolute one in a function
     assert graph["napari_muvit.engine.attention"]["napari_muvit.engine.attention_share"][1] is True
     assert graph["napari_muvit.data.synthetic"]["napari_muvit.data.synthetic_writer"][1] is True
-    assert graph["napari_muvit.cli.demo"]["napari_muvit.widgets.predict"][1] is False
+    assert graph["napari_muvit.cli.demo"]["napari_muvit.widgets.predict.dock"][1] is False
 
 
 def test_checks_find_cycles_through_functions_and_relative_imports(import_graph, tmp_path):

@@ -447,8 +447,8 @@ def test_napari_writers_refuse_the_source_and_leave_no_partial_store(tmp_path, m
 
 
 def test_widget_shows_a_bad_card_as_one_sentence(make_napari_viewer, world, monkeypatch):
-    from napari_muvit.widgets import predict as predict_module
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict import dock as predict_module
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     shown = []
     monkeypatch.setattr(predict_module, "notify_error", shown.append)

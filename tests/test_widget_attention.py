@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_muvit.widgets.attention import (
+from napari_muvit.widgets.attention.overlay import (
     CROPS_LAYER,
     MAP_PREFIX,
     QUERY_LAYER,
@@ -134,7 +134,7 @@ def _mouse(viewer, kind, position, pos=(0, 0), modifiers=()):
 
 
 def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypatch):
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((256, 256), np.float32), name="slide", scale=(0.5, 0.5))
@@ -192,7 +192,7 @@ def test_click_shows_the_engine_probe_per_level_on_world_boxes(make_napari_viewe
 
     from napari_muvit.engine.attention import attention_probe, open_session
     from napari_muvit.widgets._reader import read_slide
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     torch.set_num_threads(1)
     viewer = make_napari_viewer()
@@ -244,7 +244,7 @@ def test_click_shows_the_engine_probe_per_level_on_world_boxes(make_napari_viewe
 
 def test_feature_view_shows_encoder_pca_rgb_on_the_view(make_napari_viewer, slide_path, qtbot):
     from napari_muvit.widgets._reader import read_slide
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     viewer = make_napari_viewer()
     data, kwargs, _ = read_slide(str(slide_path))[0]
@@ -273,7 +273,7 @@ def test_feature_view_shows_encoder_pca_rgb_on_the_view(make_napari_viewer, slid
 def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qtbot):
     from napari_muvit.engine.attention import attention_probe, open_session
     from napari_muvit.widgets._reader import read_slide
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     viewer = make_napari_viewer()
     data, kwargs, _ = read_slide(str(slide_path))[0]
@@ -293,8 +293,8 @@ def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qt
 
 
 def test_both_widgets_open_from_the_plugin_menu(make_napari_viewer):
-    from napari_muvit.widgets.attention import AttentionProbeWidget
-    from napari_muvit.widgets.teach import TeachWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+    from napari_muvit.widgets.teach.dock import TeachWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.float32), name="slide")
@@ -307,7 +307,7 @@ def test_both_widgets_open_from_the_plugin_menu(make_napari_viewer):
 def test_adding_a_layer_keeps_the_probe_choices_and_does_not_reprobe(make_napari_viewer, monkeypatch):
     """napari resets a docked widget's choices whenever a layer is added: the layer/head/query-level
     picks set from the model stay, and nothing is probed again behind the user's back."""
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((256, 256), np.float32), name="slide")

@@ -22,9 +22,9 @@ def docks(make_napari_viewer, tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
     import numpy as np
 
-    from napari_muvit.widgets.attention import AttentionProbeWidget
-    from napari_muvit.widgets.predict import PredictWidget
-    from napari_muvit.widgets.teach import TeachWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
+    from napari_muvit.widgets.teach.dock import TeachWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((128, 128), np.float32), name="slide")
@@ -65,7 +65,7 @@ def test_folder_pickers_look_the_same_in_every_dock(docks):
 
 def test_run_and_status_stay_visible_without_scrolling(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     """The predict dock at 1000 px height: Run, Cancel and the status line are on screen, not below the fold."""
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
     w = PredictWidget(make_napari_viewer(), use_process=False)
@@ -94,7 +94,7 @@ def test_levels_are_tick_boxes_offered_by_the_model_in_every_dock(docks, tmp_pat
 
     from napari_muvit.engine.testing import tiny_segmenter
     from napari_muvit.model import save_model
-    from napari_muvit.widgets.teach_pretrain import NEW_MODEL_LEVELS
+    from napari_muvit.widgets.teach.pretrain import NEW_MODEL_LEVELS
 
     def ticks(widget):
         return {b.text(): b.isChecked() for b in widget.native.findChildren(QCheckBox)}
@@ -127,7 +127,7 @@ def test_levels_are_tick_boxes_offered_by_the_model_in_every_dock(docks, tmp_pat
 
 def test_teach_start_stays_visible_without_scrolling(make_napari_viewer, qtbot):
     """Every teach tab at 1000 px height: Start, Cancel and the status line are on screen."""
-    from napari_muvit.widgets.teach import TeachWidget
+    from napari_muvit.widgets.teach.dock import TeachWidget
 
     viewer = make_napari_viewer()
     w = TeachWidget(viewer)
@@ -166,10 +166,10 @@ import napari
 import numpy as np
 viewer = napari.Viewer(show=False)
 viewer.add_image(np.zeros((256, 256), np.uint8), name="slide")
-from napari_muvit.widgets.attention import AttentionProbeWidget
-from napari_muvit.widgets.predict import PredictWidget
-from napari_muvit.widgets.slides import SlideListWidget
-from napari_muvit.widgets.teach import TeachWidget
+from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+from napari_muvit.widgets.predict.dock import PredictWidget
+from napari_muvit.widgets.slides.dock import SlideListWidget
+from napari_muvit.widgets.teach.dock import TeachWidget
 for dock in (PredictWidget, AttentionProbeWidget, TeachWidget, SlideListWidget):
     viewer.window.add_dock_widget(dock(viewer) if dock is not PredictWidget else dock(viewer, use_process=False))
     print("opened", dock.__name__, first.get("torch"), first.get("matplotlib"))
@@ -187,7 +187,7 @@ viewer.close()
 
 def test_attention_actions_stay_visible_without_scrolling(make_napari_viewer, qtbot):
     """The attention dock at 1000 px height: its buttons, the status line and the legend are on screen."""
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     w = AttentionProbeWidget(make_napari_viewer())
     native = w.native

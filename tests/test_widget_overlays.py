@@ -63,7 +63,7 @@ def test_prediction_layers_use_the_card_colours_with_background_see_through(make
 
 def test_predict_dock_shows_a_class_legend(make_napari_viewer, tmp_path, monkeypatch):
     from napari_muvit.model import load_model
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
     viewer = make_napari_viewer()
@@ -82,7 +82,7 @@ def test_predict_dock_shows_a_class_legend(make_napari_viewer, tmp_path, monkeyp
 
 
 def _view(maxima):
-    from napari_muvit.widgets.attention_overlay import ProbeView
+    from napari_muvit.widgets.attention.overlay import ProbeView
 
     levels = (1, 4, 16)
     maps = [np.full((8, 8), m / 2, np.float32) for m in maxima]
@@ -93,7 +93,7 @@ def _view(maxima):
 
 
 def test_attention_maps_share_one_scale_with_a_colour_bar(make_napari_viewer):
-    from napari_muvit.widgets.attention_overlay import MAP_PREFIX, AttentionOverlay
+    from napari_muvit.widgets.attention.overlay import MAP_PREFIX, AttentionOverlay
 
     viewer = make_napari_viewer()
     overlay = AttentionOverlay(viewer)
@@ -114,7 +114,8 @@ def test_attention_maps_share_one_scale_with_a_colour_bar(make_napari_viewer):
 
 
 def test_attention_dock_scale_toggle_restyles_without_probing(make_napari_viewer, monkeypatch):
-    from napari_muvit.widgets.attention import MAP_PREFIX, AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+    from napari_muvit.widgets.attention.overlay import MAP_PREFIX
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((256, 256), np.float32), name="slide")

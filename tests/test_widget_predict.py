@@ -53,7 +53,7 @@ def sample_viewer(make_napari_viewer, plugin_dirs, tmp_path, monkeypatch):
 @pytest.fixture
 def errors(monkeypatch):
     """Sentences shown as napari error notifications by the widget."""
-    from napari_muvit.widgets import run_inputs
+    from napari_muvit.widgets.predict import run_inputs
 
     shown: list[str] = []
     real = run_inputs.notify_error
@@ -63,14 +63,14 @@ def errors(monkeypatch):
         real(sentence)
 
     monkeypatch.setattr(run_inputs, "notify_error", record)
-    from napari_muvit.widgets import predict
+    from napari_muvit.widgets.predict import dock as predict
 
     monkeypatch.setattr(predict, "notify_error", record)
     return shown
 
 
 def make_widget(viewer, model_folder, region=None):
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     w = PredictWidget(viewer)
     viewer.window.add_dock_widget(w)
@@ -181,7 +181,7 @@ def test_bad_inputs_become_notifications(make_napari_viewer, tiny_model, plugin_
 
 
 def test_settings_persist_between_widgets(sample_viewer, tiny_model):
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     w = make_widget(sample_viewer, tiny_model)
     w.model.tile.setValue(96)
@@ -198,9 +198,9 @@ def test_settings_persist_between_widgets(sample_viewer, tiny_model):
 def test_controls_offer_only_values_the_model_accepts(sample_viewer, tiny_model, errors, monkeypatch, qtbot):
     """Tile in steps of the patch size (typed values snap), bad overlaps refused before Run, and a run that
     fails is not remembered into the next widget."""
-    from napari_muvit.widgets import predict as predict_module
-    from napari_muvit.widgets.predict import PredictWidget
-    from napari_muvit.widgets.settings import load_settings
+    from napari_muvit.widgets.predict import dock as predict_module
+    from napari_muvit.widgets.predict.dock import PredictWidget
+    from napari_muvit.widgets.predict.settings import load_settings
     from napari_muvit.widgets.workers import EngineJob
 
     w = make_widget(sample_viewer, tiny_model)
@@ -302,8 +302,8 @@ def test_roi_list_box_layer_and_export_always_agree(make_napari_viewer, qtbot, t
     from napari_muvit.engine.predict import predict
     from napari_muvit.engine.recipe import Recipe
     from napari_muvit.engine.testing import PixelSegmenter
+    from napari_muvit.widgets.predict.roi_panel import RoiPanel
     from napari_muvit.widgets.prediction_job import load_outputs
-    from napari_muvit.widgets.roi_panel import RoiPanel
 
     img = np.zeros((256, 256), np.float32)
     img[40:70, 150:190] = 3.0

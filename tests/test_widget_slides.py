@@ -100,7 +100,7 @@ def _binding(viewer, key: str):
 
 def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_viewer, qtbot, cohort, monkeypatch):
     from napari_muvit.widgets import slides as slides_pkg
-    from napari_muvit.widgets.slides import SlideListWidget
+    from napari_muvit.widgets.slides.dock import SlideListWidget
 
     folder, out, a, b = cohort
     errors: list[str] = []
@@ -153,7 +153,7 @@ def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_v
 
 def test_slides_dock_reports_a_bad_source(make_napari_viewer, tmp_path, monkeypatch):
     from napari_muvit.widgets import slides as slides_pkg
-    from napari_muvit.widgets.slides import SlideListWidget
+    from napari_muvit.widgets.slides.dock import SlideListWidget
 
     errors: list[str] = []
     monkeypatch.setattr(slides_pkg.dock, "show_error", errors.append)
@@ -243,7 +243,7 @@ def _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, names, shape, tile
     from napari_muvit.engine.testing import tiny_segmenter
     from napari_muvit.model import save_model
     from napari_muvit.widgets import slides as slides_pkg
-    from napari_muvit.widgets.slides import SlideListWidget
+    from napari_muvit.widgets.slides.dock import SlideListWidget
 
     errors: list[str] = []
     monkeypatch.setattr(slides_pkg.dock, "show_error", errors.append)

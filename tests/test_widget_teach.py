@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_muvit.widgets.teach import PROBE_LAYER, TeachWidget, warm_up
+from napari_muvit.widgets.teach.dock import TeachWidget
+from napari_muvit.widgets.teach.probe import PROBE_LAYER
+from napari_muvit.widgets.teach.training_tab import warm_up
 
 SLIDE_SIZE = 1024
 
@@ -234,7 +236,7 @@ def test_finetune_from_a_labels_layer_saves_a_model_with_live_metrics(viewer_wit
 
 
 def test_rois_from_a_shapes_layer_are_world_pixel_polygons(make_napari_viewer):
-    from napari_muvit.widgets.teach import rois_from_layer
+    from napari_muvit.widgets.teach.finetune import rois_from_layer
 
     viewer = make_napari_viewer()
     rects = [np.array([[10, 20], [10, 60], [50, 60], [50, 20]]), np.array([[100, 100], [100, 140], [130, 140], [130, 100]])]

@@ -41,7 +41,7 @@ def open_demo(model: str = "demo", show: bool = True):
     ``(viewer, predict_widget)``."""
     import napari
 
-    from napari_muvit.widgets.predict import PredictWidget
+    from napari_muvit.widgets.predict.dock import PredictWidget
 
     viewer = napari.Viewer(title="napari-muvit demo", show=show)
     viewer.window._qt_window.resize(1500, 950)
@@ -64,7 +64,7 @@ def screenshot_run(viewer, widget, out: str, region: int, timeout: float, attent
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from napari_muvit.widgets.attention import AttentionProbeWidget
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
     from napari_muvit.widgets.results import centre_camera
 
     app = QApplication.instance()

@@ -1,7 +1,7 @@
 """The attention probe dock widget: click the slide, see where that token looks at every level.
 
 The engine computes (`napari_muvit.engine.attention_probe` on a per-tile cache session); the dock runs it
-off the GUI thread (`attention_worker`), draws the result (`attention_overlay`) and a level-share plot.
+off the GUI thread (`worker`), draws the result (`overlay`) and a level-share plot.
 A click that arrives while a probe runs replaces the pending one, so hovering never queues up.
 """
 
@@ -14,27 +14,21 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, Pus
 from napari.utils.notifications import show_error
 
 from napari_muvit.engine.scratch_folder import ScratchFolder
-from napari_muvit.widgets.attention_input import ProbeMouse
-from napari_muvit.widgets.attention_overlay import (
-    CROPS_LAYER,
-    MAP_PREFIX,
-    QUERY_LAYER,
+from napari_muvit.widgets.attention.feature_view import start_feature_view
+from napari_muvit.widgets.attention.mouse import ProbeMouse
+from napari_muvit.widgets.attention.overlay import (
     AttentionOverlay,
     ProbeView,
-    token_grid_placement,
 )
-from napari_muvit.widgets.attention_worker import (
+from napari_muvit.widgets.attention.worker import (
     ProbeRequest,
     choice,
     open_probe_session,
     run_probe,
-    tile_level_share,
 )
-from napari_muvit.widgets.feature_view import run_feature_view, show_features, start_feature_view
 from napari_muvit.widgets.image_layers import (
     image_layers_of,
     image_pixel_size,
-    image_shape_yx,
     image_source,
     pick_first,
     uniform_file_buttons,
@@ -43,13 +37,6 @@ from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.plots import LevelSharePlot
 from napari_muvit.widgets.workers import EngineJob
-
-__all__ = [  # the names this module has always offered, wherever they live now
-    "CROPS_LAYER", "MAP_PREFIX", "QUERY_LAYER", "AttentionOverlay", "AttentionProbeWidget",
-    "ProbeRequest", "ProbeView", "image_layers_of", "image_pixel_size", "image_shape_yx", "image_source",
-    "open_probe_session", "pick_first", "run_feature_view", "run_probe", "show_features", "tile_level_share",
-    "token_grid_placement",
-]
 
 
 def _model_levels(source: str) -> tuple[int, ...]:

@@ -27,19 +27,24 @@ from qtpy.QtWidgets import (
 )
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
-
-from . import layers as L
-from .legend import ClassLegend
-from .levels import LevelsPanel
-from .measure_panel import MeasurePanel
-from .model_panel import ModelPanel
-from .prediction_job import load_outputs, make_prediction_job
-from .preview_view import placeholder_preview, preview_tuples, show_preview
-from .region import REGION_MODES, shapes_region, view_region
-from .roi_panel import RoiPanel
-from .run_inputs import ImageInput, check_inputs, image_input, notify_error, runs_dir
-from .settings import load_settings, save_settings
-from .workers import EngineJob, engine_process
+from napari_muvit.widgets import layers as L
+from napari_muvit.widgets.levels import LevelsPanel
+from napari_muvit.widgets.model_panel import ModelPanel
+from napari_muvit.widgets.predict.legend import ClassLegend
+from napari_muvit.widgets.predict.measure_panel import MeasurePanel
+from napari_muvit.widgets.predict.roi_panel import RoiPanel
+from napari_muvit.widgets.predict.run_inputs import (
+    ImageInput,
+    check_inputs,
+    image_input,
+    notify_error,
+    runs_dir,
+)
+from napari_muvit.widgets.predict.settings import load_settings, save_settings
+from napari_muvit.widgets.prediction_job import load_outputs, make_prediction_job
+from napari_muvit.widgets.preview_view import placeholder_preview, preview_tuples, show_preview
+from napari_muvit.widgets.region import REGION_MODES, shapes_region, view_region
+from napari_muvit.widgets.workers import EngineJob, engine_process
 
 SETTINGS_NAME = "predict"
 DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,

@@ -15,10 +15,10 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from . import layers as L
-from .results import RoiTable, centre_camera
-from .run_inputs import notify_error
-from .workers import EngineJob
+from napari_muvit.widgets import layers as L
+from napari_muvit.widgets.predict.run_inputs import notify_error
+from napari_muvit.widgets.results import RoiTable, centre_camera
+from napari_muvit.widgets.workers import EngineJob
 
 
 class RoiPanel(QGroupBox):
@@ -62,7 +62,7 @@ class RoiPanel(QGroupBox):
     def show(self, store, rois) -> list:
         """New run results: score choices from the store (its default first), then the ROI layer and rows,
         ranked by the store's default score. Returns new layers."""
-        from .roi_view import score_choices, score_help
+        from napari_muvit.widgets.roi_view import score_choices, score_help
 
         self.store = Path(store)
         try:
@@ -93,7 +93,7 @@ class RoiPanel(QGroupBox):
 
     def rerank(self):
         """Rank by the chosen score (in a worker thread: a whole-slide tile table is long)."""
-        from .roi_view import roi_layer_and_table
+        from napari_muvit.widgets.roi_view import roi_layer_and_table
 
         if self.store is None or not self.score.currentText():
             return None
@@ -138,7 +138,7 @@ class RoiPanel(QGroupBox):
     def export_rois(self, fmt: str, path=None):
         """Write the listed ROIs, in the list's order (GeoJSON for QuPath, or CSV) to ``path`` (default:
         beside the store); errors become notifications."""
-        from .roi_view import export_rois
+        from napari_muvit.widgets.roi_view import export_rois
 
         if self.ranked is None:
             notify_error("there are no ROIs yet; run a prediction first.")

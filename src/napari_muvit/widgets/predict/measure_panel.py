@@ -24,9 +24,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from .plots import BarPlot
-from .run_inputs import notify_error
-from .workers import EngineJob
+from napari_muvit.widgets.plots import BarPlot
+from napari_muvit.widgets.predict.run_inputs import notify_error
+from napari_muvit.widgets.workers import EngineJob
 
 WHOLE = "whole prediction only"
 COLUMNS = ("region", "class", "area", "% of tissue", "objects")
@@ -118,7 +118,7 @@ class MeasurePanel(QGroupBox):
         name = self.regions.currentText()
         if name in ("", WHOLE) or name not in self.viewer.layers:
             return None
-        from .annotation_layers import regions_from_shapes
+        from napari_muvit.widgets.annotation_layers import regions_from_shapes
 
         regions = regions_from_shapes(self.viewer.layers[name])
         if not regions:

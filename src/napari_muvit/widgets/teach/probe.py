@@ -23,7 +23,7 @@ from napari_muvit.widgets.image_layers import (
     view_region_of,
 )
 from napari_muvit.widgets.layers import add_or_update, class_color
-from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder
 
 SCRIBBLE_LAYER = "MuViT scribbles"
 PROBE_LAYER = "MuViT probe prediction"

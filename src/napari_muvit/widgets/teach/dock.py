@@ -1,7 +1,7 @@
 """The teaching dock widget: scribble probe, fine-tuning and MR-MAE pre-training from inside napari.
 
-Three tabs, each a magicgui `Container` in its own module (`teach_probe`, `teach_finetune`,
-`teach_pretrain`, sharing `training_tab.TrainingTab`). The training itself is
+Three tabs, each a magicgui `Container` in its own module (`probe`, `finetune`, `pretrain`, sharing
+`training_tab.TrainingTab`). The training itself is
 `napari_muvit.engine.training` (`fit_probe`, `finetune`, `pretrain`), run in `EngineJob` threads; torch is
 imported by the first job's thread (`training_tab.warm_up`), never while the dock opens.
 """
@@ -10,33 +10,9 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
-from napari_muvit.widgets.teach_finetune import FinetuneTab, rois_from_layer, run_finetune
-from napari_muvit.widgets.teach_pretrain import (
-    PretrainTab,
-    reconstruction_preview,
-    run_pretrain,
-    show_reconstruction,
-)
-from napari_muvit.widgets.teach_probe import (
-    IN_MEMORY_PX,
-    PROBE_LAYER,
-    RETRAIN_DELAY_MS,
-    SCRIBBLE_LAYER,
-    ScribbleProbeTab,
-    predict_in_memory,
-    prediction_layer,
-    run_scribble_probe,
-    save_probe,
-    show_prediction,
-)
-from napari_muvit.widgets.training_tab import MetricRelay, TrainingTab, warm_up
-
-__all__ = [  # the names this module has always offered, wherever they live now
-    "IN_MEMORY_PX", "PROBE_LAYER", "RETRAIN_DELAY_MS", "SCRIBBLE_LAYER", "FinetuneTab", "MetricRelay",
-    "PretrainTab", "ScribbleProbeTab", "TeachWidget", "TrainingTab", "predict_in_memory", "prediction_layer",
-    "reconstruction_preview", "rois_from_layer", "run_finetune", "run_pretrain", "run_scribble_probe",
-    "save_probe", "show_prediction", "show_reconstruction", "warm_up",
-]
+from napari_muvit.widgets.teach.finetune import FinetuneTab
+from napari_muvit.widgets.teach.pretrain import PretrainTab
+from napari_muvit.widgets.teach.probe import ScribbleProbeTab
 
 
 class TeachWidget(QWidget):

@@ -14,7 +14,7 @@ from napari_muvit.widgets.image_layers import image_pixel_size, image_source, la
 from napari_muvit.widgets.layers import napari_to_world
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
-from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder
 
 
 def _base_levels(source: str) -> tuple[int, ...]:

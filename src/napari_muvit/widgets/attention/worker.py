@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_muvit.widgets.attention_overlay import ProbeView
+from napari_muvit.widgets.attention.overlay import ProbeView
 
 
 @dataclass

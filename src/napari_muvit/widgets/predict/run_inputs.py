@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_muvit.data.geometry import slide_translation
-
-from .layers import META_KEY, napari_to_world
+from napari_muvit.widgets.layers import META_KEY, napari_to_world
 
 
 @dataclass
@@ -83,7 +82,7 @@ def image_input(layer) -> ImageInput:
 
 def check_inputs(image: ImageInput, info, levels) -> None:
     """The image and model fit each other (dimensions, channels, levels); ValueError otherwise."""
-    from .levels import level_source
+    from napari_muvit.widgets.levels import level_source
 
     p = image.pyramid
     name = getattr(image.layer, "name", "image")
@@ -118,7 +117,7 @@ def notify_error(sentence: str) -> None:
 
 def runs_dir() -> Path:
     """Folder for prediction stores made from the widget."""
-    from ._sample import cache_dir
+    from napari_muvit.widgets._sample import cache_dir
 
     path = cache_dir() / "runs"
     path.mkdir(parents=True, exist_ok=True)

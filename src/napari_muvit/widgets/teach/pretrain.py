@@ -15,7 +15,7 @@ from napari_muvit.data.run_region import region_center
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
 from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
 from napari_muvit.widgets.levels import LevelTicks
-from napari_muvit.widgets.training_tab import TrainingTab, chosen_folder
+from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder
 
 NEW_MODEL_LEVELS = (1, 2, 4, 8, 16, 32, 64)  # offered for a new model: each divides the next
 

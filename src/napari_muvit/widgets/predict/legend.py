@@ -6,7 +6,7 @@ from html import escape
 
 from qtpy.QtWidgets import QLabel
 
-from .layers import class_color
+from napari_muvit.widgets.layers import class_color
 
 
 def legend_entries(class_names, class_colors=None) -> list[tuple[str, str | None]]:

@@ -1,0 +1,1 @@
+"""The teach dock: scribble probe, fine-tuning and pre-training tabs."""
