@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._recipe_fields import FIELDS
+
 PER_SLIDE = ("source", "out", "resume", "overwrite")
 
 
@@ -9,8 +11,6 @@ def run(args) -> int:
     """One store per slide in ``--out-dir`` and ``DIR/summary.csv``; exit 0 only if every slide succeeded."""
     from napari_muvit.engine.batch import run_batch
     from napari_muvit.engine.recipe import Recipe
-
-    from .predict import FIELDS
 
     if not args.out_dir:
         raise ValueError("several slides need --out-dir DIR (one store per slide, DIR/<slide>.zarr).")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import _batch
+from ._recipe_fields import FIELDS
+
 EXAMPLES = """examples:
   napari-muvit predict slide.zarr --model demo --out pred.zarr
   napari-muvit predict slide.svs --model models/kidney --levels 1,8 --region 0:8192,4096:12288 \\
@@ -62,11 +65,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-FIELDS = ("source", "model", "levels", "region", "tile", "overlap", "foreground", "mask", "device", "precision",
-          "batch_size", "out", "prob_dtype", "output_level", "resume", "overwrite", "workers", "scheduler",
-          "strict")
-
-
 def recipe_from_args(args):
     from napari_muvit.engine.recipe import Recipe
 
@@ -104,9 +102,7 @@ def make_progress(quiet: bool):
 
 def run(args) -> int:
     if args.out_dir or len(args.source) > 1:  # batch: one store per slide
-        from ._batch import run as run_batch
-
-        return run_batch(args)
+        return _batch.run(args)
     args.source = args.source[0] if args.source else None
     from napari_muvit.engine import safety
     from napari_muvit.engine.predict import predict
