@@ -72,7 +72,7 @@ def test_finetune_resume_continues_the_interrupted_run(easy, tmp_path):
 def test_finetune_classifier_from_rois(easy, tmp_path):
     image, _, base = easy
     img = image.copy()
-    img[:, 384:] = 60  # right half: empty tissue, left half: cells
+    img[:, 384:] = 0  # right half: empty glass (no signal, as in fluorescence), left half: cells
     rois, k = [], 0
     for name, x0 in (("cells", 40), ("empty", 420)):
         for y0 in range(40, 700, 130):
