@@ -20,6 +20,7 @@ import yaml
 from torch import nn
 
 from .card import ModelCard
+from .config_io import MAE_KEYS, read_yaml
 from .encoder import MuViTEncoder
 from .heads import MuViTClassifier, MuViTSegmenter
 
@@ -28,34 +29,8 @@ ENCODER_KEYS = {
     "attention_mode", "dim", "dropout", "heads", "in_channels", "input_space", "levels", "ndim",
     "num_layers", "patch_size", "rotary_base", "rotary_mode", "use_level_embed",
 }
-MAE_KEYS = {"decoder_mode", "dim_decoder", "loss", "masking_mode", "masking_ratio", "num_layers_decoder"}
 
 
-class _TupleSafeLoader(yaml.SafeLoader):
-    """Safe YAML plus the ``!!python/tuple`` tag the reference writes for tuples."""
-
-
-_TupleSafeLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
-)
-
-
-def read_yaml(path: Path) -> dict:
-    """Read a YAML mapping safely; errors name the file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"The model folder {path.parent} has no {path.name}.") from None
-    try:
-        data = yaml.load(text, Loader=_TupleSafeLoader)
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0]
-        raise ValueError(
-            f"{path} is not plain YAML (only the !!python/tuple tag is accepted beyond safe YAML): {first}."
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of settings, not {type(data).__name__}.")
-    return data
 
 
 def read_state_dict(path: Path, device="cpu") -> dict:

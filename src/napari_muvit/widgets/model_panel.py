@@ -7,11 +7,9 @@ thread); the engine loads the weights in its worker.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,6 +21,9 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+
+from napari_muvit.model.card import ModelCard  # pure Python, like config_io: no torch on the GUI thread
+from napari_muvit.model.config_io import MAE_KEYS, read_yaml
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -51,34 +52,6 @@ class ModelInfo:
                 f"{self.ndim}D{ps}")
 
 
-class _TupleSafeLoader(yaml.SafeLoader):
-    """Safe YAML + ``!!python/tuple`` (reference configs). Kept here rather than imported from
-    ``napari_muvit.model`` because that package imports torch: seconds of GUI freeze at widget start."""
-
-
-_TupleSafeLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
-)
-# the MAE-only config keys, as model.checkpoint.MAE_KEYS: any of them makes a card-less folder an MAE
-MAE_ONLY_KEYS = ("decoder_mode", "dim_decoder", "loss", "masking_mode", "masking_ratio", "num_layers_decoder")
-
-
-def _card_module():
-    """A private copy of ``napari_muvit.model.card`` (pure Python) for checking cards, loaded without
-    ``napari_muvit.model/__init__``, which imports torch (4-8 s holding the GIL on the GUI thread)."""
-    name = "napari_muvit.widgets._model_card"
-    if name not in sys.modules:
-        spec = importlib.util.find_spec("napari_muvit")  # the top package only, already imported
-        path = Path(list(spec.submodule_search_locations)[0]) / "model" / "card.py"
-        card_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(card_spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is made
-        try:
-            card_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
 
 
 def _model_folder(source: str) -> Path:
@@ -96,16 +69,6 @@ def _model_folder(source: str) -> Path:
     return folder
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.load(path.read_text(), Loader=_TupleSafeLoader)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not plain YAML: {str(err).splitlines()[0]}.") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of settings, not {type(data).__name__}.")
-    return data
-
-
 def read_model_info(source: str) -> ModelInfo:
     """Read ``muvit.yaml`` + ``config.yaml`` of ``"demo"`` or a model folder (FileNotFoundError/ValueError
     with one sentence when it is not a model). Weights are checked when the engine loads them."""
@@ -115,11 +78,11 @@ def read_model_info(source: str) -> ModelInfo:
         raise FileNotFoundError(f"{folder} is not a MuViT model folder: it has no config.yaml.")
     if not (folder / "model.pth").is_file():
         raise FileNotFoundError(f"The model folder {folder} has no model.pth.")
-    config = _read_yaml(cfg_path)
-    card = _read_yaml(card_path) if card_path.is_file() else {}
+    config = read_yaml(cfg_path)
+    card = read_yaml(card_path) if card_path.is_file() else {}
     if card:  # wrong field types or ranges: the loader's one sentence naming the field, not a TypeError
-        _card_module().ModelCard.from_dict(card, str(card_path))
-    task = card.get("task") or ("mae" if any(k in config for k in MAE_ONLY_KEYS) else "encoder")
+        ModelCard.from_dict(card, str(card_path))
+    task = card.get("task") or ("mae" if any(k in config for k in MAE_KEYS) else "encoder")
     levels = card.get("levels") or config.get("levels") or (1, 4)
     patch = config.get("patch_size", 16)
     patch = int(patch[0] if isinstance(patch, (list, tuple)) else patch)
