@@ -73,16 +73,21 @@ class Normalizer:
         out = np.asarray(img, dtype=np.float32)
         if self.policy == "none":
             return out.copy() if out is img else out
+        low, span = self._channel_bounds(out.shape, spatial_ndim)
+        return (out - low) / span
+
+    def _channel_bounds(self, shape, spatial_ndim: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``low`` and ``high - low`` per channel, shaped to broadcast over ``(..., C, *spatial)``."""
         spatial = int(spatial_ndim)
-        n_c = out.shape[-spatial - 1]
+        n_c = shape[-spatial - 1]
         low = np.asarray(self.low, dtype=np.float32)
         high = np.asarray(self.high, dtype=np.float32)
         if low.size == 1:
             low, high = np.full(n_c, low[0], np.float32), np.full(n_c, high[0], np.float32)
         if low.size != n_c:
             raise ValueError(f"normalisation has {low.size} channel values but the image has {n_c} channels.")
-        shape = (n_c,) + (1,) * spatial
-        return (out - low.reshape(shape)) / (high - low).reshape(shape)
+        bshape = (n_c,) + (1,) * spatial
+        return low.reshape(bshape), (high - low).reshape(bshape)
 
     def apply_(self, img: np.ndarray, spatial_ndim: int = 2) -> np.ndarray:
         """`__call__` in place when ``img`` is a float32 array owning its data (no temporaries; the same values,
@@ -90,15 +95,7 @@ class Normalizer:
         if not (isinstance(img, np.ndarray) and img.dtype == np.float32 and img.flags.owndata
                 and img.flags.writeable) or self.policy == "none":
             return self(img, spatial_ndim)
-        spatial = int(spatial_ndim)
-        n_c = img.shape[-spatial - 1]
-        low = np.asarray(self.low, dtype=np.float32)
-        high = np.asarray(self.high, dtype=np.float32)
-        if low.size == 1:
-            low, high = np.full(n_c, low[0], np.float32), np.full(n_c, high[0], np.float32)
-        if low.size != n_c:
-            raise ValueError(f"normalisation has {low.size} channel values but the image has {n_c} channels.")
-        shape = (n_c,) + (1,) * spatial
-        np.subtract(img, low.reshape(shape), out=img)
-        np.divide(img, (high - low).reshape(shape), out=img)
+        low, span = self._channel_bounds(img.shape, spatial_ndim)
+        np.subtract(img, low, out=img)
+        np.divide(img, span, out=img)
         return img
