@@ -216,8 +216,9 @@ def engine_only(args, model: str, slide: str) -> dict:
     from qtpy.QtWidgets import QApplication
 
     from napari_muvit.engine.recipe import Recipe
+    from napari_muvit.widgets.engine_process import ProcessJob, engine_process
     from napari_muvit.widgets.prediction_job import PREDICT_TARGET, _predict_in_thread
-    from napari_muvit.widgets.workers import EngineJob, ProcessJob, engine_process
+    from napari_muvit.widgets.workers import EngineJob
 
     app = QApplication.instance() or QApplication([])
     engine_process().warm()

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .engine_process import ProcessJob
 from .preview_view import PREVIEW_SIDE
 from .results import read_preview, store_layers, store_meta
-from .workers import EngineJob, ProcessJob
+from .workers import EngineJob
 
 PREDICT_TARGET = "napari_muvit.engine.predict:predict"
 PREVIEW_INTERVAL_S = 1.0

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
 from napari_muvit.widgets import layers as L
+from napari_muvit.widgets.engine_process import engine_process
 from napari_muvit.widgets.levels import LevelsPanel
 from napari_muvit.widgets.model_panel import ModelPanel
 from napari_muvit.widgets.predict.legend import ClassLegend
@@ -44,7 +45,7 @@ from napari_muvit.widgets.predict.settings import load_settings, save_settings
 from napari_muvit.widgets.prediction_job import load_outputs, make_prediction_job
 from napari_muvit.widgets.preview_view import placeholder_preview, preview_tuples, show_preview
 from napari_muvit.widgets.region import REGION_MODES, shapes_region, view_region
-from napari_muvit.widgets.workers import EngineJob, engine_process
+from napari_muvit.widgets.workers import EngineJob
 
 SETTINGS_NAME = "predict"
 DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,
