@@ -20,8 +20,44 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+class RecipeFile:
+    """What `Recipe` and `TrainRecipe` share: the dict/JSON/YAML round trip, files and ``replace``.
+
+    A subclass is a dataclass with ``to_dict()`` (plain JSON-compatible values), ``from_json``/``from_yaml``
+    and ``load``; ``_KIND`` names it in error sentences, ``_YAML`` holds its ``yaml.safe_dump`` options.
+    """
+
+    _KIND = "recipe"
+    _YAML: dict = {"sort_keys": True}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls._KIND} key(s) {', '.join(unknown)}; known keys are "
+                             f"{', '.join(sorted(names))}.")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), **self._YAML)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        from .safety import atomic_write_text
+
+        path = Path(path)
+        return atomic_write_text(path, self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json())
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass
-class Recipe:
+class Recipe(RecipeFile):
     """A prediction run.
 
     Attributes
@@ -129,22 +165,8 @@ class Recipe:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown recipe key(s) {', '.join(unknown)}; known keys are {', '.join(sorted(names))}.")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
     def from_json(cls, text: str) -> Recipe:
         return cls.from_dict(json.loads(text))
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_yaml(cls, text: str) -> Recipe:
@@ -153,13 +175,6 @@ class Recipe:
             raise ValueError("a recipe file must hold a mapping of keys such as source, model, out.")
         return cls.from_dict(d)
 
-    def save(self, path: str | Path) -> Path:
-        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
-        path = Path(path)
-        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
-        path.write_text(text)
-        return path
-
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         path = Path(path)
@@ -167,9 +182,6 @@ class Recipe:
             raise FileNotFoundError(f"recipe file {str(path)!r} does not exist; give a .yaml or .json recipe.")
         text = path.read_text()
         return cls.from_yaml(text) if path.suffix in (".yaml", ".yml") else cls.from_json(text)
-
-    def replace(self, **changes) -> Recipe:
-        return dataclasses.replace(self, **changes)
 
 
 def _is_int(v) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from ..recipe import DEVICES, PRECISIONS, _is_int, parse_levels
+from ..recipe import DEVICES, PRECISIONS, RecipeFile, _is_int, parse_levels
 
 RECIPE_NAME = "recipe.yaml"  # the resolved recipe of a run, in ``out/training/``
 FINETUNE_TASKS = ("segmentation", "classification")
@@ -52,7 +52,7 @@ FINETUNE_ONLY = ("steps_per_epoch", "encoder_lr", "head", "train_encoder", "clas
 
 
 @dataclass
-class TrainRecipe:
+class TrainRecipe(RecipeFile):
     """A training run's settings (everything but the data, the output folder and the callbacks).
 
     Attributes
@@ -85,6 +85,9 @@ class TrainRecipe:
     device : ``auto|cpu|cuda|mps`` (``cuda:1`` accepted).  precision : ``auto|fp32|bf16|fp16``.
     threads : torch CPU threads; ``None`` = ``$NAPARI_MUVIT_THREADS`` or torch's own choice.
     """
+
+    _KIND = "training recipe"  # not fields (no annotation): RecipeFile's error wording and YAML layout
+    _YAML = {"sort_keys": False, "default_flow_style": None}
 
     task: str = "segmentation"
     levels: tuple[int, ...] | None = None
@@ -263,38 +266,12 @@ class TrainRecipe:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainRecipe:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training recipe key(s) {', '.join(unknown)}; known keys are "
-                             f"{', '.join(sorted(names))}.")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
     def from_json(cls, text: str) -> TrainRecipe:
         return cls.from_dict(_mapping(json.loads(text)))
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     @classmethod
     def from_yaml(cls, text: str) -> TrainRecipe:
         return cls.from_dict(_mapping(yaml.safe_load(text)))
-
-    def save(self, path: str | Path) -> Path:
-        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
-        import os
-
-        path = Path(path)
-        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
 
     @classmethod
     def load(cls, path: str | Path, task: str | None = None) -> TrainRecipe:
@@ -310,9 +287,6 @@ class TrainRecipe:
         if task is not None and "task" not in d:
             d = {"task": task, **d}
         return cls.from_dict(d)
-
-    def replace(self, **changes) -> TrainRecipe:
-        return dataclasses.replace(self, **changes)
 
 
 def _mapping(d) -> dict:
