@@ -129,14 +129,9 @@ def _key_frame(stack: tuple[str, ...]) -> str:
     return stack[0] if stack else "?"
 
 
-def idle(seconds: float, interval_ms: int, sampler: GapSampler) -> dict:
-    """The same heartbeat while nothing runs: what the machine's load alone costs (the floor of every gap)."""
-    import numpy as np
+def _heartbeat(interval_ms: int, sampler: GapSampler, ticks: list):
+    """A started QTimer that appends each tick's time to ``ticks`` and tells ``sampler``."""
     from qtpy.QtCore import QTimer
-    from qtpy.QtWidgets import QApplication
-
-    app = QApplication.instance()
-    ticks: list[float] = []
 
     def beat():
         ticks.append(time.perf_counter())
@@ -146,10 +141,25 @@ def idle(seconds: float, interval_ms: int, sampler: GapSampler) -> dict:
     timer.setInterval(interval_ms)
     timer.timeout.connect(beat)
     timer.start()
+    return timer
+
+
+def _pump(app, seconds: float) -> None:
+    """Run the Qt event loop for ``seconds``."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         app.processEvents()
         time.sleep(0.001)
+
+
+def idle(seconds: float, interval_ms: int, sampler: GapSampler) -> dict:
+    """The same heartbeat while nothing runs: what the machine's load alone costs (the floor of every gap)."""
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    ticks: list[float] = []
+    timer = _heartbeat(interval_ms, sampler, ticks)
+    _pump(QApplication.instance(), seconds)
     timer.stop()
     gaps = np.diff(np.asarray(ticks)) * 1000 if len(ticks) > 1 else np.array([0.0])
     return {"seconds": seconds, "max_gap_ms": round(float(gaps.max()), 1),
@@ -161,7 +171,6 @@ def open_docks(viewer, interval_ms: int, sampler: GapSampler) -> dict:
     import importlib
 
     import numpy as np
-    from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
     app = QApplication.instance()
@@ -172,29 +181,15 @@ def open_docks(viewer, interval_ms: int, sampler: GapSampler) -> dict:
     out = {}
     for name, target in docks.items():
         ticks: list[float] = []
-
-        def beat(t=ticks):
-            t.append(time.perf_counter())
-            sampler.tick()
-
-        timer = QTimer()
-        timer.setInterval(interval_ms)
-        timer.timeout.connect(beat)
-        timer.start()
-        end = time.perf_counter() + 0.3
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.001)
+        timer = _heartbeat(interval_ms, sampler, ticks)
+        _pump(app, 0.3)
         callbacks = {k: list(getattr(viewer, k)) for k in ("mouse_move_callbacks", "mouse_drag_callbacks")}
         t0 = time.perf_counter()
         module, _, cls = target.partition(":")
         widget = getattr(importlib.import_module(module), cls)(viewer)  # what napari does on the menu click
         dock = viewer.window.add_dock_widget(widget, name=f"MuViT {name}")
         built = time.perf_counter() - t0
-        end = time.perf_counter() + 1.0
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.001)
+        _pump(app, 1.0)
         timer.stop()
         gaps = np.diff(np.asarray(ticks)) * 1000 if len(ticks) > 1 else np.array([0.0])
         out[name] = {"build_s": round(built, 3), "max_gap_ms": round(float(gaps.max()), 1),
