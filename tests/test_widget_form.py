@@ -1,0 +1,71 @@
+"""The dock building blocks: a layer picker that keeps its choice, a path field, the status line and buttons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def test_layer_picker_keeps_its_choice_and_falls_back_to_the_first(make_napari_viewer):
+    from napari.layers import Image
+
+    from napari_muvit.widgets.form import LayerPicker
+
+    viewer = make_napari_viewer()
+    picker = LayerPicker(viewer, lambda: [ly for ly in viewer.layers if isinstance(ly, Image)])
+    assert picker.value is None and picker.choices == []
+    seen = []
+    picker.currentTextChanged.connect(seen.append)
+    a = viewer.add_image(np.zeros((8, 8)), name="a")
+    assert picker.value is a and seen == ["a"]
+    b = viewer.add_image(np.zeros((8, 8)), name="b")
+    viewer.add_points(np.zeros((1, 2)), name="pts")  # not offered
+    assert [ly.name for ly in picker.choices] == ["a", "b"] and picker.value is a
+    picker.value = b
+    assert picker.value is b and seen == ["a", "b"]
+    with pytest.raises(ValueError, match="'pts' cannot be chosen"):
+        picker.value = viewer.layers["pts"]
+    viewer.layers.remove("b")
+    assert picker.value is a and seen == ["a", "b", "a"]
+    viewer.layers.remove("a")
+    assert picker.value is None and picker.count() == 0 and seen[-1] == ""
+
+
+def test_path_edit_reports_each_new_path_once(qtbot):
+    from napari_muvit.widgets.form import CHOOSE, PathEdit
+
+    edit = PathEdit(mode="folder", value="demo")
+    qtbot.addWidget(edit)
+    seen = []
+    edit.changed.connect(seen.append)
+    edit.value = "/data/model"
+    edit.value = "/data/model"  # the same path again: no new report
+    edit.edit.editingFinished.emit()
+    assert seen == ["/data/model"] and edit.value == "/data/model" and str(edit.path()) == "/data/model"
+    edit.value = ""
+    assert seen == ["/data/model", ""] and edit.path() is None
+    assert edit.button.text() == CHOOSE
+    edit.setToolTip("where")
+    assert edit.edit.toolTip() == edit.button.toolTip() == "where"
+    with pytest.raises(ValueError, match="'dir' is not one of"):
+        PathEdit(mode="dir")
+
+
+def test_status_line_progress_and_run_buttons(qtbot):
+    from napari_muvit.widgets.form import RunButtons, StatusLine
+
+    status = StatusLine("ready")
+    qtbot.addWidget(status)
+    assert status.text() == status.value == "ready" and status.bar.isHidden()
+    status.progress(3, 12, "3/12 tiles")
+    assert status.text() == "3/12 tiles" and not status.bar.isHidden()
+    assert (status.bar.value(), status.bar.maximum()) == (3, 12)
+    status.progress(0, 0, "loading")  # no count yet: the bar keeps its last state
+    assert status.text() == "loading" and (status.bar.value(), status.bar.maximum()) == (3, 12)
+    status.idle()
+    assert status.bar.isHidden()
+    buttons = RunButtons("Start")
+    qtbot.addWidget(buttons)
+    assert buttons.run.text() == "Start" and buttons.run.isEnabled() and not buttons.cancel.isEnabled()
+    buttons.set_running(True)
+    assert not buttons.run.isEnabled() and buttons.cancel.isEnabled()
