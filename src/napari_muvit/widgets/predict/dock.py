@@ -12,23 +12,22 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QScrollArea,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
 from napari_muvit.widgets import layers as L
 from napari_muvit.widgets.engine_process import engine_process
+from napari_muvit.widgets.form import (
+    LayerPicker,
+    RunButtons,
+    Section,
+    StatusLine,
+    dock_layout,
+    label,
+    set_tips,
+    side_by_side,
+)
 from napari_muvit.widgets.levels import LevelsPanel
 from napari_muvit.widgets.model_panel import ModelPanel
 from napari_muvit.widgets.predict.legend import ClassLegend
@@ -56,6 +55,30 @@ PROB_DTYPES = {  # label in the dock -> recipe value
     "none (labels only)": "none",
 }
 OUTPUT_LEVELS = (1, 2, 4, 8, 16)
+TIPS = {  # control attribute -> plain-words help
+    "image_combo": "The slide to run the model on (an image layer).",
+    "tissue_button": "Show, as the layer 'MuViT tissue', the tissue mask that 'foreground tiles only' uses: tiles "
+                     "whose area holds none of it are skipped.",
+    "context": "Outline the nested crop of every ticked level around the region centre, as the model will see it. "
+               "Hold Shift and move the mouse to follow the cursor.",
+    "live": "Update the labels about once a second as tiles finish. Each update repaints the canvas, which takes "
+            "50-250 ms on a small machine without a GPU.",
+    "region_mode": "Which part of the slide to predict: what the canvas shows now, a rectangle drawn in a Shapes "
+                   "layer, or the whole slide.",
+    "shapes_combo": "The Shapes layer whose rectangles bound the region.",
+    "foreground": "Whole slide only: skip tiles with no tissue (bright or empty background); they are counted as "
+                  "skipped, not computed.",
+    "prob_dtype": "How class probabilities are stored: 8 bits per class (p = v/255, a quarter of the space of "
+                  "32-bit floats), 16- or 32-bit floats, or not at all (the labels and the per-tile scores are "
+                  "always kept).",
+    "output_level": "Resolution of the stored probabilities and labels: x1 = every slide pixel, x4 = one output "
+                    "pixel per 4 x 4 slide pixels (16 times smaller), aligned with the slide. Segmentation models "
+                    "only.",
+    "run_button": "Predict the region in the background; results appear as layers. After a cancel, Run with the "
+                  "same settings continues where it stopped.",
+    "cancel_button": "Stop after the current batch; finished tiles are kept.",
+    "status": "What the run is doing: tiles computed / to compute, skipped background tiles, and time left.",
+}
 
 
 class PredictWidget(QWidget):
@@ -91,96 +114,53 @@ class PredictWidget(QWidget):
 
     # ------------------------------------------------------------------------------------ layout
     def _build_ui(self):
-        self.image_combo = QComboBox()
-        self.image_info = QLabel("")
-        self.image_info.setWordWrap(True)
+        images = lambda: [ly for ly in self.viewer.layers if L.layer_type(ly) == "image" and not _is_output(ly)]  # noqa: E731
+        shapes = lambda: [ly for ly in self.viewer.layers if L.layer_type(ly) == "shapes" and not _is_output(ly)]  # noqa: E731
+        self.image_combo = LayerPicker(self.viewer, images)
+        self.image_info = label()
         self.levels = LevelsPanel()
         self.model = ModelPanel()
         self.region_mode = QComboBox()
         self.region_mode.addItems(REGION_MODES)
-        self.shapes_combo = QComboBox()
+        self.shapes_combo = LayerPicker(self.viewer, shapes)
         self.foreground = QCheckBox("foreground tiles only")
         self.tissue_button = QPushButton("Show tissue")
-        self.tissue_button.setToolTip("Show, as the layer 'MuViT tissue', the tissue mask that 'foreground tiles "
-                                      "only' uses: tiles whose area holds none of it are skipped.")
         self.context = QCheckBox("show the model's crops")
-        self.context.setToolTip("Outline the nested crop of every ticked level around the region centre, "
-                                "as the model will see it. Hold Shift and move the mouse to follow the cursor.")
         self.live = QCheckBox("show results while running")
-        self.live.setToolTip("Update the labels about once a second as tiles finish. Each update repaints the "
-                             "canvas, which takes 50-250 ms on a small machine without a GPU.")
-        self.image_combo.setToolTip("The slide to run the model on (an image layer).")
-        self.region_mode.setToolTip("Which part of the slide to predict: what the canvas shows now, a "
-                                    "rectangle drawn in a Shapes layer, or the whole slide.")
-        self.shapes_combo.setToolTip("The Shapes layer whose rectangles bound the region.")
-        self.foreground.setToolTip("Whole slide only: skip tiles with no tissue (bright or empty background); "
-                                   "they are counted as skipped, not computed.")
         self.prob_dtype = QComboBox()
         self.prob_dtype.addItems(list(PROB_DTYPES))
-        self.prob_dtype.setToolTip("How class probabilities are stored: 8 bits per class (p = v/255, a quarter "
-                                   "of the space of 32-bit floats), 16- or 32-bit floats, or not at all (the "
-                                   "labels and the per-tile scores are always kept).")
         self.output_level = QComboBox()
         self.output_level.addItems([f"x{f}" for f in OUTPUT_LEVELS])
-        self.output_level.setToolTip("Resolution of the stored probabilities and labels: x1 = every slide pixel, "
-                                     "x4 = one output pixel per 4 x 4 slide pixels (16 times smaller), aligned "
-                                     "with the slide. Segmentation models only.")
-        self.run_button = QPushButton("Run")
-        self.run_button.setToolTip("Predict the region in the background; results appear as layers. After a "
-                                   "cancel, Run with the same settings continues where it stopped.")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop after the current batch; finished tiles are kept.")
-        self.cancel_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setToolTip("What the run is doing: tiles computed / to compute, skipped background tiles, "
-                               "and time left.")
+        buttons = RunButtons("Run")
+        self.run_button, self.cancel_button = buttons.run, buttons.cancel
+        self.status = StatusLine()
+        set_tips(self, TIPS)
         self.legend = ClassLegend()
         self.roi_panel = RoiPanel(self.viewer, lambda: self.image, self.status.setText)
         self.rois = self.roi_panel.table
         self.measure_panel = MeasurePanel(self.viewer, self.status.setText)
 
-        image_box = _group("Image", [self.image_combo, self.image_info])
-        levels_box = _group("Levels", [self.levels])
-        model_box = _group("Model", [self.model])
-        region_form = QFormLayout()
-        region_form.addRow("region", self.region_mode)
-        region_form.addRow("Shapes layer", self.shapes_combo)
-        fg_row = QHBoxLayout()
-        fg_row.addWidget(self.foreground)
-        fg_row.addWidget(self.tissue_button)
-        region_form.addRow(fg_row)
-        region_form.addRow(self.context)
-        region_box = QGroupBox("Region")
-        region_box.setLayout(region_form)
-        output_form = QFormLayout()
-        output_form.addRow("probabilities", self.prob_dtype)
-        output_form.addRow("resolution", self.output_level)
-        output_box = QGroupBox("Output")
-        output_box.setLayout(output_form)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        run_box = QGroupBox("Run")
-        run_layout = QVBoxLayout(run_box)
-        run_layout.addWidget(self.live)
-        run_layout.addLayout(buttons)
-        run_layout.addWidget(self.status)
-        run_layout.addWidget(self.legend)
-
-        inner = QWidget()
-        col = QVBoxLayout(inner)
-        for box in (image_box, levels_box, model_box, region_box, output_box, self.roi_panel, self.measure_panel):
-            col.addWidget(box)
-        col.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # labels wrap instead
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll, 1)
-        outer.addWidget(run_box)  # pinned under the settings: Run, Cancel and the status never scroll away
+        image_box = Section("Image")
+        image_box.add(self.image_combo)
+        image_box.add(self.image_info)
+        levels_box = Section("Levels")
+        levels_box.add(self.levels)
+        model_box = Section("Model")
+        model_box.add(self.model)
+        region_box = Section("Region")
+        region_box.row("region", self.region_mode)
+        region_box.row("Shapes layer", self.shapes_combo)
+        region_box.add(side_by_side(self.foreground, self.tissue_button))
+        region_box.add(self.context)
+        output_box = Section("Output")
+        output_box.row("probabilities", self.prob_dtype)
+        output_box.row("resolution", self.output_level)
+        run_box = Section("Run")
+        for w in (self.live, buttons, self.status, self.legend):
+            run_box.add(w)
+        # Run, Cancel and the status are pinned under the settings: they never scroll away
+        dock_layout(self, [image_box, levels_box, model_box, region_box, output_box, self.roi_panel,
+                           self.measure_panel], [run_box])
 
         self.image_combo.currentTextChanged.connect(self._on_image_changed)
         self.model.source.currentTextChanged.connect(self._on_model_changed)
@@ -220,17 +200,8 @@ class PredictWidget(QWidget):
 
     # ------------------------------------------------------------------------------------ choices
     def _refresh_layer_choices(self, *_):
-        current = self.image_combo.currentText()
-        images = [ly.name for ly in self.viewer.layers if L.layer_type(ly) == "image" and not _is_output(ly)]
-        shapes = [ly.name for ly in self.viewer.layers if L.layer_type(ly) == "shapes" and not _is_output(ly)]
-        for combo, names, keep in ((self.image_combo, images, current),
-                                   (self.shapes_combo, shapes, self.shapes_combo.currentText())):
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if keep in names:
-                combo.setCurrentText(keep)
-            combo.blockSignals(False)
+        """After layers came or went: read the image again when the chosen one is not the one read (the pickers
+        refresh themselves and report a new choice through ``currentTextChanged``)."""
         if self.image_combo.currentText() != (self.image.layer.name if self.image else None):
             self._on_image_changed()
 
@@ -414,7 +385,7 @@ class PredictWidget(QWidget):
                                        on_preview=self.preview_ready.emit if self.live.isChecked() else None,
                                        use_process=self.use_process,
                                        skipped_before=self._skipped_before if recipe.resume else None)
-        self.job.progressed.connect(lambda d, t, text: self.status.setText(text))
+        self.job.progressed.connect(self.status.progress)
         self.job.succeeded.connect(self._on_succeeded)
         self.job.cancelled.connect(self._on_cancelled)
         self.job.failed.connect(self._on_failed)
@@ -480,6 +451,7 @@ class PredictWidget(QWidget):
 
     def _on_job_ended(self):
         self.cancel_button.setEnabled(False)
+        self.status.idle()
         if not self._showing:  # else Run comes back with the last result layer
             self.run_button.setEnabled(True)
 
@@ -542,14 +514,6 @@ class PredictWidget(QWidget):
         if self.job is not None and self.job.running:
             self.job.cancel()
         super().closeEvent(event)
-
-
-def _group(title: str, widgets) -> QGroupBox:
-    box = QGroupBox(title)
-    lay = QVBoxLayout(box)
-    for w in widgets:
-        lay.addWidget(w)
-    return box
 
 
 def _is_output(layer) -> bool:
