@@ -118,6 +118,10 @@ def test_curve_plot_renders_off_the_gui_thread_and_coalesces(qtbot):
     assert len(left.lines) == 1 and len(right.lines) == 1 and right.get_ylim() == (0, 1)
 
 
+def _items(combo) -> list[str]:
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
 def _mouse(viewer, kind, position, pos=(0, 0), modifiers=()):
     from napari.utils._test_utils import read_only_mouse_event
     from napari.utils.interactions import (
@@ -141,7 +145,6 @@ def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypa
     widget = AttentionProbeWidget(viewer)
     assert widget._image.value is viewer.layers["slide"]
     probed = []
-    # patch the class: magicgui containers turn the instance-level undo (delattr) into remove()
     monkeypatch.setattr(AttentionProbeWidget, "probe", lambda self, yx: probed.append(tuple(yx)))
     # a click: press and release at the same screen point -> one probe at the world (level-1 px) point
     _mouse(viewer, "press", (50.0, 60.0), pos=(10, 10))
@@ -154,7 +157,7 @@ def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypa
     assert len(probed) == 1
     # hover follows the cursor only with the option on and Shift held
     _mouse(viewer, "move", (20.0, 20.0))
-    widget._hover.value = True
+    widget._hover.setChecked(True)
     _mouse(viewer, "move", (20.0, 20.0))
     _mouse(viewer, "move", (21.0, 20.0), modifiers=("Shift",))
     assert probed[1:] == [(42.0, 40.0)]
@@ -166,7 +169,7 @@ def test_click_probes_drag_pans_shift_hover_follows(make_napari_viewer, monkeypa
     assert len(probed) == 2
     viewer.layers.selection.active = viewer.layers["slide"]
     # probe mode off: clicks do nothing
-    widget._on_click.value = False
+    widget._on_click.setChecked(False)
     _mouse(viewer, "press", (50.0, 60.0))
     _mouse(viewer, "release", (50.0, 60.0))
     assert len(probed) == 2
@@ -229,12 +232,12 @@ def test_click_shows_the_engine_probe_per_level_on_world_boxes(make_napari_viewe
     np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}4"].data,
                                attention_probe(reference, (210.0, 310.0)).maps[1][0], rtol=1e-5, atol=1e-7)
     # the controls re-probe the same point: head 2 of layer 0, query token from level 4
-    assert widget._head.choices[-1] == "3" and "rollout" in widget._layer.choices
-    widget._head.value = "2"
+    assert _items(widget._head)[-1] == "3" and "rollout" in _items(widget._layer)
+    widget._head.setCurrentText("2")
     _wait_probe(qtbot, widget)
-    widget._layer.value = "0"
+    widget._layer.setCurrentText("0")
     _wait_probe(qtbot, widget)
-    widget._query_level.value = 4
+    widget._query_level.setCurrentText("4")
     _wait_probe(qtbot, widget)
     other = attention_probe(reference, (210.0, 310.0), layer=0, head=2, query_level=4)
     for level, (values, _) in zip(levels, other.maps):
@@ -286,7 +289,7 @@ def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qt
     widget.probe((100.0, 100.0))  # the query level picker still says 1: the finest chosen level is used
     _wait_probe(qtbot, widget)
     names = sorted(layer.name for layer in viewer.layers if layer.name.startswith(MAP_PREFIX))
-    assert names == [f"{MAP_PREFIX}16", f"{MAP_PREFIX}4"] and list(widget._query_level.choices) == [4, 16]
+    assert names == [f"{MAP_PREFIX}16", f"{MAP_PREFIX}4"] and _items(widget._query_level) == ["4", "16"]
     expected = attention_probe(open_session(str(slide_path), "demo", "4,16"), (100.0, 100.0), query_level=4)
     np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}16"].data, expected.maps[1][0], rtol=1e-5, atol=1e-7)
     assert len(viewer.layers[CROPS_LAYER].data) == 2
@@ -317,15 +320,16 @@ def test_adding_a_layer_keeps_the_probe_choices_and_does_not_reprobe(make_napari
     monkeypatch.setattr(AttentionProbeWidget, "probe", lambda self, yx: probed.append(tuple(yx)))
     widget._update_choices((1, 4, 16), {"num_layers": 2, "heads": 4})  # as after a first probe
     widget._last_point = (100.0, 120.0)
-    widget._layer.value, widget._head.value, widget._query_level.value = "1", "3", 4
+    for combo, text in ((widget._layer, "1"), (widget._head, "3"), (widget._query_level, "4")):
+        combo.setCurrentText(text)
     assert len(probed) == 3  # each change re-probes the last point once
     viewer.add_image(np.ones((64, 64), np.float32), name="another")
     viewer.add_points(np.array([[5.0, 5.0]]), name="pts")
     viewer.layers.remove("pts")
-    assert (widget._layer.value, widget._head.value, widget._query_level.value) == ("1", "3", 4)
-    assert list(widget._layer.choices) == ["last", "rollout", "0", "1"]
-    assert list(widget._head.choices) == ["mean", "0", "1", "2", "3"]
-    assert list(widget._query_level.choices) == [1, 4, 16]
+    assert [c.currentText() for c in (widget._layer, widget._head, widget._query_level)] == ["1", "3", "4"]
+    assert _items(widget._layer) == ["last", "rollout", "0", "1"]
+    assert _items(widget._head) == ["mean", "0", "1", "2", "3"]
+    assert _items(widget._query_level) == ["1", "4", "16"]
     assert len(probed) == 3
     assert widget._image.value is viewer.layers["slide"]  # the image picker itself keeps its choice
-    assert [c for c in widget._image.choices if c is not None] == [viewer.layers["slide"], viewer.layers["another"]]
+    assert widget._image.choices == [viewer.layers["slide"], viewer.layers["another"]]

@@ -37,8 +37,8 @@ def docks(make_napari_viewer, tmp_path, monkeypatch):
 
 def test_every_control_has_a_tooltip(docks):
     teach = docks["teach"]
-    roots = {"predict": docks["predict"], "attention": docks["attention"].native,
-             **{f"teach {k}": getattr(teach, k).native for k in ("scribble", "finetune", "pretrain")}}
+    roots = {"predict": docks["predict"], "attention": docks["attention"],
+             **{f"teach {k}": getattr(teach, k) for k in ("scribble", "finetune", "pretrain")}}
     missing = []
     for dock, root in roots.items():
         controls = _qt_controls(root)
@@ -56,7 +56,7 @@ def test_folder_pickers_look_the_same_in_every_dock(docks):
     labels = set()
     predict = docks["predict"]
     labels.add(predict.model.browse.text())
-    for root in (docks["attention"].native, docks["teach"]):
+    for root in (docks["attention"], docks["teach"]):
         for b in root.findChildren(QPushButton):
             if b.text() in ("Choose directory", "Select file", "Select files", "…", "...", "Choose…"):
                 labels.add(b.text())
@@ -97,7 +97,7 @@ def test_levels_are_tick_boxes_offered_by_the_model_in_every_dock(docks, tmp_pat
     from napari_muvit.widgets.teach.pretrain import NEW_MODEL_LEVELS
 
     def ticks(widget):
-        return {b.text(): b.isChecked() for b in widget.native.findChildren(QCheckBox)}
+        return {b.text(): b.isChecked() for b in widget.findChildren(QCheckBox)}
 
     predict, attention, teach = docks["predict"], docks["attention"], docks["teach"]
     demo = {"x1": True, "x4": True, "x16": True}
@@ -106,7 +106,7 @@ def test_levels_are_tick_boxes_offered_by_the_model_in_every_dock(docks, tmp_pat
     assert ticks(teach.finetune.levels) == demo and teach.finetune._levels_choice() is None  # the base's own
     assert ticks(teach.pretrain.levels) == {f"x{f}": f in (1, 4, 16) for f in NEW_MODEL_LEVELS}
     assert all(isinstance(b, QCheckBox) and b.toolTip() for w in (attention._levels, teach.pretrain.levels)
-               for b in w.native.findChildren(QCheckBox))
+               for b in w.findChildren(QCheckBox))
 
     folder = tmp_path / "two-levels"
     save_model(tiny_segmenter(levels=(1, 4), patch=8, crop=64), folder)
@@ -137,10 +137,10 @@ def test_teach_start_stays_visible_without_scrolling(make_napari_viewer, qtbot):
     qtbot.waitExposed(w)
     for name in ("scribble", "finetune", "pretrain"):
         tab = getattr(w, name)
-        w.tabs.setCurrentWidget(tab.native)
-        tab.status.value = "cancelled after 120 steps; model saved to /a/rather/long/folder/name/for/a/model"
-        qtbot.waitUntil(lambda t=tab: not t.start_btn.native.visibleRegion().isEmpty(), timeout=5000)
-        for control in (tab.start_btn.native, tab.cancel_btn.native, tab.status.native):
+        w.tabs.setCurrentWidget(tab)
+        tab.status.setText("cancelled after 120 steps; model saved to /a/rather/long/folder/name/for/a/model")
+        qtbot.waitUntil(lambda t=tab: not t.start_btn.visibleRegion().isEmpty(), timeout=5000)
+        for control in (tab.start_btn, tab.cancel_btn, tab.status):
             bottom = control.mapTo(w, control.rect().bottomRight()).y()
             assert 0 < bottom <= 1000, (name, type(control).__name__, bottom)
             assert control.visibleRegion().boundingRect().height() == control.height(), name
@@ -190,16 +190,16 @@ def test_attention_actions_stay_visible_without_scrolling(make_napari_viewer, qt
     from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     w = AttentionProbeWidget(make_napari_viewer())
-    native = w.native
+    native = w
     qtbot.addWidget(native)
     native.setFixedSize(420, 1000)
     native.show()
     qtbot.waitExposed(native)
-    w._legend.value = ("Attention of the query token: see-through = none, red -> yellow -> white = most; one scale "
+    w._legend.setText("Attention of the query token: see-through = none, red -> yellow -> white = most; one scale "
                        "for all levels, 0 to 0.0177: colours compare across levels.")
-    qtbot.waitUntil(lambda: not w._feature_btn.native.visibleRegion().isEmpty(), timeout=5000)
+    qtbot.waitUntil(lambda: not w._feature_btn.visibleRegion().isEmpty(), timeout=5000)
     for control in (w._feature_btn, w._clear_btn, w._status, w._legend, w._levels):
-        widget = control.native
+        widget = control
         bottom = widget.mapTo(native, widget.rect().bottomRight()).y()
-        assert 0 < bottom <= 1000, (control.name, bottom)
-        assert widget.visibleRegion().boundingRect().height() == widget.height(), control.name
+        assert 0 < bottom <= 1000, (type(control).__name__, bottom)
+        assert widget.visibleRegion().boundingRect().height() == widget.height(), type(control).__name__

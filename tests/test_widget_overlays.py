@@ -126,13 +126,13 @@ def test_attention_dock_scale_toggle_restyles_without_probing(make_napari_viewer
     widget._t_request = 0.0
     widget._on_result((view, None, {"compute_s": 0.0, "query_share": np.ones(3) / 3, "num_layers": 2, "heads": 2}))
     assert viewer.layers[f"{MAP_PREFIX}16"].contrast_limits[1] == pytest.approx(0.3)
-    assert "one scale" in widget._legend.value
-    widget._shared.value = False
+    assert "one scale" in widget._legend.text()
+    widget._shared.setChecked(False)
     assert viewer.layers[f"{MAP_PREFIX}16"].contrast_limits[1] == pytest.approx(0.02)
-    assert "own maximum" in widget._legend.value and probed == []
+    assert "own maximum" in widget._legend.text() and probed == []
     # every control explains itself
     for control in (widget._image, widget._model, widget._levels, widget._layer, widget._head,
                     widget._query_level, widget._shared, widget._on_click, widget._hover, widget._feature_btn,
                     widget._clear_btn):
-        assert control.tooltip, control.name
-    assert "rollout" in widget._layer.tooltip and "patch" in widget._query_level.tooltip
+        assert control.toolTip(), type(control).__name__
+    assert "rollout" in widget._layer.toolTip() and "patch" in widget._query_level.toolTip()

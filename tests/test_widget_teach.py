@@ -88,12 +88,12 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     layer = tab.new_scribble_layer()
     assert layer.data.shape == truth.shape and tab.scribbles.value is layer
     layer.data = _gstrokes(truth)
-    tab.region.value = "whole slide"
+    tab.region.setCurrentText("whole slide")
     timer, ticks = _heartbeat(qtbot)
     job = tab.start()
     assert job is not None
     # the dock hears of the end by queued signals: Start comes back once every handler has run
-    qtbot.waitUntil(lambda: not job.running and tab.start_btn.enabled, timeout=90_000)
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.isEnabled(), timeout=90_000)
     timer.stop()
     assert job.error is None, job.error
     result = tab.result
@@ -142,7 +142,6 @@ def test_new_strokes_retrain_once_debounced(viewer_with_slide, qtbot, monkeypatc
     tab = widget.scribble
     layer = tab.new_scribble_layer()
     starts = []
-    # patch the class: magicgui containers turn the instance-level undo (delattr) into remove()
     monkeypatch.setattr(type(tab), "start", lambda self, *a: starts.append(tab.debounce.isActive()))
     tab.debounce.setInterval(150)
     layer.paint((10, 10), 1)  # before a first training: painting alone trains nothing
@@ -159,7 +158,7 @@ def test_new_strokes_retrain_once_debounced(viewer_with_slide, qtbot, monkeypatc
     qtbot.waitUntil(lambda: len(starts) == 1, timeout=5000)
     qtbot.wait(300)
     assert starts == [False]  # one round, started by the timer itself
-    tab.auto.value = False
+    tab.auto.setChecked(False)
     layer.paint((60, 60), 1)
     qtbot.wait(300)
     assert len(starts) == 1
@@ -169,25 +168,25 @@ def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, 
     viewer, widget = viewer_with_slide
     tab = widget.pretrain
     tab.levels.value = "1,4"
-    tab.size.value = 32
-    tab.batch.value = 2
-    tab.steps.value = 100_000
+    tab.size.setValue(32)
+    tab.batch.setValue(2)
+    tab.steps.setValue(100_000)
     tab.out.value = str(tmp_path / "mae")
     timer, ticks = _heartbeat(qtbot)
     job = tab.start()
-    assert job is not None and tab.cancel_btn.enabled
+    assert job is not None and tab.cancel_btn.isEnabled()
     qtbot.waitUntil(lambda: job.done >= 3, timeout=60_000)
     t_cancel = time.perf_counter()
-    tab.cancel_btn.native.click()
+    tab.cancel_btn.click()
     qtbot.waitUntil(lambda: not job.running, timeout=30_000)
     took = time.perf_counter() - t_cancel
     # the dock hears of the end by a queued signal, after the job stops running
-    qtbot.waitUntil(lambda: tab.status.value.startswith("cancelled"), timeout=10_000)
+    qtbot.waitUntil(lambda: tab.status.text().startswith("cancelled"), timeout=10_000)
     timer.stop()
     assert job.error is None, job.error
     result = tab.result
     assert result.cancelled and 3 <= result.steps_done < 100_000
-    assert tab.status.value.startswith("cancelled") and tab.start_btn.enabled and not tab.cancel_btn.enabled
+    assert tab.status.text().startswith("cancelled") and tab.start_btn.isEnabled() and not tab.cancel_btn.isEnabled()
     # reconstruction previews: one layer per level on that level's crop
     assert [layer.name for layer in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]
     big = tab.previews[1]
@@ -216,9 +215,9 @@ def test_finetune_from_a_labels_layer_saves_a_model_with_live_metrics(viewer_wit
     sparse[256:640, 256:640] = truth[256:640, 256:640]  # one labelled block (all 3 classes), 0 elsewhere
     labels = viewer.add_labels(sparse, name="annotations")
     tab = widget.finetune
-    tab.annotations.reset_choices()
+    tab.annotations.refresh()
     tab.annotations.value = labels
-    tab.epochs.value = 2
+    tab.epochs.setValue(2)
     tab.out.value = str(tmp_path / "finetuned")
     job = tab.start()
     assert job is not None
@@ -255,7 +254,7 @@ def test_strokes_during_training_retrain_once_afterwards(viewer_with_slide, qtbo
     viewer, widget = viewer_with_slide
     tab = widget.scribble
     layer = tab.new_scribble_layer()
-    tab.region.value = "whole slide"
+    tab.region.setCurrentText("whole slide")
     tab.debounce.setInterval(100)
     runs, active = [], []
 
@@ -276,7 +275,7 @@ def test_strokes_during_training_retrain_once_afterwards(viewer_with_slide, qtbo
     qtbot.waitUntil(lambda: not tab.job.running, timeout=5000)
     qtbot.wait(400)
     assert runs == [0, 0]  # exactly one more round, started after the first ended
-    assert tab.status.value.startswith("probe trained") and tab.start_btn.enabled
+    assert tab.status.text().startswith("probe trained") and tab.start_btn.isEnabled()
 
 
 def test_finetune_a_tile_classifier_from_roi_shapes(viewer_with_slide, qtbot, tmp_path):
@@ -288,14 +287,14 @@ def test_finetune_a_tile_classifier_from_roi_shapes(viewer_with_slide, qtbot, tm
     viewer.add_shapes(boxes, shape_type="rectangle", name="rois",
                       features={"class": ["streak", "streak", "ring", "ring"]})
     tab = widget.finetune
-    tab.task.value = "classification"
+    tab.task.setCurrentText("classification")
     tab.annotations.value = viewer.layers["rois"]
-    tab.epochs.value = 1
+    tab.epochs.setValue(1)
     tab.out.value = str(tmp_path / "classifier")
     job = tab.start()
     assert job is not None
     # the dock hears of the end by queued signals: Start comes back once every handler has run
-    qtbot.waitUntil(lambda: not job.running and tab.start_btn.enabled, timeout=90_000)
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.isEnabled(), timeout=90_000)
     assert job.error is None, job.error
     model = load_model(tab.result.model_dir)
     assert model.card.task == "classification" and sorted(model.card.class_names) == ["ring", "streak"]
@@ -329,7 +328,7 @@ def test_no_progress_line_after_the_job_ended(viewer_with_slide, qtbot, monkeypa
     job.progressed.connect(lambda now, todo, text: events.append(("progressed", text)))
 
     def late_arrivals(_result):  # what can reach the GUI thread once the outcome is out
-        events.append(("cancelled", tab.status.value))
+        events.append(("cancelled", tab.status.text()))
         straggler = threading.Thread(target=captured["progress"], args=(50, 100))  # a batch still in flight
         straggler.start()
         straggler.join()
@@ -337,17 +336,17 @@ def test_no_progress_line_after_the_job_ended(viewer_with_slide, qtbot, monkeypa
         job._phase_timer.timeout.emit()  # the finishing/loading phase's ticking seconds
         job._enter("finishing")
         QApplication.processEvents()  # the straggler's queued report
-        at_outcome.append(tab.status.value)
+        at_outcome.append(tab.status.text())
 
     job.cancelled.connect(late_arrivals)
     qtbot.waitUntil(lambda: any(kind == "progressed" and "3/100 steps" in text for kind, text in events),
                     timeout=5000)
-    assert tab.status.value.startswith("3/100 steps")
-    tab.cancel_btn.native.click()
-    qtbot.waitUntil(lambda: tab.start_btn.enabled, timeout=5000)
+    assert tab.status.text().startswith("3/100 steps")
+    tab.cancel_btn.click()
+    qtbot.waitUntil(lambda: tab.start_btn.isEnabled(), timeout=5000)
     QApplication.processEvents()
     final = "cancelled after 3 steps; model saved to m"
     assert events[-1][0] == "cancelled" and events[-1][1].startswith(final), events[-3:]
-    assert at_outcome[0].startswith(final) and tab.status.value.startswith(final)
+    assert at_outcome[0].startswith(final) and tab.status.text().startswith(final)
     assert [kind for kind, _ in events].count("cancelled") == 1
-    assert not job.running and job.state.phase == "ended" and not tab.cancel_btn.enabled
+    assert not job.running and job.state.phase == "ended" and not tab.cancel_btn.isEnabled()

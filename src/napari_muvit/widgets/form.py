@@ -16,6 +16,7 @@ from pathlib import Path
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -25,6 +26,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -63,6 +65,34 @@ def label(text: str = "") -> QLabel:
     out = QLabel(text)
     out.setWordWrap(True)
     return out
+
+
+def spin_box(value: int, minimum: int, maximum: int, step: int = 1) -> QSpinBox:
+    """A whole-number setting."""
+    box = QSpinBox()
+    box.setRange(minimum, maximum)
+    box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+def float_box(value: float, minimum: float, maximum: float, step: float, decimals: int = 6) -> QDoubleSpinBox:
+    """A decimal setting, with enough decimals to show ``step``."""
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)
+    box.setRange(minimum, maximum)
+    box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+def combo(items, current=None) -> QComboBox:
+    """A choice among fixed texts (``items`` shown as text), ``current`` chosen."""
+    box = QComboBox()
+    box.addItems([str(v) for v in items])
+    if current is not None:
+        box.setCurrentText(str(current))
+    return box
 
 
 class RunButtons(QWidget):
@@ -149,12 +179,12 @@ class LayerPicker(QComboBox):
 
     @property
     def choices(self) -> list:
-        return list(self._layers())
+        return [_unwrapped(ly) for ly in self._layers()]
 
     @property
     def value(self):
         name = self.currentText()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+        return _unwrapped(self.viewer.layers[name]) if name and name in self.viewer.layers else None
 
     @value.setter
     def value(self, layer) -> None:
@@ -175,6 +205,12 @@ class LayerPicker(QComboBox):
         self.blockSignals(False)
         if self.currentText() != before:
             self.currentTextChanged.emit(self.currentText())
+
+
+def _unwrapped(layer):
+    """The layer itself: a plugin dock gets the viewer behind napari's public-only proxy, whose layers are
+    proxies too; the layer pickers hand out the layers the viewer holds (``is`` holds)."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 class PathEdit(QWidget):

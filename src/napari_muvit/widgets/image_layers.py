@@ -21,14 +21,6 @@ def image_layers_of(viewer) -> list:
             if (layer.metadata.get(META_KEY) or {}).get("kind") != "attention"]
 
 
-def pick_first(combo) -> None:
-    """A nullable layer picker left empty takes the first layer offered."""
-    if combo.value is None:
-        options = [c for c in combo.choices if c is not None]
-        if options:
-            combo.value = options[0]
-
-
 def image_source(layer):
     """What the engine opens for an image layer: the file it came from, else its (multiscale) data."""
     source = (layer.metadata.get(META_KEY) or {}).get("source")
@@ -49,11 +41,3 @@ def image_pixel_size(layer) -> tuple[float, float]:
 def view_region_of(viewer, layer) -> tuple[int, int, int, int]:
     """The canvas's view as `(y0, y1, x0, x1)` world px of `layer`, clipped onto the image."""
     return clip_region(view_region(viewer, image_pixel_size(layer)), image_shape_yx(layer))
-
-
-def uniform_file_buttons(widgets) -> None:
-    """Every folder/file picker says "Choose…", as in the predict dock (magicgui's defaults differ by mode)."""
-    for w in widgets:
-        button = getattr(w, "choose_btn", None)
-        if button is not None:
-            button.text = "Choose…"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QCheckBox, QPushButton, QWidget
 
 from napari_muvit.engine.scratch_folder import ScratchFolder
 from napari_muvit.widgets.attention.feature_view import start_feature_view
@@ -26,13 +26,18 @@ from napari_muvit.widgets.attention.worker import (
     open_probe_session,
     run_probe,
 )
-from napari_muvit.widgets.image_layers import (
-    image_layers_of,
-    image_pixel_size,
-    image_source,
-    pick_first,
-    uniform_file_buttons,
+from napari_muvit.widgets.form import (
+    LayerPicker,
+    PathEdit,
+    Section,
+    StatusLine,
+    combo,
+    dock_layout,
+    label,
+    set_tips,
+    side_by_side,
 )
+from napari_muvit.widgets.image_layers import image_layers_of, image_pixel_size, image_source
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.plots import LevelSharePlot
@@ -44,66 +49,79 @@ def _model_levels(source: str) -> tuple[int, ...]:
     return read_model_info(source).levels
 
 
-class AttentionProbeWidget(Container):
+TIPS = {  # control attribute -> plain-words help
+    "_image": "The slide to probe: click on it to ask where the model looks from there.",
+    "_model": "'demo' (the small built-in model) or a model folder (config.yaml + model.pth, e.g. one saved by "
+              "the Teach dock).",
+    "_levels": "The resolutions the model looks at together, offered from the model: x1 is full resolution, x16 "
+               "sees 16 times more tissue, 16 times coarser. Untick a level to probe without it.",
+    "_layer": "Which attention to show. The model is a stack of transformer layers, each mixing information "
+              "between image patches: a number picks one layer, 'last' the final one, 'rollout' multiplies all "
+              "layers together (where information reached the clicked patch from, over the whole stack).",
+    "_head": "Each layer has several attention heads that look for different things; 'mean' averages them, a "
+             "number shows one head.",
+    "_query_level": "The query is the patch under the click, taken from this level's view: x1 asks from the fine "
+                    "detail, a coarser level from its context.",
+    "_shared": "On: colours compare across levels (one maximum). Off: each level's map is stretched to its own "
+               "maximum, which shows its pattern but not how much attention that level gets.",
+    "_on_click": "Probe where you click (a drag still pans the view).",
+    "_hover": "While Shift is held, probe under the moving cursor.",
+    "_feature_btn": "Colour the current view by the model's features (3 main components as red, green, blue): "
+                    "similar tissue gets similar colours.",
+    "_clear_btn": "Remove the attention maps and markers.",
+    "_status": "What the probe is doing, and how long the last one took.",
+    "_legend": "How to read the attention maps' colours.",
+}
+
+
+class AttentionProbeWidget(QWidget):
     """Dock widget: click (or Shift-hover) on an image to probe the model's cross-scale attention."""
 
-    def __init__(self, napari_viewer):
-        super().__init__(labels=True)
+    def __init__(self, napari_viewer, parent=None):
+        super().__init__(parent)
         viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
         self.overlay = AttentionOverlay(viewer)
-        self._image = ComboBox(label="image", choices=lambda _w: image_layers_of(viewer), nullable=True)
-        self._image.tooltip = "The slide to probe: click on it to ask where the model looks from there."
-        self._model = FileEdit(label="model", mode="d", value="demo",
-                               tooltip="'demo' (the small built-in model) or a model folder (config.yaml + "
-                                       "model.pth, e.g. one saved by the Teach dock).")
-        self._levels = LevelTicks(
-            label="levels", levels=_model_levels("demo"),
-            tooltip="The resolutions the model looks at together, offered from the model: x1 is full resolution, "
-                    "x16 sees 16 times more tissue, 16 times coarser. Untick a level to probe without it.",
-            box_tip="Let the model see the slide {f} times coarser than full resolution (x1); "
-                    "the maps show where the clicked patch looks at this level.")
-        self._layer = ComboBox(label="layer", choices=["last", "rollout"], value="last",
-                               tooltip="Which attention to show. The model is a stack of transformer layers, each "
-                                       "mixing information between image patches: a number picks one layer, "
-                                       "'last' the final one, 'rollout' multiplies all layers together (where "
-                                       "information reached the clicked patch from, over the whole stack).")
-        self._head = ComboBox(label="head", choices=["mean"], value="mean",
-                              tooltip="Each layer has several attention heads that look for different things; "
-                                      "'mean' averages them, a number shows one head.")
-        self._query_level = ComboBox(label="query level", choices=[1], value=1,
-                                     tooltip="The query is the patch under the click, taken from this level's "
-                                             "view: x1 asks from the fine detail, a coarser level from its context.")
-        self._shared = CheckBox(text="same colour scale for all levels", value=True,
-                                tooltip="On: colours compare across levels (one maximum). Off: each level's map "
-                                        "is stretched to its own maximum, which shows its pattern but not how "
-                                        "much attention that level gets.")
-        self._on_click = CheckBox(text="probe on click", value=True,
-                                  tooltip="Probe where you click (a drag still pans the view).")
-        self._hover = CheckBox(text="follow the cursor while Shift is held", value=False,
-                               tooltip="While Shift is held, probe under the moving cursor.")
-        self._feature_btn = PushButton(text="Feature view (PCA-RGB)",
-                                       tooltip="Colour the current view by the model's features (3 main components "
-                                               "as red, green, blue): similar tissue gets similar colours.")
-        self._clear_btn = PushButton(text="Clear attention layers", tooltip="Remove the attention maps and markers.")
-        self._status = Label(value="Click the image to probe.")
-        self._legend = Label(value="")
-        self._legend.native.setWordWrap(True)
-        self.extend([self._image, self._model, self._levels, self._layer, self._head, self._query_level,
-                     self._shared, self._on_click, self._hover, self._feature_btn, self._clear_btn, self._status,
-                     self._legend])
-        uniform_file_buttons([self._model])
+        self._image = LayerPicker(viewer, lambda: image_layers_of(viewer))
+        self._model = PathEdit("folder", value="demo", placeholder="demo, or a model folder")
+        self._levels = LevelTicks(_model_levels("demo"),
+                                  box_tip="Let the model see the slide {f} times coarser than full resolution (x1); "
+                                          "the maps show where the clicked patch looks at this level.")
+        self._layer = combo(["last", "rollout"])
+        self._head = combo(["mean"])
+        self._query_level = combo([1])
+        self._shared = QCheckBox("same colour scale for all levels")
+        self._shared.setChecked(True)
+        self._on_click = QCheckBox("probe on click")
+        self._on_click.setChecked(True)
+        self._hover = QCheckBox("follow the cursor while Shift is held")
+        self._feature_btn = QPushButton("Feature view (PCA-RGB)")
+        self._clear_btn = QPushButton("Clear attention layers")
+        self._status = StatusLine("Click the image to probe.")
+        self._legend = label()
         self.plot = LevelSharePlot()
-        self.native.layout().addWidget(self.plot)
-        self.native.layout().addStretch(1)
-        self._clear_btn.changed.connect(self.clear)
-        self._feature_btn.changed.connect(self.feature_view)
+        set_tips(self, TIPS)
+        what = Section("Image and model")
+        what.row("image", self._image)
+        what.row("model", self._model)
+        what.row("levels", self._levels)
+        attention = Section("Attention")
+        attention.row("layer", self._layer)
+        attention.row("head", self._head)
+        attention.row("query level", self._query_level)
+        attention.add(self._shared)
+        mouse = Section("Mouse")
+        mouse.add(self._on_click)
+        mouse.add(self._hover)
+        probe = Section("Probe")
+        for w in (side_by_side(self._feature_btn, self._clear_btn), self._status, self._legend, self.plot):
+            probe.add(w)
+        dock_layout(self, [what, attention, mouse], [probe])  # the probe's result is pinned: never scrolled away
+        self._clear_btn.clicked.connect(self.clear)
+        self._feature_btn.clicked.connect(self.feature_view)
         for w in (self._layer, self._head, self._query_level):
-            w.changed.connect(self._reprobe)
-        self._shared.changed.connect(self._restyle)
+            w.currentTextChanged.connect(self._reprobe)
+        self._shared.toggled.connect(self._restyle)
         self._model.changed.connect(self._on_model_changed)
-        viewer.layers.events.inserted.connect(self._refresh_images)
-        viewer.layers.events.removed.connect(self._refresh_images)
-        self._refresh_images()
         # looked up at event time, so a replaced `probe_position`/`probe` is the one called
         self.mouse = ProbeMouse(viewer, self._on_click, self._hover, lambda pos: self.probe_position(pos))
         self.session = None
@@ -117,14 +135,10 @@ class AttentionProbeWidget(Container):
         self._feature_job = None
         self._scratch = ScratchFolder("napari-muvit-attention-")
 
-    def _refresh_images(self, *_):
-        self._image.reset_choices()  # only the layer picker: the other choices come from the model
-        pick_first(self._image)
-
     def reset_choices(self, *_):
         """napari calls this whenever a layer is added or removed: refresh the image picker only, so the
         layer/head/query-level choices (set from the model after a probe) and the map stay as they are."""
-        self._refresh_images()
+        self._image.refresh()
 
     def probe_position(self, position) -> None:
         """Probe at a napari world position (the viewer's coordinates)."""
@@ -143,29 +157,29 @@ class AttentionProbeWidget(Container):
             return
         self._last_point = (float(world_yx[0]), float(world_yx[1]))
         self._pending = ProbeRequest(self._key(), image_source(layer), self._last_point,
-                                     choice(self._layer.value), choice(self._head.value),
-                                     int(self._query_level.value))
+                                     choice(self._layer.currentText()), choice(self._head.currentText()),
+                                     int(self._query_level.currentText()))
         self._t_request = time.perf_counter()
         if self._job is None or not self._job.running:
             self._start_next()
 
     def _restyle(self, *_):
         """Redraw the last maps with the chosen colour scale (no new probe)."""
-        self.overlay.shared_scale = bool(self._shared.value)
+        self.overlay.shared_scale = self._shared.isChecked()
         if self.last_view is not None and self.overlay.levels:
             layer = self._image.value
             self.overlay.show(self.last_view, image_pixel_size(layer) if layer is not None else None)
-            self._legend.value = self.overlay.legend()
+            self._legend.setText(self.overlay.legend())
 
     def _on_model_changed(self, *_):
         """Offer the new model's levels (read from its small YAML files, not its weights)."""
         try:
-            levels = _model_levels(str(self._model.value))
+            levels = _model_levels(self._model.value)
         except (ValueError, FileNotFoundError) as exc:
-            self._status.value = f"Model: {exc}"
+            self._status.setText(f"Model: {exc}")
             return
         self._levels.set_levels(levels)
-        self._status.value = "Click the image to probe."
+        self._status.setText("Click the image to probe.")
 
     def _reprobe(self, *_):
         if self._last_point is not None and self._image.value is not None:
@@ -173,7 +187,7 @@ class AttentionProbeWidget(Container):
 
     def _key(self) -> tuple:
         layer = self._image.value
-        return (id(layer), str(self._model.value), self._levels.value.strip())
+        return (id(layer), self._model.value, self._levels.value)
 
     # ---------------------------------------------------------------- worker
     def _start_next(self) -> None:
@@ -185,7 +199,7 @@ class AttentionProbeWidget(Container):
         job.succeeded.connect(self._on_result)
         job.failed.connect(self._on_failed)
         job.ended.connect(self._start_next)
-        self._status.value = "Probing..."
+        self._status.setText("Probing...")
         self._job = job.start()
 
     def _compute(self, request: ProbeRequest):
@@ -201,7 +215,7 @@ class AttentionProbeWidget(Container):
         return view, result, info
 
     def _on_failed(self, message: str) -> None:
-        self._status.value = "Probe failed."
+        self._status.setText("Probe failed.")
         show_error(message)
 
     def _on_result(self, output) -> None:
@@ -210,32 +224,34 @@ class AttentionProbeWidget(Container):
         info["delivery_s"] = t_gui - self._t_request - info["compute_s"]
         layer = self._image.value
         pixel_size = image_pixel_size(layer) if layer is not None else None
-        self.overlay.shared_scale = bool(self._shared.value)
+        self.overlay.shared_scale = self._shared.isChecked()
         self.overlay.show(view, pixel_size)
-        self._legend.value = self.overlay.legend()
+        self._legend.setText(self.overlay.legend())
         self.plot.set_shares(view.levels, info["query_share"], info.get("tile_share"))
         self._update_choices(view.levels, info)
         self.last_view, self.last_result, self.last_info = view, result, info
         info["gui_s"] = time.perf_counter() - t_gui
         self.last_latency_s = time.perf_counter() - self._t_request
-        self._status.value = (f"Query at y={view.query_world_yx[0]:.0f}, x={view.query_world_yx[1]:.0f}; "
+        self._status.setText(f"Query at y={view.query_world_yx[0]:.0f}, x={view.query_world_yx[1]:.0f}; "
                               f"{self.last_latency_s * 1000:.0f} ms")
 
     def _update_choices(self, levels, info) -> None:
         layers = ["last", "rollout", *[str(i) for i in range(info.get("num_layers", 0))]]
         heads = ["mean", *[str(i) for i in range(info.get("heads", 0))]]
         for widget, choices in ((self._layer, layers), (self._head, heads),
-                                (self._query_level, [int(v) for v in levels])):
-            if list(widget.choices) != choices:
-                with widget.changed.blocked():
-                    value = widget.value
-                    widget.choices = choices
-                    if value in choices:
-                        widget.value = value
+                                (self._query_level, [str(int(v)) for v in levels])):
+            if [widget.itemText(i) for i in range(widget.count())] != choices:
+                value = widget.currentText()
+                widget.blockSignals(True)  # new choices are no new request: nothing is probed again
+                widget.clear()
+                widget.addItems(choices)
+                if value in choices:
+                    widget.setCurrentText(value)
+                widget.blockSignals(False)
 
     def clear(self, *_) -> None:
         self.overlay.clear()
-        self._legend.value = ""
+        self._legend.setText("")
         self.plot.clear()
         self._last_point = None
 
@@ -246,8 +262,8 @@ class AttentionProbeWidget(Container):
             show_error("Add an image layer to see its features.")
             return None
         try:
-            job = start_feature_view(self.viewer, layer, str(self._model.value),
-                                     self._levels.value.strip() or None, self._scratch)
+            job = start_feature_view(self.viewer, layer, self._model.value, self._levels.value or None,
+                                     self._scratch)
         except ValueError as exc:  # the view does not overlap the image
             show_error(str(exc))
             return None

@@ -21,7 +21,7 @@ class ProbeMouse:
 
     def on_mouse_drag(self, viewer, event):
         """A click without a drag probes; a drag stays napari's pan."""
-        if not self.on_click.value or event.button not in (None, 1):
+        if not self.on_click.isChecked() or event.button not in (None, 1):
             return
         active = viewer.layers.selection.active
         if getattr(active, "mode", "pan_zoom") != "pan_zoom":  # painting, drawing, selecting: not a probe
@@ -37,5 +37,5 @@ class ProbeMouse:
             self.probe_at(position)
 
     def on_mouse_move(self, viewer, event):
-        if self.hover.value and "Shift" in event.modifiers:
+        if self.hover.isChecked() and "Shift" in event.modifiers:
             self.probe_at(tuple(event.position))

@@ -1,7 +1,7 @@
 """The teaching dock widget: scribble probe, fine-tuning and MR-MAE pre-training from inside napari.
 
-Three tabs, each a magicgui `Container` in its own module (`probe`, `finetune`, `pretrain`, sharing
-`training_tab.TrainingTab`). The training itself is
+Three tabs, each built from `widgets/form.py` like every dock, in its own module (`probe`, `finetune`,
+`pretrain`, sharing `training_tab.TrainingTab`). The training itself is
 `napari_muvit.engine.training` (`fit_probe`, `finetune`, `pretrain`), run in `EngineJob` threads; torch is
 imported by the first job's thread (`training_tab.warm_up`), never while the dock opens.
 """
@@ -25,13 +25,10 @@ class TeachWidget(QWidget):
         self.finetune = FinetuneTab(viewer)
         self.pretrain = PretrainTab(viewer)
         self.tabs = QTabWidget(self)
-        self.tabs.addTab(self.scribble.native, "Scribble probe")
-        self.tabs.addTab(self.finetune.native, "Fine-tune")
-        self.tabs.addTab(self.pretrain.native, "Pre-train")
+        self.tabs.addTab(self.scribble, "Scribble probe")
+        self.tabs.addTab(self.finetune, "Fine-tune")
+        self.tabs.addTab(self.pretrain, "Pre-train")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
         self.setMaximumWidth(520)  # a dock beside the canvas, not half the window
-        for tab in (self.scribble, self.finetune, self.pretrain):
-            viewer.layers.events.inserted.connect(tab.refresh)
-            viewer.layers.events.removed.connect(tab.refresh)

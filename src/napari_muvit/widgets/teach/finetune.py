@@ -7,9 +7,10 @@ hands each epoch's history row (on the worker thread) to the live plot through t
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QCheckBox
 
+from napari_muvit.widgets.form import LayerPicker, PathEdit, Section, combo, float_box, spin_box
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, layers_of
 from napari_muvit.widgets.layers import napari_to_world
 from napari_muvit.widgets.levels import LevelTicks
@@ -32,6 +33,8 @@ class FinetuneTab(TrainingTab):
     tooltips = {
         "task": "segmentation: a class for every pixel, learnt from a Labels layer; classification: one class per "
                 "tile, learnt from Shapes ROIs with a 'class' feature.",
+        "annotations": "segmentation: a Labels layer (label k = class k, 0 = not annotated); classification: "
+                       "Shapes or Points ROIs with a 'class' feature.",
         "model": "The model to start from: 'demo' or a model folder.",
         "levels": "The resolutions the model looks at together, offered from the base model (x1 = full "
                   "resolution, x16 = 16 times coarser, showing 16 times more tissue around each crop).",
@@ -44,29 +47,37 @@ class FinetuneTab(TrainingTab):
 
     def __init__(self, viewer):
         super().__init__(viewer, xlabel="epoch", right_axis=("mDSC", "accuracy", "auc"))
-        self.task = ComboBox(label="task", choices=["segmentation", "classification"], value="segmentation")
-        self.annotations = ComboBox(label="annotations", choices=self._annotation_layers, nullable=True,
-                                    tooltip="segmentation: a Labels layer; classification: ROIs with a 'class'")
-        self.model = FileEdit(label="base model", mode="d", value="demo")
-        self.levels = LevelTicks(label="levels", levels=_base_levels("demo"))
-        self.epochs = SpinBox(label="epochs", value=5, min=1, max=1000)
-        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
-        self.train_encoder = CheckBox(text="also train the encoder", value=False)
-        self.out = FileEdit(label="save to", mode="w", value="")
-        self._finish_layout([self.task, self.annotations, self.model, self.levels, self.epochs, self.lr,
-                             self.train_encoder, self.out])
-        self.task.changed.connect(lambda *_: self.annotations.reset_choices())
+        self.task = combo(["segmentation", "classification"])
+        self.annotations = LayerPicker(viewer, self._annotation_layers)
+        self.model = PathEdit("folder", value="demo", placeholder="demo, or a model folder")
+        self.levels = LevelTicks(_base_levels("demo"))
+        self.epochs = spin_box(5, 1, 1000)
+        self.lr = float_box(1e-3, 1e-6, 1.0, 1e-4)
+        self.train_encoder = QCheckBox("also train the encoder")
+        self.out = PathEdit("save")
+        self.data.row("task", self.task)
+        self.data.row("annotations", self.annotations)
+        model = Section("Model")
+        model.row("base model", self.model)
+        model.row("levels", self.levels)
+        training = Section("Training")
+        training.row("epochs", self.epochs)
+        training.row("learning rate", self.lr)
+        training.add(self.train_encoder)
+        training.row("save to", self.out)
+        self._finish_layout([self.data, model, training])
+        self.task.currentTextChanged.connect(self.annotations.refresh)
         self.model.changed.connect(self._on_base_changed)
 
     def _on_base_changed(self, *_) -> None:
         """Offer the base model's levels (from its small YAML files; no torch on the GUI thread)."""
         try:
-            self.levels.set_levels(_base_levels(str(self.model.value)))
+            self.levels.set_levels(_base_levels(self.model.value))
         except (ValueError, FileNotFoundError) as exc:
-            self.status.value = f"base model: {exc}"
+            self.status.setText(f"base model: {exc}")
 
-    def _annotation_layers(self, _w=None):
-        kind = "labels" if self.task.value == "segmentation" else "rois"
+    def _annotation_layers(self):
+        kind = "labels" if self.task.currentText() == "segmentation" else "rois"
         return layers_of(self.viewer, kind)
 
     def _prepare(self) -> dict:
@@ -74,11 +85,10 @@ class FinetuneTab(TrainingTab):
         if image is None or ann is None:
             raise ValueError("Choose an image and an annotation layer to fine-tune from.")
         out = chosen_folder(self.out, "the fine-tuned model")
-        kw = {"source": image_source(image), "task": self.task.value, "model": str(self.model.value),
-              "levels": self._levels_choice(), "epochs": int(self.epochs.value),
-              "lr": float(self.lr.value), "train_encoder": bool(self.train_encoder.value),
-              "out": out}
-        if self.task.value == "segmentation":
+        kw = {"source": image_source(image), "task": self.task.currentText(), "model": self.model.value,
+              "levels": self._levels_choice(), "epochs": self.epochs.value(), "lr": self.lr.value(),
+              "train_encoder": self.train_encoder.isChecked(), "out": out}
+        if self.task.currentText() == "segmentation":
             kw["annotations"] = ann.data[0] if ann.multiscale else ann.data
         else:
             kw["annotations"] = rois_from_layer(ann, image_pixel_size(image))
@@ -95,7 +105,7 @@ class FinetuneTab(TrainingTab):
 
     def _on_done(self, result) -> None:
         super()._on_done(result)
-        self.status.value = f"saved {result.model_dir}; pick this folder as the model in MuViT predict"
+        self.status.setText(f"saved {result.model_dir}; pick this folder as the model in MuViT predict")
         show_info(f"Fine-tuned model saved to {result.model_dir}")
 
 

@@ -7,11 +7,11 @@ nested crops around the view's centre and each level's reconstruction is shown o
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import FileEdit, SpinBox
 from napari.utils.notifications import show_error
 
 from napari_muvit.data.geometry import pixel_corner
 from napari_muvit.data.run_region import region_center
+from napari_muvit.widgets.form import PathEdit, Section, spin_box
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
 from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
 from napari_muvit.widgets.levels import LevelTicks
@@ -37,12 +37,19 @@ class PretrainTab(TrainingTab):
 
     def __init__(self, viewer):
         super().__init__(viewer, xlabel="step")
-        self.levels = LevelTicks(label="levels", levels=NEW_MODEL_LEVELS, chosen=(1, 4, 16))
-        self.size = SpinBox(label="crop size", value=128, min=16, max=1024, step=16)
-        self.steps = SpinBox(label="steps", value=200, min=1, max=1_000_000)
-        self.batch = SpinBox(label="batch size", value=8, min=1, max=512)
-        self.out = FileEdit(label="save to", mode="w", value="")
-        self._finish_layout([self.levels, self.size, self.steps, self.batch, self.out])
+        self.levels = LevelTicks(NEW_MODEL_LEVELS, chosen=(1, 4, 16))
+        self.size = spin_box(128, 16, 1024, step=16)
+        self.steps = spin_box(200, 1, 1_000_000)
+        self.batch = spin_box(8, 1, 512)
+        self.out = PathEdit("save")
+        model = Section("New model")
+        model.row("levels", self.levels)
+        model.row("crop size", self.size)
+        training = Section("Training")
+        training.row("steps", self.steps)
+        training.row("batch size", self.batch)
+        training.row("save to", self.out)
+        self._finish_layout([self.data, model, training])
         self.previews: list = []
 
     def _prepare(self) -> dict:
@@ -52,8 +59,8 @@ class PretrainTab(TrainingTab):
         if not self.levels.chosen():
             raise ValueError("Tick at least one level for the new model (x1 is full resolution).")
         out = chosen_folder(self.out, "the pre-trained model")
-        return {"source": image_source(image), "levels": self.levels.value, "size": int(self.size.value),
-                "steps": int(self.steps.value), "batch_size": int(self.batch.value), "out": out,
+        return {"source": image_source(image), "levels": self.levels.value, "size": self.size.value(),
+                "steps": self.steps.value(), "batch_size": self.batch.value(), "out": out,
                 "center_yx": region_center(view_region_of(self.viewer, image))}
 
     def _run(self, kw: dict, progress, cancel):
@@ -73,7 +80,7 @@ class PretrainTab(TrainingTab):
         else:
             self.previews = show_reconstruction(self.viewer, result.preview, self.image.value)
         state = "cancelled" if result.cancelled else "done"
-        self.status.value = (f"{state} after {result.steps_done} steps; model saved to {result.model_dir}; "
+        self.status.setText(f"{state} after {result.steps_done} steps; model saved to {result.model_dir}; "
                              "reconstructions shown as layers")
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox, QLineEdit, QPushButton
 
 from napari_muvit.engine.model_runs import predict_with_model
 from napari_muvit.engine.scratch_folder import ScratchFolder
+from napari_muvit.widgets.form import LayerPicker, PathEdit, Section, combo
 from napari_muvit.widgets.image_layers import (
     image_pixel_size,
     image_shape_yx,
@@ -60,29 +61,40 @@ class ScribbleProbeTab(TrainingTab):
     }
 
     def __init__(self, viewer):
-        super().__init__(viewer, xlabel="step", right_axis=("accuracy",))
-        self.start_btn.text = "Train probe"
-        self.scribbles = ComboBox(label="scribbles", choices=lambda _w: layers_of(viewer, "labels"),
-                                  nullable=True, tooltip="Labels layer: label k = class k, 0 = not painted")
-        self.new_btn = PushButton(text="New scribble layer")
-        self.model = FileEdit(label="base model", mode="d", value="demo")
-        self.classes = LineEdit(label="class names", value="", tooltip="comma separated: label 1, label 2, ...")
-        self.region = ComboBox(label="predict", choices=["current view", "whole slide"], value="current view")
-        self.auto = CheckBox(text="retrain after new strokes", value=True)
-        self.save_path = FileEdit(label="save to", mode="w", value="")
-        self.save_btn = PushButton(text="Save probe as model folder", enabled=False)
-        self._finish_layout([self.scribbles, self.new_btn, self.model, self.classes,
-                             self.region, self.auto, self.save_path, self.save_btn])
-        self.debounce = QTimer(self.native)
+        super().__init__(viewer, xlabel="step", right_axis=("accuracy",), start_text="Train probe")
+        self.scribbles = LayerPicker(viewer, lambda: layers_of(viewer, "labels"))
+        self.new_btn = QPushButton("New scribble layer")
+        self.model = PathEdit("folder", value="demo", placeholder="demo, or a model folder")
+        self.classes = QLineEdit()
+        self.classes.setPlaceholderText("comma separated: label 1, label 2, ...")
+        self.region = combo(["current view", "whole slide"], "current view")
+        self.auto = QCheckBox("retrain after new strokes")
+        self.auto.setChecked(True)
+        self.save_path = PathEdit("save")
+        self.save_btn = QPushButton("Save probe as model folder")
+        self.save_btn.setEnabled(False)
+        self.data.row("scribbles", self.scribbles)
+        self.data.add(self.new_btn)
+        probe = Section("Probe")
+        probe.row("base model", self.model)
+        probe.row("class names", self.classes)
+        probe.row("predict", self.region)
+        probe.add(self.auto)
+        save = Section("Save")
+        save.row("save to", self.save_path)
+        save.add(self.save_btn)
+        self._finish_layout([self.data, probe, save])
+        self.debounce = QTimer(self)
         self.debounce.setSingleShot(True)
         self.debounce.setInterval(RETRAIN_DELAY_MS)
         self.debounce.timeout.connect(lambda: self.start())  # looked up at call time
         self._watched = None
         self._again = False
         self._scratch = ScratchFolder("napari-muvit-probe-")  # this tab's probe predictions
-        self.new_btn.changed.connect(self.new_scribble_layer)
-        self.scribbles.changed.connect(self._watch)
-        self.save_btn.changed.connect(self.save)
+        self.new_btn.clicked.connect(self.new_scribble_layer)
+        self.scribbles.currentTextChanged.connect(lambda *_: self._watch(self.scribbles.value))
+        self._watch(self.scribbles.value)
+        self.save_btn.clicked.connect(self.save)
 
     def new_scribble_layer(self, *_):
         """An empty Labels layer on the image's level-1 grid (lazy zarr chunks for big slides)."""
@@ -114,7 +126,7 @@ class ScribbleProbeTab(TrainingTab):
 
     def _on_paint(self, *_):
         trained = self.result is not None or self.job is not None  # a probe exists or is being fitted
-        if self.auto.value and trained:
+        if self.auto.isChecked() and trained:
             self.debounce.start()  # restarts: trains once, RETRAIN_DELAY_MS after the last stroke
 
     def start(self, *_):
@@ -133,15 +145,15 @@ class ScribbleProbeTab(TrainingTab):
         image, scribbles = self.image.value, self.scribbles.value
         if image is None or scribbles is None:
             raise ValueError("Choose an image and a scribbles Labels layer (or make one with 'New scribble layer').")
-        if self.region.value == "current view":
+        if self.region.currentText() == "current view":
             region = view_region_of(self.viewer, image)
         else:
             region = None
         labels = scribbles.data[0] if scribbles.multiscale else scribbles.data
         if isinstance(labels, np.ndarray):
             labels = labels.copy()  # a snapshot: painting may go on while the probe trains
-        return {"source": image_source(image), "labels": labels, "model": str(self.model.value),
-                "class_names": _classes(self.classes.value), "region": region,
+        return {"source": image_source(image), "labels": labels, "model": self.model.value,
+                "class_names": _classes(self.classes.text()), "region": region,
                 "pixel_size": image_pixel_size(image), "store": self._scratch.fresh("probe")}
 
     def _run(self, kw: dict, progress, cancel):
@@ -150,8 +162,8 @@ class ScribbleProbeTab(TrainingTab):
     def _on_done(self, result) -> None:
         super()._on_done(result)
         show_prediction(self.viewer, result, PROBE_LAYER)
-        self.save_btn.enabled = True
-        self.status.value = f"probe trained in {result['seconds']:.1f} s; prediction in '{PROBE_LAYER}'"
+        self.save_btn.setEnabled(True)
+        self.status.setText(f"probe trained in {result['seconds']:.1f} s; prediction in '{PROBE_LAYER}'")
 
     def save(self, *_):
         if self.result is None:

@@ -10,11 +10,12 @@ import threading
 import time
 from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container, Label, PushButton
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QWidget
 
-from napari_muvit.widgets.image_layers import layers_of, pick_first, uniform_file_buttons
+from napari_muvit.widgets.form import LayerPicker, RunButtons, Section, StatusLine, dock_layout, set_tips
+from napari_muvit.widgets.image_layers import layers_of
 from napari_muvit.widgets.plots import CurvePlot
 from napari_muvit.widgets.workers import EngineJob, preload_torch
 
@@ -42,8 +43,8 @@ def warm_up() -> None:
 
 
 def chosen_folder(edit, what: str) -> str:
-    """The folder name typed under 'save to'; ValueError naming `what` when none is chosen."""
-    text = str(edit.value)
+    """The folder name typed under 'save to' (a `form.PathEdit`); ValueError naming `what` when none is chosen."""
+    text = edit.value
     if not text or Path(text) == Path("."):
         raise ValueError(f"Choose a folder name under 'save to' for {what}.")
     return text
@@ -55,27 +56,32 @@ class MetricRelay(QObject):
     row = Signal(object)
 
 
-class TrainingTab(Container):
-    """Shared parts of a tab that runs one training job: start/cancel, status, live plot, heartbeat-safe."""
+class TrainingTab(QWidget):
+    """Shared parts of a tab that runs one training job: the image picker (first row of the ``data`` section),
+    Start/Cancel, the status line and the live plot (pinned under the settings), the worker job."""
 
     description = "training"
     plot_keys: tuple[str, ...] = ("loss",)  # history columns drawn in the live plot
 
-    def __init__(self, viewer, xlabel: str, right_axis=()):
-        super().__init__(labels=True)
+    def __init__(self, viewer, xlabel: str, right_axis=(), start_text: str = "Start"):
+        super().__init__()
         self.viewer = viewer
-        self.image = ComboBox(label="image", choices=lambda _w: layers_of(viewer, "image"), nullable=True)
-        self.start_btn = PushButton(text="Start")
-        self.cancel_btn = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # long lines (saved paths, counts) wrap instead of being cut
+        self.image = LayerPicker(viewer, lambda: layers_of(viewer, "image"))
+        self.data = Section("Data")
+        self.data.row("image", self.image)
+        buttons = RunButtons(start_text)
+        self.start_btn, self.cancel_btn = buttons.run, buttons.cancel
+        self.status = StatusLine()
         self.plot = CurvePlot(xlabel=xlabel, right_axis=right_axis)
+        self.run_box = Section("Run")
+        for w in (buttons, self.status, self.plot):
+            self.run_box.add(w)
         self.relay = MetricRelay()
         self.relay.row.connect(self._on_row)
         self.job: EngineJob | None = None
         self.result = None
-        self.start_btn.changed.connect(self.start)
-        self.cancel_btn.changed.connect(self.cancel)
+        self.start_btn.clicked.connect(self.start)
+        self.cancel_btn.clicked.connect(self.cancel)
 
     tooltips: dict[str, str] = {}  # control attribute -> plain-words help (subclasses add theirs)
     _common_tips = {
@@ -85,18 +91,14 @@ class TrainingTab(Container):
         "status": "What the training is doing now.",
     }
 
-    def _finish_layout(self, controls: list) -> None:
-        for name, tip in {**self._common_tips, **self.tooltips}.items():
-            getattr(self, name).tooltip = tip
-        uniform_file_buttons(controls)
-        self.extend([self.image, *controls, self.start_btn, self.cancel_btn, self.status])
-        self.native.layout().addWidget(self.plot)
-        self.native.layout().addStretch(1)  # spare height goes below the plot, not between the rows
-        self.refresh()
+    def _finish_layout(self, sections: list) -> None:
+        """``sections`` (the ``data`` section first) scroll; Start, Cancel, the status and the plot stay pinned."""
+        set_tips(self, {**self._common_tips, **self.tooltips})
+        dock_layout(self, sections, [self.run_box])
 
     def refresh(self, *_) -> None:
-        self.reset_choices()
-        pick_first(self.image)
+        for picker in self.findChildren(LayerPicker):
+            picker.refresh()
 
     # subclasses: `_prepare()` on the GUI thread -> kwargs, `_run(kwargs, progress, cancel)` in the worker
     def start(self, *_) -> EngineJob | None:
@@ -115,22 +117,20 @@ class TrainingTab(Container):
             return self._run(kwargs, progress, cancel)
 
         job = EngineJob(work, description=self.description, unit="steps")
-        job.progressed.connect(self._on_progress)  # EngineJob sends no line after its outcome
+        job.progressed.connect(self.status.progress)  # EngineJob sends no line after its outcome
         job.succeeded.connect(self._on_done)
         job.cancelled.connect(self._on_cancelled)
         job.failed.connect(self._on_failed)
         job.ended.connect(self._on_ended)
-        self.start_btn.enabled, self.cancel_btn.enabled = False, True
-        self.status.value = "starting..."
+        self.start_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.status.setText("starting...")
         self.job = job.start()
         return job
 
     def cancel(self, *_) -> None:
         if self.job is not None:
             self.job.cancel()  # its progress line says "cancelling…" until the job ends
-
-    def _on_progress(self, _done: int, _total: int, text: str) -> None:
-        self.status.value = text
 
     def _report(self, row: dict) -> None:
         """Worker thread: hand one row of numbers to the GUI thread."""
@@ -145,18 +145,20 @@ class TrainingTab(Container):
     def _on_done(self, result) -> None:
         self.finished_at = time.perf_counter()  # the job's end, before any result layer is built
         self.result = result
-        self.status.value = "done"
+        self.status.setText("done")
 
     def _on_cancelled(self, result) -> None:
         self.finished_at = time.perf_counter()
         self.result = result
-        self.status.value = "cancelled"
+        self.status.setText("cancelled")
 
     def _on_failed(self, message: str) -> None:
-        self.status.value = "failed"
+        self.status.setText("failed")
         show_error(message)
 
     def _on_ended(self) -> None:
-        self.start_btn.enabled, self.cancel_btn.enabled = True, False
+        self.start_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.status.idle()
         self.plot.redraw()
 
