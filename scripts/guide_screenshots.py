@@ -89,12 +89,12 @@ def teach(out: Path, tmp: Path, timeout: float) -> str:
         tab = widget.scribble
         layer = tab.new_scribble_layer()
         layer.data = _dabs(truth, per_class=6, half=12)
-        tab.classes.value = ", ".join(names)
-        tab.region.value = "whole slide"
+        tab.classes.setText(", ".join(names))
+        tab.region.setCurrentText("whole slide")
         job = tab.start()
         if job is None:
             raise ValueError(f"the scribble probe did not start: {tab.status.value}")
-        _wait(lambda: not job.running and tab.start_btn.enabled, timeout, "scribble probe")
+        _wait(lambda: not job.running and tab.start_btn.isEnabled(), timeout, "scribble probe")
         if job.error:
             raise ValueError(job.error)
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))  # the dabs above the prediction
@@ -191,7 +191,7 @@ def slides(out: Path, tmp: Path, timeout: float) -> str:
         w.table.selectRow(0)
         sm.select(w.table.model().index(1, 0), sm.Select | sm.Rows)
         w.run_button.clicked.emit()  # model empty: the demo model
-        _wait(lambda: w.batch is not None and not w.batch.running and w.run_button.enabled, timeout, "batch")
+        _wait(lambda: w.batch is not None and not w.batch.running and w.run_button.isEnabled(), timeout, "batch")
         w.refresh.clicked.emit()  # listed again: the new output states, thumbnails read afresh
         _wait(lambda: not w.thumbnails.job.running
               and not any(w.table.item(r, 0).icon().isNull() for r in range(3)), timeout, "thumbnails")

@@ -118,7 +118,7 @@ def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_v
     assert [t.cell_text(r, 4) for r in range(3)] == ["complete", "partial", "none"]
     assert t.cell_text(0, 1) == "300 x 400 px (0.15 x 0.20 mm)" and t.cell_text(1, 2) == "0.25 µm"
     assert t.cell_text(0, 3) == "TIFF" and "could not be read" in t.cell_text(2, 1)
-    assert w.status.value == "3 slides, 1 with complete outputs"
+    assert w.status.text() == "3 slides, 1 with complete outputs"
     # read off the GUI thread; each thumbnail reaches the table by a queued signal, after the job may have ended
     qtbot.waitUntil(lambda: not w.thumbnails.job.running
                     and not any(t.item(r, 0).icon().isNull() for r in (0, 1)), timeout=30_000)
@@ -134,7 +134,7 @@ def test_slides_dock_opens_slides_with_outputs_and_steps_with_keys(make_napari_v
     labels = viewer.layers["MuViT labels"]
     assert tuple(labels.scale) == (0.5, 0.5)
     assert int(np.asarray(labels.data[0])[5, 10]) == 1 and int(np.asarray(labels.data[0])[5, 390]) == 2
-    assert w.current == 0 and w.status.value == "1 / 3: a.tif (complete outputs)"
+    assert w.current == 0 and w.status.text() == "1 / 3: a.tif (complete outputs)"
 
     _binding(viewer, "PageDown")(viewer)  # next slide: a's layers go, b's come; the user's layer stays
     names = [layer.name for layer in viewer.layers]
@@ -171,27 +171,31 @@ def test_slides_dock_runs_selected_slides_in_the_background_and_resumes(make_nap
                                                                         monkeypatch):
     import csv
 
-
     w, errors = _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, ("s1", "s2", "s3"), (96, 128), 32, seed=3)
     assert [w.table.cell_text(r, 4) for r in range(3)] == ["none", "none", "none"]
+    qtbot.waitUntil(lambda: not w.thumbnails.job.running
+                    and not any(w.table.item(r, 0).icon().isNull() for r in range(3)), timeout=30_000)
     w.table.selectRow(0)
     w.table.selectionModel().select(w.table.model().index(2, 0), w.table.selectionModel().Select
                                     | w.table.selectionModel().Rows)
     assert w.selected_rows() == [0, 2]
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.enabled, timeout=120_000)
+    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.isEnabled(), timeout=120_000)
     assert errors == []
     assert [w.table.cell_text(r, 4) for r in range(3)] == ["complete", "none", "complete"]
+    # a row whose state changed keeps its thumbnail (96 x 128 px slides: 2 x 2 px averages, 64 px wide)
+    assert [w.table.item(r, 0).icon().isNull() for r in range(3)] == [False, False, False]
+    assert [w.table.item(r, 0).icon().availableSizes()[0].width() for r in range(3)] == [64, 64, 64]
     assert (tmp_path / "out" / "s1.zarr").is_dir() and not (tmp_path / "out" / "s2.zarr").exists()
     with open(tmp_path / "out" / "summary.csv") as fh:
         rows = {Path(r["slide"]).name: r for r in csv.DictReader(fh)}
     assert {k: r["status"] for k, r in rows.items()} == {"s1.tif": "done", "s3.tif": "done"}
     assert int(rows["s1.tif"]["tiles_done"]) == int(rows["s1.tif"]["tiles"]) > 0
-    assert w.run_status.value.startswith("2 / 2 slides with complete outputs")
+    assert w.run_status.text().startswith("2 / 2 slides with complete outputs")
     # all rows now: finished slides are skipped, only s2 is predicted
     w.table.clearSelection()
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.enabled, timeout=120_000)
+    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.isEnabled(), timeout=120_000)
     assert [w.table.cell_text(r, 4) for r in range(3)] == ["complete", "complete", "complete"]
     result = w.batch.job.result
     assert [(Path(r.slide).name, r.status) for r in result.rows] == [
@@ -211,21 +215,20 @@ def test_a_scale_without_a_unit_is_not_shown_as_micrometres():
 def test_slides_dock_cancels_a_batch_partway_and_resumes_it(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     import csv
 
-
     w, errors = _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, ("s1", "s2"), (512, 512), 64, seed=5)
     w.run_button.clicked.emit()
     qtbot.waitUntil(lambda: w.batch.job.done >= 1, timeout=60_000)  # the first tiles of the first slide
     w.cancel_button.clicked.emit()
-    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.enabled, timeout=60_000)
+    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.isEnabled(), timeout=60_000)
     assert errors == []
-    assert w.run_status.value == "cancelled; Run continues where it stopped and skips finished slides"
+    assert w.run_status.text() == "cancelled; Run continues where it stopped and skips finished slides"
     states = dict(zip(("s1.tif", "s2.tif"), [w.table.cell_text(r, 4) for r in range(2)]))
     # the cancel stopped the batch: not everything is complete, and a slide it was in the middle of is partial
     assert set(states.values()) <= {"complete", "partial", "none"} and "complete" != states["s2.tif"], states
     assert "partial" in states.values() or states["s2.tif"] == "none", states
     # Run again: complete slides are skipped, an interrupted one resumed, the rest predicted
     w.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.enabled, timeout=120_000)
+    qtbot.waitUntil(lambda: not w.batch.running and w.run_button.isEnabled(), timeout=120_000)
     assert [w.table.cell_text(r, 4) for r in range(2)] == ["complete", "complete"]
     with open(tmp_path / "out" / "summary.csv") as fh:
         rows = {Path(r["slide"]).name: r for r in csv.DictReader(fh)}
@@ -257,6 +260,6 @@ def _dock_on_tiffs(make_napari_viewer, tmp_path, monkeypatch, names, shape, tile
     w.source.value = str(folder)
     w.outputs.value = str(tmp_path / "out")
     w.model.value = str(model)
-    w.foreground.value = False
+    w.foreground.setChecked(False)
     w.refresh.clicked.emit()
     return w, errors

@@ -30,15 +30,22 @@ class SlideTable(QTableWidget):
         self.cellClicked.connect(lambda row, _col: self.slide_clicked.emit(row))
 
     def set_slides(self, slides) -> None:
+        self.setRowCount(0)  # a new listing: no thumbnail of the previous one stays
         self.setRowCount(len(slides))
         for r, info in enumerate(slides):
             self.set_row(r, info)
 
     def set_row(self, r: int, info) -> None:
+        """Fill row ``r`` from ``info``; a thumbnail already shown in the row stays (a row is filled again when
+        its output state changes, e.g. after a run)."""
+        old = self.item(r, 0)
+        icon = old.icon() if old is not None and old.text() == info.name else None
         texts = [info.name, info.size_text() or info.error, info.pixel_text() if not info.error else "",
                  info.format, info.state]
         for c, text in enumerate(texts):
             item = QTableWidgetItem(text)
+            if c == 0 and icon is not None and not icon.isNull():
+                item.setIcon(icon)
             item.setToolTip(str(info.path) if c == 0 else (info.error or str(info.store)) if c in (1, 4) else text)
             if c == 4 and STATE_COLOURS.get(info.state):
                 item.setForeground(QColor(STATE_COLOURS[info.state]))
