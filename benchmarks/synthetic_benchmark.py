@@ -81,6 +81,46 @@ class SmallUNet(nn.Module):
         return self.out(h)
 
 
+class WideCNN(nn.Module):
+    """Single-resolution baseline with the multi-level models' pixel budget: a `SmallUNet` on one ``size``^2 crop
+    of level ``level`` (``WIDE_CROP``^2 ~ 3 x 64^2 px), centred on the level-1 tile, predicts at level ``level``;
+    each level-1 pixel of the tile takes the logits of the level-``level`` pixel that contains it.
+
+    ``forward(x, bbox)`` takes the inputs the MuViT arms get and uses only the level-1 box ``bbox[:, 0]``: the
+    wide crop is read from ``self.pyramid`` (set to the slide being trained on or scored) around that box's
+    centre, concentric as at inference, so the arm never sees the shifted context crops. Training crops must
+    therefore not be flipped or turned (the label crop would turn, the wide crop would not)."""
+
+    def __init__(self, level: int, num_classes: int, pyramid=None, normalizer=None, size: int = 112):
+        super().__init__()
+        self.net = SmallUNet(1, num_classes)
+        self.level, self.size, self.num_classes = int(level), int(size), num_classes
+        self.pyramid, self.normalizer = pyramid, normalizer
+        self.levels = (1,)
+
+    @property
+    def encoder(self):
+        return self
+
+    def forward(self, x, bbox=None):
+        tile = bbox[:, 0].detach().cpu().numpy().astype(np.float64)  # (B, 2, 2) first / last pixel centres
+        crops, index = [], []
+        S = x.shape[-1]
+        for box in tile:
+            img, wide = self.pyramid.crops(tuple(box.mean(axis=0)), (self.level,), self.size,
+                                           normalizer=self.normalizer)
+            crops.append(img[0])
+            # level-`level` pixel k covers world [first + k f - (f - 1) / 2, ... + f)
+            lo = wide[0, 0].astype(np.float64) - (self.level - 1) / 2
+            pix = box[0][:, None] + np.arange(S)[None, :]  # (2, S) world centres of the tile's rows / columns
+            index.append(np.clip(np.floor((pix - lo[:, None]) / self.level), 0, self.size - 1).astype(np.int64))
+        logits = self.net(torch.from_numpy(np.stack(crops))[:, None].to(x.device))  # (B, K, size, size)
+        idx = torch.from_numpy(np.stack(index)).to(x.device)  # (B, 2, S)
+        b = torch.arange(len(idx), device=x.device)[:, None, None]
+        out = logits.permute(0, 2, 3, 1)[b, idx[:, 0, :, None], idx[:, 1, None, :]]  # (B, S, S, K)
+        return out.permute(0, 3, 1, 2)
+
+
 def train_arm(model, task, steps, batch_size, lr, weight, eval_fn, eval_every, seed, device="cpu"):
     """Fine-tune ``model`` on ``task`` batches; returns the validation curve ``[(step, mDSC), ...]``."""
     from napari_muvit.engine.training.annotations import IGNORE
@@ -159,7 +199,70 @@ def context_probe(args) -> dict:
             "test_crops": args.test_tiles, "seeds": {"train_slide": train_seed, "test_slide": test_seed}}
 
 
-def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_names, t0, log) -> int:
+def bearing_probe(args) -> dict:
+    """Diagnostic for ``--kind bearing``: can a small MuViT tile classifier name the side of the nearest
+    landmark of a crop centre from levels ``args.bearing_probe``? Crop centres are random points farther than
+    the cells' clearance from every landmark; the coarser crops are shifted by ``args.train_shift`` /
+    ``args.eval_shift`` of what nesting allows (0 = concentric). Held-out accuracy on the first test slide with
+    the true world boxes, naive concentric boxes and scale-blind boxes (chance 0.25)."""
+    from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
+    from napari_muvit.data.synthetic import _hash_uniform
+    from napari_muvit.data.synthetic_bearing import CLEARANCE, bearing_class, nearest_landmark
+    from napari_muvit.engine.training.offsets import _boxes_for, offset_crops
+    from napari_muvit.model import MuViTClassifier, MuViTEncoder
+
+    levels = tuple(int(v) for v in args.bearing_probe.split(","))
+    torch.manual_seed(args.seed)
+    train_seed, test_seed = args.train_seed, int(args.test_seeds.split(",")[0])
+    image, _, _ = synthetic_slide(args.train_size, seed=train_seed, kind="bearing")
+    pyramid = open_pyramid(image)
+    norm = Normalizer.from_pyramid(pyramid)
+    test_pyramid = open_pyramid(synthetic_slide(args.test_size, seed=test_seed, kind="bearing")[0])
+
+    def batch(pyr, size, seed, n, rng, shift):
+        pts = np.empty((0, 2))
+        while len(pts) < n:  # like cells: no centre within the clearance of a landmark
+            c = rng.uniform(0, size, size=(2 * n, 2))
+            pts = np.concatenate([pts, c[nearest_landmark(c[:, 0], c[:, 1], seed, _hash_uniform)[2] > CLEARANCE]])
+        pts = pts[:n]
+        dy, dx, _ = nearest_landmark(pts[:, 0], pts[:, 1], seed, _hash_uniform)
+        img, world, concentric, _ = offset_crops(pyr, pts, levels, CROP, rng, normalizer=norm, shift=shift)
+        return (torch.from_numpy(img), world, concentric, torch.from_numpy(bearing_class(dy, dx).astype(np.int64) - 1))
+
+    model = MuViTClassifier(MuViTEncoder(levels=levels, **ENCODER), 4, hidden=128)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    tx, tw, tc, ty = batch(test_pyramid, args.test_size, test_seed, args.test_tiles,
+                           np.random.default_rng(args.seed + 1), args.eval_shift)
+    modes = ("world", "concentric", "scale_blind")
+
+    def accuracy():
+        model.eval()
+        with torch.no_grad():
+            out = {m: round(float((model(tx, torch.from_numpy(_boxes_for(m, tw, tc))).argmax(1) == ty)
+                                  .float().mean()), 4) for m in modes}
+        model.train()
+        return out
+
+    curve = []
+    for step in range(1, args.steps + 1):
+        x, w, _, y = batch(pyramid, args.train_size, train_seed, args.batch_size, rng, args.train_shift)
+        loss = F.cross_entropy(model(x, torch.from_numpy(w)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            curve.append((step, round(float(loss.detach()), 3), accuracy()))
+            print(f"step {step}: loss {curve[-1][1]} held-out accuracy {curve[-1][2]}", file=sys.stderr, flush=True)
+    return {"bearing_probe_levels": list(levels), "train_shift": args.train_shift, "eval_shift": args.eval_shift,
+            "curve_step_loss_heldout_accuracy": curve, "final_accuracy": curve[-1][2],
+            "majority_class_accuracy": round(float(np.bincount(ty.numpy(), minlength=4).max() / len(ty)), 4),
+            "steps": args.steps, "batch_size": args.batch_size, "test_crops": args.test_tiles,
+            "seeds": {"train_slide": train_seed, "test_slide": test_seed, "torch": args.seed}}
+
+
+def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_names, t0, log, train_pyramid=None,
+                       norm=None) -> dict:
     """Non-concentric context crops: train MuViT (1, 4, 16) with shifted coarse crops and their true boxes,
     then score the level-1 tiles of the test slides with shifted coarse crops given (a) the true world
     boxes, (b) naive concentric boxes, (c) every level the level-1 box; plus a level-1-only floor."""
@@ -167,8 +270,13 @@ def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_n
 
     modes = ("world", "concentric", "scale_blind")
 
+    def on(model, pyramid):  # a wide CNN reads its own crop from the slide it is run on
+        if isinstance(model, WideCNN):
+            model.pyramid = pyramid
+        return model
+
     def score(model, modes, tiles, slides, seed_shift=0):
-        per = [evaluate_offset_slide(model, p, truth, CROP, nz, modes=modes, shift=args.eval_shift, max_tiles=tiles,
+        per = [evaluate_offset_slide(on(model, p), p, truth, CROP, nz, modes=modes, shift=args.eval_shift, max_tiles=tiles,
                                      seed=s + seed_shift, device=args.device) for s, p, truth, nz in slides]
         return {m: {"mDSC": round(float(np.mean([r[m]["mDSC"] for r in per])), 4),
                     "per_slide_mDSC": [round(r[m]["mDSC"], 4) for r in per],
@@ -183,9 +291,14 @@ def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_n
         arms["muvit_1"] = (fresh(pretrained.extract_levels((1,))), (1,))
         torch.manual_seed(args.seed)
         arms["unet_level1"] = (SmallUNet(1, len(class_names)), (1,))
+    for f in (int(v) for v in args.wide_levels.split(",") if v.strip()):
+        torch.manual_seed(args.seed)
+        arms[f"cnn_wide_level{f}"] = (WideCNN(f, len(class_names), normalizer=norm), (1,))
     results, curves, params = {}, {}, {}
     for name, (model, levels) in arms.items():
-        curves[name] = train_arm(model, task_for(levels), args.steps, args.batch_size, args.lr, weight, curve_eval,
+        wide = isinstance(model, WideCNN)
+        curves[name] = train_arm(on(model, train_pyramid), task_for(levels, dihedral_ok=not wide), args.steps,
+                                 args.batch_size, args.lr, weight, lambda m: (curve_eval(m), on(m, train_pyramid))[0],
                                  args.eval_every, args.seed, args.device)
         params[name] = int(sum(p.numel() for p in model.parameters()))
         scored = score(model, modes if len(levels) > 1 else ("world",), args.test_tiles, tests)
@@ -197,7 +310,7 @@ def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_n
             results[name] = scored["world"]
         log(f"{name}: {({k: v['mDSC'] for k, v in results.items()})} curve {curves[name]}")
 
-    print(json.dumps({
+    return {
         "experiment": "offsets", "kind": args.kind, "mDSC": {k: v["mDSC"] for k, v in results.items()},
         "arms": results, "curves": curves, "parameters": params, "class_names": class_names,
         "budget": {"mae_steps": args.mae_steps, "finetune_steps_per_arm": args.steps, "batch_size": args.batch_size,
@@ -207,8 +320,7 @@ def offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_n
                   "test_size": args.test_size, "test_tiles_per_slide": args.test_tiles, "torch": args.seed,
                   "test_offsets": "numpy default_rng(test slide seed + 7)"},
         "threads": args.threads, "device": args.device, "seconds": round(time.perf_counter() - t0),
-    }))
-    return 0
+    }
 
 
 def demo_offsets(args) -> dict:
@@ -265,9 +377,26 @@ def main(argv=None) -> int:
                         help="offsets experiment: offset of the coarser test crops (fraction of what nesting allows)")
     parser.add_argument("--no-floor", action="store_true",
                         help="offsets experiment: skip the level-1-only models (MuViT level 1, U-Net level 1)")
+    parser.add_argument("--dihedral", action=argparse.BooleanOptionalAction, default=None,
+                        help="flip / quarter-turn augmentation in fine-tuning (default: on for 'regions', off for "
+                             "'bearing', whose classes are directions that a turn would change)")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="run the experiment once per seed (training slide seed = torch seed = S) and print the "
+                             "mean, spread and per-seed mDSC of every arm")
+    parser.add_argument("--wide-levels", default="", metavar="F,F,...",
+                        help="offsets experiment: also train a single-resolution U-Net on one 112 px crop of each "
+                             "of these levels (about the multi-level pixel budget), scored with concentric crops")
+    parser.add_argument("--bearing-probe", default=None, metavar="LEVELS",
+                        help="run only the bearing diagnostic (a tile classifier names the side of the nearest "
+                             "landmark) with these levels, e.g. 1,16; --train-shift / --eval-shift place the context")
     parser.add_argument("--context-probe", default=None, metavar="LEVELS",
                         help="run only the region-type-from-context diagnostic with these levels, e.g. 16")
     args = parser.parse_args(argv)
+    if args.bearing_probe:
+        torch.set_num_threads(args.threads)
+        t0 = time.perf_counter()
+        print(json.dumps({**bearing_probe(args), "seconds": round(time.perf_counter() - t0)}))
+        return 0
     if args.context_probe:
         torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
@@ -280,6 +409,37 @@ def main(argv=None) -> int:
         print(json.dumps({**demo_offsets(args), "seconds": round(time.perf_counter() - t0)}))
         return 0
 
+    if args.seeds:  # the whole experiment once per seed (training slide and torch seed), then mean and spread
+        runs = []
+        for seed in (int(v) for v in args.seeds.split(",")):
+            one = argparse.Namespace(**{**vars(args), "seed": seed, "train_seed": seed, "seeds": None})
+            runs.append(run_training(one))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+        print(json.dumps(across_seeds(runs)))
+        return 0
+    print(json.dumps(run_training(args)))
+    return 0
+
+
+def across_seeds(runs: list) -> dict:
+    """Mean, sample standard deviation, min and max over seeds of every arm's mDSC and per-class Dice."""
+    arms = {}
+    for name in runs[0]["mDSC"]:
+        v = np.array([r["mDSC"][name] for r in runs])
+        dice = np.array([r["arms"][name]["dice"] for r in runs], dtype=float)
+        arms[name] = {"mDSC_mean": round(float(v.mean()), 4), "mDSC_sd": round(float(v.std(ddof=1)), 4) if len(v) > 1 else 0.0,
+                      "mDSC_min": round(float(v.min()), 4), "mDSC_max": round(float(v.max()), 4),
+                      "per_seed": [round(float(x), 4) for x in v],
+                      "dice_mean": [round(float(x), 4) for x in np.nanmean(dice, axis=0)]}
+    return {"experiment": runs[0].get("experiment", "arms"), "kind": runs[0].get("kind"), "seeds": len(runs),
+            "arms": arms, "curves": {n: [r["curves"].get(n) for r in runs] for n in runs[0]["curves"]},
+            "class_names": runs[0]["class_names"], "budget": runs[0]["budget"],
+            "per_seed": [r["seeds"] for r in runs], "threads": runs[0]["threads"],
+            "seconds": sum(r["seconds"] for r in runs)}
+
+
+def run_training(args) -> dict:
+    """MAE pre-training on the training slide, then the experiment's arms; returns the result dict."""
     from napari_muvit.data import Normalizer, open_pyramid, synthetic_slide
     from napari_muvit.engine.training import TrainRecipe, pretrain
     from napari_muvit.engine.training.annotations import open_label_image
@@ -322,9 +482,16 @@ def main(argv=None) -> int:
     log(f"MAE pre-training: {args.mae_steps} steps, loss {pre.metrics['final_loss']:.4f}")
     pretrained = load_model(work / "mae").encoder
 
-    def task_for(levels):
+    # A bearing class names a direction in the world, so a quarter turn or a flip of the crops changes the
+    # true class: dihedral augmentation would give each label all four directions and make the task
+    # unlearnable. Regions are invariant to them.
+    dihedral = args.dihedral if args.dihedral is not None else args.kind != "bearing"
+    augment = Augmenter(flips=dihedral, rotations=dihedral, jitter=0.1)
+
+    def task_for(levels, dihedral_ok=True):
+        aug = augment if dihedral_ok else Augmenter(flips=False, rotations=False, jitter=0.1)
         return SegmentationTask(pyramid, lab, levels, CROP, class_names, val_fraction=0.0, seed=args.seed,
-                                normalizer=norm, augment=Augmenter(jitter=0.1), shift=args.train_shift)
+                                normalizer=norm, augment=aug, shift=args.train_shift)
 
     counts = task_for((1,)).summary.totals[1 : 1 + len(class_names)].astype(float)
     weight = torch.tensor(1 / np.sqrt(counts) / np.mean(1 / np.sqrt(counts)), dtype=torch.float32)
@@ -335,7 +502,8 @@ def main(argv=None) -> int:
         return MuViTSegmenter(copy.deepcopy(encoder), len(class_names), head="unetr", freeze_encoder=False)
 
     if args.experiment == "offsets":
-        return offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_names, t0, log)
+        return offsets_experiment(args, pretrained, fresh, task_for, weight, tests, class_names, t0, log,
+                                  train_pyramid=pyramid, norm=norm)
 
     torch.manual_seed(args.seed)
     random_encoder = MuViTEncoder(levels=LEVELS, **ENCODER)
@@ -357,7 +525,7 @@ def main(argv=None) -> int:
             results["muvit_1_4_16_naive_boxes"] = final_eval(model, boxes="naive")
             log(f"muvit_1_4_16_naive_boxes: mDSC {results['muvit_1_4_16_naive_boxes']['mDSC']}")
 
-    print(json.dumps({
+    return {
         "mDSC": {k: v["mDSC"] for k, v in results.items()},
         "arms": results, "curves": curves, "parameters": params, "class_names": class_names,
         "budget": {"mae_steps": args.mae_steps, "finetune_steps_per_arm": args.steps, "batch_size": args.batch_size,
@@ -365,8 +533,7 @@ def main(argv=None) -> int:
         "seeds": {"train_slide": args.train_seed, "train_size": args.train_size, "test_slides": args.test_seeds,
                   "test_size": args.test_size, "test_tiles_per_slide": args.test_tiles, "torch": args.seed},
         "threads": args.threads, "device": args.device, "seconds": round(time.perf_counter() - t0),
-    }))
-    return 0
+    }
 
 
 if __name__ == "__main__":
