@@ -534,3 +534,21 @@ def test_show_tissue_draws_the_mask_foreground_runs_use(sample_viewer, tiny_mode
     np.testing.assert_allclose(layer.translate, translate)
     assert level > 1 and 0 < mask.mean() < 1  # a coarse level, and the sample slide is partly tissue
     assert w.status.text().startswith(f"tissue: {100 * mask.mean():.1f} % of the slide")
+
+
+def test_layer_steps_run_one_per_event_loop_turn(qtbot):
+    from qtpy.QtWidgets import QApplication
+
+    from napari_muvit.widgets.predict.layer_steps import LayerSteps
+
+    steps = LayerSteps()
+    ran, drained = [], []
+    steps.drained.connect(lambda: drained.append(len(ran)))
+    steps.queue([lambda k=k: ran.append(k) for k in range(3)])
+    assert ran == [] and steps.pending == 3  # nothing runs before the event loop turns
+    QApplication.processEvents()
+    assert ran == [0] and steps.pending == 2 and drained == []  # one turn of the event loop: one step
+    qtbot.waitUntil(lambda: drained == [3], timeout=2000)
+    assert ran == [0, 1, 2] and steps.pending == 0
+    steps.queue([lambda: ran.append("now")], stepwise=False)  # all at once, no drained signal needed
+    assert ran[-1] == "now" and steps.pending == 0

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
@@ -30,6 +30,7 @@ from napari_muvit.widgets.form import (
 )
 from napari_muvit.widgets.levels import LevelsPanel
 from napari_muvit.widgets.model_panel import ModelPanel
+from napari_muvit.widgets.predict.layer_steps import LayerSteps
 from napari_muvit.widgets.predict.legend import ClassLegend
 from napari_muvit.widgets.predict.measure_panel import MeasurePanel
 from napari_muvit.widgets.predict.roi_panel import RoiPanel
@@ -99,8 +100,8 @@ class PredictWidget(QWidget):
         self._pending_settings: dict | None = None  # the choices of the running job
         self._failed_settings: dict | None = None  # the choices of the last run that failed
         self.output_layers: list = []
-        self._showing: list = []  # layer updates still to run (one per event-loop turn)
-        self._step_scheduled = False
+        self.steps = LayerSteps(self)  # layer updates still to run (one per event-loop turn)
+        self.steps.drained.connect(self._steps_drained)
         self._saved_levels = None
         self._build_ui()
         self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
@@ -377,7 +378,7 @@ class PredictWidget(QWidget):
             region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
             empty = placeholder_preview(region, info.class_names, image.pixel_size, image.unit, info.class_colors)
             # one empty layer per event-loop turn (each costs a repaint); labels only: no heatmaps
-            self._queue_steps([lambda tup=tup: L.add_or_update(self.viewer, tup)
+            self.steps.queue([lambda tup=tup: L.add_or_update(self.viewer, tup)
                                for tup in preview_tuples(empty, image.origin_offset,
                                                          with_probabilities=recipe.prob_dtype != "none")])
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
@@ -446,13 +447,13 @@ class PredictWidget(QWidget):
 
     def _show_preview(self, preview: dict):
         """Finished tiles so far (numpy from the worker side); replaced by the final layers."""
-        if self.job is not None and self.job.running and self.image is not None and not self._showing:
+        if self.job is not None and self.job.running and self.image is not None and not self.steps.pending:
             show_preview(self.viewer, preview, self.image.origin_offset, live=True)
 
     def _on_job_ended(self):
         self.cancel_button.setEnabled(False)
         self.status.idle()
-        if not self._showing:  # else Run comes back with the last result layer
+        if not self.steps.pending:  # else Run comes back with the last result layer
             self.run_button.setEnabled(True)
 
     def show_outputs(self, outputs, stepwise: bool = True):
@@ -466,30 +467,11 @@ class PredictWidget(QWidget):
                  for tup in outputs.layers]
         steps.append(lambda: self.output_layers.extend(self.roi_panel.show(outputs.store, outputs.rois)))
         steps.append(lambda: self._outputs_shown(outputs))
-        self._queue_steps(steps, stepwise)
+        self.steps.queue(steps, stepwise)
 
-    def _queue_steps(self, steps, stepwise: bool = True):
-        """Run GUI steps (layer updates) in order, one per turn of the event loop (all now: ``stepwise=False``)."""
-        self._showing.extend(steps)
-        if not stepwise:
-            while self._showing:
-                self._showing.pop(0)()
-        elif not self._step_scheduled:
-            self._step_scheduled = True
-            QTimer.singleShot(0, self._show_next)
-
-    def _show_next(self):
-        self._step_scheduled = False
-        if self._showing:
-            step = self._showing.pop(0)
-            try:
-                step()
-            finally:
-                if self._showing:
-                    self._step_scheduled = True
-                    QTimer.singleShot(0, self._show_next)
-                elif self.job is None or not self.job.running:
-                    self.run_button.setEnabled(True)
+    def _steps_drained(self):
+        if self.job is None or not self.job.running:
+            self.run_button.setEnabled(True)
 
     def _outputs_shown(self, outputs):
         self.measure_panel.set_store(outputs.store if outputs.task == "segmentation" else None)

@@ -15,15 +15,12 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
 )
 
+from napari_muvit.widgets.form import Section, side_by_side
 from napari_muvit.widgets.plots import BarPlot
 from napari_muvit.widgets.predict.run_inputs import notify_error
 from napari_muvit.widgets.workers import EngineJob
@@ -44,7 +41,7 @@ class _NumberItem(QTableWidgetItem):
         return self.value < getattr(other, "value", -np.inf)
 
 
-class MeasurePanel(QGroupBox):
+class MeasurePanel(Section):
     """Measurements of the last run's store. ``report(text)`` shows a line in the host widget's status."""
 
     def __init__(self, viewer, report, parent=None):
@@ -77,17 +74,11 @@ class MeasurePanel(QGroupBox):
         self.chart = BarPlot(height_px=150, empty="press Measure")  # drawn off the GUI thread
         self.chart.setToolTip("Area of every tissue class (not background) in the whole prediction.")
 
-        form = QFormLayout()
-        form.addRow("regions", self.regions)
-        form.addRow("smallest object", self.min_size)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.measure_button)
-        buttons.addWidget(self.export_button)
-        col = QVBoxLayout(self)
-        col.addLayout(form)
-        col.addLayout(buttons)
-        col.addWidget(self.table)
-        col.addWidget(self.chart)
+        self.row("regions", self.regions)
+        self.row("smallest object", self.min_size)
+        self.add(side_by_side(self.measure_button, self.export_button))
+        self.add(self.table)
+        self.add(self.chart)
         self.measure_button.clicked.connect(self.measure)
         self.export_button.clicked.connect(lambda: self.export())
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):

@@ -5,23 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QPushButton,
-    QVBoxLayout,
-)
+from qtpy.QtWidgets import QComboBox, QFileDialog, QPushButton
 
 from napari_muvit.widgets import layers as L
+from napari_muvit.widgets.form import Section, side_by_side
 from napari_muvit.widgets.predict.run_inputs import notify_error
 from napari_muvit.widgets.results import RoiTable, centre_camera
 from napari_muvit.widgets.workers import EngineJob
 
 
-class RoiPanel(QGroupBox):
+class RoiPanel(Section):
     """Ranked ROIs of the last run. ``image()`` returns the run's `ImageInput` (for its pixel size and
     offset); ``report(text)`` shows a line in the host widget's status."""
 
@@ -40,15 +33,9 @@ class RoiPanel(QGroupBox):
         self.export_csv = QPushButton("Export ROIs (CSV)")
         self.export_csv.setToolTip("Save the listed ROIs, in the listed order, as a table (centre, box, score).")
         self.table.setToolTip("The best regions for the chosen score; click a row to go there.")
-        form = QFormLayout()
-        form.addRow("rank by", self.score)
-        exports = QHBoxLayout()
-        exports.addWidget(self.export_geojson)
-        exports.addWidget(self.export_csv)
-        lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addWidget(self.table)
-        lay.addLayout(exports)
+        self.row("rank by", self.score)
+        self.add(self.table)
+        self.add(side_by_side(self.export_geojson, self.export_csv))
         self.table.roi_clicked.connect(self._go_to)
         self.score.activated.connect(lambda *_: self.rerank())
         self.export_geojson.clicked.connect(lambda: self._export_clicked("geojson"))
