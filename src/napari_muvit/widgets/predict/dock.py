@@ -259,13 +259,11 @@ class PredictWidget(QWidget):
         return job
 
     def _show_tissue_layer(self, image, mask, level) -> None:
-        scale, translate = L.level_transform(level, image.pixel_size, origin=image.origin_offset)
         data = np.asarray(mask, np.uint8)
-        name = "MuViT tissue"
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        self.viewer.add_labels(data, name=name, scale=scale, translate=translate, opacity=0.35,
-                               metadata={L.META_KEY: {"kind": "tissue", "level": float(level)}})
+        tissue = L.labels_layer(data, float(level), image.pixel_size, image.unit, name="MuViT tissue",
+                                origin=image.origin_offset, extra_meta={"kind": "tissue"})
+        tissue[1]["opacity"] = 0.35
+        L.add_or_update(self.viewer, tissue)
         self.status.setText(f"tissue: {100.0 * data.mean():.1f} % of the slide (mask at level x{level:g})")
 
     def _update_region_controls(self, *_):
