@@ -250,6 +250,33 @@ def test_batched_reads_equal_pyramid_crops():
         np.testing.assert_array_equal(bbox[b], bbox_t)
 
 
+def test_batched_reads_of_stored_uint8_levels_equal_pyramid_crops():
+    """Integer levels are converted and normalised crop by crop (no float window): bit for bit `Pyramid.crops`,
+    padding included, for a stored uint8 level (1, 4) and one averaged from it (16)."""
+    from napari_muvit.data import Normalizer
+    from napari_muvit.engine.context import resolve
+    from napari_muvit.engine.tileops import read_batch
+
+    rng = np.random.default_rng(3)
+    fine = rng.integers(0, 256, (3, 160, 192), dtype=np.uint8)
+    coarse = fine.reshape(3, 40, 4, 48, 4).mean(axis=(2, 4)).round().astype(np.uint8)
+    pyr = open_pyramid([fine, coarse], axes="cyx")
+    assert pyr.read_window(1, (0, 0), (8, 8), raw=True)[0].dtype == np.uint8
+    assert pyr.read_window(16, (0, 0), (4, 4), raw=True)[0].dtype == np.float32  # averaged from level 4
+    model = tiny_segmenter(levels=(1, 4, 16))
+    model.encoder.in_channels = 3
+    ctx = resolve(Recipe(tile=32, overlap=8, out=""), model=model, pyramid=pyr)
+    tiles = [(0, 0), (0, 1), (0, 7), (2, 3), (6, 0), (6, 7), (5, 7)]  # corners, edges, a gap in a row
+    for norm in (Normalizer("percentile", [12.3, 7.9, 30.1], [201.7, 240.2, 180.6]), None):
+        ctx.normalizer = norm
+        x, bbox = read_batch(ctx, tiles)
+        for b, t in enumerate(tiles):
+            img_t, bbox_t = pyr.crops(ctx.grid.tile_center(*t), (1, 4, 16), 32, normalizer=norm)
+            np.testing.assert_array_equal(x[b].view(np.uint32), img_t.view(np.uint32))  # -0.0 and 0.0 too
+            np.testing.assert_array_equal(bbox[b], bbox_t)
+        assert (x[0, 0, :, 0, 0] == 0).all()  # padding outside the slide stays zero after normalisation
+
+
 class _OomAbove2(PixelSegmenter):
     def forward(self, x, bbox=None):
         if x.shape[0] > 2:

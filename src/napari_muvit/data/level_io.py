@@ -59,15 +59,16 @@ def block_mean(img: np.ndarray, ratio: Sequence[int]) -> np.ndarray:
     return img.reshape(shape).mean(axis=tuple(range(2, 2 + 2 * len(ratio), 2)), dtype=np.float32)
 
 
-def padded_window(n_channels: int, shape, start: np.ndarray, size: np.ndarray, read):
-    """Window ``(C, *size)`` float32 at pixel ``start`` of a ``(C, *shape)`` source, zero outside; plus validity.
+def padded_window(n_channels: int, shape, start: np.ndarray, size: np.ndarray, read, dtype=np.float32):
+    """Window ``(C, *size)`` of ``dtype`` (float32 by default) at pixel ``start`` of a ``(C, *shape)`` source, zero
+    outside; plus validity.
 
     ``read(lo, hi)`` returns the source's ``(C, *(hi - lo))`` block for the in-bounds part (not called when empty).
     """
     shape = np.asarray(shape)
     lo = np.clip(start, 0, shape)
     hi = np.clip(start + size, 0, shape)
-    out = np.zeros((n_channels, *size.tolist()), dtype=np.float32)
+    out = np.zeros((n_channels, *size.tolist()), dtype=dtype)
     valid = np.zeros(tuple(size.tolist()), dtype=bool)
     if np.all(hi > lo):
         dst = tuple(slice(a, b) for a, b in zip((lo - start).tolist(), (hi - start).tolist()))

@@ -73,10 +73,10 @@ class Normalizer:
         out = np.asarray(img, dtype=np.float32)
         if self.policy == "none":
             return out.copy() if out is img else out
-        low, span = self._channel_bounds(out.shape, spatial_ndim)
+        low, span = self.channel_bounds(out.shape, spatial_ndim)
         return (out - low) / span
 
-    def _channel_bounds(self, shape, spatial_ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    def channel_bounds(self, shape, spatial_ndim: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``low`` and ``high - low`` per channel, shaped to broadcast over ``(..., C, *spatial)``."""
         spatial = int(spatial_ndim)
         n_c = shape[-spatial - 1]
@@ -95,7 +95,7 @@ class Normalizer:
         if not (isinstance(img, np.ndarray) and img.dtype == np.float32 and img.flags.owndata
                 and img.flags.writeable) or self.policy == "none":
             return self(img, spatial_ndim)
-        low, span = self._channel_bounds(img.shape, spatial_ndim)
+        low, span = self.channel_bounds(img.shape, spatial_ndim)
         np.subtract(img, low, out=img)
         np.divide(img, span, out=img)
         return img

@@ -185,15 +185,17 @@ class Pyramid:
             )
         return best
 
-    def _read_stored(self, i: int, start: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Read ``(C, *size)`` float32 from stored level ``i`` at pixel ``start``; zero outside."""
+    def _read_stored(self, i: int, start: np.ndarray, size: np.ndarray, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``(C, *size)`` float32 (``raw``: the stored dtype) from stored level ``i`` at pixel ``start``; zero
+        outside."""
         layout = self._levels[i].layout
 
         def read(lo: list[int], hi: list[int]) -> np.ndarray:
             spatial = dict(zip(spatial_axes(layout), zip(lo, hi)))
             return to_channels_first(self._read_raw(i, spatial), layout)
 
-        return padded_window(self.n_channels, self.level_shape(i), start, size, read)
+        dtype = np.dtype(self._levels[i].raw.dtype) if raw else np.float32
+        return padded_window(self.n_channels, self.level_shape(i), start, size, read, dtype)
 
     def _read_raw(self, i: int, spatial: dict) -> np.ndarray:
         """``raw[t=0, all channels, spatial ranges]`` of stored level ``i`` in its own layout (without ``t``).
@@ -283,11 +285,11 @@ class Pyramid:
         self._check_chunk(i, idx)
         return self._decode(i, src, idx)
 
-    def _read(self, target: tuple[int, ...], start: np.ndarray, size: np.ndarray):
+    def _read(self, target: tuple[int, ...], start: np.ndarray, size: np.ndarray, raw: bool = False):
         i = self._stored_source_for(target)
         ratio = np.asarray(target) // np.asarray(self._levels[i].factor)
         if np.all(ratio == 1):
-            return self._read_stored(i, start, size)
+            return self._read_stored(i, start, size, raw)
         if isinstance(self._levels[i].raw, np.ndarray):
             # in-memory source: averaging it once costs less memory than the source itself
             return slice_padded(self._cached_virtual(i, target, ratio), start, size)
@@ -325,19 +327,21 @@ class Pyramid:
             self._cache[target] = out
         return self._cache[target]
 
-    def read_window(self, level: int, world_start_yx: Sequence[int], size: int | Sequence[int]):
+    def read_window(self, level: int, world_start_yx: Sequence[int], size: int | Sequence[int], raw: bool = False):
         """Raw values of a window at downsample ``level``.
 
         world_start_yx: world coordinate of the top-left *corner* of the first pixel, a multiple of the
             level's factor per axis (pixel index ``k`` starts at world ``k*f``).
-        Returns ``(img (C, *size) float32, valid (*size) bool)``; pixels outside the slide are 0.
+        Returns ``(img (C, *size) float32, valid (*size) bool)``; pixels outside the slide are 0. With ``raw``
+        a stored level comes in its stored dtype (e.g. uint8, no conversion); a level averaged from a finer one
+        is float32 either way.
         """
         target = self._target_factor(level)
         size_arr = np.broadcast_to(np.asarray(size, dtype=np.int64), (self.spatial_ndim,)).copy()
         world = np.asarray(world_start_yx, dtype=np.int64)
         if np.any(world % np.asarray(target)):
             raise ValueError(f"window start {tuple(world.tolist())} is not a multiple of the level factor {target}.")
-        return self._read(target, world // np.asarray(target), size_arr)
+        return self._read(target, world // np.asarray(target), size_arr, raw)
 
     # ---- nested crops -----------------------------------------------------------------------
     def crops(self, center_yx, levels, size, normalizer=None, return_valid=False, patch_size=None):

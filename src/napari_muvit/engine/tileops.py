@@ -36,6 +36,7 @@ def read_batch(ctx, tiles, pool: BufferPool | None = None) -> tuple[np.ndarray, 
     x = pool.take(shape) if pool is not None else host_buffer(shape, pinned=ctx.device.type == "cuda")
     bbox = np.zeros((len(tiles), L, 2, 2), np.float32)
     norm = ctx.normalizer if ctx.normalizer is not None and ctx.normalizer.policy != "none" else None
+    low, span = norm.channel_bounds(shape[2:]) if norm is not None else (None, None)
     rows: dict = {}
     for b, (i, j) in enumerate(tiles):
         rows.setdefault(i, []).append((j, b))
@@ -53,11 +54,27 @@ def read_batch(ctx, tiles, pool: BufferPool | None = None) -> tuple[np.ndarray, 
         for li, f in enumerate(ctx.levels):
             starts = all_starts[:, li]
             lo, hi = starts.min(axis=0), starts.max(axis=0) + S
-            window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist())
+            window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist(), raw=True)
+            padded = not ok.all()
+            if window.dtype != np.float32:
+                # stored integers: each crop is converted, normalised and copied in one pass into the batch (the
+                # same float32 operations as `Normalizer`, so the same values) instead of converting the window
+                for n, (b, st) in enumerate(zip(members, starts)):
+                    oy, ox = st - lo
+                    dst, src = x[b, li], window[:, oy : oy + S, ox : ox + S]
+                    if norm is not None:
+                        np.subtract(src, low, out=dst, dtype=np.float32)
+                        np.divide(dst, span, out=dst)
+                        if padded:
+                            dst *= ok[oy : oy + S, ox : ox + S]  # zero padding stays exactly zero
+                    else:
+                        dst[...] = src
+                    bbox[b, li] = boxes[n, li]
+                continue
             if norm is not None:
                 # pointwise, so normalising the shared window once equals normalising every crop of it
                 window = norm.apply_(window)
-                if not ok.all():
+                if padded:
                     window *= ok  # zero padding stays exactly zero after normalisation
             for n, (b, st) in enumerate(zip(members, starts)):
                 oy, ox = st - lo
