@@ -199,6 +199,22 @@ def context_probe(args) -> dict:
             "test_crops": args.test_tiles, "seeds": {"train_slide": train_seed, "test_slide": test_seed}}
 
 
+class ProbeCNN(nn.Module):
+    """Four-way classifier on one crop ``x[:, level]`` (64 px): three conv + pool stages and a dense layer that
+    sees where things lie in the crop; ``bbox`` is ignored."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(32 * (CROP // 8) ** 2, 128), nn.ReLU(), nn.Linear(128, 4))
+
+    def forward(self, x, bbox=None):
+        return self.net(x[:, self.level])
+
+
 def bearing_probe(args) -> dict:
     """Diagnostic for ``--kind bearing``: can a small MuViT tile classifier name the side of the nearest
     landmark of a crop centre from levels ``args.bearing_probe``? Crop centres are random points farther than
@@ -229,7 +245,10 @@ def bearing_probe(args) -> dict:
         img, world, concentric, _ = offset_crops(pyr, pts, levels, CROP, rng, normalizer=norm, shift=shift)
         return (torch.from_numpy(img), world, concentric, torch.from_numpy(bearing_class(dy, dx).astype(np.int64) - 1))
 
-    model = MuViTClassifier(MuViTEncoder(levels=levels, **ENCODER), 4, hidden=128)
+    if args.probe_model == "cnn":  # a plain CNN on the coarsest crop alone: no boxes, the layout is the cue
+        model = ProbeCNN(len(levels) - 1)
+    else:
+        model = MuViTClassifier(MuViTEncoder(levels=levels, **ENCODER), 4, hidden=128)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     tx, tw, tc, ty = batch(test_pyramid, args.test_size, test_seed, args.test_tiles,
@@ -254,7 +273,8 @@ def bearing_probe(args) -> dict:
         if step % args.eval_every == 0 or step == args.steps:
             curve.append((step, round(float(loss.detach()), 3), accuracy()))
             print(f"step {step}: loss {curve[-1][1]} held-out accuracy {curve[-1][2]}", file=sys.stderr, flush=True)
-    return {"bearing_probe_levels": list(levels), "train_shift": args.train_shift, "eval_shift": args.eval_shift,
+    return {"bearing_probe_levels": list(levels), "probe_model": args.probe_model,
+            "parameters": int(sum(p.numel() for p in model.parameters())), "train_shift": args.train_shift, "eval_shift": args.eval_shift,
             "curve_step_loss_heldout_accuracy": curve, "final_accuracy": curve[-1][2],
             "majority_class_accuracy": round(float(np.bincount(ty.numpy(), minlength=4).max() / len(ty)), 4),
             "steps": args.steps, "batch_size": args.batch_size, "test_crops": args.test_tiles,
@@ -389,6 +409,8 @@ def main(argv=None) -> int:
     parser.add_argument("--bearing-probe", default=None, metavar="LEVELS",
                         help="run only the bearing diagnostic (a tile classifier names the side of the nearest "
                              "landmark) with these levels, e.g. 1,16; --train-shift / --eval-shift place the context")
+    parser.add_argument("--probe-model", choices=("muvit", "cnn"), default="muvit",
+                        help="bearing probe: the MuViT classifier (default) or a plain CNN on the coarsest crop")
     parser.add_argument("--context-probe", default=None, metavar="LEVELS",
                         help="run only the region-type-from-context diagnostic with these levels, e.g. 16")
     args = parser.parse_args(argv)
