@@ -9,6 +9,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableW
 
 COLUMNS = ["slide", "size", "pixel", "format", "output"]
 THUMB_PX = 48  # icon side in the table
+MIN_WIDTH_PX = 500  # thumbnail + name, size, pixel, format and output columns side by side
 STATE_COLOURS = {"none": None, "partial": "#d9a400", "complete": "#2e9e4f", "unreadable": "#c0392b"}
 
 
@@ -27,6 +28,7 @@ class SlideTable(QTableWidget):
         self.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.setSelectionMode(QAbstractItemView.ExtendedSelection)  # several slides for a batch
         self.setIconSize(QSize(THUMB_PX, THUMB_PX))
+        self.setMinimumWidth(MIN_WIDTH_PX)  # the dock opens wide enough to show every column
         self.cellClicked.connect(lambda row, _col: self.slide_clicked.emit(row))
 
     def set_slides(self, slides) -> None:
