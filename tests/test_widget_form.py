@@ -69,3 +69,19 @@ def test_status_line_progress_and_run_buttons(qtbot):
     assert buttons.run.text() == "Start" and buttons.run.isEnabled() and not buttons.cancel.isEnabled()
     buttons.set_running(True)
     assert not buttons.run.isEnabled() and buttons.cancel.isEnabled()
+
+
+def test_model_folder_chosen_with_the_button_becomes_the_model(qtbot, monkeypatch, tmp_path):
+    from napari_muvit.widgets import form
+    from napari_muvit.widgets.model_panel import ModelPanel
+
+    panel = ModelPanel()
+    qtbot.addWidget(panel)
+    assert panel.source.currentText() == "demo" and not panel.folder.isEnabled()
+    monkeypatch.setattr(form.QFileDialog, "getExistingDirectory", lambda *a, **k: "")  # the dialog cancelled
+    panel.browse.click()
+    assert panel.source.currentText() == "demo" and panel.model_source() == "demo"
+    monkeypatch.setattr(form.QFileDialog, "getExistingDirectory", lambda *a, **k: str(tmp_path / "m"))
+    panel.browse.click()
+    assert panel.source.currentText() == "folder" and panel.model_source() == str(tmp_path / "m")
+    assert panel.folder.isEnabled() and panel.browse.text() == form.CHOOSE

@@ -10,20 +10,11 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QSpinBox, QWidget
 
 from napari_muvit.model.card import ModelCard  # pure Python, like config_io: no torch on the GUI thread
 from napari_muvit.model.config_io import MAE_KEYS, read_yaml
+from napari_muvit.widgets.form import PathEdit
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -104,18 +95,12 @@ class ModelPanel(QWidget):
         self.source.addItems(["demo", "folder"])
         self.source.setToolTip("'demo': the small built-in model for the sample slide; 'folder': a model "
                                "folder (config.yaml + model.pth, e.g. one saved by the Teach dock).")
-        self.folder = QLineEdit()
-        self.folder.setPlaceholderText("model folder (config.yaml + model.pth)")
+        # the folder field of every dock (`form.PathEdit`); a chosen folder also switches the source to it
+        self.folder_row = PathEdit("folder", placeholder="model folder (config.yaml + model.pth)")
+        self.folder, self.browse = self.folder_row.edit, self.folder_row.button
         self.folder.setToolTip("The model folder: it holds config.yaml, model.pth and the model card muvit.yaml.")
-        self.browse = QPushButton("Choose…")
         self.browse.setToolTip("Choose the model folder.")
-        self.browse.clicked.connect(self._browse)
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.folder)
-        row.addWidget(self.browse)
-        folder_row = QWidget()
-        folder_row.setLayout(row)
+        self.folder_row.changed.connect(lambda *_: self.source.setCurrentText("folder"))
         self.card = QLabel("")
         self.card.setWordWrap(True)
         self.device = QComboBox()
@@ -146,7 +131,7 @@ class ModelPanel(QWidget):
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("model", self.source)
-        form.addRow("", folder_row)
+        form.addRow("", self.folder_row)
         form.addRow(self.card)
         form.addRow("device", self.device)
         form.addRow("precision", self.precision)
@@ -236,9 +221,3 @@ class ModelPanel(QWidget):
         self.batch.setValue(int(s.get("batch_size", 0)))
         self.tile.setValue(int(s.get("tile", 0)))
         self.overlap.setValue(int(s.get("overlap", -2)))
-
-    def _browse(self):
-        path = QFileDialog.getExistingDirectory(self, "MuViT model folder")
-        if path:
-            self.folder.setText(path)
-            self.source.setCurrentText("folder")
