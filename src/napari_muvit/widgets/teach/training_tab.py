@@ -96,10 +96,6 @@ class TrainingTab(QWidget):
         set_tips(self, {**self._common_tips, **self.tooltips})
         dock_layout(self, sections, [self.run_box])
 
-    def refresh(self, *_) -> None:
-        for picker in self.findChildren(LayerPicker):
-            picker.refresh()
-
     # subclasses: `_prepare()` on the GUI thread -> kwargs, `_run(kwargs, progress, cancel)` in the worker
     def start(self, *_) -> EngineJob | None:
         if self.job is not None and self.job.running:
