@@ -265,7 +265,10 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
     viewer.window.add_dock_widget(widget, name="teach")
     open_s = time.perf_counter() - t_open
     tab = widget.pretrain
-    tab.levels.value, tab.size.value, tab.batch.value, tab.steps.value = "1,4", 32, 2, 100_000
+    tab.levels.value = "1,4"
+    tab.size.setValue(32)
+    tab.batch.setValue(2)
+    tab.steps.setValue(100_000)
     tab.out.value = os.path.join(work, "mae")
     ticks.clear()
     job = tab.start()
@@ -275,7 +278,7 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
         time.sleep(0.001)
         if t_cancel is None and job.done >= cancel_after:
             t_cancel = time.perf_counter()
-            tab.cancel_btn.native.click()
+            tab.cancel_btn.click()
     t_end = time.perf_counter()
     timer.stop()
     for _ in range(50):  # deliver the job's last signals (the tab's final status line)
@@ -287,7 +290,7 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
         "pretrain_p99_gap_ms": round(float(np.percentile(gaps, 99)), 1), "gaps_over_100ms": int((gaps > 100).sum()),
         "cancel_latency_s": None if t_cancel is None else round(job.stopped_at - job.cancel_at, 3),
         "cancel_to_done_s": None if t_cancel is None else round(t_end - t_cancel, 3),
-        "status": str(tab.status.value), "error": job.error,
+        "status": tab.status.text(), "error": job.error,
     }
 
 
