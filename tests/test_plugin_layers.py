@@ -110,3 +110,21 @@ def test_rgb_overview_is_channels_last_and_placed_at_its_level():
     assert kind == "image" and kw["rgb"] and kw["multiscale"]
     assert data[0].shape == (32, 48, 3) and data[1].shape == (16, 24, 3)
     assert kw["scale"] == (8.0, 8.0) and kw["translate"] == (67.5, 3.5)  # origin + (8 - 1) / 2
+
+
+def test_roi_polygons_attention_map_and_query_marker_builders():
+    poly = np.array([[0.0, 0.0], [0.0, 9.0], [4.0, 9.0]])
+    data, kw, kind = L.roi_polygons_layer([poly], {"rank": [1], "score": [0.7]}, pixel_size=(0.5, 0.5),
+                                          extra_meta={"store": "s.zarr"})
+    assert kind == "shapes" and kw["shape_type"] == "polygon" and kw["text"]["string"] == "{rank}"
+    np.testing.assert_array_equal(data[0], poly)
+    assert kw["scale"] == (0.5, 0.5) and kw["metadata"][L.META_KEY]["store"] == "s.zarr"
+    assert "text" not in L.roi_polygons_layer([poly], {"score": [0.7]})[1]
+    amap = np.arange(6, dtype=np.float64).reshape(2, 3)
+    data, kw, kind = L.attention_map_layer(amap, 4, (32.0, 32.0), (15.5, 47.5), (0.0, 5.0), "magma",
+                                           pixel_size=(0.25, 0.25))
+    assert kind == "image" and data.dtype == np.float32
+    assert kw["scale"] == (8.0, 8.0) and kw["translate"] == (15.5 * 0.25, 47.5 * 0.25)
+    assert kw["metadata"][L.META_KEY] == {"kind": "attention", "level": 4, "cell": [32.0, 32.0]}
+    data, kw, kind = L.query_marker_layer((10.0, 20.0), 32.0)
+    assert kind == "points" and data.shape == (1, 2) and kw["size"] == 32.0 and kw["symbol"] == "square"

@@ -274,6 +274,44 @@ def roi_points_layer(centers_yx, features=None, pixel_size=None, unit=None, name
     return (centers, kwargs, "points")
 
 
+def roi_polygons_layer(polygons, features=None, pixel_size=None, unit=None, name="MuViT ROIs",
+                       extra_meta: Mapping | None = None) -> tuple:
+    """Ranked ROI outlines (each ``(n, 2)`` vertices, world px in the pixel-centre frame) with a features
+    table -> Shapes polygons; the rank is written beside each when the features hold one."""
+    scale, _ = level_transform(1, pixel_size, 2)
+    feats = _features(features)
+    kwargs = {
+        "name": name, "scale": scale, "units": _units(unit, 2), "shape_type": "polygon", "features": feats,
+        "edge_color": "#00ff88", "face_color": "transparent", "edge_width": 2.0,
+        "metadata": _meta("rois", 1, pixel_size, unit, extra_meta),
+    }
+    if "rank" in feats:
+        kwargs["text"] = {"string": "{rank}", "color": "#00ff88", "anchor": "upper_left", "size": 10}
+    return ([np.asarray(p, dtype=float) for p in polygons], kwargs, "shapes")
+
+
+def attention_map_layer(data, level, cell, origin, contrast_limits, colormap, pixel_size=None,
+                        name="MuViT attention") -> tuple:
+    """One level's attention map ``(h, w)`` (one value per token) -> Image: token ``(0, 0)`` centred on world
+    ``origin`` ``(y, x)``, one token every ``cell`` world px (`engine.attention` placement)."""
+    kwargs = {
+        "name": name, "scale": tuple(world_to_napari(cell, pixel_size)),
+        "translate": tuple(world_to_napari(origin, pixel_size)), "colormap": colormap, "opacity": 0.8,
+        "blending": "translucent", "contrast_limits": contrast_limits,
+        "metadata": {META_KEY: {"kind": "attention", "level": int(level),
+                                "cell": np.asarray(cell, dtype=float).tolist()}},
+    }
+    return (np.asarray(data, dtype=np.float32), kwargs, "image")
+
+
+def query_marker_layer(point_yx, size: float, pixel_size=None, name="MuViT query") -> tuple:
+    """The probed token: a hollow cyan square of ``size`` world px centred on ``point_yx`` -> Points."""
+    scale, _ = level_transform(1, pixel_size, 2)
+    kwargs = {"name": name, "scale": scale, "symbol": "square", "size": size, "face_color": "transparent",
+              "border_color": "cyan", "border_width": 0.15}
+    return (np.asarray(point_yx, dtype=float).reshape(1, 2), kwargs, "points")
+
+
 def rectangle(y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
     """Corners ``(4, 2)`` of an axis-aligned rectangle (y, x)."""
     return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)

@@ -79,15 +79,9 @@ def roi_layer_and_table(store, pixel_size=None, origin_offset=(0.0, 0.0), score=
         "class": np.asarray([r.classification for r in rois]),
         "centroid_y": centres[:, 0], "centroid_x": centres[:, 1],
     }
-    scale, _ = layers.level_transform(1, pixel_size, 2)
-    kwargs = {
-        "name": ROI_LAYER, "scale": scale, "shape_type": "polygon", "features": features,
-        "edge_color": "#00ff88", "face_color": "transparent", "edge_width": 2.0,
-        "text": {"string": "{rank}", "color": "#00ff88", "anchor": "upper_left", "size": 10},
-        "metadata": {layers.META_KEY: {"kind": "rois", "level": 1, "store": str(store), "score": score,
-                                       "pixel_size": None if pixel_size is None else list(pixel_size)}},
-    }
-    return (polygons, kwargs, "shapes"), RankedRois(score, list(rois), centres, sizes)
+    layer = layers.roi_polygons_layer(polygons, features, pixel_size, name=ROI_LAYER,
+                                      extra_meta={"store": str(store), "score": score})
+    return layer, RankedRois(score, list(rois), centres, sizes)
 
 
 def export_rois(ranked: RankedRois, fmt: str, path, store=None) -> Path:

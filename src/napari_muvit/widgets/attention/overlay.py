@@ -11,13 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_muvit.widgets.layers import (
-    META_KEY,
     add_or_update,
+    attention_map_layer,
     crop_outlines_layer,
     layer_type,
-    level_transform,
+    query_marker_layer,
     set_transform,
-    world_to_napari,
 )
 
 MAP_PREFIX = "attention level "
@@ -132,13 +131,8 @@ class AttentionOverlay:
             level = int(view.levels[i])
             data = np.asarray(view.maps[i], dtype=np.float32)
             cell, origin = token_grid_placement(view.bboxes[i], level, data.shape)
-            kwargs = {
-                "name": f"{MAP_PREFIX}{level}", "scale": tuple(world_to_napari(cell, pixel_size)),
-                "translate": tuple(world_to_napari(origin, pixel_size)), "colormap": attention_colormap(),
-                "opacity": 0.8, "blending": "translucent", "contrast_limits": limits[i],
-                "metadata": {META_KEY: {"kind": "attention", "level": level, "cell": cell.tolist()}},
-            }
-            layer = update_in_place(self.viewer, (data, kwargs, "image"))
+            layer = update_in_place(self.viewer, attention_map_layer(
+                data, level, cell, origin, limits[i], attention_colormap(), pixel_size, name=f"{MAP_PREFIX}{level}"))
             layer.contrast_limits = limits[i]
             # one colour bar: on the finest map when the scale is shared, else on every map
             layer.colorbar.visible = (i == finest) or not self.shared_scale
@@ -147,14 +141,8 @@ class AttentionOverlay:
         self.levels = tuple(int(v) for v in view.levels)
         crops = crop_outlines_layer(view.bboxes, view.levels, pixel_size, unit, name=CROPS_LAYER)
         update_in_place(self.viewer, crops, count=len(view.levels))
-        scale, _ = level_transform(1, pixel_size, 2)
-        point = np.asarray(view.query_world_yx, dtype=float).reshape(1, 2)
         size = view.query_level * view.patch_size
-        query = {
-            "name": QUERY_LAYER, "scale": scale, "symbol": "square", "size": size,
-            "face_color": "transparent", "border_color": "cyan", "border_width": 0.15,
-        }
-        marker = update_in_place(self.viewer, (point, query, "points"))
+        marker = update_in_place(self.viewer, query_marker_layer(view.query_world_yx, size, pixel_size, QUERY_LAYER))
         if not np.allclose(marker.size, size):
             marker.size = size
 
