@@ -281,6 +281,33 @@ def test_cli_flags_override_the_recipe_file(tmp_path):
     assert (recipe.task, recipe.steps, recipe.epochs, recipe.size) == ("mae", 7, None, 64)
 
 
+def test_no_dihedral_keeps_every_crop_unturned_but_jittered():
+    """``--no-dihedral`` (recipe ``dihedral: false``): the fine-tuning crops are never flipped or turned, for
+    classes that name a direction; the default still turns them."""
+    from napari_muvit.cli._training_args import build_recipe
+    from napari_muvit.data import open_pyramid
+    from napari_muvit.engine.training.finetune import make_task
+
+    args = _cli_args(["finetune", "s.tif", "--labels", "l.npy", "--base", "b", "--out", "o", "--no-dihedral"])
+    recipe = build_recipe(args, "segmentation", {"dihedral": args.dihedral})
+    assert recipe.dihedral is False and recipe.augment is True
+    assert TrainRecipe.from_dict(recipe.to_dict()).dihedral is False and TrainRecipe().dihedral is True
+    img = np.random.default_rng(0).integers(0, 255, (128, 128)).astype(np.uint8)
+    labels = np.ones((128, 128), np.uint8)
+    labels[:, 64:] = 2  # class by side: a turn or a flip would move it
+    pyramid = open_pyramid(img)
+    for dihedral, turned in ((False, False), (True, True)):
+        task = make_task("segmentation", pyramid, labels, (1, 4), 32, ["left", "right"], 0.0, 0, None, True,
+                         dihedral=dihedral)
+        seen = set()
+        for _ in range(12):
+            _, _, target = task.train_batch(4)
+            for t in target:
+                # an unturned crop has "left" (0) left of "right" (1) in every row, never the other way round
+                seen.add(bool(((t[:, 0] == 1) & (t[:, -1] == 0)).any()))
+        assert (True in seen) == turned
+
+
 def test_cli_run_writes_its_recipe_and_repeating_it_gives_the_same_history(blobs, tmp_path, capsys):
     import tifffile
 

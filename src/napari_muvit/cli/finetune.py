@@ -33,6 +33,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: from the labels)")
     p.add_argument("--head", choices=("unetr", "probe"), default=None, help="segmentation head (default unetr)")
     p.add_argument("--train-encoder", action="store_true", default=None, help="also fine-tune the encoder")
+    p.add_argument("--no-dihedral", dest="dihedral", action="store_false", default=None,
+                   help="no flips or quarter turns of the training crops (for classes that name a direction, "
+                        "e.g. 'landmark above'; intensity jitter stays)")
     p.add_argument("--val-fraction", type=float, default=None, help="share of labelled regions held out (0.2)")
     add_common(p)
 
@@ -53,7 +56,7 @@ def run(args) -> int:
     recipe = build_recipe(args, "segmentation", dict(
         task=args.task, class_names=classes, levels=args.levels or None, size=args.size, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, train_encoder=args.train_encoder, head=args.head,
-        val_fraction=args.val_fraction, background_class=args.background_class))
+        val_fraction=args.val_fraction, background_class=args.background_class, dihedral=args.dihedral))
     result = finetune(args.source, args.labels, args.base, args.out, recipe, resume=args.resume,
                       overwrite=args.overwrite, progress=printer(args.quiet, "finetune"))
     summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}

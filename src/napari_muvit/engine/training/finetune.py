@@ -62,10 +62,10 @@ def build_head_model(task: str, encoder, num_classes: int, head: str = "unetr", 
 
 
 def make_task(task, pyramid, annotations, levels, size, class_names, val_fraction, seed, normalizer, augment,
-              background_class=None):
+              background_class=None, dihedral: bool = True):
     from .tasks import ClassificationTask, SegmentationTask
 
-    aug = Augmenter(jitter=0.1) if augment else None
+    aug = Augmenter(flips=dihedral, rotations=dihedral, jitter=0.1) if augment else None
     if task == "segmentation":
         if isinstance(annotations, (str, Path)) and str(annotations).lower().endswith((".geojson", ".json")):
             # QuPath annotations: their classes become the labels
@@ -193,7 +193,7 @@ def finetune(
     check_levels_available(pyramid, levels, encoder.patch_size[0])
     (normalizer,) = _normalizers([pyramid], recipe.normalization)
     data = make_task(task, pyramid, annotations, levels, size, recipe.class_names, val_fraction, seed, normalizer,
-                     recipe.augment, recipe.background_class)
+                     recipe.augment, recipe.background_class, recipe.dihedral)
 
     aside = set_aside(train_dir, overwrite, resume)  # every input is checked: move the old run aside
     torch.manual_seed(seed)

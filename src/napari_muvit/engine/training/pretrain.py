@@ -138,7 +138,8 @@ def pretrain(
     levels = tuple(mae.encoder.levels)
     normalizers = _normalizers(pyramids, recipe.normalization)
     data = SlideBatches(pyramids, levels, size, seed=seed, normalizers=normalizers,
-                        augment=Augmenter(jitter=0.1) if recipe.augment else None, shift=recipe.nested_shift,
+                        augment=Augmenter(flips=recipe.dihedral, rotations=recipe.dihedral, jitter=0.1) if recipe.augment else None,
+                        shift=recipe.nested_shift,
                         patch_size=mae.encoder.patch_size[0])
     aside = set_aside(train_dir, overwrite, resume)  # every input is checked: move the old run aside
 

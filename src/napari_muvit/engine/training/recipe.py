@@ -78,6 +78,9 @@ class TrainRecipe(RecipeFile):
     val_fraction : share of the labelled regions (or ROIs) held out for validation, in [0, 1).
     normalization : ``percentile``, ``fixed``, ``none`` or a `Normalizer.to_dict()` payload.
     augment : flips, rotations and intensity jitter.  nested_shift : pre-training context-crop jitter.
+    dihedral : with ``augment``, the flips and quarter turns (``False``: intensity jitter only). Turn it off
+        when a class names a direction ("landmark above", "apical side"): a turn of the crops changes the
+        true class, so turned crops would teach every direction for every label.
     model_config : pre-training only: `MuViTMAE` keyword arguments over the small default MAE.
     checkpoint_every, preview_every : pre-training: steps between checkpoints / preview images
         (``preview_every`` ``None`` = ``checkpoint_every``; 0 = no previews).
@@ -110,6 +113,7 @@ class TrainRecipe(RecipeFile):
     val_fraction: float = 0.2
     normalization: str | dict = "percentile"
     augment: bool = True
+    dihedral: bool = True
     nested_shift: float = 1.0
     model_config: dict = field(default_factory=dict)
     checkpoint_every: int = 200
@@ -162,6 +166,7 @@ class TrainRecipe(RecipeFile):
             raise ValueError(f"head {self.head!r} is not one of {', '.join(HEADS)}.")
         self.train_encoder = _flag(self.train_encoder, "train_encoder")
         self.augment = _flag(self.augment, "augment")
+        self.dihedral = _flag(self.dihedral, "dihedral")
         self.class_names = _names(self.class_names, "class names")
         self.class_colors = _names(self.class_colors, "class colours")
         if self.background_class is not None:
