@@ -1,16 +1,21 @@
-"""Teach widget: scribble probe on the synthetic slide, debounced retraining, live plot, cancel, heartbeat."""
+"""Teach widget: scribble probe on the synthetic slide, debounced retraining, live plot, cancel, heartbeat.
+
+Training jobs run in the engine worker process: their results carry that process's ``pid``.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
-import torch
 
 from napari_muvit.widgets.teach.dock import TeachWidget
 from napari_muvit.widgets.teach.probe import PROBE_LAYER
-from napari_muvit.widgets.teach.training_tab import warm_up
+from napari_muvit.widgets.workers import EngineJob
 
 SLIDE_SIZE = 1024
 
@@ -29,15 +34,23 @@ def slide(tmp_path_factory):
 def viewer_with_slide(make_napari_viewer, slide, monkeypatch, tmp_path):
     from napari_muvit.widgets._reader import read_slide
 
-    monkeypatch.setenv("NAPARI_MUVIT_THREADS", "1")
-    torch.set_num_threads(1)
+    monkeypatch.setenv("NAPARI_MUVIT_THREADS", "1")  # the worker process is spawned with this environment
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     viewer = make_napari_viewer()
     data, kwargs, _ = read_slide(str(slide[0]))[0]
     viewer.add_image(data, **kwargs)
     widget = TeachWidget(viewer)
     viewer.window.add_dock_widget(widget, name="teach")
-    warm_up()  # already done when the widget opened: a no-op
     return viewer, widget
+
+
+def _thread_job(fn):
+    """`TrainingTab._make_job` replacement: `fn(kw, progress, cancel, on_record)` in a thread (widget logic only)."""
+
+    def make(self, kw):
+        return EngineJob(lambda **cb: fn(self, kw, **cb), description=self.description, unit="steps", records=True)
+
+    return make
 
 
 def _heartbeat(qtbot):
@@ -97,7 +110,8 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     timer.stop()
     assert job.error is None, job.error
     result = tab.result
-    assert result["fit"].train_accuracy > 0.8
+    assert result["pid"] != os.getpid()  # fitted and predicted in the worker process
+    assert result["train_accuracy"] > 0.8
     pred = np.asarray(viewer.layers[PROBE_LAYER].data[0] if viewer.layers[PROBE_LAYER].multiscale
                       else viewer.layers[PROBE_LAYER].data)
     assert pred.shape == truth.shape
@@ -126,7 +140,9 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     _check_heartbeat(qtbot, gaps, "scribble probe")
     # the live plot got the probe's loss curve
     xs, ys = tab.plot.series["loss"]
-    assert len(xs) == len(result["fit"].losses) and ys[-1] < ys[0]
+    assert xs == [float(s) for s in range(1, len(result["losses"]) + 1)]
+    assert ys == pytest.approx(result["losses"]) and ys[-1] < ys[0]
+    assert tab.plot.series["accuracy"][1] == pytest.approx([result["train_accuracy"]])
     # saved as a model folder that loads like any other (what the predict widget does)
     from napari_muvit.model import load_model
 
@@ -134,7 +150,7 @@ def test_scribble_probe_predicts_the_slide(viewer_with_slide, slide, qtbot):
     folder = tab.save()
     model = load_model(folder)
     assert model.card.task == "segmentation" and model.card.head["head"] == "probe"
-    assert model.card.class_names == result["fit"].class_names
+    assert model.card.class_names == result["class_names"]
 
 
 def test_new_strokes_retrain_once_debounced(viewer_with_slide, qtbot, monkeypatch):
@@ -185,7 +201,8 @@ def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, 
     timer.stop()
     assert job.error is None, job.error
     result = tab.result
-    assert result.cancelled and 3 <= result.steps_done < 100_000
+    assert result.pid != os.getpid()  # trained in the worker process
+    assert result.cancelled and 3 <= result.steps_done < 100_000 and job.stopping_at is not None
     assert tab.status.text().startswith("cancelled") and tab.start_btn.isEnabled() and not tab.cancel_btn.isEnabled()
     # reconstruction previews: one layer per level on that level's crop
     assert [layer.name for layer in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]
@@ -225,6 +242,7 @@ def test_finetune_from_a_labels_layer_saves_a_model_with_live_metrics(viewer_wit
     qtbot.wait(700)  # the plot's coalesced render
     assert job.error is None, job.error
     result = tab.result
+    assert result.pid != os.getpid()
     assert not result.cancelled and len(result.history) == 2
     # one plot point per epoch, read from the run's history while it trains
     xs, ys = tab.plot.series["train_loss"]
@@ -242,9 +260,9 @@ def test_rois_from_a_shapes_layer_are_world_pixel_polygons(make_napari_viewer):
     layer = viewer.add_shapes(rects, shape_type="rectangle", scale=(0.5, 0.5),
                               features={"class": ["tumour", "stroma"]})
     rois = rois_from_layer(layer, pixel_size=(0.5, 0.5))
-    assert [r.label for r in rois] == ["tumour", "stroma"]
-    np.testing.assert_allclose(rois[1].polygon.min(0), [100, 100])  # data px of a 0.5-scaled layer = world px
-    np.testing.assert_allclose(rois[1].polygon.max(0), [130, 140])
+    assert [r["label"] for r in rois] == ["tumour", "stroma"]
+    np.testing.assert_allclose(rois[1]["polygon"].min(0), [100, 100])  # data px of a 0.5-scaled layer = world px
+    np.testing.assert_allclose(rois[1]["polygon"].max(0), [130, 140])
     unnamed = viewer.add_shapes(rects, shape_type="rectangle")
     with pytest.raises(ValueError, match="'class' column"):
         rois_from_layer(unnamed)
@@ -258,14 +276,14 @@ def test_strokes_during_training_retrain_once_afterwards(viewer_with_slide, qtbo
     tab.debounce.setInterval(100)
     runs, active = [], []
 
-    def fake_fit(self, kw, progress, cancel):  # the widget logic only: a probe round that takes 0.6 s
+    def fake_fit(self, kw, progress, cancel, on_record):  # the widget logic only: a probe round of 0.6 s
         runs.append(len(active))  # rounds still training when this one starts
         active.append(1)
         time.sleep(0.6)
         active.pop()
-        return {"fit": None, "layer": None, "seconds": 0.6}
+        return {"layer": None, "seconds": 0.6, "model_dir": None}
 
-    monkeypatch.setattr(type(tab), "_run", fake_fit)  # the class: see above
+    monkeypatch.setattr(type(tab), "_make_job", _thread_job(fake_fit))  # the class: see above
     tab.start()
     qtbot.waitUntil(lambda: len(runs) == 1, timeout=5000)
     for k in range(3):  # strokes while the first round trains
@@ -312,7 +330,7 @@ def test_no_progress_line_after_the_job_ended(viewer_with_slide, qtbot, monkeypa
     tab = widget.pretrain
     captured = {}
 
-    def fake_run(self, kw, progress, cancel):  # three steps, then waits for Cancel like the real loop
+    def fake_run(self, kw, progress, cancel, on_record):  # three steps, then waits for Cancel like the real loop
         captured["progress"] = progress
         for step in (1, 2, 3):
             progress(step, 100)
@@ -322,7 +340,7 @@ def test_no_progress_line_after_the_job_ended(viewer_with_slide, qtbot, monkeypa
                                model_dir="m")
 
     monkeypatch.setattr(type(tab), "_prepare", lambda self: {})
-    monkeypatch.setattr(type(tab), "_run", fake_run)
+    monkeypatch.setattr(type(tab), "_make_job", _thread_job(fake_run))
     events, at_outcome = [], []
     job = tab.start()
     job.progressed.connect(lambda now, todo, text: events.append(("progressed", text)))
@@ -350,3 +368,88 @@ def test_no_progress_line_after_the_job_ended(viewer_with_slide, qtbot, monkeypa
     assert at_outcome[0].startswith(final) and tab.status.text().startswith(final)
     assert [kind for kind, _ in events].count("cancelled") == 1
     assert not job.running and job.state.phase == "ended" and not tab.cancel_btn.isEnabled()
+
+
+def test_a_failing_finetune_shows_the_engine_sentence(viewer_with_slide, slide, qtbot, tmp_path, monkeypatch):
+    import napari_muvit.widgets.teach.training_tab as training_tab
+
+    shown = []
+    monkeypatch.setattr(training_tab, "show_error", shown.append)
+    viewer, widget = viewer_with_slide
+    viewer.add_labels(slide[1].astype(np.uint8), name="annotations")
+    tab = widget.finetune
+    tab.annotations.refresh()
+    tab.annotations.value = viewer.layers["annotations"]
+    missing = tmp_path / "no-such-model"
+    tab.model.value = str(missing)
+    tab.out.value = str(tmp_path / "finetuned")
+    job = tab.start()
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.isEnabled(), timeout=90_000)
+    assert tab.status.text() == "failed" and tab.result is None
+    assert len(shown) == 1 and shown[0] == job.error
+    assert str(missing) in shown[0] and "\n" not in shown[0] and "Traceback" not in shown[0]
+
+
+def test_records_drive_the_plot_in_order_and_stop_at_the_outcome(viewer_with_slide, qtbot, monkeypatch):
+    """Rows reach the plot in the order the job gave them; a row given after the outcome is never drawn."""
+    viewer, widget = viewer_with_slide
+    tab = widget.finetune
+    late = []
+
+    def fake_train(self, kw, progress, cancel, on_record):
+        for epoch in range(1, 6):
+            progress(epoch, 5)
+            on_record({"epoch": epoch, "train_loss": 1.0 / epoch, "mDSC": 0.1 * epoch})
+        late.append(on_record)
+        from types import SimpleNamespace
+
+        return SimpleNamespace(cancelled=False, model_dir="m")
+
+    monkeypatch.setattr(type(tab), "_prepare", lambda self: {})
+    monkeypatch.setattr(type(tab), "_make_job", _thread_job(fake_train))
+    job = tab.start()
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.isEnabled(), timeout=10_000)
+    late[0]({"epoch": 6, "train_loss": 0.01})  # a straggler after the outcome
+    qtbot.wait(100)
+    xs, ys = tab.plot.series["train_loss"]
+    assert xs == [1.0, 2.0, 3.0, 4.0, 5.0] and ys == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
+    assert tab.plot.series["mDSC"][1] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+_FRESH_GUI = r"""
+import os, sys, time
+from qtpy.QtWidgets import QApplication
+import napari
+from napari_muvit.widgets._reader import read_slide
+from napari_muvit.widgets.teach.dock import TeachWidget
+
+viewer = napari.Viewer(show=False)
+for data, kwargs, kind in read_slide(sys.argv[1]):
+    getattr(viewer, f"add_{kind}")(data, **kwargs)
+widget = TeachWidget(viewer)
+tab = widget.pretrain
+tab.levels.value = "1,4"
+tab.size.setValue(32)
+tab.batch.setValue(2)
+tab.steps.setValue(2)
+tab.out.value = sys.argv[2]
+rows = []
+job = tab.start()
+job.recorded.connect(lambda row: rows.append(row["step"]))
+app = QApplication.instance()
+deadline = time.monotonic() + 240
+while (job.running or not tab.start_btn.isEnabled()) and time.monotonic() < deadline:
+    app.processEvents()
+    time.sleep(0.01)
+print("RESULT", job.error, tab.result.pid != os.getpid(), rows, len(tab.previews), "torch" in sys.modules)
+"""
+
+
+def test_training_never_imports_torch_in_the_gui_process(slide, tmp_path):
+    """A fresh napari session pre-trains from the dock: the GUI process ends without torch imported."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", NAPARI_MUVIT_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _FRESH_GUI, str(slide[0]), str(tmp_path / "mae")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, done.stderr[-3000:]
+    assert line == "RESULT None True [1, 2] 2 False", line

@@ -1,16 +1,27 @@
 """Child side of the engine worker process (no Qt, no napari: imported by a spawned interpreter).
 
-The child serves one task at a time from ``tasks``: ``(job_id, "module:function", args, kwargs)``. It calls
-``function(*args, progress=..., cancel=..., **kwargs)``, sends ``(job_id, "progress", (done, total))``
-events while it runs, and ends every task with exactly one ``"result"``, ``"user_error"`` (the engine's
-sentence) or ``"error"`` (type, message and traceback text) event. ``cancel`` reads a shared flag that
-the parent sets. ``None`` on ``tasks`` stops the child. Results travel as plain objects (`plain`).
+The child serves one task at a time from ``tasks``: ``(job_id, "module:function", args, kwargs, options)``.
+It calls ``function(*args, progress=..., cancel=..., **kwargs)`` (plus ``on_record=...`` when
+``options["records"]``) and sends events ``(job_id, kind, payload)`` while it runs:
+
+* ``"progress"``: ``(done, total)``;
+* ``"record"``: one row the job handed to ``on_record`` (a training history row), in the order given;
+* ``"stopping"``: once, the first time the job read a set cancel flag (it is wrapping up: the parent
+  then waits for it instead of terminating it);
+
+and ends every task with exactly one ``"result"``, ``"user_error"`` (the engine's sentence) or ``"error"``
+(type, message and traceback text) event. ``cancel`` reads a shared flag that the parent sets. ``None`` on
+``tasks`` stops the child. Results and records travel as plain objects (`plain`), pickled here: a payload
+that cannot be pickled ends the task with an ``"error"`` event (a record that cannot is dropped and logged)
+instead of vanishing in the queue's feeder thread. The parent unpickles them with `unpack`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pickle
+import sys
 import traceback
 from types import SimpleNamespace
 
@@ -28,6 +39,14 @@ def plain(result):
     if dataclasses.is_dataclass(result) and not isinstance(result, type):
         return SimpleNamespace(**{f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
     return result
+
+
+def pack(payload) -> bytes:
+    return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack(data: bytes):
+    return pickle.loads(data)
 
 
 def warm_up() -> None:
@@ -59,23 +78,50 @@ def serve(tasks, events, cancel_flag) -> None:
         item = tasks.get()
         if item is None:
             return
-        job_id, target, args, kwargs = item
+        job_id, target, args, kwargs, options = (*item, {})[:5]
+        _run_task(events, cancel_flag, job_id, target, args, kwargs, options or {})
 
-        def progress(done, total, _id=job_id):
-            events.put((_id, "progress", (int(done), int(total))))
 
+def _run_task(events, cancel_flag, job_id, target, args, kwargs, options) -> None:
+    """One task: its events, then exactly one outcome event."""
+    stopping = []
+
+    def progress(done, total):
+        events.put((job_id, "progress", pack((int(done), int(total)))))
+
+    def cancel():
+        if not cancel_flag.is_set():
+            return False
+        if not stopping:  # the job is winding down: tell the parent once
+            stopping.append(True)
+            events.put((job_id, "stopping", pack(None)))
+        return True
+
+    def record(row):
         try:
-            fn = resolve_target(target)
-            if target.endswith(":warm_up"):
-                result = fn()
-            else:
-                result = fn(*args, progress=progress, cancel=cancel_flag.is_set, **kwargs)
-        except USER_ERRORS as exc:
-            events.put((job_id, "user_error", str(exc)))
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent, nothing is lost
-            events.put((job_id, "error", (type(exc).__name__, str(exc), traceback.format_exc())))
+            data = pack(plain(row))
+        except Exception as exc:  # noqa: BLE001 - a record is extra: the job goes on without it
+            print(f"napari-muvit worker: dropped a record that cannot be sent ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+            return
+        events.put((job_id, "record", data))
+
+    try:
+        fn = resolve_target(target)
+        if target.endswith(":warm_up"):
+            result = fn()
         else:
-            try:
-                events.put((job_id, "result", plain(result)))
-            except Exception as exc:  # noqa: BLE001 - an unpicklable result must still end the task
-                events.put((job_id, "error", (type(exc).__name__, str(exc), traceback.format_exc())))
+            extra = {"on_record": record} if options.get("records") else {}
+            result = fn(*args, progress=progress, cancel=cancel, **extra, **kwargs)
+    except USER_ERRORS as exc:
+        events.put((job_id, "user_error", pack(str(exc))))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent, nothing is lost
+        events.put((job_id, "error", pack((type(exc).__name__, str(exc), traceback.format_exc()))))
+    else:
+        try:
+            data = pack(plain(result))
+        except Exception as exc:  # noqa: BLE001 - an unpicklable result must still end the task
+            events.put((job_id, "error", pack((type(exc).__name__, f"the result cannot be sent back: {exc}",
+                                               traceback.format_exc()))))
+        else:
+            events.put((job_id, "result", data))

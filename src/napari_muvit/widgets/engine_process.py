@@ -2,7 +2,8 @@
 
 One spawned process per session, started on first use (or early by ``warm()``), holds torch and the
 engine so the GUI's interpreter lock stays free; jobs reach it through queues, progress and outcomes come
-back on a listener thread and are handed to the job's Qt signals.
+back on a listener thread and are handed to the job's Qt signals. A job made with ``records=True`` also
+gets the rows its function hands to ``on_record`` (training history rows), in order, as ``recorded``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import logging
 import queue
 import sys
 import threading
+import time
 import types
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QTimer, Signal
+
+from napari_muvit.engine.process_child import unpack
 
 from .workers import KILL_AFTER_CANCEL_S, EngineJob
 
@@ -23,19 +27,39 @@ log = logging.getLogger(__name__)
 
 
 class ProcessJob(EngineJob):
-    """An engine job in the persistent worker process. ``fn`` is ``"module:function"``; args, kwargs and
-    the result must pickle. Same signals and API as `EngineJob`."""
+    """An engine job in the persistent worker process. ``fn`` is ``"module:function"``; args, kwargs,
+    records and the result must pickle. Same signals and API as `EngineJob`.
+
+    Cancel: the process is terminated if the job has not read the cancel flag ``KILL_AFTER_CANCEL_S``
+    after the request. ``wrap_up_s`` (training: saving a checkpoint and a model folder takes seconds) is
+    how long a job that did read it may still take to end before it is terminated too; None keeps the
+    first deadline.
+    """
+
+    _rearm = Signal(int)  # listener thread -> GUI thread: restart the kill timer with this many ms
+
+    def __init__(self, fn: str, *args, wrap_up_s: float | None = None, **kwargs):
+        super().__init__(fn, *args, **kwargs)
+        self.wrap_up_s = wrap_up_s
+        self.stopping_at: float | None = None  # when the job read the cancel flag (perf_counter)
 
     def _launch(self) -> None:
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill_if_running)
+        self._rearm.connect(self._kill_timer.start)
         engine_process().submit(self)
 
     def cancel(self) -> None:
         super().cancel()
         engine_process().cancel_flag.set()
         self._kill_timer.start(int(KILL_AFTER_CANCEL_S * 1000))
+
+    def _stopping(self) -> None:
+        """Listener thread: the job read the cancel flag and is wrapping up."""
+        self.stopping_at = time.perf_counter()
+        if self.wrap_up_s is not None:
+            self._rearm.emit(int(self.wrap_up_s * 1000))
 
     def _kill_if_running(self) -> None:
         if self.started_at is not None and not self._finished.is_set():  # the process has not answered
@@ -86,7 +110,7 @@ class EngineProcess:
         self.cancel_flag.clear()
         job_id = next(self._ids)
         self._jobs[job_id] = job
-        self._tasks.put((job_id, job._fn, job._args, job._kwargs))
+        self._tasks.put((job_id, job._fn, job._args, job._kwargs, {"records": job.records}))
 
     def kill(self, job: ProcessJob) -> None:
         """Terminate the process under a job that ignored its cancel request; the job ends as cancelled."""
@@ -111,8 +135,21 @@ class EngineProcess:
             job = self._jobs.get(job_id)
             if job is None:
                 continue  # warm-up
+            try:
+                payload = unpack(payload)
+            except Exception as exc:  # noqa: BLE001 - e.g. a class this process cannot import
+                log.exception("MuViT job %r: an answer of the worker process could not be read", job.description)
+                if kind in ("progress", "record", "stopping"):
+                    continue
+                kind, payload = "error", (type(exc).__name__, f"the worker's answer could not be read: {exc}", "")
             if kind == "progress":
                 job._progress(*payload)
+                continue
+            if kind == "record":
+                job._record(payload)
+                continue
+            if kind == "stopping":
+                job._stopping()
                 continue
             self._jobs.pop(job_id, None)
             if kind == "error":

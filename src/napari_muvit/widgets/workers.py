@@ -4,7 +4,7 @@ An engine job follows the engine's callback protocol: ``fn(*args, progress=..., 
 calls ``progress(done, total)`` between batches and returns early when ``cancel()`` is True. Two ways to
 run one, same signals:
 
-* ``ProcessJob`` (used for predictions; `widgets/engine_process.py`): in a persistent spawned worker
+* ``ProcessJob`` (predictions and the teach dock's training; `widgets/engine_process.py`): in a persistent spawned worker
   process, so torch and the engine's Python code never hold the GUI's GIL (measured: a worker *thread* left 150-350 ms gaps in a
   10 ms QTimer heartbeat on a 2-core machine, the process stayed under 25 ms; docs/benchmarks.md).
   Cancel sets a shared flag; if the job has not stopped 1 s later the process is terminated (the
@@ -15,13 +15,14 @@ The GUI thread only receives Qt signals (queued, throttled). ``background`` (opt
 worker side after a result, e.g. to read small outputs into memory, so the GUI only adds layers. User
 errors (``ValueError``/``FileNotFoundError``) come back as the engine's one sentence in ``failed``;
 anything else as ``"<Type>: <message>"``, logged with its traceback, never raised into the GUI.
+A job made with ``records=True`` passes ``on_record=`` to ``fn`` as well; each row it is given reaches the
+GUI thread as ``recorded(row)``, in order and before the outcome (training history rows for a live plot).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -70,29 +71,6 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {(seconds % 3600) // 60:02d} min"
-
-
-def preload_torch() -> None:
-    """Load torch's shared libraries through the C library's ``dlopen``, which ctypes calls with the GIL
-    released: the biggest one takes 0.7-0.8 s to load and, loaded by ``import torch`` itself, froze
-    the GUI thread that long. The ``import torch`` that follows finds them loaded. Linux only; best effort."""
-    if "torch" in sys.modules or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import importlib.util
-        import os
-
-        spec = importlib.util.find_spec("torch")
-        lib = os.path.join(os.path.dirname(spec.origin), "lib")
-        dlopen = ctypes.CDLL(None).dlopen
-        dlopen.restype, dlopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
-        for name in ("libc10.so", "libtorch_cpu.so", "libtorch.so", "libtorch_python.so"):
-            path = os.path.join(lib, name)
-            if os.path.exists(path):
-                dlopen(path.encode(), os.RTLD_NOW | os.RTLD_GLOBAL)
-    except Exception:  # noqa: BLE001 - an optimisation: import torch loads them anyway
-        log.debug("preloading torch's libraries failed", exc_info=True)
 
 
 PHASES = ("starting", "running", "cancelling", "finishing", "loading", "ended")
@@ -159,7 +137,8 @@ class EngineJob(QObject):
     (optional) run on the worker side. Signals (delivered on the GUI thread): ``progressed(done, total,
     text)``, ``succeeded(result)``, ``cancelled(result)`` (returned after a cancel request),
     ``failed(sentence)``, ``ended()`` after any of the three. ``result`` is ``background(result)`` when
-    given.
+    given. ``recorded(row)`` (``records=True``): each row the job's function handed to ``on_record``, in
+    order, never after the outcome.
 
     Progress has one source, ``state`` (a `Progress`), updated and turned into text on the GUI thread, so
     a late report never overwrites "cancelling…". The outcome reaches the GUI thread as one queued event
@@ -178,6 +157,8 @@ class EngineJob(QObject):
     _reported = Signal(int, int)  # worker -> GUI thread: the engine's (done, total)
     _entered = Signal(str)  # worker -> GUI thread: a new phase
     _outcome = Signal(str, object)  # worker -> GUI thread: ("succeeded"|"cancelled"|"failed", payload)
+    _recorded = Signal(object)  # worker -> GUI thread: one row given to on_record
+    recorded = Signal(object)
     succeeded = Signal(object)
     cancelled = Signal(object)
     failed = Signal(str)
@@ -186,9 +167,11 @@ class EngineJob(QObject):
     def __init__(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
                  description: str = "MuViT", unit: str = "tiles", on_progress: Callable | None = None,
                  background: Callable | None = None, show_progress: bool = True,
-                 start_counts: Callable[[int], tuple[int, int]] | None = None, parent: QObject | None = None):
+                 start_counts: Callable[[int], tuple[int, int]] | None = None, records: bool = False,
+                 parent: QObject | None = None):
         super().__init__(parent)
         self._fn, self._args, self._kwargs = fn, tuple(args), dict(kwargs or {})
+        self.records = records
         self.description = description
         self.unit = unit
         self._on_progress_bg = on_progress
@@ -223,6 +206,7 @@ class EngineJob(QObject):
         self._reported.connect(self._on_reported)
         self._entered.connect(self._enter)
         self._outcome.connect(self._deliver)
+        self._recorded.connect(self._on_recorded)
 
     # ------------------------------------------------------------------ GUI-thread API
     def start(self):
@@ -262,7 +246,9 @@ class EngineJob(QObject):
     # ------------------------------------------------------------------ worker side
     def _run_thread(self) -> None:
         try:
-            result = self._fn(*self._args, progress=self._progress, cancel=self._cancel.is_set, **self._kwargs)
+            extra = {"on_record": self._record} if self.records else {}
+            result = self._fn(*self._args, progress=self._progress, cancel=self._cancel.is_set, **extra,
+                              **self._kwargs)
         except USER_ERRORS as exc:
             self._finish("user_error", str(exc))
         except Exception as exc:  # not a user error: log the traceback, show one line
@@ -313,6 +299,14 @@ class EngineJob(QObject):
             getattr(self, kind).emit(payload)
         finally:
             self.ended.emit()
+
+    def _record(self, row) -> None:
+        """Worker side: one row for the GUI thread (queued behind the rows before it, ahead of the outcome)."""
+        self._recorded.emit(row)
+
+    def _on_recorded(self, row) -> None:
+        if not self._delivered:
+            self.recorded.emit(row)
 
     def _progress(self, done: int, total: int) -> None:
         now = time.perf_counter()

@@ -2,8 +2,8 @@
 
 Three tabs, each built from `widgets/form.py` like every dock, in its own module (`probe`, `finetune`,
 `pretrain`, sharing `training_tab.TrainingTab`). The training itself is
-`napari_muvit.engine.training` (`fit_probe`, `finetune`, `pretrain`), run in `EngineJob` threads; torch is
-imported by the first job's thread (`training_tab.warm_up`), never while the dock opens.
+`napari_muvit.engine.training` (`fit_probe`, `finetune`, `pretrain`), run by `engine.teach_jobs` in the
+engine worker process (`ProcessJob`, like predictions): the GUI process never imports torch for them.
 """
 
 from __future__ import annotations

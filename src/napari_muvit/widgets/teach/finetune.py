@@ -1,7 +1,8 @@
 """Fine-tune tab: train a segmentation head on a Labels layer or a tile classifier on annotated ROIs.
 
-The training is `engine.training.finetune` with a `TrainRecipe` built from the tab; its `on_record` callback
-hands each epoch's history row (on the worker thread) to the live plot through the tab's queued signal.
+The training is `engine.teach_jobs.finetune_job` (`engine.training.finetune` with a `TrainRecipe` built from
+the tab's settings) in the engine worker process; each epoch's history row comes back as the job's
+``recorded`` signal and is drawn in the live plot.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QCheckBox
 
 from napari_muvit.widgets.form import LayerPicker, PathEdit, Section, combo, float_box, spin_box
-from napari_muvit.widgets.image_layers import image_pixel_size, image_source, layers_of
+from napari_muvit.widgets.image_layers import image_pixel_size, layers_of
 from napari_muvit.widgets.layers import napari_to_world
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
-from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder
+from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder, label_array, slide_source
 
 
 def _base_levels(source: str) -> tuple[int, ...]:
@@ -29,6 +30,7 @@ class FinetuneTab(TrainingTab):
     """Fine-tune a segmentation head (Labels layer) or tile classifier (annotated ROIs)."""
 
     description = "fine-tune"
+    target = "napari_muvit.engine.teach_jobs:finetune_job"
     plot_keys = ("train_loss", "val_loss", "mDSC", "accuracy", "auc")
     tooltips = {
         "task": "segmentation: a class for every pixel, learnt from a Labels layer; classification: one class per "
@@ -85,11 +87,11 @@ class FinetuneTab(TrainingTab):
         if image is None or ann is None:
             raise ValueError("Choose an image and an annotation layer to fine-tune from.")
         out = chosen_folder(self.out, "the fine-tuned model")
-        kw = {"source": image_source(image), "task": self.task.currentText(), "model": self.model.value,
+        kw = {"source": slide_source(image), "task": self.task.currentText(), "model": self.model.value,
               "levels": self._levels_choice(), "epochs": self.epochs.value(), "lr": self.lr.value(),
               "train_encoder": self.train_encoder.isChecked(), "out": out}
         if self.task.currentText() == "segmentation":
-            kw["annotations"] = ann.data[0] if ann.multiscale else ann.data
+            kw["annotations"] = label_array(ann)
         else:
             kw["annotations"] = rois_from_layer(ann, image_pixel_size(image))
         return kw
@@ -100,29 +102,15 @@ class FinetuneTab(TrainingTab):
             raise ValueError(f"Tick at least one level ({', '.join(f'x{f}' for f in self.levels.offered)}).")
         return None if self.levels.chosen() == self.levels.offered else self.levels.value
 
-    def _run(self, kw: dict, progress, cancel):
-        return run_finetune(kw, progress, cancel, self._report)
-
     def _on_done(self, result) -> None:
         super()._on_done(result)
         self.status.setText(f"saved {result.model_dir}; pick this folder as the model in MuViT predict")
         show_info(f"Fine-tuned model saved to {result.model_dir}")
 
 
-def run_finetune(kw: dict, progress, cancel, report):
-    """Worker thread: fine-tune as the tab's recipe says; each epoch's history row goes to `report`."""
-    from napari_muvit.engine.training import TrainRecipe, finetune
-
-    recipe = TrainRecipe(task=kw["task"], levels=kw["levels"], epochs=kw["epochs"], lr=kw["lr"],
-                         train_encoder=kw["train_encoder"])
-    return finetune(kw["source"], kw["annotations"], kw["model"], kw["out"], recipe, progress=progress,
-                    cancel=cancel, on_record=report)
-
-
 def rois_from_layer(layer, pixel_size=None) -> list:
-    """A Shapes (polygons/rectangles) or Points layer with a class column -> engine ROIs (world px)."""
-    from napari_muvit.engine.training.annotations import ROI
-
+    """A Shapes (polygons/rectangles) or Points layer with a class column -> ROIs as plain dicts
+    ``{"polygon": (N, 2) world px, "label": class name}`` (the worker process makes the engine's ROIs)."""
     features = layer.features
     column = next((c for c in ("class", "label", "classification", "name") if c in features), None)
     if column is None:
@@ -132,7 +120,7 @@ def rois_from_layer(layer, pixel_size=None) -> list:
     for verts, label in zip(shapes, features[column]):
         world = np.asarray([layer.data_to_world(v) for v in np.asarray(verts)])[:, -2:]
         if str(label) not in ("", "nan", "None"):
-            rois.append(ROI(polygon=napari_to_world(world, pixel_size), label=str(label)))
+            rois.append({"polygon": np.asarray(napari_to_world(world, pixel_size), float), "label": str(label)})
     if not rois:
         raise ValueError(f"The layer {layer.name!r} has no ROI with a class; fill the 'class' column.")
     return rois

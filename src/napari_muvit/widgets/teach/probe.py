@@ -1,11 +1,14 @@
 """Scribble probe tab: paint a few strokes per class, fit the light probe head on frozen features, predict.
 
-The fit is `engine.training.fit_probe`; the prediction is `engine.predict` with the fitted probe held in
-memory. New strokes retrain it (debounced) while the tab watches the scribble layer.
+The fit (`engine.training.fit_probe`), saving the probe as a model folder and the prediction of the region
+with it (`engine.predict`) run in the engine worker process (`engine.teach_jobs.probe_job`); the
+prediction's labels are read off the GUI thread and shown. New strokes retrain it (debounced) while the
+tab watches the scribble layer. Saving copies the probe's model folder.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +16,11 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QLineEdit, QPushButton
 
-from napari_muvit.engine.model_runs import predict_with_model
 from napari_muvit.engine.scratch_folder import ScratchFolder
 from napari_muvit.widgets.form import LayerPicker, PathEdit, Section, combo
-from napari_muvit.widgets.image_layers import (
-    image_pixel_size,
-    image_shape_yx,
-    image_source,
-    layers_of,
-    view_region_of,
-)
+from napari_muvit.widgets.image_layers import image_pixel_size, image_shape_yx, layers_of, view_region_of
 from napari_muvit.widgets.layers import add_or_update, class_color
-from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder
+from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder, label_array, slide_source
 
 SCRIBBLE_LAYER = "MuViT scribbles"
 PROBE_LAYER = "MuViT probe prediction"
@@ -48,6 +44,7 @@ class ScribbleProbeTab(TrainingTab):
     """Paint a few strokes per class; the light probe head is fitted on frozen features and predicts."""
 
     description = "scribble probe"
+    target = "napari_muvit.engine.teach_jobs:probe_job"
     plot_keys = ("loss", "accuracy")
     tooltips = {
         "scribbles": "Labels layer of strokes: label k = class k (in that class's colour), 0 = not painted.",
@@ -149,15 +146,17 @@ class ScribbleProbeTab(TrainingTab):
             region = view_region_of(self.viewer, image)
         else:
             region = None
-        labels = scribbles.data[0] if scribbles.multiscale else scribbles.data
-        if isinstance(labels, np.ndarray):
-            labels = labels.copy()  # a snapshot: painting may go on while the probe trains
-        return {"source": image_source(image), "labels": labels, "model": self.model.value,
+        return {"source": slide_source(image), "labels": label_array(scribbles), "model": self.model.value,
                 "class_names": _classes(self.classes.text()), "region": region,
-                "pixel_size": image_pixel_size(image), "store": self._scratch.fresh("probe")}
+                "class_colors": [class_color(None, k) for k in range(SCRIBBLE_CLASSES)],
+                "pixel_size": image_pixel_size(image), "store": str(self._scratch.fresh("probe")),
+                "model_dir": str(self._scratch.fresh("probemodel"))}
 
-    def _run(self, kw: dict, progress, cancel):
-        return run_scribble_probe(kw, progress, cancel, self._report)
+    def _read_outputs(self, result):
+        """Off the GUI thread: the prediction's labels as a ready layer tuple (``result["layer"]``)."""
+        if result is not None and result.get("store") is not None:
+            result["layer"] = prediction_layer(result["store"], result["class_names"])
+        return result
 
     def _on_done(self, result) -> None:
         super()._on_done(result)
@@ -166,7 +165,7 @@ class ScribbleProbeTab(TrainingTab):
         self.status.setText(f"probe trained in {result['seconds']:.1f} s; prediction in '{PROBE_LAYER}'")
 
     def save(self, *_):
-        if self.result is None:
+        if self.result is None or self.result.get("model_dir") is None:
             show_error("Train the probe first.")
             return None
         try:
@@ -178,27 +177,8 @@ class ScribbleProbeTab(TrainingTab):
         return out
 
 
-def run_scribble_probe(kw: dict, progress, cancel, report) -> dict:
-    """Fit the probe on the scribbles, then predict the region with it (`engine.predict`)."""
-    from napari_muvit.engine.training import fit_probe
-
-    fit = fit_probe(kw["model"], kw["source"], kw["labels"], class_names=kw["class_names"],
-                    progress=progress, cancel=cancel)
-    if getattr(fit.model, "card", None) is not None:  # the prediction's colours = the scribbles' colours
-        fit.model.card.class_colors = [class_color(None, k) for k in range(len(fit.class_names))]
-    for step, loss in enumerate(fit.losses, start=1):
-        report({"step": step, "loss": loss})
-    report({"step": len(fit.losses), "accuracy": fit.train_accuracy})
-    out = {"fit": fit, "store": None, "seconds": fit.seconds, "pixel_size": kw["pixel_size"]}
-    if fit.cancelled:
-        return out
-    out["store"] = predict_in_memory(fit.model, kw["source"], kw["region"], kw["store"], cancel)
-    out["layer"] = prediction_layer(out["store"], fit.class_names)
-    return out
-
-
 def prediction_layer(store, class_names) -> tuple | None:
-    """Worker thread: the probe's argmax labels from its store as a Labels layer tuple.
+    """Off the GUI thread: the probe's argmax labels from its store as a Labels layer tuple.
 
     Region-sized results are read into memory here so that adding the layer on the GUI thread does not
     read chunks; a class the user called background is see-through (`layers.labels_layer`).
@@ -212,12 +192,6 @@ def prediction_layer(store, class_names) -> tuple | None:
     return materialize_small(tuples[:1], IN_MEMORY_PX)[0]
 
 
-def predict_in_memory(model, source, region, out, cancel) -> Path:
-    """Predict `region` (world px, None = whole slide) with a model held in memory into the store `out`."""
-    predict_with_model(model, source, out, model_name="scribble probe", region=region, cancel=cancel)
-    return Path(out)
-
-
 def show_prediction(viewer, result: dict, name: str):
     """The probe's prediction (built by `prediction_layer`) as one Labels layer `name`, replaced each round."""
     if result.get("layer") is None:
@@ -228,9 +202,11 @@ def show_prediction(viewer, result: dict, name: str):
 
 
 def save_probe(result: dict, path: Path) -> Path:
-    """The fitted probe as a napari-muvit model folder (the predict widget can load it)."""
-    from napari_muvit.model import save_model
-
-    model = result["fit"].model
-    return save_model(model, path, card=model.card)
-
+    """The fitted probe's model folder (written by the worker) copied to `path`; the predict widget loads it."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"The model folder {path} already exists; choose another name.")
+    if path.exists():
+        path.rmdir()
+    shutil.copytree(result["model_dir"], path)
+    return path

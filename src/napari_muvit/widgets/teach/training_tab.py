@@ -1,45 +1,49 @@
 """What every teaching tab shares: start/cancel, status line, live metric plot, the worker job.
 
-A tab reads its inputs on the GUI thread (`_prepare`), runs the engine in an `EngineJob` thread (`_run`),
-relays the per-step numbers to the live plot through a queued Qt signal, and shows the result (`_on_done`).
+A tab reads its inputs on the GUI thread (`_prepare`: a picklable dict of paths, numpy arrays and numbers)
+and runs its job (`target`, in `engine/teach_jobs.py`) in the engine worker process (`ProcessJob`), so
+torch is never imported by the GUI process and the training loop's Python never holds the GUI's
+interpreter lock. Each history row the engine logs comes back as the job's ``recorded`` signal and is
+drawn in the live plot (`_on_row`); the result comes back as plain objects and is shown (`_on_done`).
 """
 
 from __future__ import annotations
 
-import threading
+import os
 import time
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QWidget
 
+from napari_muvit.widgets.engine_process import ProcessJob
 from napari_muvit.widgets.form import LayerPicker, RunButtons, Section, StatusLine, dock_layout, set_tips
-from napari_muvit.widgets.image_layers import layers_of
+from napari_muvit.widgets.image_layers import image_source, layers_of
 from napari_muvit.widgets.plots import CurvePlot
-from napari_muvit.widgets.workers import EngineJob, preload_torch
+from napari_muvit.widgets.workers import EngineJob
 
-_WARMED_UP = False
-_WARM_LOCK = threading.Lock()
+WRAP_UP_S = 120.0  # after reading Cancel a training job saves its checkpoint and model folder: seconds, not ms
 
 
-def warm_up() -> None:
-    """Import torch and the training loops once per process, on the calling worker thread.
+def slide_source(layer):
+    """What the worker process opens for an image layer: the file it came from (our reader's source, else
+    napari's ``layer.source.path``), else the layer's pixels as numpy (one array, or one per level)."""
+    source = image_source(layer)
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if path:
+        return str(path)
+    if layer.multiscale:
+        return [np.asarray(level) for level in layer.data]
+    return np.asarray(layer.data)
 
-    Never on the GUI thread: importing torch holds the GIL for seconds (measured: the Teach dock froze
-    6.9 s while it opened). torch's first optimiser step imports `torch._dynamo` (1-2 s), done here too
-    so it does not stall the middle of a run. One lock: two threads importing torch at once can see a
-    half-initialised module. The shared libraries are loaded first with the GIL released (`preload_torch`).
-    """
-    global _WARMED_UP
-    with _WARM_LOCK:
-        if not _WARMED_UP:
-            preload_torch()
-            import torch._dynamo  # noqa: F401
 
-            import napari_muvit.engine.training  # noqa: F401
-
-            _WARMED_UP = True
+def label_array(layer) -> np.ndarray:
+    """A Labels layer's full-resolution labels as a numpy snapshot (painting may go on while a job runs)."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return np.array(data, copy=True)
 
 
 def chosen_folder(edit, what: str) -> str:
@@ -50,17 +54,13 @@ def chosen_folder(edit, what: str) -> str:
     return text
 
 
-class MetricRelay(QObject):
-    """Carries `{name: value, "step": x}` rows from a training thread to the GUI thread (queued signal)."""
-
-    row = Signal(object)
-
-
 class TrainingTab(QWidget):
     """Shared parts of a tab that runs one training job: the image picker (first row of the ``data`` section),
     Start/Cancel, the status line and the live plot (pinned under the settings), the worker job."""
 
     description = "training"
+    target = ""  # "module:function" run in the engine worker process with the `_prepare` dict
+    _read_outputs = None  # optional: result -> result, run off the GUI thread after the job (reads stores)
     plot_keys: tuple[str, ...] = ("loss",)  # history columns drawn in the live plot
 
     def __init__(self, viewer, xlabel: str, right_axis=(), start_text: str = "Start"):
@@ -76,8 +76,6 @@ class TrainingTab(QWidget):
         self.run_box = Section("Run")
         for w in (buttons, self.status, self.plot):
             self.run_box.add(w)
-        self.relay = MetricRelay()
-        self.relay.row.connect(self._on_row)
         self.job: EngineJob | None = None
         self.result = None
         self.start_btn.clicked.connect(self.start)
@@ -96,7 +94,7 @@ class TrainingTab(QWidget):
         set_tips(self, {**self._common_tips, **self.tooltips})
         dock_layout(self, sections, [self.run_box])
 
-    # subclasses: `_prepare()` on the GUI thread -> kwargs, `_run(kwargs, progress, cancel)` in the worker
+    # subclasses: `_prepare()` on the GUI thread -> the picklable dict `target` gets
     def start(self, *_) -> EngineJob | None:
         if self.job is not None and self.job.running:
             return self.job
@@ -107,12 +105,8 @@ class TrainingTab(QWidget):
             return None
         self.plot.reset()
         self.result = None
-
-        def work(progress, cancel):
-            warm_up()  # the first run of the session imports torch here, off the GUI thread
-            return self._run(kwargs, progress, cancel)
-
-        job = EngineJob(work, description=self.description, unit="steps")
+        job = self._make_job(kwargs)
+        job.recorded.connect(self._on_row)
         job.progressed.connect(self.status.progress)  # EngineJob sends no line after its outcome
         job.succeeded.connect(self._on_done)
         job.cancelled.connect(self._on_cancelled)
@@ -128,9 +122,10 @@ class TrainingTab(QWidget):
         if self.job is not None:
             self.job.cancel()  # its progress line says "cancelling…" until the job ends
 
-    def _report(self, row: dict) -> None:
-        """Worker thread: hand one row of numbers to the GUI thread."""
-        self.relay.row.emit(dict(row))
+    def _make_job(self, kwargs: dict) -> EngineJob:
+        """The job for one run (not started): `target` in the engine worker process, with records."""
+        return ProcessJob(self.target, args=(kwargs,), description=self.description, unit="steps",
+                          records=True, background=self._read_outputs, wrap_up_s=WRAP_UP_S)
 
     def _on_row(self, row: dict) -> None:
         x = row.get("epoch", row.get("step", 0))
@@ -144,9 +139,11 @@ class TrainingTab(QWidget):
         self.status.setText("done")
 
     def _on_cancelled(self, result) -> None:
+        """``result`` is None when the worker process had to be stopped before the job returned."""
         self.finished_at = time.perf_counter()
         self.result = result
-        self.status.setText("cancelled")
+        self.status.setText("cancelled" if result is not None else
+                            "cancelled; the worker was stopped before it saved anything")
 
     def _on_failed(self, message: str) -> None:
         self.status.setText("failed")
