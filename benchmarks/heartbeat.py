@@ -271,7 +271,10 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
     tab.steps.setValue(100_000)
     tab.out.value = os.path.join(work, "mae")
     ticks.clear()
+    t_click = time.perf_counter()
+    ticks.append(t_click)  # the Start click is the first beat: time spent inside start() is a gap too
     job = tab.start()
+    start_ms = (time.perf_counter() - t_click) * 1000
     t_cancel = None
     while job.running:
         app.processEvents()
@@ -280,13 +283,31 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
             t_cancel = time.perf_counter()
             tab.cancel_btn.click()
     t_end = time.perf_counter()
+    while time.perf_counter() < t_end + 0.5:  # the outcome handler builds the preview layers: keep beating
+        app.processEvents()
+        time.sleep(0.001)
     timer.stop()
     for _ in range(50):  # deliver the job's last signals (the tab's final status line)
         app.processEvents()
     gaps = np.diff(np.asarray(ticks)) * 1000 if len(ticks) > 1 else np.array([0.0])
+    # split at the tab's outcome handler: Start click .. outcome (training) vs building the preview layers
+    ends = np.asarray(ticks[1:]) if len(ticks) > 1 else np.array([0.0])
+    outcome = getattr(tab, "finished_at", None)
+    before = gaps[ends <= outcome] if outcome is not None else gaps
+    spanning = gaps[(ends > outcome) & (ends - gaps / 1000 <= outcome)] if outcome is not None else gaps[:0]
+    stopping = getattr(job, "stopping_at", None)  # ProcessJob: when the engine read the cancel flag
     return {
         "open_dock_s": round(open_s, 3), "pretrain_steps": job.done, "heartbeat_ticks": len(ticks),
         "pretrain_max_gap_ms": round(float(gaps.max()), 1),
+        "start_click_ms": round(start_ms, 1),
+        "until_outcome_max_gap_ms": round(float(before.max()), 1) if before.size else None,
+        "until_outcome_max_gap_at_s": round(float(ends[ends <= outcome][np.argmax(before)] - t_click), 2)
+        if outcome is not None and before.size else None,
+        "outcome_to_layers_gap_ms": round(float(spanning.max()), 1) if spanning.size else None,
+        "outcome_at_s": None if outcome is None else round(outcome - t_click, 2),
+        "cancel_at_s": None if t_cancel is None else round(t_cancel - t_click, 2),
+        "gaps_over_100ms_at_s": [[round(float(e - t_click), 2), round(float(g), 1)] for e, g in zip(ends, gaps) if g > 100],
+        "cancel_read_s": None if stopping is None or job.cancel_at is None else round(stopping - job.cancel_at, 3),
         "pretrain_p99_gap_ms": round(float(np.percentile(gaps, 99)), 1), "gaps_over_100ms": int((gaps > 100).sum()),
         "cancel_latency_s": None if t_cancel is None else round(job.stopped_at - job.cancel_at, 3),
         "cancel_to_done_s": None if t_cancel is None else round(t_end - t_cancel, 3),
