@@ -453,3 +453,25 @@ def test_training_never_imports_torch_in_the_gui_process(slide, tmp_path):
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
     assert line is not None, done.stderr[-3000:]
     assert line == "RESULT None True [1, 2] 2 False", line
+
+
+def test_a_gigapixel_scribble_canvas_goes_to_the_worker_as_its_store(viewer_with_slide, monkeypatch):
+    """A canvas too big for memory is a zarr store on disk; the probe job gets its path, painted strokes included."""
+    import zarr
+
+    import napari_muvit.widgets.teach.probe as probe
+
+    monkeypatch.setattr(probe, "CANVAS_IN_MEMORY_PX", 1000)
+    viewer, widget = viewer_with_slide
+    tab = widget.scribble
+    layer = tab.new_scribble_layer()
+    layer.paint((100, 200), 2, refresh=False)
+    kw = tab._prepare()
+    assert isinstance(kw["labels"], str) and kw["labels"] == layer.metadata[probe.STORE_KEY]
+    stored = zarr.open_array(kw["labels"], mode="r")
+    assert stored.shape == (SLIDE_SIZE, SLIDE_SIZE) and stored[100, 200] == 2 and int(stored[0:50, 0:50].max()) == 0
+    small = viewer.add_labels(np.zeros((SLIDE_SIZE, SLIDE_SIZE), np.uint8), name="small")
+    tab.scribbles.value = small
+    small.data[5, 6] = 1
+    labels = tab._prepare()["labels"]
+    assert isinstance(labels, np.ndarray) and labels[5, 6] == 1 and labels is not small.data  # a snapshot

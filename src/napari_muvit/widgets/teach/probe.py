@@ -9,6 +9,7 @@ tab watches the scribble layer. Saving copies the probe's model folder.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ PROBE_LAYER = "MuViT probe prediction"
 RETRAIN_DELAY_MS = 1500  # after the last stroke: long enough to paint a few strokes in a row
 IN_MEMORY_PX = 64_000_000  # predictions up to this size are read in the worker: the GUI then only shows them
 SCRIBBLE_CLASSES = 64  # label values with a colour in the scribble layer
+CANVAS_IN_MEMORY_PX = 64_000_000  # larger scribble canvases are zarr stores on disk (only painted chunks)
+STORE_KEY = "napari_muvit_scribble_store"  # layer metadata: the canvas's zarr store, what the worker opens
 
 
 def scribble_colormap() -> dict:
@@ -100,14 +103,18 @@ class ScribbleProbeTab(TrainingTab):
             show_error("Add an image layer first; the scribbles are painted on it.")
             return None
         shape = image_shape_yx(image)
-        if int(np.prod(shape)) <= 64_000_000:
+        metadata = {}
+        if int(np.prod(shape)) <= CANVAS_IN_MEMORY_PX:
             data = np.zeros(shape, dtype=np.uint8)
-        else:  # a gigapixel canvas: only painted chunks take memory
+        else:  # a gigapixel canvas: only painted chunks take space, and the worker process opens the store
             import zarr
 
-            data = zarr.zeros(shape, chunks=(1024, 1024), dtype="uint8")
+            store = Path(tempfile.mkdtemp(prefix="napari-muvit-scribbles-")) / "scribbles.zarr"
+            data = zarr.open_array(str(store), mode="w", shape=shape, chunks=(1024, 1024), dtype="uint8",
+                                   fill_value=0)
+            metadata[STORE_KEY] = str(store)
         layer = self.viewer.add_labels(data, name=SCRIBBLE_LAYER, scale=image.scale, translate=image.translate,
-                                       colormap=scribble_colormap())
+                                       colormap=scribble_colormap(), metadata=metadata)
         layer.mode = "paint"
         layer.brush_size = 10
         self.scribbles.value = layer
@@ -146,7 +153,9 @@ class ScribbleProbeTab(TrainingTab):
             region = view_region_of(self.viewer, image)
         else:
             region = None
-        return {"source": slide_source(image), "labels": label_array(scribbles), "model": self.model.value,
+        # our on-disk canvas goes as its store's path (painting writes through); other layers as a numpy snapshot
+        labels = scribbles.metadata.get(STORE_KEY) or label_array(scribbles)
+        return {"source": slide_source(image), "labels": labels, "model": self.model.value,
                 "class_names": _classes(self.classes.text()), "region": region,
                 "class_colors": [class_color(None, k) for k in range(SCRIBBLE_CLASSES)],
                 "pixel_size": image_pixel_size(image), "store": str(self._scratch.fresh("probe")),
