@@ -109,3 +109,29 @@ def test_a_result_that_cannot_be_sent_fails_the_job_instead_of_hanging(run_job, 
     qtbot.waitUntil(lambda: ("ended", None) in events, timeout=60_000)
     assert _outcomes(events) == ["failed"]
     assert events[0][1].startswith("TypeError: the result cannot be sent back") and "\n" not in events[0][1]
+
+
+def test_a_job_waiting_in_the_queue_is_cancelled_alone(run_job, qtbot):
+    """Two docks' jobs share the worker: cancelling the waiting one ends it at once, the running one goes on."""
+    first, events1 = run_job("stepped", 40, records=True, kwargs={"step_s": 0.05})
+    second, events2 = run_job("stepped", 3, records=True)
+    qtbot.waitUntil(lambda: first.done >= 2, timeout=60_000)
+    assert second.worker_pid is None and second.done == 0  # still waiting behind the first
+    second.cancel()
+    qtbot.waitUntil(lambda: ("ended", None) in events2, timeout=5_000)
+    assert [kind for kind, _ in events2] == ["cancelled", "ended"] and events2[0][1] is None
+    assert first.running
+    qtbot.waitUntil(lambda: ("ended", None) in events1, timeout=60_000)
+    assert _outcomes(events1) == ["succeeded"] and events1[-2][1]["steps_done"] == 40
+    assert [r["step"] for kind, r in events1 if kind == "record"] == list(range(1, 41))
+
+
+def test_cancelling_the_running_job_lets_the_waiting_one_run(run_job, qtbot):
+    first, events1 = run_job("ignores_cancel", 600.0)  # will have to be terminated
+    second, events2 = run_job("stepped", 3, records=True)
+    qtbot.waitUntil(lambda: first.done == 1, timeout=60_000)
+    first.cancel()
+    qtbot.waitUntil(lambda: ("ended", None) in events1 and ("ended", None) in events2, timeout=60_000)
+    assert _outcomes(events1) == ["cancelled"] and events1[-2][1] is None
+    assert _outcomes(events2) == ["succeeded"] and events2[-2][1]["steps_done"] == 3  # ran in the new worker
+    assert second.worker_pid not in (None, first.worker_pid, os.getpid())

@@ -4,13 +4,16 @@ The child serves one task at a time from ``tasks``: ``(job_id, "module:function"
 It calls ``function(*args, progress=..., cancel=..., **kwargs)`` (plus ``on_record=...`` when
 ``options["records"]``) and sends events ``(job_id, kind, payload)`` while it runs:
 
+* ``"started"``: the child's pid, when the task starts (a task the parent cancelled while it waited in
+  the queue is not started: it ends with a ``None`` result at once);
 * ``"progress"``: ``(done, total)``;
 * ``"record"``: one row the job handed to ``on_record`` (a training history row), in the order given;
 * ``"stopping"``: once, the first time the job read a set cancel flag (it is wrapping up: the parent
   then waits for it instead of terminating it);
 
 and ends every task with exactly one ``"result"``, ``"user_error"`` (the engine's sentence) or ``"error"``
-(type, message and traceback text) event. ``cancel`` reads a shared flag that the parent sets. ``None`` on
+(type, message and traceback text) event. ``cancel`` is True once the task's id is in ``cancelled``, a
+shared array of the ids the parent cancelled. ``None`` on
 ``tasks`` stops the child. Results and records travel as plain objects (`plain`), pickled here: a payload
 that cannot be pickled ends the task with an ``"error"`` event (a record that cannot is dropped and logged)
 instead of vanishing in the queue's feeder thread. The parent unpickles them with `unpack`.
@@ -69,7 +72,7 @@ def _exit_with_parent() -> None:
         os._exit(0)
 
 
-def serve(tasks, events, cancel_flag) -> None:
+def serve(tasks, events, cancelled) -> None:
     """Child main loop."""
     import threading
 
@@ -79,18 +82,24 @@ def serve(tasks, events, cancel_flag) -> None:
         if item is None:
             return
         job_id, target, args, kwargs, options = (*item, {})[:5]
-        _run_task(events, cancel_flag, job_id, target, args, kwargs, options or {})
+        _run_task(events, cancelled, job_id, target, args, kwargs, options or {})
 
 
-def _run_task(events, cancel_flag, job_id, target, args, kwargs, options) -> None:
+def _run_task(events, cancelled, job_id, target, args, kwargs, options) -> None:
     """One task: its events, then exactly one outcome event."""
+    import os
+
     stopping = []
+    if job_id in cancelled[:]:  # cancelled while it waited in the queue
+        events.put((job_id, "result", pack(None)))
+        return
+    events.put((job_id, "started", pack(os.getpid())))
 
     def progress(done, total):
         events.put((job_id, "progress", pack((int(done), int(total)))))
 
     def cancel():
-        if not cancel_flag.is_set():
+        if job_id not in cancelled[:]:
             return False
         if not stopping:  # the job is winding down: tell the parent once
             stopping.append(True)

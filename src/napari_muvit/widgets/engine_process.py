@@ -37,23 +37,30 @@ class ProcessJob(EngineJob):
     """
 
     _rearm = Signal(int)  # listener thread -> GUI thread: restart the kill timer with this many ms
+    _requeue = Signal()  # listener thread -> GUI thread: submit again (its worker was restarted)
 
     def __init__(self, fn: str, *args, wrap_up_s: float | None = None, **kwargs):
         super().__init__(fn, *args, **kwargs)
         self.wrap_up_s = wrap_up_s
         self.stopping_at: float | None = None  # when the job read the cancel flag (perf_counter)
+        self.worker_pid: int | None = None  # the worker process that runs it, once it started there
+        self.process_id: int | None = None  # its id in the worker's task queue
 
     def _launch(self) -> None:
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._kill_if_running)
         self._rearm.connect(self._kill_timer.start)
-        engine_process().submit(self)
+        self._requeue.connect(self._submit)
+        self._submit()
+
+    def _submit(self) -> None:
+        engine_process().submit(self)  # on the GUI thread: starting a worker swaps __main__ for a moment
 
     def cancel(self) -> None:
         super().cancel()
-        engine_process().cancel_flag.set()
-        self._kill_timer.start(int(KILL_AFTER_CANCEL_S * 1000))
+        if engine_process().cancel(self):  # running in the worker: it has this long to read the flag
+            self._kill_timer.start(int(KILL_AFTER_CANCEL_S * 1000))
 
     def _stopping(self) -> None:
         """Listener thread: the job read the cancel flag and is wrapping up."""
@@ -63,14 +70,17 @@ class ProcessJob(EngineJob):
 
     def _kill_if_running(self) -> None:
         if self.started_at is not None and not self._finished.is_set():  # the process has not answered
-            engine_process().kill(self)
+            engine_process().kill(self)  # only if this job is the one the worker runs
 
 
 class EngineProcess:
     """The persistent spawned worker process and the thread that listens to its events.
 
-    One job at a time (the widgets never start a second while one runs). The process is started on first
-    use (``warm()`` starts it early) and restarted after a kill or a crash.
+    The worker runs one job at a time, in the order submitted (a prediction started while the teach dock
+    trains waits for the training). Cancel is per job (the ids of cancelled jobs are shared with the
+    worker): a job waiting in the queue ends at once as cancelled and is skipped by the worker; only the
+    job the worker runs is ever terminated, and jobs still waiting then go to the restarted worker. The
+    process is started on first use (``warm()`` starts it early) and restarted after a kill or a crash.
     """
 
     def __init__(self):
@@ -81,7 +91,9 @@ class EngineProcess:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._jobs: dict[int, ProcessJob] = {}
-        self.cancel_flag = None
+        self._cancelled = None  # shared array: ids of the latest cancelled jobs (ring of CANCEL_SLOTS)
+        self._slot = 0
+        self.running_id: int | None = None  # the job the worker runs now (its "started" event arrived)
 
     def _ensure(self):
         with self._lock:
@@ -91,9 +103,10 @@ class EngineProcess:
 
             self._tasks = self._ctx.Queue()
             self._events = self._ctx.Queue()
-            self.cancel_flag = self._ctx.Event()
+            self._cancelled = self._ctx.Array("q", [-1] * CANCEL_SLOTS)
+            self.running_id = None
             self._process = self._ctx.Process(target=process_child.serve, name="napari-muvit-engine",
-                                              args=(self._tasks, self._events, self.cancel_flag), daemon=True)
+                                              args=(self._tasks, self._events, self._cancelled), daemon=True)
             with _main_module_hidden():
                 self._process.start()
             listener = threading.Thread(target=self._listen, args=(self._process, self._events),
@@ -107,15 +120,33 @@ class EngineProcess:
 
     def submit(self, job: ProcessJob) -> None:
         self._ensure()
-        self.cancel_flag.clear()
         job_id = next(self._ids)
+        job.process_id = job_id
         self._jobs[job_id] = job
         self._tasks.put((job_id, job._fn, job._args, job._kwargs, {"records": job.records}))
 
+    def cancel(self, job: ProcessJob) -> bool:
+        """GUI thread: tell the worker that ``job`` is cancelled. True if the worker runs it now; a job still
+        waiting in the queue ends here as cancelled (result None) and the worker will skip it."""
+        job_id = job.process_id
+        with self._lock:
+            if self._cancelled is not None and job_id is not None:
+                self._cancelled[self._slot % CANCEL_SLOTS] = job_id
+                self._slot += 1
+        if job_id is None or job_id == self.running_id:
+            return job_id is not None
+        if self._jobs.pop(job_id, None) is not None:
+            # worker side as for any outcome (its `background` may read outputs): never on the GUI thread
+            threading.Thread(target=job._finish, args=("result", None), name="muvit-cancelled", daemon=True).start()
+        return False
+
     def kill(self, job: ProcessJob) -> None:
-        """Terminate the process under a job that ignored its cancel request; the job ends as cancelled."""
+        """Terminate the process under a job that ignored its cancel request; the job ends as cancelled.
+        Nothing happens unless ``job`` is the one the worker runs."""
         with self._lock:
             process = self._process
+        if job.process_id is None or job.process_id != self.running_id:
+            return
         if process is not None and process.is_alive():
             log.info("terminating the MuViT worker process (cancel not acknowledged in time)")
             process.terminate()
@@ -139,9 +170,12 @@ class EngineProcess:
                 payload = unpack(payload)
             except Exception as exc:  # noqa: BLE001 - e.g. a class this process cannot import
                 log.exception("MuViT job %r: an answer of the worker process could not be read", job.description)
-                if kind in ("progress", "record", "stopping"):
+                if kind in ("progress", "record", "stopping", "started"):
                     continue
                 kind, payload = "error", (type(exc).__name__, f"the worker's answer could not be read: {exc}", "")
+            if kind == "started":
+                self.running_id, job.worker_pid = job_id, payload
+                continue
             if kind == "progress":
                 job._progress(*payload)
                 continue
@@ -152,6 +186,8 @@ class EngineProcess:
                 job._stopping()
                 continue
             self._jobs.pop(job_id, None)
+            if self.running_id == job_id:
+                self.running_id = None
             if kind == "error":
                 name, message, text = payload
                 log.error("MuViT job %r failed in the worker process:\n%s", job.description, text)
@@ -159,14 +195,23 @@ class EngineProcess:
             job._finish(kind, payload)
 
     def _process_ended(self, process) -> None:
-        """The process is gone: every job it held ends (cancelled if asked to, else failed)."""
-        for job_id in list(self._jobs):
-            job = self._jobs.pop(job_id)
+        """The process is gone: the job it ran ends (cancelled if asked to, else failed); jobs that were
+        still waiting in its queue go to a new process."""
+        running, waiting = self.running_id, []
+        self.running_id = None
+        for job_id in sorted(self._jobs):
+            job = self._jobs.pop(job_id, None)
+            if job is None:
+                continue
             if job.cancel_requested:
                 job._finish("result", None)
+            elif job_id != running:
+                waiting.append(job)
             else:
                 job._finish("user_error", f"the MuViT worker process stopped unexpectedly (exit code "
                                           f"{process.exitcode}); run again to continue where it stopped.")
+        for job in waiting:
+            job._requeue.emit()
 
     def shutdown(self) -> None:
         with self._lock:
@@ -196,6 +241,7 @@ def _main_module_hidden():
             sys.modules["__main__"] = real
 
 
+CANCEL_SLOTS = 16  # cancelled job ids the worker can see at once (far more than jobs ever queued)
 _ENGINE_PROCESS: EngineProcess | None = None
 
 
