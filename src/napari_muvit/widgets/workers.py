@@ -7,8 +7,9 @@ run one, same signals:
 * ``ProcessJob`` (predictions and the teach dock's training; `widgets/engine_process.py`): in a persistent spawned worker
   process, so torch and the engine's Python code never hold the GUI's GIL (measured: a worker *thread* left 150-350 ms gaps in a
   10 ms QTimer heartbeat on a 2-core machine, the process stayed under 25 ms; docs/benchmarks.md).
-  Cancel sets a shared flag; if the job has not stopped 1 s later the process is terminated (the
-  engine's store is resumable after a kill) and restarted for the next job.
+  Jobs run there one after another. Cancel marks the job cancelled in memory shared with the process; if
+  the job has not read that 1 s later (a training job that did gets ``wrap_up_s`` to save) the process is
+  terminated (the engine's store is resumable after a kill) and restarted for the next job.
 * ``EngineJob`` (short jobs, or inputs that cannot be sent to another process): a plain Python thread.
 
 The GUI thread only receives Qt signals (queued, throttled). ``background`` (optional) runs on the
