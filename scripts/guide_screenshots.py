@@ -102,9 +102,9 @@ def teach(out: Path, tmp: Path, timeout: float) -> str:
         viewer.reset_view()
         _settle(1.5)  # the plot's coalesced render
         viewer.screenshot(str(out), canvas_only=False)
-        fit = tab.result["fit"]
-        return (f"{out}: probe trained in {tab.result['seconds']:.1f} s, {len(fit.losses)} steps, "
-                f"accuracy on the dabs {fit.train_accuracy:.2f}; status: {tab.status.value}")
+        fit = tab.result
+        return (f"{out}: probe trained in {fit['seconds']:.1f} s, {len(fit['losses'])} steps, "
+                f"accuracy on the dabs {fit['train_accuracy']:.2f}; status: {tab.status.value}")
     finally:
         viewer.close()
 
