@@ -475,3 +475,29 @@ def test_a_gigapixel_scribble_canvas_goes_to_the_worker_as_its_store(viewer_with
     small.data[5, 6] = 1
     labels = tab._prepare()["labels"]
     assert isinstance(labels, np.ndarray) and labels[5, 6] == 1 and labels is not small.data  # a snapshot
+
+
+def test_an_image_layer_without_a_file_is_sent_as_its_pixels(viewer_with_slide, slide, qtbot, tmp_path):
+    """A layer that only lives in memory goes to the worker process as a numpy array and trains there."""
+    from napari_muvit.widgets.teach.training_tab import slide_source
+
+    viewer, widget = viewer_with_slide
+    pixels = np.asarray(viewer.layers[0].data[0] if viewer.layers[0].multiscale else viewer.layers[0].data)
+    pixels = np.ascontiguousarray(pixels[:512, :512])
+    layer = viewer.add_image(pixels, name="in memory", rgb=viewer.layers[0].rgb)
+    sent = slide_source(layer)
+    assert isinstance(sent, np.ndarray) and sent.shape == pixels.shape
+    assert isinstance(slide_source(viewer.layers[0]), str)  # read from the .ome.zarr: its path
+    tab = widget.pretrain
+    tab.image.value = layer
+    tab.levels.value = "1,4"
+    tab.size.setValue(32)
+    tab.batch.setValue(2)
+    tab.steps.setValue(2)
+    tab.out.value = str(tmp_path / "mae")
+    job = tab.start()
+    qtbot.waitUntil(lambda: not job.running and tab.start_btn.isEnabled(), timeout=120_000)
+    assert job.error is None, job.error
+    assert tab.result.pid != os.getpid() and tab.result.steps_done == 2 and not tab.result.cancelled
+    assert tab.plot.series["loss"][0] == [1.0, 2.0]
+    assert [p.name for p in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]
