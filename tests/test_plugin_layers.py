@@ -128,3 +128,14 @@ def test_roi_polygons_attention_map_and_query_marker_builders():
     assert kw["metadata"][L.META_KEY] == {"kind": "attention", "level": 4, "cell": [32.0, 32.0]}
     data, kw, kind = L.query_marker_layer((10.0, 20.0), 32.0)
     assert kind == "points" and data.shape == (1, 2) and kw["size"] == 32.0 and kw["symbol"] == "square"
+
+
+def test_reconstruction_layer_sits_on_its_crop():
+    recon = np.random.default_rng(0).random((1, 4, 6)).astype(np.float64)
+    bbox = np.array([[1.5, 5.5], [13.5, 25.5]])  # level 4: first pixel centre (1.5, 5.5) -> outer edge (0, 4)
+    data, kw, kind = L.reconstruction_layer(recon, 4, bbox)
+    assert kind == "image" and data.shape == (4, 6) and data.dtype == np.float32 and kw["colormap"] == "gray"
+    scale, translate = L.level_transform(4, None, 2, origin=(0.0, 4.0))
+    assert kw["scale"] == scale and kw["translate"] == translate and not kw["rgb"]
+    rgb = L.reconstruction_layer(np.zeros((3, 4, 6)) + np.arange(6), 4, bbox)
+    assert rgb[0].shape == (4, 6, 3) and rgb[1]["rgb"] and "colormap" not in rgb[1]

@@ -312,6 +312,25 @@ def query_marker_layer(point_yx, size: float, pixel_size=None, name="MuViT query
     return (np.asarray(point_yx, dtype=float).reshape(1, 2), kwargs, "points")
 
 
+def reconstruction_layer(recon, level, bbox, pixel_size=None, name=None) -> tuple:
+    """An MAE reconstruction ``(C, h, w)`` of one level's crop (``bbox``: its first / last pixel centres, world
+    px) -> Image at the crop's place (RGB when ``C == 3``; contrast from the 1st / 99th percentile)."""
+    from napari_muvit.data.geometry import pixel_corner
+
+    recon = np.asarray(recon)
+    rgb = recon.shape[0] == 3
+    data = (np.moveaxis(recon, 0, -1) if rgb else recon[0]).astype(np.float32)
+    origin = pixel_corner(np.asarray(bbox[0], dtype=float), level)  # the first pixel's outer edge
+    scale, translate = level_transform(level, pixel_size, 2, origin=origin)
+    finite = data[np.isfinite(data)]
+    limits = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99) + 1e-6))
+    kwargs = {"name": name or f"MAE reconstruction x{level}", "scale": scale, "translate": translate, "rgb": rgb,
+              "contrast_limits": limits, "metadata": {META_KEY: {"kind": "reconstruction", "level": int(level)}}}
+    if not rgb:
+        kwargs["colormap"] = "gray"
+    return (data, kwargs, "image")
+
+
 def rectangle(y0: float, x0: float, y1: float, x1: float) -> np.ndarray:
     """Corners ``(4, 2)`` of an axis-aligned rectangle (y, x)."""
     return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)

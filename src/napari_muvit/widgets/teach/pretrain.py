@@ -7,14 +7,12 @@ each level's reconstruction comes back as arrays and is shown on its world posit
 
 from __future__ import annotations
 
-import numpy as np
 from napari.utils.notifications import show_error
 
-from napari_muvit.data.geometry import pixel_corner
 from napari_muvit.data.run_region import region_center
 from napari_muvit.widgets.form import PathEdit, Section, spin_box
 from napari_muvit.widgets.image_layers import image_pixel_size, view_region_of
-from napari_muvit.widgets.layers import META_KEY, add_or_update, level_transform
+from napari_muvit.widgets.layers import add_or_update, reconstruction_layer
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder, slide_source
 
@@ -90,15 +88,5 @@ def show_reconstruction(viewer, preview: dict, image_layer) -> list:
     pixel_size = image_pixel_size(image_layer) if image_layer is not None else None
     out = []
     for level, bbox, recon in zip(preview["levels"], preview["bboxes"], preview["reconstruction"]):
-        data = np.moveaxis(recon, 0, -1) if recon.shape[0] == 3 else recon[0]
-        origin = pixel_corner(np.asarray(bbox[0], dtype=float), level)  # first pixel's outer edge
-        scale, translate = level_transform(level, pixel_size, 2, origin=origin)
-        finite = data[np.isfinite(data)]
-        limits = (float(np.percentile(finite, 1)), float(np.percentile(finite, 99) + 1e-6))
-        kwargs = {"name": f"MAE reconstruction x{level}", "scale": scale, "translate": translate,
-                  "rgb": recon.shape[0] == 3, "contrast_limits": limits, "colormap": "gray",
-                  "metadata": {META_KEY: {"kind": "reconstruction", "level": int(level)}}}
-        if kwargs["rgb"]:
-            kwargs.pop("colormap")
-        out.append(add_or_update(viewer, (data.astype(np.float32), kwargs, "image")))
+        out.append(add_or_update(viewer, reconstruction_layer(recon, level, bbox, pixel_size)))
     return out
