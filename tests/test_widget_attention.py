@@ -100,7 +100,8 @@ def test_curve_plot_renders_off_the_gui_thread_and_coalesces(qtbot):
 
     plot = CurvePlot(redraw_ms=50, right_axis=("mDSC",))
     qtbot.addWidget(plot)
-    qtbot.waitUntil(lambda: plot.idle, timeout=5000)
+    # the first (empty) render is shown on the GUI thread after the render thread went idle: wait for both
+    qtbot.waitUntil(lambda: plot.renders >= 1 and plot.idle, timeout=5000)
     threads = []
     original = plot.draw
     plot.draw = lambda fig, state: (threads.append(threading.current_thread().name), original(fig, state))

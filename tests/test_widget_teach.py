@@ -441,7 +441,8 @@ deadline = time.monotonic() + 240
 while (job.running or not tab.start_btn.isEnabled()) and time.monotonic() < deadline:
     app.processEvents()
     time.sleep(0.01)
-print("RESULT", job.error, tab.result.pid != os.getpid(), rows, len(tab.previews), "torch" in sys.modules)
+print("RESULT", job.error, tab.result.pid != os.getpid(), rows, len(tab.previews), "torch" in sys.modules,
+      flush=True)  # flushed now: what the interpreter does at exit is not what this test is about
 """
 
 
@@ -451,7 +452,7 @@ def test_training_never_imports_torch_in_the_gui_process(slide, tmp_path):
     done = subprocess.run([sys.executable, "-c", _FRESH_GUI, str(slide[0]), str(tmp_path / "mae")], env=env,
                           capture_output=True, text=True, timeout=300)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
-    assert line is not None, done.stderr[-3000:]
+    assert line is not None, f"exit code {done.returncode}: {done.stderr[-3000:]}"
     assert line == "RESULT None True [1, 2] 2 False", line
 
 
