@@ -5,7 +5,7 @@ The names below are imported on first use (PEP 562): importing a small module of
 zarr and the synthetic generator with it.
 """
 
-from importlib import import_module
+from napari_muvit._lazy import lazy_attributes
 
 _LAZY = {
     "foreground_mask": ".foreground",
@@ -25,13 +25,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -4,7 +4,7 @@ The torch-backed names are imported on first use (PEP 562), so that ``napari_muv
 Python) can be read without importing torch: a GUI checks model cards on its own thread.
 """
 
-from importlib import import_module
+from napari_muvit._lazy import lazy_attributes
 
 from .card import ModelCard
 
@@ -22,13 +22,4 @@ _LAZY = {
 __all__ = ["ModelCard", *sorted(_LAZY)]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
