@@ -56,29 +56,25 @@ def read_batch(ctx, tiles, pool: BufferPool | None = None) -> tuple[np.ndarray, 
             lo, hi = starts.min(axis=0), starts.max(axis=0) + S
             window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist(), raw=True)
             padded = not ok.all()
-            if window.dtype != np.float32:
-                # stored integers: each crop is converted, normalised and copied in one pass into the batch (the
-                # same float32 operations as `Normalizer`, so the same values) instead of converting the window
-                for n, (b, st) in enumerate(zip(members, starts)):
-                    oy, ox = st - lo
-                    dst, src = x[b, li], window[:, oy : oy + S, ox : ox + S]
-                    if norm is not None:
-                        np.subtract(src, low, out=dst, dtype=np.float32)
-                        np.divide(dst, span, out=dst)
-                        if padded:
-                            dst *= ok[oy : oy + S, ox : ox + S]  # zero padding stays exactly zero
-                    else:
-                        dst[...] = src
-                    bbox[b, li] = boxes[n, li]
-                continue
-            if norm is not None:
-                # pointwise, so normalising the shared window once equals normalising every crop of it
+            # stored integers are converted and normalised crop by crop, straight into the batch (the same
+            # float32 operations as `Normalizer`, so the same values), never as a float window; a float window
+            # is normalised once (pointwise, so that equals normalising every crop of it)
+            per_crop = norm is not None and window.dtype != np.float32
+            if norm is not None and not per_crop:
                 window = norm.apply_(window)
                 if padded:
                     window *= ok  # zero padding stays exactly zero after normalisation
             for n, (b, st) in enumerate(zip(members, starts)):
                 oy, ox = st - lo
-                x[b, li] = window[:, oy : oy + S, ox : ox + S]
+                src = window[:, oy : oy + S, ox : ox + S]
+                if per_crop:
+                    dst = x[b, li]
+                    np.subtract(src, low, out=dst, dtype=np.float32)
+                    np.divide(dst, span, out=dst)
+                    if padded:
+                        dst *= ok[oy : oy + S, ox : ox + S]
+                else:
+                    x[b, li] = src
                 bbox[b, li] = boxes[n, li]
     for b, (i, j) in enumerate(tiles):
         origin = ctx.grid.tile_origin(i, j)
