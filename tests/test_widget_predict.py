@@ -105,14 +105,45 @@ def test_widget_lists_pyramid_and_model_levels(sample_viewer, tiny_model):
     w.levels.set_chosen((1, 4))
     assert w.levels.chosen() == LEVELS and not any(box.isEnabled() for box in w.levels.boxes.values())
     assert "segmentation" in w.model.card.text() and "crop 64 px" in w.model.card.text()
-    # the context preview draws one outline per ticked level, nested around the region centre
+    # the context preview (off until ticked) draws one outline per ticked level, nested around the region centre
     w.region_mode.setCurrentText("whole slide")
-    w.update_context_preview()
+    assert "MuViT context" not in sample_viewer.layers
+    w.context.setChecked(True)
     outlines = sample_viewer.layers["MuViT context"]
     assert len(outlines.data) == 3
     (a0, a1), (b0, b1), _ = [(np.min(r, axis=0), np.max(r, axis=0)) for r in outlines.data]
     assert np.allclose(a1 - a0, CROP) and np.allclose(b1 - b0, 4 * CROP)
     assert np.all(b0 <= a0) and np.all(a1 <= b1)
+
+
+def test_opening_the_dock_adds_no_layer_and_the_preview_moves_in_place(sample_viewer, tiny_model, qtbot, monkeypatch):
+    """Opening the dock adds no layer (napari stalls the viewer for every layer added), even when the crop preview
+    was left ticked; the preview comes once the dock is shown, and following the cursor moves its outlines
+    instead of rebuilding the layer (same layer, same colours and labels, new positions)."""
+    from napari_muvit.widgets.predict import settings as predict_settings
+    from napari_muvit.widgets.predict.dock import DEFAULTS, SETTINGS_NAME, PredictWidget
+
+    names = [ly.name for ly in sample_viewer.layers]
+    w = PredictWidget(sample_viewer)
+    assert not w.context.isChecked()  # off by default
+    assert [ly.name for ly in sample_viewer.layers] == names
+    w.close()
+    predict_settings.save_settings(SETTINGS_NAME, {**DEFAULTS, "model": "folder", "model_folder": tiny_model,
+                                                   "context": True, "region_mode": "whole slide"})
+    w = PredictWidget(sample_viewer)
+    assert w.context.isChecked() and [ly.name for ly in sample_viewer.layers] == names
+    sample_viewer.window.add_dock_widget(w)
+    qtbot.waitUntil(lambda: "MuViT context" in sample_viewer.layers, timeout=5000)
+    outlines = sample_viewer.layers["MuViT context"]
+    colors, texts = outlines.edge_color.copy(), list(outlines.text.values)
+    before = [np.mean(r, axis=0) for r in outlines.data]
+    w.update_context_preview(center_yx=(100.0, 200.0))
+    assert sample_viewer.layers["MuViT context"] is outlines
+    after = [np.mean(r, axis=0) for r in outlines.data]
+    # each level's crop is snapped to that level's pixel grid: its centre is within one of its pixels
+    assert all(np.allclose(a, (100.0, 200.0), atol=f) for a, f in zip(after, LEVELS))
+    assert not np.allclose(before[0], after[0])
+    assert np.array_equal(outlines.edge_color, colors) and list(outlines.text.values) == texts == ["x1", "x4", "x16"]
 
 
 def test_run_gives_world_aligned_layers(sample_viewer, tiny_model, qtbot):

@@ -392,13 +392,22 @@ def layer_type(layer) -> str:
     return type(layer).__name__.lower()
 
 
-def add_or_update(viewer, layer_tuple: tuple):
+def add_or_update(viewer, layer_tuple: tuple, moved: bool = False):
     """Add the layer, or replace data and transform of an existing layer with the same name
-    (keeps the user's display tweaks and layer order). Returns the layer."""
+    (keeps the user's display tweaks and layer order). Returns the layer.
+
+    ``moved``: points or shapes that are the same items as the layer's, at new positions (a preview following
+    the cursor): when count, shape types and features match, only the positions are replaced (napari keeps the
+    per-item colours and labels); otherwise, and without ``moved``, points and shapes layers are rebuilt."""
     data, kwargs, kind = layer_tuple
     name = kwargs.get("name")
     if name in viewer.layers:
         layer = viewer.layers[name]
+        if moved and kind in ("points", "shapes") and _same_items(layer, kind, data, kwargs):
+            set_transform(layer, kwargs)
+            layer.metadata = kwargs.get("metadata", layer.metadata)
+            layer.data = data
+            return layer
         # points and shapes carry features/colours per item: rebuilt, like a layer of another kind
         rebuild = kind in ("points", "shapes") or layer_type(layer) != kind
         if not rebuild and _same_structure(layer, data):
@@ -420,6 +429,24 @@ def set_transform(layer, kwargs: Mapping) -> None:
         old, new = np.asarray(getattr(layer, key), dtype=float), np.asarray(kwargs[key], dtype=float)
         if old.shape != new.shape or not np.allclose(old, new):
             setattr(layer, key, kwargs[key])
+
+
+def _same_items(layer, kind: str, data, kwargs: Mapping) -> bool:
+    """Whether ``data`` holds the same items as the points or shapes ``layer``: the same count, shape types
+    and features (so colours and labels stay right when only positions change)."""
+    if layer_type(layer) != kind or len(layer.data) != len(data):
+        return False
+    if kind == "shapes":
+        types = kwargs.get("shape_type", "rectangle")
+        types = [types] * len(data) if isinstance(types, str) else list(types)
+        if list(layer.shape_type) != types:
+            return False
+    import pandas as pd
+
+    features = pd.DataFrame(kwargs.get("features", {}))
+    if list(features.columns) != list(layer.features.columns):
+        return False
+    return all(np.array_equal(np.asarray(features[c]), np.asarray(layer.features[c])) for c in features.columns)
 
 
 def _same_structure(layer, data) -> bool:

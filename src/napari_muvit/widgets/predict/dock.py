@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
@@ -50,7 +50,7 @@ from napari_muvit.widgets.workers import EngineJob
 SETTINGS_NAME = "predict"
 DEFAULTS = {"model": "demo", "model_folder": "", "device": "auto", "precision": "auto", "batch_size": 0,
             "tile": 0, "overlap": -2, "levels": None, "region_mode": "current view", "foreground": False,
-            "context": True, "live": True, "prob_dtype": "uint8", "output_level": 1}
+            "context": False, "live": True, "prob_dtype": "uint8", "output_level": 1}
 PROB_DTYPES = {  # label in the dock -> recipe value
     "8-bit (p = v/255, smallest)": "uint8", "16-bit float": "float16", "32-bit float (largest)": "float32",
     "none (labels only)": "none",
@@ -103,6 +103,7 @@ class PredictWidget(QWidget):
         self.steps = LayerSteps(self)  # layer updates still to run (one per event-loop turn)
         self.steps.drained.connect(self._steps_drained)
         self._saved_levels = None
+        self._opening = True  # no layer is added while the dock is built: napari would stall for it
         self._build_ui()
         self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
@@ -110,6 +111,9 @@ class PredictWidget(QWidget):
         self.viewer.mouse_move_callbacks.append(self._on_mouse_move)
         self.preview_ready.connect(self._show_preview)
         self._refresh_layer_choices()
+        self._opening = False
+        if self.context.isChecked():  # drawn once the dock is shown, not while napari adds it
+            QTimer.singleShot(0, self.update_context_preview)
         if use_process:
             engine_process().warm()  # torch imports in the worker process while the user sets up
 
@@ -186,7 +190,7 @@ class PredictWidget(QWidget):
         self.model.apply_settings(s)
         self.region_mode.setCurrentText(str(s.get("region_mode", "current view")))
         self.foreground.setChecked(bool(s.get("foreground")))
-        self.context.setChecked(bool(s.get("context", True)))
+        self.context.setChecked(bool(s.get("context", False)))
         self.live.setChecked(bool(s.get("live", True)))
         labels = {v: k for k, v in PROB_DTYPES.items()}
         self.prob_dtype.setCurrentText(labels.get(s.get("prob_dtype"), labels["uint8"]))
@@ -291,7 +295,7 @@ class PredictWidget(QWidget):
 
     def update_context_preview(self, *_, center_yx=None):
         """Draw the nested crop of every chosen level around the region centre (or ``center_yx``)."""
-        if not self.context.isChecked() or self.image is None or self.model.info is None:
+        if self._opening or not self.context.isChecked() or self.image is None or self.model.info is None:
             return
         chosen = self.levels.chosen()
         if not chosen:
@@ -307,7 +311,8 @@ class PredictWidget(QWidget):
         bboxes = context_bboxes(center_yx, chosen, tile)
         shown = self.image.from_image_world_boxes(bboxes)
         L.add_or_update(self.viewer, L.crop_outlines_layer(shown, chosen, self.image.pixel_size, self.image.unit,
-                                                           name="MuViT context", extra_meta={"output": True}))
+                                                           name="MuViT context", extra_meta={"output": True}),
+                        moved=True)
 
     def _hide_context(self):
         if "MuViT context" in self.viewer.layers:
