@@ -41,6 +41,7 @@ def _args():
     p.add_argument("--sample-after-ms", type=int, default=60,
                    help="sample the GUI thread's stack while the heartbeat is this late")
     p.add_argument("--no-docks", action="store_true", help="skip timing the opening of each dock")
+    p.add_argument("--docks-only", action="store_true", help="time the opening of each dock, then stop")
     p.add_argument("--idle-s", type=float, default=5.0,
                    help="first, the heartbeat of the idle viewer this long (the machine's own floor)")
     p.add_argument("--engine-only", action="store_true",
@@ -364,6 +365,11 @@ def main() -> dict:
 
         docks = open_docks(viewer, args.interval_ms, sampler)
         docks["torch_imported_in_gui_process"] = "torch" in sys.modules
+        if args.docks_only:
+            viewer.close()
+            return {"benchmark": "heartbeat-docks", "slide_px": args.size, "cpu_count": os.cpu_count(),
+                    "load_avg_1min": [load_start, round(os.getloadavg()[0], 2)], "idle": idle_gaps,
+                    "open_docks": docks}
     w = PredictWidget(viewer)
     viewer.window.add_dock_widget(w)
     w.model.source.setCurrentText("demo" if model == "demo" else "folder")
