@@ -310,8 +310,9 @@ def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, piec
     wide = k >= 255  # torch has no uint16 arithmetic: labels of >= 255 classes are counted in int32
     ldtype = torch.int32 if wide else torch.uint8
     labels = torch.empty((h, w), dtype=ldtype, device=dev)
-    vdtype = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32, "none": ldtype}
-    values = torch.empty((1 if layout.prob_dtype == "none" else k, h, w), dtype=vdtype[layout.prob_dtype], device=dev)
+    vdtype = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
+    none = layout.prob_dtype == "none"
+    values = labels[None] if none else torch.empty((k, h, w), dtype=vdtype[layout.prob_dtype], device=dev)
     if pieces is None:
         pieces = [(0, total, weight)]
     ends = [c for c, _, _ in pieces[1:]] + [w]
@@ -322,14 +323,19 @@ def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, piec
             continue
         for a in range(c0, c1, SLAB):
             sl, rel = slice(a, min(c1, a + SLAB)), slice(a - c0, min(c1, a + SLAB) - c0)
-            ps = pred[:, sl]
-            # 1 / weight where predicted, else 0 (arithmetic, not masked writes: several times cheaper)
-            safe = wei[:, rel] + (~ps).to(torch.float32)
-            probs = (tot[:, :, rel] / safe).mul_(ps) if divide else tot[:, :, rel] * torch.reciprocal(safe).mul_(ps)
-            lab = argmax_channels(probs, ldtype)
-            lab.add_(1).mul_(ps)  # 0 where nothing was predicted
-            labels[:, sl] = lab
-            values[:, :, sl] = encode_probs(probs, layout.prob_dtype, lab)
+            off = ~pred[:, sl]
+            # masked fills, not masked arithmetic: the same values where predicted (x / w, x * (1 / w)) and 0
+            # elsewhere, in fewer passes than ``* pred`` with a bool operand
+            if divide:
+                probs = tot[:, :, rel] / wei[:, rel].masked_fill(off, 1.0)
+                probs.masked_fill_(off, 0.0)
+            else:
+                probs = tot[:, :, rel] * torch.reciprocal(wei[:, rel]).masked_fill_(off, 0.0)
+            lab = labels[:, sl]
+            argmax_channels(probs, out=lab, base=1)
+            lab.masked_fill_(off, 0)  # 0 where nothing was predicted
+            if not none:
+                encode_probs(probs, layout.prob_dtype, out=values[:, :, sl])
     values, labels = _numpy(values), _numpy(labels)
     if wide:
         labels = labels.astype(np.uint16)
@@ -370,36 +376,48 @@ def finish_blocks(store, grid, layout: OutputLayout, b: int, blocks, state, back
     write_band(store, layout, b, y0 + ra, x0 + lo, values, labels)
 
 
-def argmax_channels(p, dtype=None):
-    """``argmax`` over axis 0 of ``(K, h, w)`` (first maximum wins), one pass per channel. numpy (the
-    result dtype ``dtype``, default uint8) or torch (default ``torch.uint8``), computed where ``p`` is."""
-    if isinstance(p, torch.Tensor):  # k grows, so "k where better, else keep" is max(idx, k * better)
-        best = p[0].clone()
-        idx = torch.zeros(p.shape[1:], dtype=dtype or torch.uint8, device=p.device)
+def argmax_channels(p, dtype=None, out=None, base: int = 0):
+    """``argmax`` over axis 0 of ``(K, h, w)`` (first maximum wins), plus ``base``; a few passes per channel.
+    numpy (result dtype ``dtype``, default uint8) or torch (default ``torch.uint8``, computed where ``p`` is,
+    into ``out`` when given, e.g. a view of a band's labels)."""
+    if isinstance(p, torch.Tensor):  # "k where better than every earlier channel, else keep"
+        idx = torch.empty(p.shape[1:], dtype=dtype or torch.uint8, device=p.device) if out is None else out
+        idx.fill_(base)
+        if p.shape[0] == 1:
+            return idx
+        better = torch.empty(p.shape[1:], dtype=torch.bool, device=p.device)
+        best = p[0]
         for k in range(1, p.shape[0]):
-            torch.maximum(idx, (p[k] > best).to(idx.dtype).mul_(k), out=idx)
-            torch.maximum(best, p[k], out=best)
+            torch.gt(p[k], best, out=better)
+            idx.masked_fill_(better, k + base)
+            if k + 1 < p.shape[0]:
+                best = torch.maximum(best, p[k]) if k == 1 else torch.maximum(best, p[k], out=best)
         return idx
     best = p[0].copy()
-    idx = np.zeros(p.shape[1:], dtype or np.uint8)
+    idx = np.full(p.shape[1:], base, dtype or np.uint8)
     for k in range(1, p.shape[0]):
         better = p[k] > best
-        idx[better] = k
+        idx[better] = k + base
         np.maximum(best, p[k], out=best)
     return idx
 
 
-def encode_probs(probs, dtype: str, labels=None):
+def encode_probs(probs, dtype: str, labels=None, out=None):
     """Float probabilities in [0, 1] -> stored values (``uint8``: ``floor(255 p + 0.5)``; ``none``: the
-    labels). numpy or torch (computed where ``probs`` is)."""
+    labels). numpy or torch (computed where ``probs`` is; torch with ``out``: written there, ``probs`` used as
+    scratch space)."""
     if isinstance(probs, torch.Tensor):
         if dtype == "uint8":  # p in [0, 1]: floor(255 p + 0.5) is the nearest of 0..255
-            v = probs * 255.0
+            v = probs.mul_(255.0) if out is not None else probs * 255.0
             v += 0.5
+            if out is not None:  # 255 p + 0.5 lies in [0.5, 256) (a blend is at most a few ulp above 1): the cast floors it
+                return out.copy_(v)
             return v.clamp_(0, 255.5).to(torch.uint8)
         if dtype == "none":
-            return labels[None].to(torch.uint8 if labels.dtype == torch.uint8 else labels.dtype)
-        return probs.to(getattr(torch, dtype))
+            v = labels[None].to(torch.uint8 if labels.dtype == torch.uint8 else labels.dtype)
+        else:
+            v = probs.to(getattr(torch, dtype))
+        return v if out is None else out.copy_(v)
     if dtype == "uint8":
         v = np.multiply(probs, np.float32(255.0), dtype=np.float32)
         v += np.float32(0.5)
