@@ -225,8 +225,8 @@ def engine_only(args, model: str, slide: str) -> dict:
         store = os.path.join(tempfile.mkdtemp(prefix="muvit-hb-"), "out.zarr")
         recipe = Recipe(source=slide, model=model, levels=(1, 4, 16), region=region, batch_size=args.batch,
                         device=args.device, out=store)
-        job = (EngineJob(_predict_in_thread, args=(recipe,), show_progress=False) if mode == "thread"
-               else ProcessJob(PREDICT_TARGET, args=(recipe,), show_progress=False))
+        job = (EngineJob(_predict_in_thread, args=(recipe,)) if mode == "thread"
+               else ProcessJob(PREDICT_TARGET, args=(recipe,)))
         ticks: list[float] = []
         timer = QTimer()
         timer.timeout.connect(lambda t=ticks: t.append(time.perf_counter()))
@@ -254,10 +254,16 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
     from napari_muvit.widgets.teach.dock import TeachWidget
 
     app = QApplication.instance()
+    sampler = GapSampler()
     ticks: list[float] = []
+
+    def beat():
+        ticks.append(time.perf_counter())
+        sampler.tick()
+
     timer = QTimer()
     timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.timeout.connect(beat)
     timer.start()
     for _ in range(20):
         app.processEvents()
@@ -298,6 +304,7 @@ def teach_pretrain(viewer, work: str, cancel_after: int) -> dict:
     spanning = gaps[(ends > outcome) & (ends - gaps / 1000 <= outcome)] if outcome is not None else gaps[:0]
     stopping = getattr(job, "stopping_at", None)  # ProcessJob: when the engine read the cancel flag
     return {
+        **sampler.causes(ticks, gaps),
         "open_dock_s": round(open_s, 3), "pretrain_steps": job.done, "heartbeat_ticks": len(ticks),
         "pretrain_max_gap_ms": round(float(gaps.max()), 1),
         "start_click_ms": round(start_ms, 1),

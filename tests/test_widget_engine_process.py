@@ -22,7 +22,7 @@ def run_job(qtbot):
 
     def run(name, *args, **kw):
         events = []
-        job = ProcessJob(f"{JOBS}:{name}", args=args, description="test job", show_progress=False, **kw)
+        job = ProcessJob(f"{JOBS}:{name}", args=args, description="test job", **kw)
         job.recorded.connect(lambda row: events.append(("record", row)))
         job.succeeded.connect(lambda r: events.append(("succeeded", r)))
         job.cancelled.connect(lambda r: events.append(("cancelled", r)))

@@ -250,7 +250,7 @@ def test_controls_offer_only_values_the_model_accepts(sample_viewer, tiny_model,
     w.region_mode.setCurrentText("whole slide")
     monkeypatch.setattr(predict_module, "make_prediction_job", lambda *a, **k: EngineJob(
         lambda progress, cancel: (_ for _ in ()).throw(ValueError("the engine refused this run.")),
-        description="failing run", show_progress=False))
+        description="failing run"))
     before = load_settings(predict_module.SETTINGS_NAME, predict_module.DEFAULTS)
     job = w.run()
     assert job is not None

@@ -61,7 +61,9 @@ def test_progress_text_counts():
 
 
 def test_fresh_foreground_run_says_skipped_not_done_before(make_napari_viewer, qtbot, seen):
-    make_napari_viewer()  # the activity dock's bar lives in a viewer
+    from napari.utils import progress
+
+    make_napari_viewer()  # a viewer with its activity dock, which the job must leave alone
     engine = SteppedEngine([(498, 1849), (598, 1849), (1849, 1849)])
     job = _job(engine, seen, start_counts=start_split(False)).start()
     engine.step()
@@ -70,16 +72,16 @@ def test_fresh_foreground_run_says_skipped_not_done_before(make_napari_viewer, q
     assert "done before" not in seen[-1][2] and "earlier run" not in seen[-1][2]
     engine.step()
     qtbot.waitUntil(lambda: seen[-1][0] == 100, timeout=5000)
-    # the activity-dock bar shows the same numbers as the text
-    assert (job._pbar.n, job._pbar.total) == (100, 1351)
+    # the numbers of the text are the job's one state; napari's activity dock gets no second bar
+    assert (job.state.now, job.state.todo) == (100, 1351) and len(progress._all_instances) == 0
     assert seen[-1][2].startswith("100/1351 tiles") and "left" in seen[-1][2]
     engine.step()  # the last tile: the job enters its finishing phase, the bar turns busy
     qtbot.waitUntil(lambda: job.state.phase == "finishing", timeout=5000)
     assert seen[-1][2].startswith("finishing: all 1351 tiles computed") and "0 s left" not in seen[-1][2]
-    assert job._pbar.total == 0
+    assert job.state.phase == "finishing" and len(progress._all_instances) == 0
     engine.step()
     qtbot.waitUntil(lambda: not job.running, timeout=5000)
-    assert job.result == "ok" and job.state.phase == "ended" and job._pbar is None
+    assert job.result == "ok" and job.state.phase == "ended"
 
 
 def test_resumed_run_separates_skipped_and_done_before(make_napari_viewer, qtbot, seen):

@@ -1,4 +1,4 @@
-"""Run engine jobs off the GUI thread, with progress in napari's activity dock and a cancel switch.
+"""Run engine jobs off the GUI thread, with progress for the widget's status line and a cancel switch.
 
 An engine job follows the engine's callback protocol: ``fn(*args, progress=..., cancel=..., **kwargs)``
 calls ``progress(done, total)`` between batches and returns early when ``cancel()`` is True. Two ways to
@@ -79,7 +79,7 @@ PHASES = ("starting", "running", "cancelling", "finishing", "loading", "ended")
 
 @dataclass
 class Progress:
-    """The one progress state of a job: what its status line and its activity-dock bar both show.
+    """The one progress state of a job: what its status line shows.
 
     Units (tiles, steps) are ``skipped`` (never computed: background, outside the mask), ``before``
     (finished by an earlier run that this one continues), ``now`` (finished by this run) or remaining.
@@ -148,7 +148,9 @@ class EngineJob(QObject):
     firing later), so a widget's final status line stays. ``running`` is True until then (for the GUI
     thread, the job has ended when its outcome was handled); ``join()`` waits for the worker side only.
     ``progressed(now, todo, text)`` carries this run's
-    count, what it has to compute and the status line; the activity-dock bar shows the same numbers.
+    count, what it has to compute and the status line (the one place progress is shown: napari's activity
+    dock is not used, as building its bar cost ~0.2 s of the Run click and every update there processed all
+    pending events, repaints included).
     ``start_counts(done) -> (skipped, before)`` splits the engine's first report when that report is its
     starting state (the predict engine reports background and resumed tiles as done before any batch);
     without it the first report is already work of this run (the training loops).
@@ -167,7 +169,7 @@ class EngineJob(QObject):
 
     def __init__(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
                  description: str = "MuViT", unit: str = "tiles", on_progress: Callable | None = None,
-                 background: Callable | None = None, show_progress: bool = True,
+                 background: Callable | None = None,
                  start_counts: Callable[[int], tuple[int, int]] | None = None, records: bool = False,
                  parent: QObject | None = None):
         super().__init__(parent)
@@ -192,9 +194,6 @@ class EngineJob(QObject):
         self._catch_up.setInterval(int(2 * PROGRESS_INTERVAL_S * 1000))
         self._catch_up.timeout.connect(self._show_latest)
         self._shown = (-1, -1)
-        self._pbar = None
-        self._bar_description = ""
-        self._show_progress = show_progress
         self._finished = threading.Event()  # worker side: the job's function and `background` returned
         self._delivered = False  # GUI thread: the outcome was handed to the widget
         self.result: Any = None
@@ -215,8 +214,6 @@ class EngineJob(QObject):
             raise RuntimeError("a job runs once; make a new one")
         self.started_at = time.perf_counter()
         self.state.phase_since = self.started_at
-        if self._show_progress:
-            self._open_progress()
         self._launch()
         return self
 
@@ -295,7 +292,6 @@ class EngineJob(QObject):
         st.now = max(0, self.done - st.skipped - st.before) if self.total else st.now
         st.phase = "ended"
         self._delivered = True
-        self._close_progress()
         try:
             getattr(self, kind).emit(payload)
         finally:
@@ -366,41 +362,4 @@ class EngineJob(QObject):
             return
         text = st.text(time.perf_counter())
         self.progressed.emit(st.now, st.todo, text)
-        # last: napari's bar can process pending events while it repaints, which may deliver the outcome
-        # (measured: a line emitted after that overwrote the final status)
-        self._update_bar(text)
 
-    # ------------------------------------------------------------------ activity dock
-    def _open_progress(self) -> None:
-        try:
-            from napari.utils import progress
-        except ImportError:  # pragma: no cover - napari is a dependency
-            return
-        self._pbar = progress(total=0, desc=self.description)
-
-    def _update_bar(self, text: str) -> None:
-        """The activity-dock bar: ``now / todo`` while running; busy (no total) while finishing/loading.
-
-        Its description names the phase only and changes with it: napari's bar processes all pending
-        events (a repaint) on every value and description change, so counts go in the value alone."""
-        pbar = self._pbar
-        if pbar is None:
-            return
-        st = self.state
-        busy = st.phase in ("finishing", "loading") or st.todo == 0
-        total = 0 if busy else st.todo
-        if pbar.total != total:
-            pbar.total = total
-        if not busy and st.now != pbar.n:
-            pbar.update(st.now - pbar.n)  # update() emits the value event the bar listens to
-        phase = {"starting": "starting…", "running": f"{st.unit}", "cancelling": "cancelling…",
-                 "finishing": "writing the last outputs…", "loading": "reading the results…"}.get(st.phase, "")
-        description = f"{self.description}: {phase}"
-        if description != self._bar_description:
-            self._bar_description = description
-            pbar.set_description(description)
-
-    def _close_progress(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None

@@ -194,8 +194,7 @@ class AttentionProbeWidget(QWidget):
         if self._pending is None:
             return
         request, self._pending = self._pending, None
-        job = EngineJob(lambda progress, cancel: self._compute(request), description="attention probe",
-                        show_progress=False)
+        job = EngineJob(lambda progress, cancel: self._compute(request), description="attention probe")
         job.succeeded.connect(self._on_result)
         job.failed.connect(self._on_failed)
         job.ended.connect(self._start_next)

@@ -255,8 +255,7 @@ class PredictWidget(QWidget):
         from napari_muvit.data.foreground import foreground_mask
 
         image = self.image
-        job = EngineJob(lambda progress, cancel: foreground_mask(image.pyramid), description="tissue mask",
-                        show_progress=False)
+        job = EngineJob(lambda progress, cancel: foreground_mask(image.pyramid), description="tissue mask")
         job.succeeded.connect(lambda result: self._show_tissue_layer(image, *result))
         job.failed.connect(notify_error)
         self.tissue_job = job.start()

@@ -89,7 +89,7 @@ class RoiPanel(Section):
         self.export_csv.setEnabled(False)
         pixel_size, offset = self._frame()
         job = EngineJob(lambda progress, cancel: roi_layer_and_table(store, pixel_size, offset, score=score),
-                        description="MuViT ROIs", show_progress=False)
+                        description="MuViT ROIs")
         job.succeeded.connect(lambda res: self._show(None if res[0] is None else res))
         job.failed.connect(notify_error)
         job.ended.connect(self._reranked)

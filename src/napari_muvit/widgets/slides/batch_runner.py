@@ -91,7 +91,7 @@ class ThumbnailLoader(QObject):
     def __init__(self, paths, parent=None):
         super().__init__(parent)
         self.job = EngineJob(_thumbnails, args=(list(paths), self), description="MuViT thumbnails",
-                             unit="slides", show_progress=False, parent=self)
+                             unit="slides", parent=self)
 
     def start(self) -> ThumbnailLoader:
         self.job.start()
