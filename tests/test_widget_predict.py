@@ -583,3 +583,49 @@ def test_layer_steps_run_one_per_event_loop_turn(qtbot):
     assert ran == [0, 1, 2] and steps.pending == 0
     steps.queue([lambda: ran.append("now")], stepwise=False)  # all at once, no drained signal needed
     assert ran[-1] == "now" and steps.pending == 0
+
+
+_FRESH_GUI_RUN = r"""
+import os, sys, time
+from qtpy.QtWidgets import QApplication
+import napari
+from napari_muvit.widgets._reader import read_slide
+from napari_muvit.widgets._sample import sample_slide_path
+from napari_muvit.widgets.predict.dock import PredictWidget
+
+viewer = napari.Viewer(show=False)
+for data, kwargs, kind in read_slide(str(sample_slide_path(size=int(sys.argv[2]), seed=int(sys.argv[3])))):
+    getattr(viewer, f"add_{kind}")(data, **kwargs)
+w = PredictWidget(viewer)
+w.model.source.setCurrentText("folder")
+w.model.folder.setText(sys.argv[1])
+w._on_model_changed()
+w.region_mode.setCurrentText("whole slide")
+job = w.run()
+app = QApplication.instance()
+deadline = time.monotonic() + 240
+while (job.running or not w.run_button.isEnabled() or w.steps.pending) and time.monotonic() < deadline:
+    app.processEvents()
+    time.sleep(0.01)
+kinds = sorted(type(ly).__name__ for ly in viewer.layers)
+print("RESULT", job.error, job.done, kinds, "torch" in sys.modules, flush=True)
+"""
+
+
+def test_a_run_from_the_dock_never_imports_torch_in_the_gui_process(tiny_model, plugin_dirs):
+    """A fresh napari session predicts a whole slide from the dock: the recipe check at the Run click, the job
+    and the result layers leave torch unimported in the GUI process (importing it there held the viewer ~2 s)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", NAPARI_MUVIT_THREADS="1",
+               NAPARI_MUVIT_SETTINGS_DIR=str(plugin_dirs / "fresh-settings"))
+    done = subprocess.run([sys.executable, "-c", _FRESH_GUI_RUN, tiny_model, str(SLIDE_SIZE), str(SLIDE_SEED)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, f"exit code {done.returncode}: {done.stderr[-3000:]}"
+    error, n_done, *rest = line.split(" ", 3)[1:]
+    assert error == "None" and int(n_done) > 0, line
+    assert "Labels" in rest[0] and "Image" in rest[0], line
+    assert line.endswith(" False"), line

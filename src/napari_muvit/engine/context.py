@@ -163,7 +163,7 @@ def resolve(recipe: Recipe, *, model=None, pyramid=None) -> RunContext:
     output = make_output(model, task, patch)
     layout = None
     if output.mode == "blend":
-        from .stitch import DEFAULT_CHUNK, OutputLayout
+        from .output_layout import DEFAULT_CHUNK, OutputLayout
 
         chunk = recipe.extra.get("output_chunk") or DEFAULT_CHUNK
         chunk = (int(chunk), int(chunk)) if np.isscalar(chunk) else tuple(int(c) for c in chunk)

@@ -146,7 +146,7 @@ class Recipe(RecipeFile):
         self.workers = int(self.workers)
         if self.workers and self.scheduler:
             raise ValueError("give either workers (a local cluster) or scheduler (an existing cluster), not both.")
-        from .stitch import check_output_level, check_prob_dtype
+        from .output_layout import check_output_level, check_prob_dtype
 
         self.prob_dtype = check_prob_dtype(self.prob_dtype)
         self.output_level = check_output_level(self.output_level)
