@@ -456,6 +456,7 @@ def main() -> dict:
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
         "full_run": full, "cancelled_run": cancelled, "resumed_run": resumed,
         "resumed_from_tiles": cancelled["tiles_done"],
+        "torch_imported_in_gui_process_after_runs": "torch" in __import__("sys").modules,
     }
     if idle_gaps is not None:
         out["idle_viewer"] = idle_gaps
