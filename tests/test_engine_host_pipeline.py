@@ -251,3 +251,29 @@ def test_blocks_converted_where_they_lie_equal_the_assembled_band(level):
     assert labels[:, 2100 // level : 2900 // level].max() == 0  # the untouched block: not predicted
     assert labels[:, : 200 // level].min() >= 1  # predicted
     assert labels[:, 248 // level : 280 // level].max() == 0  # owned by the background tile column 5
+
+
+def test_rows_of_overlapping_integer_crops_read_through_one_normalised_window():
+    """At a coarse level neighbouring tiles share most of their context, so a row of them is normalised once as a
+    window and cropped: still bit for bit `Pyramid.crops` (padding at the slide's edges included)."""
+    from napari_muvit.data import Normalizer
+    from napari_muvit.engine.context import resolve
+    from napari_muvit.engine.testing import tiny_segmenter
+    from napari_muvit.engine.tileops import read_batch
+
+    rng = np.random.default_rng(5)
+    fine = rng.integers(0, 256, (3, 160, 192), dtype=np.uint8)
+    coarse = fine.reshape(3, 40, 4, 48, 4).mean(axis=(2, 4)).round().astype(np.uint8)
+    pyr = open_pyramid([fine, coarse], axes="cyx")
+    model = tiny_segmenter(levels=(1, 4))
+    model.encoder.in_channels = 3
+    ctx = resolve(Recipe(tile=32, overlap=8, out=""), model=model, pyramid=pyr)
+    ctx.normalizer = Normalizer("percentile", [12.3, 7.9, 30.1], [201.7, 240.2, 180.6])
+    # rows of 5 and 8 adjacent tiles: at level 4 their window (32 x 56 or 74 px) is under half their crops' area
+    tiles = [(0, j) for j in range(5)] + [(3, j) for j in range(8)]
+    x, bbox = read_batch(ctx, tiles)
+    for b, t in enumerate(tiles):
+        img_t, bbox_t = pyr.crops(ctx.grid.tile_center(*t), (1, 4), 32, normalizer=ctx.normalizer)
+        np.testing.assert_array_equal(x[b].view(np.uint32), img_t.view(np.uint32))
+        np.testing.assert_array_equal(bbox[b], bbox_t)
+    assert (x[0, 1, :, 0, 0] == 0).all() and (x[0, 1] != 0).any()  # padding stays zero next to normalised pixels

@@ -56,12 +56,17 @@ def read_batch(ctx, tiles, pool: BufferPool | None = None) -> tuple[np.ndarray, 
             lo, hi = starts.min(axis=0), starts.max(axis=0) + S
             window, ok = ctx.pyramid.read_window(f, (lo * f).tolist(), (hi - lo).tolist(), raw=True)
             padded = not ok.all()
-            # stored integers are converted and normalised crop by crop, straight into the batch (the same
-            # float32 operations as `Normalizer`, so the same values), never as a float window; a float window
-            # is normalised once (pointwise, so that equals normalising every crop of it)
-            per_crop = norm is not None and window.dtype != np.float32
+            # normalisation is pointwise, so normalising a window equals normalising each crop of it: stored
+            # integers are converted and normalised crop by crop straight into the batch (the same float32
+            # operations as `Normalizer`, so the same values) unless the crops overlap so much (coarse levels:
+            # neighbours share most of their context) that normalising the window once and copying is cheaper
+            per_crop = norm is not None and window.dtype != np.float32 and 2 * window[0].size > len(members) * S * S
             if norm is not None and not per_crop:
-                window = norm.apply_(window)
+                if window.dtype != np.float32:
+                    window = np.subtract(window, low, dtype=np.float32)
+                    np.divide(window, span, out=window)
+                else:
+                    window = norm.apply_(window)
                 if padded:
                     window *= ok  # zero padding stays exactly zero after normalisation
             for n, (b, st) in enumerate(zip(members, starts)):
