@@ -196,6 +196,14 @@ def test_downsample_helpers_equal_their_definitions():
     odd = np.random.default_rng(0).integers(0, 256, (3, 7, 9)).astype(np.uint8)  # edge padding path
     np.testing.assert_array_equal(downsample_mean_uint8(odd), np.rint(downsample_mean(odd)).astype(np.uint8))
     assert downsample_mean_uint8(odd).shape == (3, 4, 5)
+    sums = np.zeros((2, 2 * 1021), np.uint8)  # one block per sum 0..1020 (every remainder and quotient parity)
+    for s in range(1021):
+        parts = [min(255, max(0, s - 255 * k)) for k in range(4)]
+        sums[0, 2 * s], sums[0, 2 * s + 1], sums[1, 2 * s], sums[1, 2 * s + 1] = parts
+    assert (sums.reshape(2, -1, 2).sum(axis=(0, 2)) == np.arange(1021)).all()
+    np.testing.assert_array_equal(downsample_mean_uint8(sums), np.rint(downsample_mean(sums)).astype(np.uint8))
+    wide = np.random.default_rng(1).integers(0, 256, (4, 64, 300)).astype(np.uint8)[..., ::-1]  # not contiguous
+    np.testing.assert_array_equal(downsample_mean_uint8(wide), np.rint(downsample_mean(wide)).astype(np.uint8))
 
 
 def test_in_place_normalisation_equals_the_copying_one():

@@ -29,15 +29,22 @@ def downsample_mean(a: np.ndarray) -> np.ndarray:
 
 def downsample_mean_uint8(a: np.ndarray) -> np.ndarray:
     """2x2 block mean of uint8 values rounded half to even, back to uint8: exactly ``np.rint`` of the float32
-    `downsample_mean` (the sum of four uint8 is exact), in integer arithmetic."""
-    q = _quads(_pad_even(np.asarray(a)))
-    s = q[0].astype(np.uint16)
-    s += q[1]
-    s += q[2]
-    s += q[3]
-    low = s & 3  # s / 4 = (s >> 2) + low / 4: round up above a half, and at a half to the even neighbour
+    `downsample_mean` (the sum of four uint8 is exact), in integer arithmetic.
+
+    Each row is read as little-endian uint16 pairs (low byte = even column, high byte = odd column), so the
+    four values of a block are unpacked from two contiguous rows with masks and shifts, not strided copies."""
+    pairs = np.ascontiguousarray(_pad_even(np.asarray(a))).view("<u2")
+    top, bottom = pairs[..., 0::2, :], pairs[..., 1::2, :]
+    s = top & 0xFF
+    s += top >> 8
+    s += bottom & 0xFF
+    s += bottom >> 8
+    # s / 4 rounded half to even: (s + 1 + ((s >> 2) & 1)) >> 2 (up above a half; at a half to the even quotient)
+    odd = s >> 2
+    odd &= 1
+    s += odd
+    s += 1
     s >>= 2
-    s += (low > 2) | ((low == 2) & (s & 1).astype(bool))
     return s.astype(np.uint8)
 
 
