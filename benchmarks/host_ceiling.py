@@ -12,7 +12,8 @@ with ``--pin`` (default) the process is also restricted to N cores (``sched_seta
 1 core with N cores even when the process runs more threads than that.
 
 ``cpu_ms_per_tile`` = (user + system CPU of the process, all threads, + its children) / tiles, around the whole
-`predict` call (the package is imported before it: importing is a one-off ~2 s, not a per-tile cost); ``tiles_per_s`` = tiles / wall seconds of that call; ``files`` / ``bytes_per_px`` = files and
+`predict` call (the package and the slide readers are imported before it: importing is a one-off ~2 s, not a
+per-tile cost); ``tiles_per_s`` = tiles / wall seconds of that call; ``files`` / ``bytes_per_px`` = files and
 bytes of the output store / slide pixels. The last stdout line is one JSON object: those keys for the run with
 the most threads, ``by_threads`` for every run and ``scaling`` (tiles/s with the most threads / with 1).
 """
@@ -75,7 +76,9 @@ def one_run(slide: str, out: str, threads: int, prob_dtype: str, level: int, pin
     import torch
 
     torch.set_num_threads(threads)
-    import napari_muvit.data  # noqa: F401 - imported before the clock: a one-off cost (~2 s), not a per-tile one
+    # imported before the clock: a one-off cost (~1.5-2 s), not a per-tile one; `napari_muvit.data` loads its
+    # readers on first use, so they are named here
+    from napari_muvit.data import Normalizer, Pyramid, foreground_mask, open_pyramid  # noqa: F401
     from napari_muvit.engine.predict import predict
     from napari_muvit.engine.recipe import Recipe
     from napari_muvit.engine.testing import ConstantSegmenter
