@@ -29,6 +29,7 @@ class ChunkFiles:
         self._key = key
         self._compressor = compressor
         self._write_empty = write_empty
+        self._zero_fill = fill_value == 0  # "any value differs from the fill" is then "any value is non-zero"
         self._tag = str(os.getpid())
         self._made: set = set()  # chunk folders known to exist
 
@@ -86,10 +87,10 @@ class ChunkFiles:
                 full[tuple(slice(0, n) for n in block.shape)] = block
                 block = full
             target = self.folder / self._key(idx)
-            if not self._write_empty and not np.any(block != self.fill_value):
+            if not self._write_empty and not (block.any() if self._zero_fill else np.any(block != self.fill_value)):
                 target.unlink(missing_ok=True)  # as zarr does: an all-fill chunk is not stored
                 continue
-            data = np.ascontiguousarray(block, dtype=self.dtype).tobytes()
+            data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")  # the bytes, not a copy
             if self._compressor is not None:
                 data = self._compressor.encode(data)
             if target.parent not in self._made:

@@ -371,6 +371,10 @@ def write_band(store, layout: OutputLayout, b: int, r0: int, c0: int, values, la
     for c in range(c0 // cw, (c1 - 1) // cw + 1):
         C0, C1 = c * cw, min((c + 1) * cw, w)
         lo, hi = max(c0, C0), min(c1, C1)
+        if (lo, hi, r0, values.shape[1]) == (C0, C1, R0, R1 - R0):  # the output fills the chunk: no copy
+            store.write_chunk((R0, C0), values[:, :, lo - c0 : hi - c0], labels[:, lo - c0 : hi - c0])
+            n += 1
+            continue
         block = np.zeros((values.shape[0], R1 - R0, C1 - C0), values.dtype)
         lab = np.zeros((R1 - R0, C1 - C0), labels.dtype)
         rows = slice(r0 - R0, r0 - R0 + values.shape[1])
