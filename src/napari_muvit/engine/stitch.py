@@ -249,17 +249,18 @@ def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, piec
             continue
         for a in range(c0, c1, SLAB):
             sl, rel = slice(a, min(c1, a + SLAB)), slice(a - c0, min(c1, a + SLAB) - c0)
-            off = ~pred[:, sl]
-            # masked fills, not masked arithmetic: the same values where predicted (x / w, x * (1 / w)) and 0
-            # elsewhere, in fewer passes than ``* pred`` with a bool operand
+            # masks as 0/1 bytes (a bool tensor's own bytes): same-dtype arithmetic is vectorised, while masked
+            # fills and bool operands take a slow elementwise path on a CPU
+            on = pred[:, sl].view(torch.uint8)
+            keep = on.to(torch.float32)
+            safe = wei[:, rel] + (1.0 - keep)  # 1 where nothing is predicted: no division by zero
             if divide:
-                probs = tot[:, :, rel] / wei[:, rel].masked_fill(off, 1.0)
-                probs.masked_fill_(off, 0.0)
+                probs = (tot[:, :, rel] / safe).mul_(keep)
             else:
-                probs = tot[:, :, rel] * torch.reciprocal(wei[:, rel]).masked_fill_(off, 0.0)
+                probs = tot[:, :, rel] * torch.reciprocal(safe).mul_(keep)
             lab = labels[:, sl]
             argmax_channels(probs, out=lab, base=1)
-            lab.masked_fill_(off, 0)  # 0 where nothing was predicted
+            lab.mul_(on if ldtype == torch.uint8 else on.to(ldtype))  # 0 where nothing was predicted
             if not none:
                 encode_probs(probs, layout.prob_dtype, out=values[:, :, sl])
     values, labels = _numpy(values), _numpy(labels)
@@ -312,10 +313,13 @@ def argmax_channels(p, dtype=None, out=None, base: int = 0):
         if p.shape[0] == 1:
             return idx
         better = torch.empty(p.shape[1:], dtype=torch.bool, device=p.device)
+        step = torch.empty_like(idx)
         best = p[0]
-        for k in range(1, p.shape[0]):
+        for k in range(1, p.shape[0]):  # channel indices grow, so "k where better" is max(idx, k * better)
             torch.gt(p[k], best, out=better)
-            idx.masked_fill_(better, k + base)
+            torch.mul(better.view(torch.uint8) if idx.dtype == torch.uint8 else better.to(idx.dtype), k + base,
+                      out=step)
+            torch.maximum(idx, step, out=idx)
             if k + 1 < p.shape[0]:
                 best = torch.maximum(best, p[k]) if k == 1 else torch.maximum(best, p[k], out=best)
         return idx
