@@ -18,7 +18,7 @@ def _describe(w):
 
 
 @pytest.fixture
-def docks(make_napari_viewer, tmp_path, monkeypatch):
+def docks(make_napari_viewer, tmp_path, monkeypatch, qtbot):
     monkeypatch.setenv("NAPARI_MUVIT_SETTINGS_DIR", str(tmp_path / "settings"))
     import numpy as np
 
@@ -32,6 +32,7 @@ def docks(make_napari_viewer, tmp_path, monkeypatch):
            "attention": AttentionProbeWidget(viewer)}
     for name, w in out.items():
         viewer.window.add_dock_widget(w, name=name)
+    qtbot.wait(50)  # sections below the fold are shown one per event-loop turn after the dock is added
     return out
 
 

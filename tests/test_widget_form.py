@@ -85,3 +85,28 @@ def test_model_folder_chosen_with_the_button_becomes_the_model(qtbot, monkeypatc
     panel.browse.click()
     assert panel.source.currentText() == "folder" and panel.model_source() == str(tmp_path / "m")
     assert panel.folder.isEnabled() and panel.browse.text() == form.CHOOSE
+
+
+def test_sections_below_the_fold_appear_one_per_event_loop_turn(qtbot):
+    """`dock_layout(later=...)`: those sections are laid out after the others, hidden while the dock is added,
+    then shown in order, one per turn of the event loop; one deleted before its turn is skipped."""
+    from qtpy.QtWidgets import QApplication, QLabel, QWidget
+
+    from napari_muvit.widgets.form import Section, dock_layout
+
+    owner = QWidget()
+    qtbot.addWidget(owner)
+    first, a, b, c = Section("first"), Section("a"), Section("b"), QLabel("c")
+    dock_layout(owner, [first], later=[a, b, c])
+    owner.show()
+    assert first.isVisible() and not any(w.isVisibleTo(owner) for w in (a, b, c))
+    column = first.parentWidget().layout()
+    assert [column.itemAt(i).widget() for i in range(4)] == [first, a, b, c]
+    b.deleteLater()
+    QApplication.sendPostedEvents(None, 0)  # b is deleted before its turn
+    seen = []
+    for _ in range(3):
+        QApplication.processEvents()
+        seen.append([w.isVisibleTo(owner) for w in (a, c)])
+    assert seen[0] == [True, False]  # a first, alone
+    assert seen[-1] == [True, True]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -276,13 +276,20 @@ def set_tips(owner, tips: dict[str, str]) -> None:
 
 
 def dock_layout(owner: QWidget, sections: Iterable[QWidget], pinned: Iterable[QWidget] = (),
-                scroll: bool = True) -> QScrollArea | None:
+                scroll: bool = True, later: Iterable[QWidget] = ()) -> QScrollArea | None:
     """Lay ``owner`` out as a dock: ``sections`` in a column (in a vertical scroll area when ``scroll``; spare
-    height below them), then ``pinned`` widgets, always on screen (Run, Cancel, the status line, a plot)."""
+    height below them), then ``pinned`` widgets, always on screen (Run, Cancel, the status line, a plot).
+
+    ``later``: sections below the fold, placed after ``sections`` but shown one per event-loop turn once
+    the dock is up (`reveal_later`): Qt styles a widget and all its children when it is first shown, and
+    for a dock of a few hundred controls that, done at once inside napari's ``add_dock_widget``, held the
+    viewer for 0.2-0.4 s on a small machine."""
+    later = list(later)
     inner = QWidget() if scroll else owner
     col = QVBoxLayout(inner)
-    for w in sections:
+    for w in [*sections, *later]:
         col.addWidget(w)
+    reveal_later(later)
     if not scroll:
         for w in pinned:
             col.addWidget(w)
@@ -298,3 +305,25 @@ def dock_layout(owner: QWidget, sections: Iterable[QWidget], pinned: Iterable[QW
     for w in pinned:
         outer.addWidget(w)
     return area
+
+
+def reveal_later(widgets: Iterable[QWidget]) -> None:
+    """Hide ``widgets`` now and show them one per event-loop turn, in order (the first turn comes after the
+    caller, e.g. napari adding the dock, has returned)."""
+    pending = list(widgets)
+    for w in pending:
+        w.setVisible(False)  # not hide()/show(): a panel may define show() for its own content
+
+    def step():
+        while pending:
+            w = pending.pop(0)
+            try:
+                w.setVisible(True)
+            except RuntimeError:  # the dock was closed and deleted before its turn
+                continue
+            break
+        if pending:
+            QTimer.singleShot(0, step)
+
+    if pending:
+        QTimer.singleShot(0, step)

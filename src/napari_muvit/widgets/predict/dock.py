@@ -164,8 +164,8 @@ class PredictWidget(QWidget):
         for w in (self.live, buttons, self.status, self.legend):
             run_box.add(w)
         # Run, Cancel and the status are pinned under the settings: they never scroll away
-        dock_layout(self, [image_box, levels_box, model_box, region_box, output_box, self.roi_panel,
-                           self.measure_panel], [run_box])
+        dock_layout(self, [image_box, levels_box, model_box, region_box, output_box], [run_box],
+                    later=[self.roi_panel, self.measure_panel])
 
         self.image_combo.currentTextChanged.connect(self._on_image_changed)
         self.model.source.currentTextChanged.connect(self._on_model_changed)
