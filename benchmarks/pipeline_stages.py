@@ -87,7 +87,10 @@ def main(argv=None):
         while bands and stitcher.last_row(bands[0]) < before_row:
             b = bands.pop(0)
             if finish_blocks is not None:  # the band writer's path: blocks converted where they lie
-                finish_blocks(store, ctx.grid, ctx.layout, b, stitcher.pop_blocks(b), book.state, BACKGROUND)
+                blocks = stitcher.pop_blocks(b)
+                finish_blocks(store, ctx.grid, ctx.layout, b, blocks, book.state, BACKGROUND)
+                if hasattr(stitcher, "recycle"):  # as the band writer does (code before it had no recycling)
+                    stitcher.recycle(blocks)
             else:  # code before finish_blocks existed (for comparisons)
                 finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), book.state, BACKGROUND)
             book.band_written(b)

@@ -21,6 +21,8 @@ read as ``p = v / 255``), ``float16``/``float32``, or not at all (``none``: the 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -43,6 +45,8 @@ class BandStitcher:
         self.open: dict = {}  # band -> {column block: (acc (K, rows, BLOCK), wsum (rows, BLOCK))}
         self.device = torch.device(device)
         self.win = torch.from_numpy(grid.window).to(self.device)
+        self._spare: list = []  # zeroed column blocks of written bands (`recycle`): reused, not allocated again
+        self._spare_lock = threading.Lock()
 
     def bands_of_row(self, i: int) -> range:
         a, b = self.grid.crop_rows(i)
@@ -81,12 +85,34 @@ class BandStitcher:
             blocks = self.open.setdefault(b, {})
             for bi in range(xa // BLOCK, (xb - 1) // BLOCK + 1):
                 if bi not in blocks:
-                    blocks[bi] = (torch.zeros((self.k, rb - ra, BLOCK), dtype=torch.float32, device=self.device),
-                                  torch.zeros((rb - ra, BLOCK), dtype=torch.float32, device=self.device))
+                    blocks[bi] = self._zero_block(rb - ra)
                 acc, wsum = blocks[bi]
                 ca, cb = max(xa, bi * BLOCK), min(xb, (bi + 1) * BLOCK)
                 acc[:, ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += pw[:, ya - oy : yb - oy, ca - ox : cb - ox]
                 wsum[ya - ra : yb - ra, ca - bi * BLOCK : cb - bi * BLOCK] += self.win[ya - oy : yb - oy, ca - ox : cb - ox]
+
+    def _zero_block(self, rows: int) -> tuple:
+        """A zero ``(acc (K, rows, BLOCK), wsum (rows, BLOCK))`` column block, recycled when one is spare."""
+        with self._spare_lock:
+            for n, (a, s) in enumerate(self._spare):
+                if a.shape[1] == rows:
+                    return self._spare.pop(n)
+        return (torch.zeros((self.k, rows, BLOCK), dtype=torch.float32, device=self.device),
+                torch.zeros((rows, BLOCK), dtype=torch.float32, device=self.device))
+
+    @torch.inference_mode()
+    def recycle(self, blocks: dict | None, keep: int = 8) -> None:
+        """Hand back a written band's column blocks (`pop_blocks`, no longer read by anyone): they are zeroed
+        here (e.g. in a writer thread) and reused for later bands, at most ``keep`` of them. A fresh block costs
+        as much again in page faults as zeroing one that is already mapped."""
+        for a, s in (blocks or {}).values():
+            with self._spare_lock:
+                if len(self._spare) >= keep:
+                    return
+            a.zero_()
+            s.zero_()
+            with self._spare_lock:
+                self._spare.append((a, s))
 
     def pop(self, b: int):
         """`assemble` band ``b`` (None when no tile touched it) and forget it."""

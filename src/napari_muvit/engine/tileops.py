@@ -239,6 +239,7 @@ class BandWriter:
         try:
             finish_blocks(self.store, self.ctx.grid, self.layout, b, blocks, self.state, self._bg)
             self._out.put(("band", b, None))
+            self.stitcher.recycle(blocks)  # written: its sums become later bands' (zeroed here, off the stitcher)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the owner thread
             self._error = exc
 
