@@ -241,7 +241,7 @@ def widget_benchmark(args) -> dict:
         return widget.last_latency_s, widget.last_info["compute_s"]
 
     first, _ = click((300.0, 300.0))
-    tile = widget.session.tile
+    tile = widget.last_result["tile_px"]
     new_tile, new_tile_engine = [], []
     for k in range(args.tiles):
         total, engine = click((float(tile * (k + 1) + tile / 2), float(tile * (k + 2) + tile / 3)))
@@ -255,7 +255,7 @@ def widget_benchmark(args) -> dict:
         total, engine = click(point)
         same_tile.append(total)
         same_tile_worker.append(engine)
-    assert tuple(widget.last_result.tile["origin_yx"]) == tuple(int(v) for v in origin)  # all in one tile
+    assert tuple(widget.last_result["tile"]["origin_yx"]) == tuple(int(v) for v in origin)  # all in one tile
 
     session = open_session(str(slide), "demo")
     attention_probe(session, tuple(origin + 1))
@@ -268,7 +268,7 @@ def widget_benchmark(args) -> dict:
 
     return {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU",
-        "model": "demo", "slide_px": args.size, "tile_px": tile, "levels": list(widget.session.levels),
+        "model": "demo", "slide_px": args.size, "tile_px": tile, "levels": list(widget.last_result["levels"]),
         "first_click_ms": round(1000 * first, 1),
         "new_tile_click_ms": _ms(new_tile), "new_tile_worker_ms": _ms(new_tile_engine),
         "same_tile_click_ms": _ms(same_tile),

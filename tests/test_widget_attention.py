@@ -186,8 +186,8 @@ def slide_path(tmp_path_factory):
 
 
 def _wait_probe(qtbot, widget):
-    qtbot.waitUntil(lambda: widget._job is not None and not widget._job.running and widget._pending is None,
-                    timeout=60_000)
+    qtbot.waitUntil(lambda: widget._job is not None and not widget._job.running and widget._pending is None
+                    and not widget.steps.pending, timeout=60_000)
     qtbot.wait(30)
 
 
@@ -229,7 +229,7 @@ def test_click_shows_the_engine_probe_per_level_on_world_boxes(make_napari_viewe
     n_layers = len(viewer.layers)
     widget.probe((210.0, 310.0))
     _wait_probe(qtbot, widget)
-    assert widget.session.forward_calls == 1 and len(viewer.layers) == n_layers
+    assert widget.last_info["forward_calls"] == 1 and len(viewer.layers) == n_layers
     np.testing.assert_allclose(viewer.layers[f"{MAP_PREFIX}4"].data,
                                attention_probe(reference, (210.0, 310.0)).maps[1][0], rtol=1e-5, atol=1e-7)
     # the controls re-probe the same point: head 2 of layer 0, query token from level 4
@@ -334,3 +334,62 @@ def test_adding_a_layer_keeps_the_probe_choices_and_does_not_reprobe(make_napari
     assert len(probed) == 3
     assert widget._image.value is viewer.layers["slide"]  # the image picker itself keeps its choice
     assert widget._image.choices == [viewer.layers["slide"], viewer.layers["another"]]
+
+
+_FRESH_GUI_PROBE = r"""
+import os, sys, time
+from qtpy.QtWidgets import QApplication
+import napari
+from napari_muvit.widgets._reader import read_slide
+from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+
+viewer = napari.Viewer(show=False)
+data, kwargs, _ = read_slide(sys.argv[1])[0]
+viewer.add_image(data, **kwargs)
+widget = AttentionProbeWidget(viewer)
+app = QApplication.instance()
+pids = []
+for point in ((200.0, 300.0), (210.0, 310.0)):
+    widget.probe(point)
+    deadline = time.monotonic() + 240
+    while (widget._job is None or widget._job.running or widget.steps.pending) and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.01)
+    pids.append(widget._job.worker_pid)
+maps = sorted(ly.name for ly in viewer.layers if ly.name.startswith("attention level "))
+print("RESULT", widget._job.error, len(maps), widget.last_info["forward_calls"],
+      pids[0] == pids[1] != os.getpid(), "torch" in sys.modules, flush=True)
+"""
+
+
+def test_probing_a_slide_file_never_imports_torch_in_the_gui_process(slide_path, tmp_path):
+    """A fresh napari session probes a slide read from a file twice: both clicks run in the probe's own worker
+    process (the second reuses its cached encoder pass) and the GUI process ends without torch imported
+    (importing it there held the viewer about 1.6 s at the first click)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", NAPARI_MUVIT_THREADS="1",
+               NAPARI_MUVIT_SETTINGS_DIR=str(tmp_path / "settings"))
+    done = subprocess.run([sys.executable, "-c", _FRESH_GUI_PROBE, str(slide_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, f"exit code {done.returncode}: {done.stderr[-3000:]}"
+    assert line == "RESULT None 3 1 True False", line
+
+
+def test_an_in_memory_image_is_probed_in_a_thread(make_napari_viewer, qtbot):
+    """An image layer without a file cannot go to the worker process: its probe runs in a thread, same maps."""
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+    from napari_muvit.widgets.engine_process import ProcessJob
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((256, 256)).astype(np.float32), name="in memory")
+    widget = AttentionProbeWidget(viewer)
+    widget.probe((128.0, 128.0))
+    _wait_probe(qtbot, widget)
+    assert not isinstance(widget._job, ProcessJob) and widget._job.error is None
+    assert sorted(ly.name for ly in viewer.layers if ly.name.startswith(MAP_PREFIX)) == [
+        f"{MAP_PREFIX}1", f"{MAP_PREFIX}16", f"{MAP_PREFIX}4"]

@@ -116,7 +116,10 @@ def test_levels_are_tick_boxes_offered_by_the_model_in_every_dock(docks, tmp_pat
     assert ticks(attention._levels) == {"x1": True, "x4": True}
     assert ticks(teach.finetune.levels) == {"x1": True, "x4": True}
     attention._levels.value = "4"
-    assert ticks(attention._levels) == {"x1": False, "x4": True} and attention._key()[2] == "4"
+    assert ticks(attention._levels) == {"x1": False, "x4": True}
+    attention._start_next = lambda: None  # the request a click would send, not run
+    attention.probe((10.0, 10.0))
+    assert attention._pending["levels"] == "4" and attention._pending["key"][1:] == (str(folder), "4")
     with pytest.raises(ValueError, match="x16"):
         attention._levels.value = "1,16"
     teach.finetune.levels.value = "4"

@@ -1,7 +1,8 @@
 """The persistent engine worker process: `ProcessJob` runs an engine job there (see `widgets/workers.py`).
 
-One spawned process per session, started on first use (or early by ``warm()``), holds torch and the
-engine so the GUI's interpreter lock stays free; jobs reach it through queues, progress and outcomes come
+One spawned process per session and purpose (``engine_process(name)``: ``"engine"`` for predictions and
+training, ``"probe"`` for the attention probe, so that a click is never queued behind a long run), started
+on first use (or early by ``warm()``), holds torch and the engine so the GUI's interpreter lock stays free; jobs reach it through queues, progress and outcomes come
 back on a listener thread and are handed to the job's Qt signals. A job made with ``records=True`` also
 gets the rows its function hands to ``on_record`` (training history rows), in order, as ``recorded``.
 """
@@ -33,15 +34,16 @@ class ProcessJob(EngineJob):
     Cancel: the process is terminated if the job has not read the cancel flag ``KILL_AFTER_CANCEL_S``
     after the request. ``wrap_up_s`` (training: saving a checkpoint and a model folder takes seconds) is
     how long a job that did read it may still take to end before it is terminated too; None keeps the
-    first deadline.
+    first deadline. ``process``: which worker process runs it (`engine_process`).
     """
 
     _rearm = Signal(int)  # listener thread -> GUI thread: restart the kill timer with this many ms
     _requeue = Signal()  # listener thread -> GUI thread: submit again (its worker was restarted)
 
-    def __init__(self, fn: str, *args, wrap_up_s: float | None = None, **kwargs):
+    def __init__(self, fn: str, *args, wrap_up_s: float | None = None, process: str = "engine", **kwargs):
         super().__init__(fn, *args, **kwargs)
         self.wrap_up_s = wrap_up_s
+        self.process = process
         self.stopping_at: float | None = None  # when the job read the cancel flag (perf_counter)
         self.worker_pid: int | None = None  # the worker process that runs it, once it started there
         self.process_id: int | None = None  # its id in the worker's task queue
@@ -55,11 +57,11 @@ class ProcessJob(EngineJob):
         self._submit()
 
     def _submit(self) -> None:
-        engine_process().submit(self)  # on the GUI thread: starting a worker swaps __main__ for a moment
+        engine_process(self.process).submit(self)  # on the GUI thread: starting a worker swaps __main__ for a moment
 
     def cancel(self) -> None:
         super().cancel()
-        if engine_process().cancel(self):  # running in the worker: it has this long to read the flag
+        if engine_process(self.process).cancel(self):  # running in the worker: it has this long to read the flag
             self._kill_timer.start(int(KILL_AFTER_CANCEL_S * 1000))
 
     def _stopping(self) -> None:
@@ -70,7 +72,7 @@ class ProcessJob(EngineJob):
 
     def _kill_if_running(self) -> None:
         if self.started_at is not None and not self._finished.is_set():  # the process has not answered
-            engine_process().kill(self)  # only if this job is the one the worker runs
+            engine_process(self.process).kill(self)  # only if this job is the one the worker runs
 
 
 class EngineProcess:
@@ -83,9 +85,10 @@ class EngineProcess:
     process is started on first use (``warm()`` starts it early) and restarted after a kill or a crash.
     """
 
-    def __init__(self):
+    def __init__(self, name: str = "engine"):
         import multiprocessing as mp
 
+        self.name = name
         self._ctx = mp.get_context("spawn")  # fork would copy Qt and the GUI's threads
         self._process = None
         self._lock = threading.Lock()
@@ -105,7 +108,7 @@ class EngineProcess:
             self._events = self._ctx.Queue()
             self._cancelled = self._ctx.Array("q", [-1] * CANCEL_SLOTS)
             self.running_id = None
-            self._process = self._ctx.Process(target=process_child.serve, name="napari-muvit-engine",
+            self._process = self._ctx.Process(target=process_child.serve, name=f"napari-muvit-{self.name}",
                                               args=(self._tasks, self._events, self._cancelled), daemon=True)
             with _main_module_hidden():
                 self._process.start()
@@ -242,12 +245,11 @@ def _main_module_hidden():
 
 
 CANCEL_SLOTS = 16  # cancelled job ids the worker can see at once (far more than jobs ever queued)
-_ENGINE_PROCESS: EngineProcess | None = None
+_ENGINE_PROCESSES: dict[str, EngineProcess] = {}
 
 
-def engine_process() -> EngineProcess:
-    """The session's engine worker process manager (created on first use)."""
-    global _ENGINE_PROCESS
-    if _ENGINE_PROCESS is None:
-        _ENGINE_PROCESS = EngineProcess()
-    return _ENGINE_PROCESS
+def engine_process(name: str = "engine") -> EngineProcess:
+    """The session's worker process manager called ``name`` (created on first use)."""
+    if name not in _ENGINE_PROCESSES:
+        _ENGINE_PROCESSES[name] = EngineProcess(name)
+    return _ENGINE_PROCESSES[name]

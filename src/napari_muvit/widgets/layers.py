@@ -406,7 +406,8 @@ def add_or_update(viewer, layer_tuple: tuple, moved: bool = False):
         if moved and kind in ("points", "shapes") and _same_items(layer, kind, data, kwargs):
             set_transform(layer, kwargs)
             layer.metadata = kwargs.get("metadata", layer.metadata)
-            layer.data = data
+            if not all(np.array_equal(a, b) for a, b in zip(layer.data, data)):  # unchanged: no repaint
+                layer.data = data
             return layer
         # points and shapes carry features/colours per item: rebuilt, like a layer of another kind
         rebuild = kind in ("points", "shapes") or layer_type(layer) != kind

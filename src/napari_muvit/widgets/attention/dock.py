@@ -1,7 +1,8 @@
 """The attention probe dock widget: click the slide, see where that token looks at every level.
 
-The engine computes (`napari_muvit.engine.attention_probe` on a per-tile cache session); the dock runs it
-off the GUI thread (`worker`), draws the result (`overlay`) and a level-share plot.
+The engine computes (`napari_muvit.engine.attention_probe` on a per-tile cache session, run as the job
+`engine.attention_jobs.probe_job`); the dock runs it in the probe's worker process for images from a file,
+in a thread for in-memory ones (`worker`), draws the result (`overlay`) and a level-share plot.
 A click that arrives while a probe runs replaces the pending one, so hovering never queues up.
 """
 
@@ -20,12 +21,8 @@ from napari_muvit.widgets.attention.overlay import (
     AttentionOverlay,
     ProbeView,
 )
-from napari_muvit.widgets.attention.worker import (
-    ProbeRequest,
-    choice,
-    open_probe_session,
-    run_probe,
-)
+from napari_muvit.widgets.attention.worker import PROBE_PROCESS, probe_job_for, probe_request, probe_view
+from napari_muvit.widgets.engine_process import engine_process
 from napari_muvit.widgets.form import (
     LayerPicker,
     PathEdit,
@@ -41,7 +38,7 @@ from napari_muvit.widgets.image_layers import image_layers_of, image_pixel_size,
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.plots import LevelSharePlot
-from napari_muvit.widgets.workers import EngineJob
+from napari_muvit.widgets.predict.layer_steps import LayerSteps
 
 
 def _model_levels(source: str) -> tuple[int, ...]:
@@ -77,9 +74,10 @@ TIPS = {  # control attribute -> plain-words help
 class AttentionProbeWidget(QWidget):
     """Dock widget: click (or Shift-hover) on an image to probe the model's cross-scale attention."""
 
-    def __init__(self, napari_viewer, parent=None):
+    def __init__(self, napari_viewer, parent=None, use_process: bool = True):
         super().__init__(parent)
-        viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
+        viewer = self.viewer = napari_viewer
+        self.use_process = use_process  # file-backed images are probed in the probe's worker process  # napari passes the viewer by this parameter name
         self.overlay = AttentionOverlay(viewer)
         self._image = LayerPicker(viewer, lambda: image_layers_of(viewer))
         self._model = PathEdit("folder", value="demo", placeholder="demo, or a model folder")
@@ -124,16 +122,17 @@ class AttentionProbeWidget(QWidget):
         self._model.changed.connect(self._on_model_changed)
         # looked up at event time, so a replaced `probe_position`/`probe` is the one called
         self.mouse = ProbeMouse(viewer, self._on_click, self._hover, lambda pos: self.probe_position(pos))
-        self.session = None
-        self._session_key: tuple | None = None
         self._job = None
-        self._pending: ProbeRequest | None = None
+        self._pending: dict | None = None
+        self.steps = LayerSteps(self)  # the first probe's layers, one per event-loop turn
         self._last_point: tuple[float, float] | None = None
         self.last_view: ProbeView | None = None
-        self.last_result = None
+        self.last_result: dict | None = None  # the probe job's plain result (`engine.attention_jobs`)
         self.last_latency_s: float | None = None
         self._feature_job = None
         self._scratch = ScratchFolder("napari-muvit-attention-")
+        if use_process:
+            engine_process(PROBE_PROCESS).warm()  # torch and the engine load there while the user sets up
 
     def reset_choices(self, *_):
         """napari calls this whenever a layer is added or removed: refresh the image picker only, so the
@@ -156,9 +155,9 @@ class AttentionProbeWidget(QWidget):
             show_error("Add an image layer to probe its attention.")
             return
         self._last_point = (float(world_yx[0]), float(world_yx[1]))
-        self._pending = ProbeRequest(self._key(), image_source(layer), self._last_point,
-                                     choice(self._layer.currentText()), choice(self._head.currentText()),
-                                     int(self._query_level.currentText()))
+        self._pending = probe_request(layer, image_source(layer), self._model.value, self._levels.value,
+                                      self._last_point, self._layer.currentText(), self._head.currentText(),
+                                      int(self._query_level.currentText()))
         self._t_request = time.perf_counter()
         if self._job is None or not self._job.running:
             self._start_next()
@@ -185,33 +184,17 @@ class AttentionProbeWidget(QWidget):
         if self._last_point is not None and self._image.value is not None:
             self.probe(self._last_point)
 
-    def _key(self) -> tuple:
-        layer = self._image.value
-        return (id(layer), self._model.value, self._levels.value)
-
     # ---------------------------------------------------------------- worker
     def _start_next(self) -> None:
         if self._pending is None:
             return
         request, self._pending = self._pending, None
-        job = EngineJob(lambda progress, cancel: self._compute(request), description="attention probe")
+        job = probe_job_for(request, self.use_process)
         job.succeeded.connect(self._on_result)
         job.failed.connect(self._on_failed)
         job.ended.connect(self._start_next)
         self._status.setText("Probing...")
         self._job = job.start()
-
-    def _compute(self, request: ProbeRequest):
-        """Worker thread: (re)open the session when image/model/levels changed, then probe."""
-        t0 = time.perf_counter()
-        if self.session is None or request.key != self._session_key:
-            self.session = open_probe_session(request.source, request.key[1], request.key[2])
-            self._session_key = request.key
-        if request.query_level not in self.session.levels:  # the picker still offers a default level
-            request.query_level = int(self.session.levels[0])
-        view, result, info = run_probe(self.session, request)
-        info["compute_s"] = time.perf_counter() - t0
-        return view, result, info
 
     def _on_failed(self, message: str) -> None:
         self._status.setText("Probe failed.")
@@ -219,12 +202,13 @@ class AttentionProbeWidget(QWidget):
 
     def _on_result(self, output) -> None:
         t_gui = time.perf_counter()
-        view, result, info = output
+        result, view = output, probe_view(output)
+        info = dict(result["info"], query_share=result["level_share"], tile_share=result["tile_share"])
         info["delivery_s"] = t_gui - self._t_request - info["compute_s"]
         layer = self._image.value
         pixel_size = image_pixel_size(layer) if layer is not None else None
         self.overlay.shared_scale = self._shared.isChecked()
-        self.overlay.show(view, pixel_size)
+        self.overlay.show(view, pixel_size, steps=self.steps)
         self._legend.setText(self.overlay.legend())
         self.plot.set_shares(view.levels, info["query_share"], info.get("tile_share"))
         self._update_choices(view.levels, info)

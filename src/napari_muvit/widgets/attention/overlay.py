@@ -14,9 +14,7 @@ from napari_muvit.widgets.layers import (
     add_or_update,
     attention_map_layer,
     crop_outlines_layer,
-    layer_type,
     query_marker_layer,
-    set_transform,
 )
 
 MAP_PREFIX = "attention level "
@@ -76,24 +74,6 @@ class ProbeView:
     patch_size: int
 
 
-def update_in_place(viewer, layer_tuple: tuple, count: int | None = None):
-    """Update an existing same-named layer's data and transform without removing it (a removal costs a
-    full garbage collection, ~0.2 s), else add it through the layer builder's `add_or_update`."""
-    data, kwargs, kind = layer_tuple
-    name = kwargs["name"]
-    layer = viewer.layers[name] if name in viewer.layers else None
-    same = layer is not None and layer_type(layer) == kind
-    if same and kind == "shapes":
-        same = len(layer.data) == count
-    if not same:
-        return add_or_update(viewer, layer_tuple)
-    set_transform(layer, kwargs)
-    if kind == "shapes" and all(np.array_equal(a, b) for a, b in zip(layer.data, data)):
-        return layer
-    layer.data = data
-    return layer
-
-
 class AttentionOverlay:
     """One Image layer per level, the query marker and the crop outlines; replaced, never piled up."""
 
@@ -117,7 +97,10 @@ class AttentionOverlay:
         return (f"Attention of the query token: see-through = none, red -> yellow -> white = most; {scale} "
                 f"(largest value per level: {tops}).")
 
-    def show(self, view: ProbeView, pixel_size=None, unit=None) -> None:
+    def show(self, view: ProbeView, pixel_size=None, unit=None, steps=None) -> None:
+        """Draw ``view``. ``steps`` (a `LayerSteps`): when layers have to be added (the first probe), add
+        them one per event-loop turn through it (napari holds the viewer 0.1-0.3 s for each new layer on a
+        small machine); updates of existing layers happen at once (one repaint)."""
         for level in self.levels:
             name = f"{MAP_PREFIX}{level}"
             if level not in view.levels and name in self.viewer.layers:
@@ -127,24 +110,42 @@ class AttentionOverlay:
         limits = map_limits(view.maps, self.shared_scale)
         finest = min(range(len(view.levels)), key=lambda i: view.levels[i]) if view.levels else None
         self.limits, self.maxima = {}, {}
+        todo = []
         for i in order:
             level = int(view.levels[i])
             data = np.asarray(view.maps[i], dtype=np.float32)
             cell, origin = token_grid_placement(view.bboxes[i], level, data.shape)
-            layer = update_in_place(self.viewer, attention_map_layer(
-                data, level, cell, origin, limits[i], attention_colormap(), pixel_size, name=f"{MAP_PREFIX}{level}"))
-            layer.contrast_limits = limits[i]
+            tup = attention_map_layer(data, level, cell, origin, limits[i], attention_colormap(), pixel_size,
+                                      name=f"{MAP_PREFIX}{level}")
             # one colour bar: on the finest map when the scale is shared, else on every map
-            layer.colorbar.visible = (i == finest) or not self.shared_scale
+            todo.append(lambda tup=tup, lim=limits[i], bar=(i == finest) or not self.shared_scale:
+                        self._show_map(tup, lim, bar))
             self.limits[level] = limits[i]
             self.maxima[level] = float(data.max()) if data.size else 0.0
         self.levels = tuple(int(v) for v in view.levels)
         crops = crop_outlines_layer(view.bboxes, view.levels, pixel_size, unit, name=CROPS_LAYER)
-        update_in_place(self.viewer, crops, count=len(view.levels))
+        todo.append(lambda: add_or_update(self.viewer, crops, moved=True))
         size = view.query_level * view.patch_size
-        marker = update_in_place(self.viewer, query_marker_layer(view.query_world_yx, size, pixel_size, QUERY_LAYER))
+        todo.append(lambda: self._show_marker(query_marker_layer(view.query_world_yx, size, pixel_size,
+                                                                 QUERY_LAYER), size))
+        names = [f"{MAP_PREFIX}{lv}" for lv in self.levels] + [CROPS_LAYER, QUERY_LAYER]
+        if steps is not None and any(name not in self.viewer.layers for name in names):
+            steps.queue(todo)
+        else:
+            for step in todo:
+                step()
+
+    def _show_map(self, layer_tuple, limits, colorbar: bool):
+        layer = add_or_update(self.viewer, layer_tuple)
+        layer.contrast_limits = limits
+        layer.colorbar.visible = colorbar
+        return layer
+
+    def _show_marker(self, layer_tuple, size):
+        marker = add_or_update(self.viewer, layer_tuple, moved=True)
         if not np.allclose(marker.size, size):
             marker.size = size
+        return marker
 
     def clear(self) -> None:
         names = [f"{MAP_PREFIX}{lv}" for lv in self.levels] + [QUERY_LAYER, CROPS_LAYER]

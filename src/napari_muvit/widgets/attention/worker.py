@@ -1,24 +1,13 @@
-"""The attention probe's engine calls, run in the worker thread: one click in, layers' worth of numbers out."""
+"""Where the attention probe runs: one click read on the GUI thread, the engine job (`engine.attention_jobs`)
+run off it, the plain result turned into what the overlay draws."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-
 from napari_muvit.widgets.attention.overlay import ProbeView
+from napari_muvit.widgets.workers import EngineJob
 
-
-@dataclass
-class ProbeRequest:
-    """One click, read on the GUI thread: everything the worker needs, no Qt object."""
-
-    key: tuple
-    source: object
-    point_yx: tuple[float, float]
-    layer: str | int
-    head: str | int
-    query_level: int
+PROBE_TARGET = "napari_muvit.engine.attention_jobs:probe_job"
+PROBE_PROCESS = "probe"  # its own worker process: a long prediction in the engine process never delays a click
 
 
 def choice(value) -> str | int:
@@ -26,43 +15,31 @@ def choice(value) -> str | int:
     return int(value) if str(value).isdigit() else str(value)
 
 
-def open_probe_session(source, model: str, levels: str):
-    """The engine's per-tile cache for this image, model and levels (the model is loaded once)."""
-    from napari_muvit.engine import attention as engine_attention
-
-    return engine_attention.open_session(source, model, levels or None)
-
-
-def run_probe(session, request: ProbeRequest):
-    """One probe on the session -> `(ProbeView, AttentionResult, info)` for the GUI thread."""
-    from napari_muvit.engine import attention as engine_attention
-
-    result = engine_attention.attention_probe(session, request.point_yx, layer=request.layer,
-                                              head=request.head, query_level=request.query_level)
-    levels = tuple(int(v) for v in result.levels or session.levels)
-    view = ProbeView(levels, [m for m, _ in result.maps], [b for _, b in result.maps],
-                     np.asarray(result.query_world_yx, dtype=float), request.query_level, session.patch_size)
-    info = dict(result.info)
-    info["query_share"] = np.asarray(result.level_share, dtype=float)
-    info["tile_share"] = tile_level_share(session, request)
-    return view, result, info
+def probe_request(layer, source, model: str, levels: str, point_yx, layer_choice, head, query_level) -> dict:
+    """The job's request for one click (plain values only). A file-backed image is known by its path; an
+    in-memory one by its layer's identity (it stays in this process)."""
+    identity = source if isinstance(source, str) else f"layer-{id(layer)}"
+    return {"key": (identity, model, levels), "source": source, "model": model, "levels": levels,
+            "point_yx": tuple(float(v) for v in point_yx), "layer": choice(layer_choice), "head": choice(head),
+            "query_level": int(query_level)}
 
 
-def tile_level_share(session, request: ProbeRequest) -> np.ndarray:
-    """Share of attention per level averaged over the query level's tokens of the probed tile, `(L,)`.
+def probe_job_for(request: dict, use_process: bool = True) -> EngineJob:
+    """The job for ``request``: in the probe's worker process when the image is a file, else a thread."""
+    if use_process and isinstance(request["source"], str):
+        from napari_muvit.widgets.engine_process import ProcessJob
 
-    `engine.attention_share.tile_level_share` on the session's cached weights for up to
-    `TILE_SHARE_QUERIES` evenly spaced query tokens; cached per tile, layer, head and query level.
-    """
-    from napari_muvit.engine import attention_share
+        return ProcessJob(PROBE_TARGET, args=(request,), description="attention probe", process=PROBE_PROCESS)
 
-    entry, origin = session.entry_for(request.point_yx)  # cached: the probe just ran on this tile
-    key = (origin, request.layer, request.head, request.query_level)
-    cache = getattr(session, "_widget_tile_share", None)
-    if cache is not None and cache[0] == key:
-        return cache[1]
-    level_index = list(session.levels).index(int(request.query_level))
-    share = attention_share.tile_level_share(entry["attn"], entry["grid"], len(session.levels), level_index,
-                                             request.layer, request.head, attention_share.TILE_SHARE_QUERIES)
-    session._widget_tile_share = (key, share)
-    return share
+    def run(progress, cancel):
+        from napari_muvit.engine.attention_jobs import probe_job
+
+        return probe_job(request)
+
+    return EngineJob(run, description="attention probe")
+
+
+def probe_view(result: dict) -> ProbeView:
+    """The overlay's view of a probe result."""
+    return ProbeView(tuple(result["levels"]), list(result["maps"]), list(result["bboxes"]),
+                     result["query_world_yx"], int(result["query_level"]), int(result["patch_size"]))
