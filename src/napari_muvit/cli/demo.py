@@ -92,8 +92,8 @@ def screenshot_run(viewer, widget, out: str, region: int, timeout: float, attent
     if widget.model.model_source() != "demo":  # the probe widget starts on the demo model
         probe._model.value = widget.model.model_source()
     probe.probe(centre)
-    _wait(app, lambda: probe.last_view is not None or "failed" in str(probe._status.value).lower(),
-          timeout, "attention probe")
+    _wait(app, lambda: (probe.last_view is not None and not probe.steps.pending)
+          or "failed" in str(probe._status.value).lower(), timeout, "attention probe")
     info["attention"] = str(probe._status.value)
     widget._hide_context()  # the probe draws its own crops
     ps = np.asarray(viewer.layers[0].scale, dtype=float)[-2:]
