@@ -61,10 +61,12 @@ def _ref_band_output(layout, b, acc, wsum, owner, lo):
 
 @pytest.mark.parametrize("level", [1, 2, 4])
 @pytest.mark.parametrize("dtype", ["uint8", "float16", "float32", "none"])
-def test_band_output_in_torch_equals_the_numpy_reference(level, dtype, monkeypatch):
+@pytest.mark.parametrize("numpy_on_cpu", [True, False])  # False: the torch operations a GPU runs
+def test_band_output_in_torch_equals_the_numpy_reference(level, dtype, numpy_on_cpu, monkeypatch):
     from napari_muvit.engine import stitch
 
     monkeypatch.setattr(stitch, "SLAB", 512)  # several column slabs per band
+    monkeypatch.setattr(stitch, "NUMPY_ON_CPU", numpy_on_cpu)
     rng = np.random.default_rng(level)
     layout = OutputLayout((4096, 4096), (100, 4000, 37, 4001), level=level, chunk=(64, 1024), prob_dtype=dtype)
     b = 3

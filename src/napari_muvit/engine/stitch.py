@@ -215,6 +215,24 @@ def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code,
 
 
 SLAB = 2048  # output columns converted at a time: a slab's float temporaries stay small (cache-sized)
+NUMPY_ON_CPU = True  # on a CPU, comparisons and float -> uint8 casts go through numpy (2-3x faster, same values)
+
+
+def _greater(a, b, out):
+    """``out = a > b`` (torch, ``out`` bool); through numpy views on a CPU (`NUMPY_ON_CPU`)."""
+    if NUMPY_ON_CPU and a.device.type == "cpu":
+        np.greater(a.numpy(), b.numpy(), out=out.numpy())
+        return out
+    return torch.gt(a, b, out=out)
+
+
+def _cast_into(out, v):
+    """``out[...] = v`` converted to ``out``'s dtype (C conversion: a float -> uint8 cast truncates); through
+    numpy views on a CPU for uint8 (`NUMPY_ON_CPU`)."""
+    if NUMPY_ON_CPU and out.device.type == "cpu" and out.dtype == torch.uint8:
+        np.copyto(out.numpy(), v.numpy(), casting="unsafe")
+        return out
+    return out.copy_(v)
 
 
 @torch.inference_mode()
@@ -342,7 +360,7 @@ def argmax_channels(p, dtype=None, out=None, base: int = 0):
         step = torch.empty_like(idx)
         best = p[0]
         for k in range(1, p.shape[0]):  # channel indices grow, so "k where better" is max(idx, k * better)
-            torch.gt(p[k], best, out=better)
+            _greater(p[k], best, better)
             torch.mul(better.view(torch.uint8) if idx.dtype == torch.uint8 else better.to(idx.dtype), k + base,
                       out=step)
             torch.maximum(idx, step, out=idx)
@@ -367,7 +385,7 @@ def encode_probs(probs, dtype: str, labels=None, out=None):
             v = probs.mul_(255.0) if out is not None else probs * 255.0
             v += 0.5
             if out is not None:  # 255 p + 0.5 lies in [0.5, 256) (a blend is at most a few ulp above 1): the cast floors it
-                return out.copy_(v)
+                return _cast_into(out, v)
             return v.clamp_(0, 255.5).to(torch.uint8)
         if dtype == "none":
             v = labels[None].to(torch.uint8 if labels.dtype == torch.uint8 else labels.dtype)
