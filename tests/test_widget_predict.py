@@ -629,3 +629,39 @@ def test_a_run_from_the_dock_never_imports_torch_in_the_gui_process(tiny_model, 
     assert error == "None" and int(n_done) > 0, line
     assert "Labels" in rest[0] and "Image" in rest[0], line
     assert line.endswith(" False"), line
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_results_too_big_to_swap_get_no_placeholder_heatmaps(sample_viewer, tiny_model, qtbot, monkeypatch, live):
+    """Results over `MATERIALIZE_MAX_PX` output pixels arrive as a pyramid, which napari cannot swap into a layer
+    made for one array: the Run click then adds only the labels placeholder (for the live results, none without
+    them), and the result layers are built once, multiscale, when the run ends."""
+    from napari_muvit.widgets import prediction_job
+
+    monkeypatch.setattr(prediction_job, "MATERIALIZE_MAX_PX", 128 * 128)  # the 512 px slide's outputs are bigger
+    w = make_widget(sample_viewer, tiny_model, (64, 192, 64, 192))
+    w.live.setChecked(live)
+    added = []
+    sample_viewer.layers.events.inserted.connect(lambda e: added.append(e.value.name))
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None
+    probs, labels = sample_viewer.layers["MuViT p(class 1)"], sample_viewer.layers["MuViT labels"]
+    assert probs.multiscale and labels.multiscale
+    # the labels placeholder first (live only), then each result layer once
+    assert added[0] == "MuViT labels" if live else added[0] != "MuViT labels", added
+    assert added.count("MuViT p(class 1)") == 1 and added.count("MuViT labels") == 1 + live, added
+
+
+def test_results_small_enough_to_swap_fill_the_placeholders_in_place(sample_viewer, tiny_model, qtbot):
+    """Small results (the default threshold, a 512 px slide) fill the layers made at the Run click: no layer is
+    built twice."""
+    w = make_widget(sample_viewer, tiny_model, (64, 192, 64, 192))
+    added = []
+    sample_viewer.layers.events.inserted.connect(lambda e: added.append(e.value.name))
+    assert w.run() is not None
+    wait_for_run(qtbot, w)
+    assert w.job.error is None and not sample_viewer.layers["MuViT labels"].multiscale
+    placeholders = ["MuViT labels", "MuViT p(class 0)", "MuViT p(class 1)", "MuViT p(class 2)"]
+    assert sorted(added[:4]) == placeholders, added  # added first, at the click
+    assert sorted(n for n in added if n != "MuViT ROIs") == placeholders, added  # the results swapped into them

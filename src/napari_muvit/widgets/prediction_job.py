@@ -58,8 +58,10 @@ def materialize_small(tuples: list, max_px: int) -> list:
 
 
 def load_outputs(store, result=None, origin_offset=(0.0, 0.0), pixel_size=None, complete=None,
-                 max_px: int = MATERIALIZE_MAX_PX) -> Outputs:
-    """Layer tuples (+ ranked ROIs) of a store; run on the worker side."""
+                 max_px: int | None = None) -> Outputs:
+    """Layer tuples (+ ranked ROIs) of a store; run on the worker side. Level-0 outputs up to ``max_px``
+    (default `MATERIALIZE_MAX_PX`) come as one numpy array, larger ones as a lazy pyramid."""
+    max_px = MATERIALIZE_MAX_PX if max_px is None else max_px
     from .roi_view import roi_layer_and_table
 
     store = Path(store)

@@ -8,6 +8,7 @@ layers (`results.store_layers`, `preview_view`, `roi_panel`).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
 from napari_muvit.widgets import layers as L
+from napari_muvit.widgets import prediction_job
 from napari_muvit.widgets.engine_process import engine_process
 from napari_muvit.widgets.form import (
     LayerPicker,
@@ -377,12 +379,8 @@ class PredictWidget(QWidget):
         if not recipe.resume:
             self.keep_previous_outputs(recipe.out)
         if info.task == "segmentation" and info.class_names and not recipe.resume:
-            region = recipe.region or (0, image.pyramid.shape[-2], 0, image.pyramid.shape[-1])
-            empty = placeholder_preview(region, info.class_names, image.pixel_size, image.unit, info.class_colors)
-            # one empty layer per event-loop turn (each costs a repaint); labels only: no heatmaps
             self.steps.queue([lambda tup=tup: L.add_or_update(self.viewer, tup)
-                               for tup in preview_tuples(empty, image.origin_offset,
-                                                         with_probabilities=recipe.prob_dtype != "none")])
+                              for tup in self._placeholders(recipe, image, info)])
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size,
                                        on_preview=self.preview_ready.emit if self.live.isChecked() else None,
@@ -397,6 +395,22 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.job.start()
         return self.job
+
+    def _placeholders(self, recipe, image, info) -> list[tuple]:
+        """The empty layers added at the Run click, one per event-loop turn: those the results will only swap
+        data into. Results up to `prediction_job.MATERIALIZE_MAX_PX` output pixels come as one array and
+        fill every placeholder; larger ones are a pyramid, which napari cannot swap into a layer made for
+        one array, so their layers are built when the results arrive and only the labels are made early,
+        for the live results (each layer built costs the viewer 0.1-0.5 s on a small machine, a needless
+        one twice that with its removal)."""
+        shape = image.pyramid.shape[-2:]
+        n = recipe.output_level
+        swapped = math.ceil(shape[0] / n) * math.ceil(shape[1] / n) <= prediction_job.MATERIALIZE_MAX_PX
+        if not swapped and not self.live.isChecked():
+            return []
+        region = recipe.region or (0, shape[0], 0, shape[1])
+        empty = placeholder_preview(region, info.class_names, image.pixel_size, image.unit, info.class_colors)
+        return preview_tuples(empty, image.origin_offset, with_probabilities=recipe.prob_dtype != "none" and swapped)
 
     def cancel(self):
         if self.job is not None and self.job.running:
