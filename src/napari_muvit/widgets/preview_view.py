@@ -3,7 +3,8 @@
 The worker side reads a strided copy of the store's level 0 about once a second (`prediction_job`);
 here it only replaces layer data (the labels while the run goes, every output at the end). Building a napari layer costs the GUI thread 100-250 ms on a small
 machine (swapping data costs 10-80 ms), so the preview layers are made once, empty, when Run is clicked
-(`placeholder_preview`), and every later preview and a small final result only swap data.
+(`placeholder_preview`; only those the result will swap into, `PredictWidget._placeholders`), and every
+later preview and a small final result only swap data.
 """
 
 from __future__ import annotations
