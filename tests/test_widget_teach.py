@@ -204,7 +204,8 @@ def test_pretrain_runs_off_the_gui_thread_and_cancels(viewer_with_slide, qtbot, 
     assert result.pid != os.getpid()  # trained in the worker process
     assert result.cancelled and 3 <= result.steps_done < 100_000 and job.stopping_at is not None
     assert tab.status.text().startswith("cancelled") and tab.start_btn.isEnabled() and not tab.cancel_btn.isEnabled()
-    # reconstruction previews: one layer per level on that level's crop
+    # reconstruction previews: one layer per level on that level's crop, added one per event-loop turn
+    qtbot.waitUntil(lambda: len(tab.previews) == 2, timeout=10_000)
     assert [layer.name for layer in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]
     big = tab.previews[1]
     np.testing.assert_allclose(big.scale, [4, 4])
@@ -438,7 +439,7 @@ job = tab.start()
 job.recorded.connect(lambda row: rows.append(row["step"]))
 app = QApplication.instance()
 deadline = time.monotonic() + 240
-while (job.running or not tab.start_btn.isEnabled()) and time.monotonic() < deadline:
+while (job.running or not tab.start_btn.isEnabled() or tab.layer_steps.pending) and time.monotonic() < deadline:
     app.processEvents()
     time.sleep(0.01)
 print("RESULT", job.error, tab.result.pid != os.getpid(), rows, len(tab.previews), "torch" in sys.modules,
@@ -501,4 +502,5 @@ def test_an_image_layer_without_a_file_is_sent_as_its_pixels(viewer_with_slide, 
     assert job.error is None, job.error
     assert tab.result.pid != os.getpid() and tab.result.steps_done == 2 and not tab.result.cancelled
     assert tab.plot.series["loss"][0] == [1.0, 2.0]
+    qtbot.waitUntil(lambda: len(tab.previews) == 2, timeout=10_000)
     assert [p.name for p in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]

@@ -14,6 +14,7 @@ from napari_muvit.widgets.form import PathEdit, Section, spin_box
 from napari_muvit.widgets.image_layers import image_pixel_size, view_region_of
 from napari_muvit.widgets.layers import add_or_update, reconstruction_layer
 from napari_muvit.widgets.levels import LevelTicks
+from napari_muvit.widgets.predict.layer_steps import LayerSteps
 from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder, slide_source
 
 NEW_MODEL_LEVELS = (1, 2, 4, 8, 16, 32, 64)  # offered for a new model: each divides the next
@@ -51,6 +52,7 @@ class PretrainTab(TrainingTab):
         training.row("save to", self.out)
         self._finish_layout([self.data, model, training])
         self.previews: list = []
+        self.layer_steps = LayerSteps(self)  # the reconstruction layers, one per event-loop turn
 
     def _prepare(self) -> dict:
         image = self.image.value
@@ -77,16 +79,16 @@ class PretrainTab(TrainingTab):
         if result.preview is None:
             show_error(f"No reconstruction preview: {result.preview_error}")
         else:
-            self.previews = show_reconstruction(self.viewer, result.preview, self.image.value)
+            self.previews = []  # filled one layer per event-loop turn (each new layer holds napari 0.1-0.5 s)
+            self.layer_steps.queue([lambda tup=tup: self.previews.append(add_or_update(self.viewer, tup))
+                                    for tup in reconstruction_tuples(result.preview, self.image.value)])
         state = "cancelled" if result.cancelled else "done"
         self.status.setText(f"{state} after {result.steps_done} steps; model saved to {result.model_dir}; "
                              "reconstructions shown as layers")
 
 
-def show_reconstruction(viewer, preview: dict, image_layer) -> list:
-    """One Image layer per level with the MAE reconstruction, on the crop's world position."""
+def reconstruction_tuples(preview: dict, image_layer) -> list[tuple]:
+    """One Image layer tuple per level with the MAE reconstruction, on the crop's world position."""
     pixel_size = image_pixel_size(image_layer) if image_layer is not None else None
-    out = []
-    for level, bbox, recon in zip(preview["levels"], preview["bboxes"], preview["reconstruction"]):
-        out.append(add_or_update(viewer, reconstruction_layer(recon, level, bbox, pixel_size)))
-    return out
+    return [reconstruction_layer(recon, level, bbox, pixel_size)
+            for level, bbox, recon in zip(preview["levels"], preview["bboxes"], preview["reconstruction"])]
