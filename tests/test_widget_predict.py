@@ -570,7 +570,7 @@ def test_show_tissue_draws_the_mask_foreground_runs_use(sample_viewer, tiny_mode
 def test_layer_steps_run_one_per_event_loop_turn(qtbot):
     from qtpy.QtWidgets import QApplication
 
-    from napari_muvit.widgets.predict.layer_steps import LayerSteps
+    from napari_muvit.widgets.layer_steps import LayerSteps
 
     steps = LayerSteps()
     ran, drained = [], []

@@ -35,10 +35,10 @@ from napari_muvit.widgets.form import (
     side_by_side,
 )
 from napari_muvit.widgets.image_layers import image_layers_of, image_pixel_size, image_source
+from napari_muvit.widgets.layer_steps import LayerSteps
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.model_panel import read_model_info
 from napari_muvit.widgets.plots import LevelSharePlot
-from napari_muvit.widgets.predict.layer_steps import LayerSteps
 
 
 def _model_levels(source: str) -> tuple[int, ...]:

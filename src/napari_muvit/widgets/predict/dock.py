@@ -30,9 +30,9 @@ from napari_muvit.widgets.form import (
     set_tips,
     side_by_side,
 )
+from napari_muvit.widgets.layer_steps import LayerSteps
 from napari_muvit.widgets.levels import LevelsPanel
 from napari_muvit.widgets.model_panel import ModelPanel
-from napari_muvit.widgets.predict.layer_steps import LayerSteps
 from napari_muvit.widgets.predict.legend import ClassLegend
 from napari_muvit.widgets.predict.measure_panel import MeasurePanel
 from napari_muvit.widgets.predict.roi_panel import RoiPanel
