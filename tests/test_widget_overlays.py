@@ -113,7 +113,7 @@ def test_attention_maps_share_one_scale_with_a_colour_bar(make_napari_viewer):
     assert "own maximum" in overlay.legend()
 
 
-def test_attention_dock_scale_toggle_restyles_without_probing(make_napari_viewer, monkeypatch):
+def test_attention_dock_scale_toggle_restyles_without_probing(make_napari_viewer, monkeypatch, qtbot):
     from napari_muvit.widgets.attention.dock import AttentionProbeWidget
     from napari_muvit.widgets.attention.overlay import MAP_PREFIX
 
@@ -124,7 +124,11 @@ def test_attention_dock_scale_toggle_restyles_without_probing(make_napari_viewer
     monkeypatch.setattr(AttentionProbeWidget, "probe", lambda self, yx: probed.append(yx))
     view = _view([0.3, 0.1, 0.02])
     widget._t_request = 0.0
-    widget._on_result((view, None, {"compute_s": 0.0, "query_share": np.ones(3) / 3, "num_layers": 2, "heads": 2}))
+    widget._on_result({"levels": view.levels, "maps": view.maps, "bboxes": view.bboxes,
+                       "query_world_yx": view.query_world_yx, "query_level": 1, "patch_size": 8,
+                       "level_share": np.ones(3) / 3, "tile_share": np.ones(3) / 3,
+                       "info": {"compute_s": 0.0, "num_layers": 2, "heads": 2}})
+    qtbot.waitUntil(lambda: not widget.steps.pending, timeout=5000)  # the first probe's layers, one per turn
     assert viewer.layers[f"{MAP_PREFIX}16"].contrast_limits[1] == pytest.approx(0.3)
     assert "one scale" in widget._legend.text()
     widget._shared.setChecked(False)
