@@ -76,8 +76,8 @@ class AttentionProbeWidget(QWidget):
 
     def __init__(self, napari_viewer, parent=None, use_process: bool = True):
         super().__init__(parent)
-        viewer = self.viewer = napari_viewer
-        self.use_process = use_process  # file-backed images are probed in the probe's worker process  # napari passes the viewer by this parameter name
+        viewer = self.viewer = napari_viewer  # napari passes the viewer by this parameter name
+        self.use_process = use_process  # file-backed images are probed in the probe's worker process
         self.overlay = AttentionOverlay(viewer)
         self._image = LayerPicker(viewer, lambda: image_layers_of(viewer))
         self._model = PathEdit("folder", value="demo", placeholder="demo, or a model folder")
