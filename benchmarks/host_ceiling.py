@@ -96,7 +96,6 @@ def one_run(slide: str, out: str, threads: int, prob_dtype: str, level: int, pin
     wall, used = time.perf_counter() - t0, cpu() - c0
     assert res.complete
     files, nbytes = store_size(Path(out))
-    from napari_muvit.data import open_pyramid
 
     h, w = open_pyramid(slide).shape[-2:]
     return {"threads": threads, "cores": len(os.sched_getaffinity(0)), "tiles": res.tiles_total, "seconds": round(wall, 2),

@@ -94,7 +94,7 @@ class BandStitcher:
     def _zero_block(self, rows: int) -> tuple:
         """A zero ``(acc (K, rows, BLOCK), wsum (rows, BLOCK))`` column block, recycled when one is spare."""
         with self._spare_lock:
-            for n, (a, s) in enumerate(self._spare):
+            for n, (a, _) in enumerate(self._spare):
                 if a.shape[1] == rows:
                     return self._spare.pop(n)
         return (torch.zeros((self.k, rows, BLOCK), dtype=torch.float32, device=self.device),
