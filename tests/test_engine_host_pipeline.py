@@ -134,23 +134,41 @@ def test_device_probabilities_and_tile_scores_equal_numpy():
     np.testing.assert_array_equal(tile_scores(grid, tiles, p.numpy()), got)  # numpy in, same numbers
 
 
-def test_stitcher_sums_equal_numpy_sums_in_row_major_order():
-    grid = TileGrid((0, 150, 0, 170), 64, 16)
-    layout = OutputLayout((150, 170), (0, 150, 0, 170), chunk=(32, 64))
-    rng = np.random.default_rng(3)
-    rows, cols = grid.grid_shape
-    preds = {(i, j): rng.random((2, 64, 64)).astype(np.float32) for i in range(rows) for j in range(cols)}
-    st = BandStitcher(grid, layout, 2)
-    for i in range(rows):
-        st.add_batch([(i, j) for j in range(cols)], np.stack([preds[i, j] for j in range(cols)]))
-    acc_ref = np.zeros((2, 150, 170), np.float32)
-    w_ref = np.zeros((150, 170), np.float32)
+def _numpy_sums(grid, preds, shape):
+    """The blended sums ``(acc (K, H, W), wsum (H, W))`` of ``preds`` ((i, j) -> (K, tile, tile)) added in
+    row-major order with numpy, as the stitcher adds them (overlap 16: a tile starts 8 px before its owned
+    square)."""
+    h, w = shape
+    k = next(iter(preds.values())).shape[0]
+    acc_ref = np.zeros((k, h, w), np.float32)
+    w_ref = np.zeros((h, w), np.float32)
     win = grid.window
     for (i, j), p in preds.items():  # row-major, as the stitcher
         oy, ox = i * grid.stride - 8, j * grid.stride - 8
-        ya, yb, xa, xb = max(0, oy), min(150, oy + 64), max(0, ox), min(170, ox + 64)
+        ya, yb, xa, xb = max(0, oy), min(h, oy + 64), max(0, ox), min(w, ox + 64)
         acc_ref[:, ya:yb, xa:xb] += p[:, ya - oy : yb - oy, xa - ox : xb - ox] * win[ya - oy : yb - oy, xa - ox : xb - ox]
         w_ref[ya:yb, xa:xb] += win[ya - oy : yb - oy, xa - ox : xb - ox]
+    return acc_ref, w_ref
+
+
+def _random_tiles(h: int, w: int, seed: int):
+    """A ``(h, w)`` slide's grid (tile 64, overlap 16), its layout in 32 x 64 chunks and random 2-class
+    predictions for every tile."""
+    grid = TileGrid((0, h, 0, w), 64, 16)
+    layout = OutputLayout((h, w), (0, h, 0, w), chunk=(32, 64))
+    rng = np.random.default_rng(seed)
+    rows, cols = grid.grid_shape
+    preds = {(i, j): rng.random((2, 64, 64)).astype(np.float32) for i in range(rows) for j in range(cols)}
+    return grid, layout, preds
+
+
+def test_stitcher_sums_equal_numpy_sums_in_row_major_order():
+    grid, layout, preds = _random_tiles(150, 170, seed=3)
+    rows, cols = grid.grid_shape
+    st = BandStitcher(grid, layout, 2)
+    for i in range(rows):
+        st.add_batch([(i, j) for j in range(cols)], np.stack([preds[i, j] for j in range(cols)]))
+    acc_ref, w_ref = _numpy_sums(grid, preds, (150, 170))
     for b in layout.bands():
         acc, wsum, lo, hi = st.pop(b)
         ra, rb = layout.band_rows(b)
@@ -160,19 +178,9 @@ def test_stitcher_sums_equal_numpy_sums_in_row_major_order():
 
 def test_recycled_band_blocks_start_from_zero():
     """Blocks of written bands are zeroed and reused for later bands: every band still equals its numpy sums."""
-    grid = TileGrid((0, 300, 0, 170), 64, 16)
-    layout = OutputLayout((300, 170), (0, 300, 0, 170), chunk=(32, 64))
-    rng = np.random.default_rng(8)
+    grid, layout, preds = _random_tiles(300, 170, seed=8)
     rows, cols = grid.grid_shape
-    preds = {(i, j): rng.random((2, 64, 64)).astype(np.float32) for i in range(rows) for j in range(cols)}
-    acc_ref = np.zeros((2, 300, 170), np.float32)
-    w_ref = np.zeros((300, 170), np.float32)
-    win = grid.window
-    for (i, j), p in preds.items():
-        oy, ox = i * grid.stride - 8, j * grid.stride - 8
-        ya, yb, xa, xb = max(0, oy), min(300, oy + 64), max(0, ox), min(170, ox + 64)
-        acc_ref[:, ya:yb, xa:xb] += p[:, ya - oy : yb - oy, xa - ox : xb - ox] * win[ya - oy : yb - oy, xa - ox : xb - ox]
-        w_ref[ya:yb, xa:xb] += win[ya - oy : yb - oy, xa - ox : xb - ox]
+    acc_ref, w_ref = _numpy_sums(grid, preds, (300, 170))
     st = BandStitcher(grid, layout, 2)
     bands, reused = list(layout.bands()), 0
     for i in range(rows):
