@@ -393,3 +393,20 @@ def test_an_in_memory_image_is_probed_in_a_thread(make_napari_viewer, qtbot):
     assert not isinstance(widget._job, ProcessJob) and widget._job.error is None
     assert sorted(ly.name for ly in viewer.layers if ly.name.startswith(MAP_PREFIX)) == [
         f"{MAP_PREFIX}1", f"{MAP_PREFIX}16", f"{MAP_PREFIX}4"]
+
+
+def test_the_status_says_when_a_probe_loads_the_model(make_napari_viewer, slide_path, qtbot):
+    """The first probe of an image and model says it loads the model (seconds); later ones just probe."""
+    from napari_muvit.widgets._reader import read_slide
+    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = read_slide(str(slide_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget = AttentionProbeWidget(viewer)
+    widget.probe((100.0, 100.0))
+    assert "loads the model" in widget._status.text()
+    _wait_probe(qtbot, widget)
+    widget.probe((120.0, 100.0))
+    assert widget._status.text() == "Probing..."
+    _wait_probe(qtbot, widget)

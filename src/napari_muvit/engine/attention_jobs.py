@@ -27,8 +27,8 @@ def probe_job(request: dict, progress=None, cancel=None) -> dict:
     Returns ``levels``, ``maps`` (one ``(h, w)`` float32 per level), ``bboxes`` (world px), ``query_world_yx``,
     ``query_level``, ``patch_size``, ``level_share`` (the clicked token's attention per level),
     ``tile_share`` (the same averaged over the tile's query tokens), ``tile`` (where the cached tile is),
-    ``tile_px`` and ``info`` (layer and head counts, encoder passes so far, ``compute_s``: this call's
-    seconds, session opening included)."""
+    ``tile_px``, ``info`` (layer and head counts, encoder passes so far, ``compute_s``: this call's
+    seconds, session opening included) and ``key`` (the request's)."""
     from napari_muvit.engine.attention import attention_probe, open_session
 
     t0 = time.perf_counter()
@@ -59,6 +59,7 @@ def probe_job(request: dict, progress=None, cancel=None) -> dict:
             "tile": dict(result.tile),
             "tile_px": int(session.tile),
             "info": dict(result.info, compute_s=time.perf_counter() - t0),
+            "key": key,
         }
 
 

@@ -193,7 +193,9 @@ class AttentionProbeWidget(QWidget):
         job.succeeded.connect(self._on_result)
         job.failed.connect(self._on_failed)
         job.ended.connect(self._start_next)
-        self._status.setText("Probing...")
+        first = self.last_result is None or tuple(self.last_result.get("key", ())) != tuple(request["key"])
+        self._status.setText("Probing... (the first probe of this image and model loads the model and runs the "
+                             "encoder: a few seconds)" if first else "Probing...")
         self._job = job.start()
 
     def _on_failed(self, message: str) -> None:
