@@ -1,6 +1,6 @@
 """Run a recipe on several slides of the list in the background (`engine.batch.run_batch`).
 
-The batch runs on an `EngineJob` thread: its progress bar (napari's activity dock) counts finished slides;
+The batch runs on an `EngineJob` thread: its progress (the job's ``progressed``) counts finished slides;
 ``slide_started(index)``, ``tiles(index, done, total)`` and ``slide_finished(index, status, error)`` (queued
 to the GUI thread) give each slide's state and tile progress. Cancel stops at the next batch boundary and leaves
 the current slide's store resumable; running again skips the slides whose stores are complete.
@@ -24,7 +24,7 @@ def _run(slides, recipe, out_dir, bridge, *, progress, cancel):
     started: set[int] = set()
     finished: list[int] = []
     last = [0.0]
-    progress(0, len(slides))  # the job's own progress (activity dock) counts slides
+    progress(0, len(slides))  # the job's own progress counts slides
 
     def tiles(index: int, done: int, total: int) -> None:
         if index not in started:
