@@ -274,15 +274,21 @@ def test_feature_view_shows_encoder_pca_rgb_on_the_view(make_napari_viewer, slid
     np.testing.assert_allclose(layer.translate, [y0 + 3.5, x0 + 3.5])  # token centre of the region's corner
 
 
-def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qtbot):
-    from napari_muvit.engine.attention import attention_probe, open_session
+def _dock_on_slide(make_napari_viewer, slide_path):
+    """A viewer showing the slide file and an attention dock on it."""
     from napari_muvit.widgets._reader import read_slide
     from napari_muvit.widgets.attention.dock import AttentionProbeWidget
 
     viewer = make_napari_viewer()
     data, kwargs, _ = read_slide(str(slide_path))[0]
     viewer.add_image(data, **kwargs)
-    widget = AttentionProbeWidget(viewer)
+    return viewer, AttentionProbeWidget(viewer)
+
+
+def test_a_subset_of_levels_probes_only_those(make_napari_viewer, slide_path, qtbot):
+    from napari_muvit.engine.attention import attention_probe, open_session
+
+    viewer, widget = _dock_on_slide(make_napari_viewer, slide_path)
     widget.probe((100.0, 100.0))
     _wait_probe(qtbot, widget)
     assert f"{MAP_PREFIX}1" in viewer.layers
@@ -397,13 +403,7 @@ def test_an_in_memory_image_is_probed_in_a_thread(make_napari_viewer, qtbot):
 
 def test_the_status_says_when_a_probe_loads_the_model(make_napari_viewer, slide_path, qtbot):
     """The first probe of an image and model says it loads the model (seconds); later ones just probe."""
-    from napari_muvit.widgets._reader import read_slide
-    from napari_muvit.widgets.attention.dock import AttentionProbeWidget
-
-    viewer = make_napari_viewer()
-    data, kwargs, _ = read_slide(str(slide_path))[0]
-    viewer.add_image(data, **kwargs)
-    widget = AttentionProbeWidget(viewer)
+    _, widget = _dock_on_slide(make_napari_viewer, slide_path)
     widget.probe((100.0, 100.0))
     assert "loads the model" in widget._status.text()
     _wait_probe(qtbot, widget)
