@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_muvit.widgets import layer_updates as U
 from napari_muvit.widgets import layers as L
 
 
@@ -73,16 +74,16 @@ def test_labels_layer_colours_skip_background():
 def test_layers_align_in_a_viewer(make_napari_viewer):
     """A level-4 output pixel and the 4x4 block of level-1 image pixels it covers share a centre."""
     viewer = make_napari_viewer()
-    image = L.add_or_update(viewer, (np.zeros((64, 64)), dict(zip(("scale", "translate"),
+    image = U.add_or_update(viewer, (np.zeros((64, 64)), dict(zip(("scale", "translate"),
                                                                    L.level_transform(1, (0.5, 0.5))),
                                                               name="img"), "image"))
-    labels = L.add_or_update(viewer, L.labels_layer(np.zeros((16, 16), np.uint8), level=4, pixel_size=(0.5, 0.5)))
+    labels = U.add_or_update(viewer, L.labels_layer(np.zeros((16, 16), np.uint8), level=4, pixel_size=(0.5, 0.5)))
     block_centre = image.data_to_world((4 * 3 + 1.5, 4 * 5 + 1.5))  # mean of pixel centres 12..15, 20..23
     np.testing.assert_allclose(labels.data_to_world((3, 5)), block_centre)
     # replacing keeps the same layer object
-    again = L.add_or_update(viewer, L.labels_layer(np.ones((16, 16), np.uint8), level=4, pixel_size=(0.5, 0.5)))
+    again = U.add_or_update(viewer, L.labels_layer(np.ones((16, 16), np.uint8), level=4, pixel_size=(0.5, 0.5)))
     assert again is labels and int(labels.data.max()) == 1
-    pts = L.add_or_update(viewer, L.roi_points_layer([[13.5, 21.5]], {"score": [0.9], "rank": [1]},
+    pts = U.add_or_update(viewer, L.roi_points_layer([[13.5, 21.5]], {"score": [0.9], "rank": [1]},
                                                      pixel_size=(0.5, 0.5)))
     np.testing.assert_allclose(pts.data_to_world(pts.data[0]), block_centre)
     assert list(pts.features["rank"]) == [1]

@@ -35,7 +35,7 @@ def store(tmp_path_factory):
 
 
 def test_prediction_layers_use_the_card_colours_with_background_see_through(make_napari_viewer, store):
-    from napari_muvit.widgets.layers import add_or_update
+    from napari_muvit.widgets.layer_updates import add_or_update
     from napari_muvit.widgets.prediction_job import load_outputs
 
     viewer = make_napari_viewer()

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from . import layer_updates as U
 from . import layers as L
 
 PREVIEW_SIDE = 256  # px per side of a live preview: small, so each update is a cheap texture swap
@@ -69,4 +70,4 @@ def show_preview(viewer, preview: dict, origin_offset=(0.0, 0.0), live: bool = F
     heatmaps wait for the final result; each layer update costs a repaint (~50 ms with software OpenGL),
     measured to be what pushes the GUI heartbeat over 100 ms (docs/benchmarks.md)."""
     tuples = preview_tuples(preview, origin_offset, with_probabilities=not live)
-    return [L.add_or_update(viewer, tup) for tup in tuples]
+    return [U.add_or_update(viewer, tup) for tup in tuples]

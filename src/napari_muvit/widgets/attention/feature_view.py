@@ -7,7 +7,8 @@ import dataclasses
 from napari_muvit.engine.model_runs import predict_with_model
 from napari_muvit.engine.scratch_folder import ScratchFolder
 from napari_muvit.widgets.image_layers import image_pixel_size, image_source, view_region_of
-from napari_muvit.widgets.layers import add_or_update, rgb_overview_layer
+from napari_muvit.widgets.layer_updates import add_or_update
+from napari_muvit.widgets.layers import rgb_overview_layer
 from napari_muvit.widgets.workers import EngineJob
 
 FEATURES_LAYER = "MuViT features (PCA RGB)"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_muvit.widgets.layer_updates import add_or_update
 from napari_muvit.widgets.layers import (
-    add_or_update,
     attention_map_layer,
     crop_outlines_layer,
     query_marker_layer,

@@ -15,6 +15,7 @@ from pathlib import Path
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 
+from napari_muvit.widgets import layer_updates as U
 from napari_muvit.widgets import layers as L
 from napari_muvit.widgets import prediction_job
 from napari_muvit.widgets.engine_process import engine_process
@@ -120,8 +121,8 @@ class PredictWidget(RegionControls, QWidget):
 
     # ------------------------------------------------------------------------------------ layout
     def _build_ui(self):
-        images = lambda: [ly for ly in self.viewer.layers if L.layer_type(ly) == "image" and not _is_output(ly)]  # noqa: E731
-        shapes = lambda: [ly for ly in self.viewer.layers if L.layer_type(ly) == "shapes" and not _is_output(ly)]  # noqa: E731
+        images = lambda: [ly for ly in self.viewer.layers if U.layer_type(ly) == "image" and not _is_output(ly)]  # noqa: E731
+        shapes = lambda: [ly for ly in self.viewer.layers if U.layer_type(ly) == "shapes" and not _is_output(ly)]  # noqa: E731
         self.image_combo = LayerPicker(self.viewer, images)
         self.image_info = label()
         self.levels = LevelsPanel()
@@ -302,7 +303,7 @@ class PredictWidget(RegionControls, QWidget):
         if not recipe.resume:
             self.keep_previous_outputs(recipe.out)
         if info.task == "segmentation" and info.class_names and not recipe.resume:
-            self.steps.queue([lambda tup=tup: L.add_or_update(self.viewer, tup)
+            self.steps.queue([lambda tup=tup: U.add_or_update(self.viewer, tup)
                               for tup in self._placeholders(recipe, image, info)])
         self.job = make_prediction_job(recipe, None if image.source else image.pyramid, image.origin_offset,
                                        image.pixel_size,
@@ -402,7 +403,7 @@ class PredictWidget(RegionControls, QWidget):
         (each layer update costs a repaint, 30-150 ms with software OpenGL); Run is enabled again after
         the last one."""
         self.output_layers = []
-        steps = [lambda tup=tup: self.output_layers.append(L.add_or_update(self.viewer, tup))
+        steps = [lambda tup=tup: self.output_layers.append(U.add_or_update(self.viewer, tup))
                  for tup in outputs.layers]
         steps.append(lambda: self.output_layers.extend(self.roi_panel.show(outputs.store, outputs.rois)))
         steps.append(lambda: self._outputs_shown(outputs))

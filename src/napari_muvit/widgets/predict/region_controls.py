@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_muvit.data.run_region import clip_region, context_bboxes, region_center
+from napari_muvit.widgets import layer_updates as U
 from napari_muvit.widgets import layers as L
 from napari_muvit.widgets.predict import run_inputs
 from napari_muvit.widgets.region import shapes_region, view_region
@@ -37,7 +38,7 @@ class RegionControls:
         tissue = L.labels_layer(data, float(level), image.pixel_size, image.unit, name="MuViT tissue",
                                 origin=image.origin_offset, extra_meta={"kind": "tissue"})
         tissue[1]["opacity"] = 0.35
-        L.add_or_update(self.viewer, tissue)
+        U.add_or_update(self.viewer, tissue)
         self.status.setText(f"tissue: {100.0 * data.mean():.1f} % of the slide (mask at level x{level:g})")
 
     def _update_region_controls(self, *_):
@@ -80,7 +81,7 @@ class RegionControls:
         tile = self.model.tile.value() or self.model.info.crop_size
         bboxes = context_bboxes(center_yx, chosen, tile)
         shown = self.image.from_image_world_boxes(bboxes)
-        L.add_or_update(self.viewer, L.crop_outlines_layer(shown, chosen, self.image.pixel_size, self.image.unit,
+        U.add_or_update(self.viewer, L.crop_outlines_layer(shown, chosen, self.image.pixel_size, self.image.unit,
                                                            name="MuViT context", extra_meta={"output": True}),
                         moved=True)
 

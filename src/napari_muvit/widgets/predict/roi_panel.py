@@ -7,7 +7,7 @@ from pathlib import Path
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFileDialog, QPushButton
 
-from napari_muvit.widgets import layers as L
+from napari_muvit.widgets import layer_updates as U
 from napari_muvit.widgets.form import Section, side_by_side
 from napari_muvit.widgets.predict.run_inputs import notify_error
 from napari_muvit.widgets.results import RoiTable, centre_camera
@@ -76,7 +76,7 @@ class RoiPanel(Section):
         self.score.setCurrentText(ranked.score)
         self.score.blockSignals(False)
         self.table.set_rois(*ranked.rows)
-        return [L.add_or_update(self.viewer, tup)]
+        return [U.add_or_update(self.viewer, tup)]
 
     def rerank(self):
         """Rank by the chosen score (in a worker thread: a whole-slide tile table is long)."""

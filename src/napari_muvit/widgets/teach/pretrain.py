@@ -13,7 +13,8 @@ from napari_muvit.data.run_region import region_center
 from napari_muvit.widgets.form import PathEdit, Section, spin_box
 from napari_muvit.widgets.image_layers import image_pixel_size, view_region_of
 from napari_muvit.widgets.layer_steps import LayerSteps
-from napari_muvit.widgets.layers import add_or_update, reconstruction_layer
+from napari_muvit.widgets.layer_updates import add_or_update
+from napari_muvit.widgets.layers import reconstruction_layer
 from napari_muvit.widgets.levels import LevelTicks
 from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder, slide_source
 

@@ -20,7 +20,8 @@ from qtpy.QtWidgets import QCheckBox, QLineEdit, QPushButton
 from napari_muvit.engine.scratch_folder import ScratchFolder
 from napari_muvit.widgets.form import LayerPicker, PathEdit, Section, combo
 from napari_muvit.widgets.image_layers import image_pixel_size, image_shape_yx, layers_of, view_region_of
-from napari_muvit.widgets.layers import add_or_update, class_color
+from napari_muvit.widgets.layer_updates import add_or_update
+from napari_muvit.widgets.layers import class_color
 from napari_muvit.widgets.teach.training_tab import TrainingTab, chosen_folder, label_array, slide_source
 
 SCRIBBLE_LAYER = "MuViT scribbles"
