@@ -14,7 +14,9 @@ import time
 
 import numpy as np
 
-_CACHE: dict = {}  # "key" -> (source identity, model, levels), "session" -> its AttentionSession
+# "key" -> (source identity, model, levels), "session" -> its AttentionSession, "tile_share_key" /
+# "tile_share" -> the last tile share (cleared with the session)
+_CACHE: dict = {}
 _LOCK = threading.Lock()
 
 
@@ -67,17 +69,17 @@ def tile_level_share(session, point_yx, layer, head, query_level) -> np.ndarray:
     """Share of attention per level averaged over the query level's tokens of the probed tile, `(L,)`.
 
     `engine.attention_share.tile_level_share` on the session's cached weights for up to
-    `TILE_SHARE_QUERIES` evenly spaced query tokens; cached per tile, layer, head and query level.
+    `TILE_SHARE_QUERIES` evenly spaced query tokens; the last one is kept (per tile, layer, head and query
+    level) with the session in `_CACHE`.
     """
     from napari_muvit.engine import attention_share
 
     entry, origin = session.entry_for(point_yx)  # cached: the probe just ran on this tile
     key = (origin, layer, head, query_level)
-    cache = getattr(session, "_tile_share", None)
-    if cache is not None and cache[0] == key:
-        return cache[1]
+    if _CACHE.get("tile_share_key") == key:
+        return _CACHE["tile_share"]
     level_index = list(session.levels).index(int(query_level))
     share = attention_share.tile_level_share(entry["attn"], entry["grid"], len(session.levels), level_index,
                                              layer, head, attention_share.TILE_SHARE_QUERIES)
-    session._tile_share = (key, share)
+    _CACHE.update(tile_share_key=key, tile_share=share)
     return share

@@ -2,8 +2,9 @@
 
 One spawned process per session and purpose (``engine_process(name)``: ``"engine"`` for predictions and
 training, ``"probe"`` for the attention probe, so that a click is never queued behind a long run), started
-on first use (or early by ``warm()``), holds torch and the engine so the GUI's interpreter lock stays free; jobs reach it through queues, progress and outcomes come
-back on a listener thread and are handed to the job's Qt signals. A job made with ``records=True`` also
+on first use (or early by ``warm()``), holds torch and the engine so the GUI's interpreter lock stays free;
+jobs reach it through queues, progress and outcomes come back on a listener thread and are handed to the
+job's Qt signals. A job made with ``records=True`` also
 gets the rows its function hands to ``on_record`` (training history rows), in order, as ``recorded``.
 """
 

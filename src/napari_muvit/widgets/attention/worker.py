@@ -4,6 +4,7 @@ run off it, the plain result turned into what the overlay draws."""
 from __future__ import annotations
 
 from napari_muvit.widgets.attention.overlay import ProbeView
+from napari_muvit.widgets.engine_process import ProcessJob
 from napari_muvit.widgets.workers import EngineJob
 
 PROBE_TARGET = "napari_muvit.engine.attention_jobs:probe_job"
@@ -27,8 +28,6 @@ def probe_request(layer, source, model: str, levels: str, point_yx, layer_choice
 def probe_job_for(request: dict, use_process: bool = True) -> EngineJob:
     """The job for ``request``: in the probe's worker process when the image is a file, else a thread."""
     if use_process and isinstance(request["source"], str):
-        from napari_muvit.widgets.engine_process import ProcessJob
-
         return ProcessJob(PROBE_TARGET, args=(request,), description="attention probe", process=PROBE_PROCESS)
 
     def run(progress, cancel):
