@@ -665,3 +665,56 @@ def test_results_small_enough_to_swap_fill_the_placeholders_in_place(sample_view
     placeholders = ["MuViT labels", "MuViT p(class 0)", "MuViT p(class 1)", "MuViT p(class 2)"]
     assert sorted(added[:4]) == placeholders, added  # added first, at the click
     assert sorted(n for n in added if n != "MuViT ROIs") == placeholders, added  # the results swapped into them
+
+
+_FRESH_DOCK_ON_ARRAY = r"""
+import sys, threading, time
+import numpy as np
+from qtpy.QtWidgets import QApplication
+import napari
+
+importers = {}
+
+def hook(event, args):
+    if event == "import" and args[0] in ("dask.array", "zarr") and args[0] not in importers:
+        importers[args[0]] = threading.current_thread().name
+
+sys.addaudithook(hook)
+viewer = napari.Viewer(show=False)
+viewer.add_image(np.random.default_rng(0).integers(0, 255, (300, 200), dtype=np.uint8), name="plain")
+from napari_muvit.widgets.predict.dock import PredictWidget
+
+assert "dask.array" not in sys.modules, "imported before the dock"
+w = PredictWidget(viewer)
+first = w.image_info.text()
+try:
+    w.build_recipe()
+    early = "no error"
+except ValueError as exc:
+    early = str(exc)
+app = QApplication.instance()
+deadline = time.monotonic() + 60
+while w.image is None and time.monotonic() < deadline:
+    app.processEvents()
+    time.sleep(0.01)
+print("RESULT", repr(first), repr(early), repr(w.image_info.text()), importers, flush=True)
+"""
+
+
+def test_opening_the_dock_on_an_in_memory_image_imports_the_readers_off_the_gui_thread(plugin_dirs):
+    """A fresh session whose image came from napari's own reader or the console: the dock reads it as a pyramid,
+    which needs dask.array (~1 s of importing with zarr). It is imported in a thread, the dock says it is
+    reading meanwhile (Run says so too), then shows the image; the GUI thread never imports them."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", NAPARI_MUVIT_SETTINGS_DIR=str(plugin_dirs / "fresh-settings-array"))
+    done = subprocess.run([sys.executable, "-c", _FRESH_DOCK_ON_ARRAY], env=env, capture_output=True, text=True,
+                          timeout=300)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, f"exit code {done.returncode}: {done.stderr[-3000:]}"
+    assert "'Reading the image…'" in line and "'the image is still being read; Run again in a moment.'" in line, line
+    assert "'300 x 200 px" in line, line  # then the image is read
+    assert "'dask.array': 'import napari_muvit.data.readers'" in line, line
+    assert "'zarr': 'MainThread'" not in line, line

@@ -8,6 +8,7 @@ whole-slide formats and everything bioio reads in `slide_readers.py`. Those modu
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .array_pyramids import (  # noqa: F401  (public here too: data.readers.is_brightfield_rgb, ...)
@@ -51,15 +52,11 @@ def open_pyramid(
         pyr = _open_path(Path(source), name, strict)
         pyr.strict = pyr.strict or strict
         return pyr
-    try:
-        import zarr
+    zarr = sys.modules.get("zarr")  # a zarr.Group exists only once zarr is imported: no import for arrays
+    if zarr is not None and isinstance(source, zarr.Group):
+        from .ome_zarr import open_ome_zarr_group
 
-        if isinstance(source, zarr.Group):
-            from .ome_zarr import open_ome_zarr_group
-
-            return open_ome_zarr_group(source, name=name or "image", strict=strict)
-    except ImportError:  # pragma: no cover - zarr is a dependency
-        pass
+        return open_ome_zarr_group(source, name=name or "image", strict=strict)
     if isinstance(source, (list, tuple)):
         return pyramid_from_arrays(list(source), name=name or "image", axes=axes)
     if hasattr(source, "shape") and hasattr(source, "dtype"):

@@ -254,3 +254,13 @@ def engine_process(name: str = "engine") -> EngineProcess:
     if name not in _ENGINE_PROCESSES:
         _ENGINE_PROCESSES[name] = EngineProcess(name)
     return _ENGINE_PROCESSES[name]
+
+
+def warm_when_shown(owner, name: str = "engine") -> None:
+    """``engine_process(name).warm()`` on the event loop's next turn, i.e. after napari has added and shown
+    the dock ``owner`` that asks for it (spawning the process takes ~50 ms of the GUI thread); never once
+    ``owner`` is deleted (its timer goes with it)."""
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: engine_process(name).warm())
+    timer.start(0)

@@ -22,7 +22,7 @@ from napari_muvit.widgets.attention.overlay import (
     ProbeView,
 )
 from napari_muvit.widgets.attention.worker import PROBE_PROCESS, probe_job_for, probe_request, probe_view
-from napari_muvit.widgets.engine_process import engine_process
+from napari_muvit.widgets.engine_process import warm_when_shown
 from napari_muvit.widgets.form import (
     LayerPicker,
     PathEdit,
@@ -132,7 +132,7 @@ class AttentionProbeWidget(QWidget):
         self._feature_job = None
         self._scratch = ScratchFolder("napari-muvit-attention-")
         if use_process:
-            engine_process(PROBE_PROCESS).warm()  # torch and the engine load there while the user sets up
+            warm_when_shown(self, PROBE_PROCESS)  # torch and the engine load there while the user sets up
 
     def reset_choices(self, *_):
         """napari calls this whenever a layer is added or removed: refresh the image picker only, so the

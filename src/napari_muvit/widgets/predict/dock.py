@@ -18,7 +18,8 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 from napari_muvit.widgets import layer_updates as U
 from napari_muvit.widgets import layers as L
 from napari_muvit.widgets import prediction_job
-from napari_muvit.widgets.engine_process import engine_process
+from napari_muvit.widgets.background_import import when_imported
+from napari_muvit.widgets.engine_process import warm_when_shown
 from napari_muvit.widgets.form import (
     LayerPicker,
     RunButtons,
@@ -106,6 +107,7 @@ class PredictWidget(RegionControls, QWidget):
         self.steps.drained.connect(self._steps_drained)
         self._saved_levels = None
         self._opening = True  # no layer is added while the dock is built: napari would stall for it
+        self._reading_image = False  # the slide readers are being imported off the GUI thread
         self._build_ui()
         self._apply_settings(load_settings(SETTINGS_NAME, DEFAULTS))
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
@@ -117,7 +119,7 @@ class PredictWidget(RegionControls, QWidget):
         if self.context.isChecked():  # drawn once the dock is shown, not while napari adds it
             QTimer.singleShot(0, self.update_context_preview)
         if use_process:
-            engine_process().warm()  # torch imports in the worker process while the user sets up
+            warm_when_shown(self)  # torch imports in the worker process while the user sets up
 
     # ------------------------------------------------------------------------------------ layout
     def _build_ui(self):
@@ -214,9 +216,16 @@ class PredictWidget(RegionControls, QWidget):
 
     def _on_image_changed(self, *_):
         self.image = None
+        if self._reading_image:
+            return  # `_image_readers_ready` reads the chosen image when the readers are imported
         name = self.image_combo.currentText()
         if not name or name not in self.viewer.layers:
             self.image_info.setText("Add or open an image (File > Open Sample > MuViT for a demo slide).")
+            self.levels.set_pyramid([], [])
+            return
+        if not when_imported("napari_muvit.data.readers", self._image_readers_ready, self):
+            self._reading_image = True  # the readers import in a thread; this runs again when they are in
+            self.image_info.setText("Reading the image…")
             self.levels.set_pyramid([], [])
             return
         try:
@@ -231,6 +240,10 @@ class PredictWidget(RegionControls, QWidget):
         self.levels.set_pyramid(p.level_factors, [p.level_shape(i) for i in range(len(p.arrays))],
                                 p.pixel_size, p.unit)
         self.update_context_preview()
+
+    def _image_readers_ready(self):
+        self._reading_image = False
+        self._on_image_changed()
 
     def _on_model_changed(self, *_):
         try:
@@ -254,6 +267,8 @@ class PredictWidget(RegionControls, QWidget):
         """Recipe for the current choices; ValueError with one sentence when something does not fit."""
         from napari_muvit.engine.recipe import Recipe
 
+        if self._reading_image:
+            raise ValueError("the image is still being read; Run again in a moment.")
         if self.image is None:
             raise ValueError("there is no image layer to run on; open a slide or the MuViT sample first.")
         info = self.model.refresh()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QTabWidget, QVBoxLayout, QWidget
 
-from napari_muvit.widgets.engine_process import engine_process
+from napari_muvit.widgets.engine_process import warm_when_shown
 from napari_muvit.widgets.teach.finetune import FinetuneTab
 from napari_muvit.widgets.teach.pretrain import PretrainTab
 from napari_muvit.widgets.teach.probe import ScribbleProbeTab
@@ -33,4 +33,4 @@ class TeachWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs)
         self.setMaximumWidth(520)  # a dock beside the canvas, not half the window
-        engine_process().warm()  # torch loads in the worker process while the user sets up (as the predict dock)
+        warm_when_shown(self)  # torch loads in the worker process while the user sets up (as the predict dock)
