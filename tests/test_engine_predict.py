@@ -315,7 +315,7 @@ def test_demo_model_tile_size_and_overlap_tolerance(tmp_path):
 
 def test_direct_chunk_files_match_zarr_bytes_and_reads(tmp_path):
     """Whole-chunk writes straight to the files give the very bytes zarr writes; window reads decode them."""
-    from napari_muvit.engine.chunk_files import ChunkFiles
+    from napari_muvit.data.chunk_files import ChunkFiles
 
     rng = np.random.default_rng(4)
     for dtype, shape, chunks in (("float32", (3, 100, 90), (3, 48, 48)), ("uint8", (100, 90), (48, 48))):

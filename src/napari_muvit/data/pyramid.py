@@ -83,6 +83,7 @@ class Pyramid:
         self.strict = bool(strict)
         self.missing_chunks: set = set()
         self._checked_chunks: set = set()
+        self._direct: dict = {}  # stored level -> its `ChunkFiles` (or None: read through zarr)
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self.chunk_cache = ChunkCache(DEFAULT_CACHE_BYTES)
         self.metadata: dict = {}
@@ -99,7 +100,7 @@ class Pyramid:
     def __getstate__(self) -> dict:
         # a copy sent to another process (a dask worker) checks and counts its own chunks
         state = self.__dict__.copy()
-        state["_checked_chunks"], state["missing_chunks"] = set(), set()
+        state["_checked_chunks"], state["missing_chunks"], state["_direct"] = set(), set(), {}
         return state
 
     # ---- descriptive properties -------------------------------------------------------------
@@ -235,8 +236,13 @@ class Pyramid:
         if key in self._checked_chunks:
             return
         self._checked_chunks.add(key)
-        if not chunk_missing(self._levels[i].raw, idx):
-            return
+        if chunk_missing(self._levels[i].raw, idx):
+            self._note_missing(i, idx)
+
+    def _note_missing(self, i: int, idx: tuple[int, ...]) -> None:
+        """Count chunk ``idx`` of stored level ``i`` as absent and read as fill value (strict: refuse it)."""
+        key = (i, idx)
+        self._checked_chunks.add(key)
         where = f"chunk {idx} of array {self._array_name(i)}"
         if self.strict:
             raise ValueError(f"{where} is missing from the store; strict mode refuses to read it as fill value.")
@@ -281,9 +287,38 @@ class Pyramid:
                 "file is damaged: copy or convert the slide again."
             ) from exc
 
+    def _chunk_files(self, i: int):
+        """Stored level ``i``'s chunk files when they can be read directly (`data.chunk_files`), else None."""
+        known = self.__dict__.setdefault("_direct", {})
+        if i not in known:
+            raw = self._levels[i].raw
+            direct = None
+            if type(raw).__module__.startswith("zarr"):
+                from .chunk_files import ChunkFiles
+
+                direct = ChunkFiles.for_array(raw, reading=True)
+            known[i] = direct
+        return known[i]
+
     def _read_chunk(self, i: int, src: tuple, idx: tuple[int, ...]) -> np.ndarray:
-        self._check_chunk(i, idx)
-        return self._decode(i, src, idx)
+        direct = self._chunk_files(i)
+        if direct is None:  # through zarr (its one event-loop thread), or tifffile's store
+            self._check_chunk(i, idx)
+            return self._decode(i, src, idx)
+        try:  # the file read and the decode release the interpreter lock: reader threads run side by side
+            block = direct.read_chunk(idx)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"chunk {tuple(idx)} of array {self._array_name(i)} could not be read ({type(exc).__name__}: "
+                f"{exc}); the file is damaged: copy or convert the slide again."
+            ) from exc
+        if block is None:
+            if (i, idx) not in self.missing_chunks:
+                self._note_missing(i, idx)
+            return np.full(tuple(sl.stop - sl.start for sl in src), direct.fill_value, dtype=self._levels[i].raw.dtype)
+        return block
 
     def _read(self, target: tuple[int, ...], start: np.ndarray, size: np.ndarray, raw: bool = False):
         i = self._stored_source_for(target)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ..data.chunk_files import ChunkFiles
 from ..data.colors import class_rgb, class_rgba, omero_hex
 from ..data.ome_metadata import image_label, labels_group_attributes, multiscale, ome_attributes
-from .chunk_files import ChunkFiles
 from .downsample import downsample_mean, downsample_mean_uint8, downsample_mode
 from .run_state import (  # noqa: F401  (status codes keep their engine.store import path)
     BACKGROUND,

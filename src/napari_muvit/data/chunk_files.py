@@ -1,12 +1,16 @@
 """`ChunkFiles`: read and write the chunk files of a local zarr v3 array directly.
 
-Level-0 output chunks are one tile's owned square (48^2 px for 64 px tiles), so a run writes thousands of
-small chunks; zarr-python's asynchronous write path costs more CPU per chunk than encoding and writing it.
-For arrays this package creates itself (zarr v3, regular chunks, default ``c/`` chunk keys, ``bytes``
-codec optionally followed by ``zstd``, on a local folder) each chunk is encoded exactly as the zarr v3
-spec stores it and written atomically (temporary file, then rename), and windows are read back by
-decoding the chunk files (building the output pyramid). Anything else returns ``None`` from
-`ChunkFiles.for_array`, and callers go through zarr.
+Writing: level-0 output chunks are one tile's owned square (48^2 px for 64 px tiles), so a run writes
+thousands of small chunks; zarr-python's asynchronous write path costs more CPU per chunk than encoding and
+writing it. Reading: every zarr-python read goes through its one event-loop thread, so slide chunks read by
+several threads are decoded one after another (2 threads read 512^2 RGB chunks no faster than one, at 30 %
+more CPU), while a file read and a zstd or blosc decode release the interpreter lock.
+
+For arrays in the simple layout (zarr v3, regular chunks, default ``c/`` chunk keys, ``bytes`` codec
+optionally followed by ``zstd`` (or, for reading, ``blosc``), on a local folder) each chunk is encoded
+exactly as the zarr v3 spec stores it and written atomically (temporary file, then rename), and chunks are
+read by decoding their files. Anything else (sharding, other codecs, zarr v2, remote stores) returns
+``None`` from `ChunkFiles.for_array`, and callers go through zarr.
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ class ChunkFiles:
         self._made: set = set()  # chunk folders known to exist
 
     @classmethod
-    def for_array(cls, arr) -> ChunkFiles | None:
+    def for_array(cls, arr, reading: bool = False) -> ChunkFiles | None:
+        """The direct chunk files of ``arr`` when it has the simple layout (module docstring), else None.
+        ``reading``: the instance is only read from, so a ``blosc`` codec is accepted too."""
         try:
             import zarr
-            from zarr.codecs import BytesCodec, ZstdCodec
+            from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
             from zarr.core.chunk_grids import RegularChunkGrid
             from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
             from zarr.storage import LocalStore
@@ -56,11 +62,16 @@ class ChunkFiles:
             return None
         compressor = None
         if len(codecs) == 2:
-            if not isinstance(codecs[1], ZstdCodec):
-                return None
-            from numcodecs import Zstd
+            if isinstance(codecs[1], ZstdCodec):
+                from numcodecs import Zstd
 
-            compressor = Zstd(level=codecs[1].level, checksum=codecs[1].checksum)
+                compressor = Zstd(level=codecs[1].level, checksum=codecs[1].checksum)
+            elif reading and isinstance(codecs[1], BloscCodec):
+                from numcodecs import Blosc
+
+                compressor = Blosc()  # a blosc frame says how it was compressed; any instance decodes it
+            else:
+                return None
         folder = Path(arr.store.root) / arr.path
         return cls(folder, arr.shape, meta.chunk_grid.chunk_shape, arr.dtype, meta.fill_value,
                    meta.chunk_key_encoding.encode_chunk_key, compressor,
@@ -100,6 +111,22 @@ class ChunkFiles:
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, target)
+
+    def read_chunk(self, idx) -> np.ndarray | None:
+        """Chunk ``idx`` decoded, cut to the array's bounds at its edges; None when its file does not exist.
+        A file that does not decode to one chunk raises (``ValueError`` or the codec's error)."""
+        try:
+            data = (self.folder / self._key(tuple(int(k) for k in idx))).read_bytes()
+        except FileNotFoundError:
+            return None
+        if self._compressor is not None:
+            data = self._compressor.decode(data)
+        n = int(np.prod(self.chunks)) * self.dtype.itemsize
+        if len(data) != n:
+            raise ValueError(f"it decodes to {len(data)} bytes where a chunk has {n}")
+        block = np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)
+        inside = tuple(slice(0, min(c, size - k * c)) for k, c, size in zip(idx, self.chunks, self.shape))
+        return block[inside]
 
     def read(self, start, shape) -> np.ndarray:
         """The window ``[start, start + shape)`` (inside the array); chunks never written read as the fill."""
