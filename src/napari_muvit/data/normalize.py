@@ -43,9 +43,12 @@ class Normalizer:
         arr = pyramid.arrays[-1]
         n = int(np.prod(arr.shape[1:]))
         step = int(np.ceil((n / MAX_STAT_PIXELS) ** (1 / (arr.ndim - 1)))) if n > MAX_STAT_PIXELS else 1
-        # local threads even when a dask.distributed client is active: the slide is open in this process
+        # local threads even when a dask.distributed client is active: the slide is open in this process (the
+        # scheduler function, not its name: naming it imports dask.distributed to look for a client, ~0.25 s)
+        from dask.threaded import get as threaded_get
+
         sample = arr[(slice(None),) + (slice(None, None, step),) * (arr.ndim - 1)]
-        data = np.asarray(sample.compute(scheduler="threads"), dtype=np.float64)
+        data = np.asarray(sample.compute(scheduler=threaded_get), dtype=np.float64)
         data = data.reshape(data.shape[0], -1)
         if np.isnan(data).any():
             raise ValueError("the image contains NaN values; replace them (e.g. with 0) before normalising.")

@@ -238,7 +238,9 @@ def source_fingerprint(pyramid) -> dict:
         index = (slice(None),) * (top.ndim - 2) + (slice(y0, y1), slice(x0, x1))
         window = top[index]
         if hasattr(window, "compute"):  # in this process, even when a dask client is the default scheduler
-            window = window.compute(scheduler="synchronous")
+            from dask.local import get_sync  # the function, not its name: naming it imports dask.distributed
+
+            window = window.compute(scheduler=get_sync)
         block = np.ascontiguousarray(np.asarray(window))
         h.update(np.asarray(block.shape, np.int64).tobytes())
         h.update(block.tobytes())
