@@ -39,7 +39,7 @@ def test_direct_reads_equal_zarr_reads_at_every_edge(tmp_path, codec, no_zarr_re
     compressors = {"zstd": [ZstdCodec(level=3)], "blosc": [BloscCodec(cname="lz4", clevel=5)], "none": None}[codec]
     a = _slide(tmp_path / "s.zarr", compressors)
     pyr = open_pyramid(tmp_path / "s.zarr")
-    assert all(pyr._chunk_files(i) is not None for i in range(2))
+    assert all(pyr._chunk_reader(i) is not None for i in range(2))
     for cy, cx in ((0, 0), (35, 25), (69, 49), (8, 44), (64, 3)):  # corners and edges: partial chunks, padding
         img, _ = pyr.crops((cy, cx), (1, 2), 16)
         y0, x0 = cy - 7, cx - 7  # level 1: start = floor(c - 7)
@@ -65,7 +65,7 @@ def test_writers_still_refuse_blosc_and_sharded_arrays_read_through_zarr(tmp_pat
     assert ChunkFiles.for_array(arr) is None and ChunkFiles.for_array(arr, reading=True) is not None
     a = _slide(tmp_path / "sh.zarr", [ZstdCodec()], shards=(32, 32))
     pyr = open_pyramid(tmp_path / "sh.zarr")
-    assert pyr._chunk_files(0) is None  # one file holds several chunks: zarr reads it
+    assert pyr._chunk_reader(0) is None  # one file holds several chunks: zarr reads it
     np.testing.assert_array_equal(pyr.crops((40, 30), (1,), 16)[0][0, 0], a[33:49, 23:39])
 
 

@@ -83,7 +83,7 @@ class Pyramid:
         self.strict = bool(strict)
         self.missing_chunks: set = set()
         self._checked_chunks: set = set()
-        self._direct: dict = {}  # stored level -> its `ChunkFiles` (or None: read through zarr)
+        self._direct: dict = {}  # stored level -> its chunk reader (or None: read through zarr)
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self.chunk_cache = ChunkCache(DEFAULT_CACHE_BYTES)
         self.metadata: dict = {}
@@ -287,8 +287,20 @@ class Pyramid:
                 "file is damaged: copy or convert the slide again."
             ) from exc
 
-    def _chunk_files(self, i: int):
-        """Stored level ``i``'s chunk files when they can be read directly (`data.chunk_files`), else None."""
+    def add_chunk_readers(self, reader_for) -> int:
+        """Read the chunks of stored levels with ``reader_for(raw)`` where it returns a reader (an object with
+        ``read_chunk(idx)`` and ``fill_value``, e.g. `data.tiff_tiles.TiffTiles`); returns how many levels."""
+        known = self.__dict__.setdefault("_direct", {})
+        n = 0
+        for i, lv in enumerate(self._levels):
+            reader = reader_for(lv.raw) if lv.source is None else None
+            if reader is not None:
+                known[i], n = reader, n + 1
+        return n
+
+    def _chunk_reader(self, i: int):
+        """What reads stored level ``i``'s chunks without zarr: a reader given by `add_chunk_readers`, the
+        chunk files of a zarr v3 array in the simple layout (`data.chunk_files`), else None (through zarr)."""
         known = self.__dict__.setdefault("_direct", {})
         if i not in known:
             raw = self._levels[i].raw
@@ -301,8 +313,8 @@ class Pyramid:
         return known[i]
 
     def _read_chunk(self, i: int, src: tuple, idx: tuple[int, ...]) -> np.ndarray:
-        direct = self._chunk_files(i)
-        if direct is None:  # through zarr (its one event-loop thread), or tifffile's store
+        direct = self._chunk_reader(i)
+        if direct is None:  # through zarr (its one event-loop thread)
             self._check_chunk(i, idx)
             return self._decode(i, src, idx)
         try:  # the file read and the decode release the interpreter lock: reader threads run side by side

@@ -5,6 +5,7 @@ TIFF levels are read through tifffile's zarr store, so a window read decodes onl
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -112,8 +113,17 @@ def open_tiff(path: Path, name: str = "image") -> Pyramid:
         pyr.rgb, pyr.channel_names = True, ["red", "green", "blue"]
     elif names:
         pyr.channel_names = names
+    _read_tiles_directly(pyr, series, arrays)
     pyr._file = tif  # keeps the file handle open as long as the pyramid lives
     return pyr
+
+
+def _read_tiles_directly(pyr: Pyramid, series, arrays) -> None:
+    """Stored levels that are plain tiled pages read their tiles without zarr (`data.tiff_tiles`)."""
+    from .tiff_tiles import TiffTiles
+
+    by_array = {id(a): lv for a, lv in zip(arrays, series.levels)}
+    pyr.add_chunk_readers(lambda raw: TiffTiles.for_level(by_array[id(raw)], raw) if id(raw) in by_array else None)
 
 
 def open_slide(path: Path, name: str = "image") -> Pyramid:
@@ -141,6 +151,8 @@ def open_slide(path: Path, name: str = "image") -> Pyramid:
     check_levels_ascending([lv.factor for lv in levels])
     pixel = tuple(float(m) for m in mpp) if all(m for m in mpp) else None
     pyr = Pyramid(levels, name=name, pixel_size=pixel, unit="micrometer" if pixel else None, rgb=layout == "yxc")
+    with contextlib.suppress(Exception):  # tiffslide's levels are its TIFF series' levels (shapes checked)
+        _read_tiles_directly(pyr, slide.ts_tifffile.series[0], arrays)
     pyr._file = slide
     return pyr
 
