@@ -1,12 +1,14 @@
 """Host ceiling: what `predict` costs the CPU per tile when the model costs nothing.
 
     python benchmarks/host_ceiling.py [--size 8192] [--threads 1,2] [--prob-dtype uint8] [--output-level 1]
+                                      [--format ome-zarr|ome-tiff]
 
 Paper geometry: levels 1,8,32, tile 256, overlap 32 (stride 224), 4 classes, `engine.testing.ConstantSegmenter`
 (constant logits: every cost measured is the host's: reading and decoding the slide, normalisation, softmax,
 tile scores, band stitching, quantisation, chunk encoding and writes, the output pyramid, the tile table). Slide:
 an RGB uint8 OME-Zarr of ``--size``^2 px (levels 1, 8, 32 stored; 512^2 chunks, zstd) written to a temporary
-folder from one repeated 1024^2 random texture. One `predict` of the whole slide per thread count (``torch``
+folder from one repeated 1024^2 random texture (``--format ome-tiff``: the same pixels as a pyramidal OME-TIFF of
+512^2 JPEG tiles, as scanners write). One `predict` of the whole slide per thread count (``torch``
 threads = reader/writer threads = N, each run in a fresh process so that caches and thread pools start cold);
 with ``--pin`` (default) the process is also restricted to N cores (``sched_setaffinity``), so ``scaling`` compares
 1 core with N cores even when the process runs more threads than that.
@@ -64,6 +66,26 @@ def write_slide(path: Path, size: int) -> Path:
     return path
 
 
+def write_tiff_slide(path: Path, size: int) -> Path:
+    """The same pixels as `write_slide`, as a pyramidal OME-TIFF: levels 1, 8, 32 as SubIFDs, 512^2 JPEG tiles
+    (quality 90), the layout of a scanner's slide."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    texture = np.moveaxis(rng.integers(0, 256, (3, 1024, 1024), dtype=np.uint8), 0, -1)
+    levels = []
+    for f in (1, 8, 32):
+        tex = texture[::f, ::f]
+        side = size // f
+        levels.append(np.tile(tex, (-(-side // tex.shape[0]), -(-side // tex.shape[1]), 1))[:side, :side])
+    opts = {"tile": (512, 512), "photometric": "rgb", "compression": "jpeg", "compressionargs": {"level": 90}}
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(levels[0], subifds=2, metadata={"axes": "YXS"}, **opts)
+        for lv in levels[1:]:
+            tw.write(lv, subfiletype=1, **opts)
+    return path
+
+
 def store_size(path: Path) -> tuple[int, int]:
     files = [p for p in path.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
@@ -111,6 +133,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--prob-dtype", default="uint8")
     p.add_argument("--output-level", type=int, default=1)
+    p.add_argument("--format", choices=("ome-zarr", "ome-tiff"), default="ome-zarr",
+                   help="the slide's file: OME-Zarr (zstd chunks) or pyramidal OME-TIFF (JPEG tiles)")
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not restrict a run to N cores")
     p.add_argument("--run-one", nargs=2, metavar=("SLIDE", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
@@ -120,7 +144,10 @@ def main(argv=None) -> dict:
         return {}
     tmp = Path(tempfile.mkdtemp(prefix="muvit-host-"))
     try:
-        slide = write_slide(tmp / "slide.zarr", args.size)
+        if args.format == "ome-tiff":
+            slide = write_tiff_slide(tmp / "slide.ome.tif", args.size)
+        else:
+            slide = write_slide(tmp / "slide.zarr", args.size)
         runs = {}
         for n in [int(v) for v in args.threads.split(",")]:
             out = tmp / f"out{n}.zarr"
@@ -137,7 +164,7 @@ def main(argv=None) -> dict:
     result = {k: top[k] for k in ("cpu_ms_per_tile", "tiles_per_s", "files", "bytes_per_px")}
     result.update({"tiles": top["tiles"], "threads": top["threads"], "by_threads": runs,
                    "scaling": round(top["tiles_per_s"] / runs[min(runs)]["tiles_per_s"], 2),
-                   "slide_px": args.size, "pinned": args.pin, "prob_dtype": args.prob_dtype, "output_level": args.output_level,
+                   "slide_px": args.size, "slide_format": args.format, "pinned": args.pin, "prob_dtype": args.prob_dtype, "output_level": args.output_level,
                    "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores available"})
     print(json.dumps(result))
     return result
