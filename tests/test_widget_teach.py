@@ -504,3 +504,31 @@ def test_an_image_layer_without_a_file_is_sent_as_its_pixels(viewer_with_slide, 
     assert tab.plot.series["loss"][0] == [1.0, 2.0]
     qtbot.waitUntil(lambda: len(tab.previews) == 2, timeout=10_000)
     assert [p.name for p in tab.previews] == ["MAE reconstruction x1", "MAE reconstruction x4"]
+
+
+def test_fine_tune_and_pre_train_tabs_are_built_after_the_dock_opens(make_napari_viewer, qtbot):
+    """Only the scribble tab is built with the dock; the other two follow, one per event-loop turn, or at once
+    when asked for or chosen; the tab order and titles never change."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_muvit.widgets.teach.dock import TeachWidget
+    from napari_muvit.widgets.teach.finetune import FinetuneTab
+    from napari_muvit.widgets.teach.pretrain import PretrainTab
+
+    viewer = make_napari_viewer()
+    w = TeachWidget(viewer)
+    titles = [w.tabs.tabText(k) for k in range(3)]
+    assert titles == ["Scribble probe", "Fine-tune", "Pre-train"]
+    assert w._built == {}  # nothing but the scribble tab while napari adds the dock
+    QApplication.processEvents()
+    assert list(w._built) == ["finetune"]  # one turn: one tab
+    qtbot.waitUntil(lambda: len(w._built) == 2, timeout=2000)
+    assert isinstance(w.tabs.widget(1), FinetuneTab) and isinstance(w.tabs.widget(2), PretrainTab)
+    assert w.finetune is w.tabs.widget(1) and w.pretrain is w.tabs.widget(2)
+    assert [w.tabs.tabText(k) for k in range(3)] == titles and w.tabs.currentIndex() == 0
+
+    chosen = TeachWidget(viewer)
+    chosen.tabs.setCurrentIndex(2)  # the user picks Pre-train before its turn came
+    assert isinstance(chosen.tabs.widget(2), PretrainTab) and chosen.tabs.currentIndex() == 2
+    asked = TeachWidget(viewer)
+    assert isinstance(asked.finetune, FinetuneTab) and asked.tabs.widget(1) is asked.finetune  # asked for: built now
