@@ -281,11 +281,13 @@ class Pyramid:
         except MemoryError:
             raise
         except Exception as exc:
-            what = f"chunk {idx}" if idx is not None else "a window"
-            raise ValueError(
-                f"{what} of array {self._array_name(i)} could not be read ({type(exc).__name__}: {exc}); the "
-                "file is damaged: copy or convert the slide again."
-            ) from exc
+            raise self._damaged(i, f"chunk {idx}" if idx is not None else "a window", exc) from exc
+
+    def _damaged(self, i: int, what: str, exc: Exception) -> ValueError:
+        return ValueError(
+            f"{what} of array {self._array_name(i)} could not be read ({type(exc).__name__}: {exc}); the file is "
+            "damaged: copy or convert the slide again."
+        )
 
     def add_chunk_readers(self, reader_for) -> int:
         """Read the chunks of stored levels with ``reader_for(raw)`` where it returns a reader (an object with
@@ -322,10 +324,7 @@ class Pyramid:
         except MemoryError:
             raise
         except Exception as exc:
-            raise ValueError(
-                f"chunk {tuple(idx)} of array {self._array_name(i)} could not be read ({type(exc).__name__}: "
-                f"{exc}); the file is damaged: copy or convert the slide again."
-            ) from exc
+            raise self._damaged(i, f"chunk {tuple(idx)}", exc) from exc
         if block is None:
             if (i, idx) not in self.missing_chunks:
                 self._note_missing(i, idx)
