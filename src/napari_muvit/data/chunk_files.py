@@ -138,12 +138,6 @@ class ChunkFiles:
                 lo, hi = max(s, k * c), min(s + n, (k + 1) * c)
                 src.append(slice(lo - k * c, hi - k * c))
                 dst.append(slice(lo - s, hi - s))
-            try:
-                data = (self.folder / self._key(idx)).read_bytes()
-            except FileNotFoundError:
-                out[tuple(dst)] = self.fill_value
-                continue
-            if self._compressor is not None:
-                data = self._compressor.decode(data)
-            out[tuple(dst)] = np.frombuffer(data, dtype=self.dtype).reshape(self.chunks)[tuple(src)]
+            block = self.read_chunk(idx)
+            out[tuple(dst)] = self.fill_value if block is None else block[tuple(src)]
         return out
