@@ -100,8 +100,7 @@ def test_curve_plot_renders_off_the_gui_thread_and_coalesces(qtbot):
 
     plot = CurvePlot(redraw_ms=50, right_axis=("mDSC",))
     qtbot.addWidget(plot)
-    # the first (empty) render is shown on the GUI thread after the render thread went idle: wait for both
-    qtbot.waitUntil(lambda: plot.renders >= 1 and plot.idle, timeout=5000)
+    assert plot.text() == "no training yet" and plot.renders == 0 and plot.idle  # empty: text, no render
     threads = []
     original = plot.draw
     plot.draw = lambda fig, state: (threads.append(threading.current_thread().name), original(fig, state))
@@ -410,3 +409,29 @@ def test_the_status_says_when_a_probe_loads_the_model(make_napari_viewer, slide_
     widget.probe((120.0, 100.0))
     assert widget._status.text() == "Probing..."
     _wait_probe(qtbot, widget)
+
+
+def test_empty_plots_are_text_and_never_start_a_render(qtbot):
+    """An empty plot shows a line of text: no render thread (importing matplotlib there, while a dock opens,
+    held the interpreter lock the GUI thread needs); a message replaces a render still under way."""
+    import threading
+
+    from napari_muvit.widgets.plots import BarPlot, CurvePlot, LevelSharePlot
+
+    plots = [BarPlot(empty="press Measure"), CurvePlot(), LevelSharePlot()]
+    for plot in plots:
+        qtbot.addWidget(plot)
+    qtbot.wait(50)
+    assert [p.text() for p in plots] == ["press Measure", "no training yet",
+                                         "attention share per level: click the image"]
+    assert all(p.renders == 0 and p.idle and p.figure is None for p in plots)
+    assert not any(t.name == "muvit-plot" for t in threading.enumerate())
+    bars = plots[0]
+    bars.set_bars(["a", "b"], [1.0, 2.0], "area")
+    bars.set_bars([], [], "area")  # emptied before the render finished: the message stays
+    qtbot.waitUntil(lambda: bars.idle, timeout=5000)
+    qtbot.wait(50)
+    assert bars.text() == "press Measure" and (bars.pixmap() is None or bars.pixmap().isNull())
+    bars.set_bars(["a", "b"], [1.0, 2.0], "area")
+    qtbot.waitUntil(lambda: bars.idle and bars.renders >= 1, timeout=5000)
+    assert bars.pixmap() is not None and not bars.pixmap().isNull()

@@ -5,7 +5,10 @@ model trains or the user clicks through attention maps. So each plot renders its
 backend on a background thread and the GUI thread only swaps in the finished picture (a QImage in a
 QLabel). Requests that arrive during a render are coalesced: the next render draws the latest data.
 matplotlib itself is imported by the first render, on that thread: its import takes 0.6-2 s, which
-froze the GUI while a dock with a plot opened.
+froze the GUI while a dock with a plot opened. An empty plot is only a line of text (`show_message`), never
+a render: a render thread importing matplotlib while a dock opens holds the interpreter lock, and the
+GUI thread, which needs it for every Qt callback into Python, waited for it (the predict dock opened in
+0.6-0.76 s with its empty chart rendered, 0.11-0.15 s without).
 The plots draw what they are given; they compute nothing.
 """
 
@@ -46,13 +49,14 @@ class _BackgroundPlot(QLabel):
         self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.setAlignment(Qt.AlignCenter)
-        self.setStyleSheet(f"background-color: {_BACKGROUND};")
+        self.setStyleSheet(f"background-color: {_BACKGROUND}; color: {_FOREGROUND};")
         self.height_px = height_px
         self.figure: Figure | None = None  # made by the first render, on the render thread
         self.renders = 0
         self._lock = threading.Lock()
         self._busy = False
         self._pending = None
+        self._generation = 0  # bumped by `show_message`: a render asked for before it is not shown
         self._bridge = _Bridge()
         self._bridge.rendered.connect(self._show)
 
@@ -65,7 +69,7 @@ class _BackgroundPlot(QLabel):
         """Render `state` soon (GUI thread); a request arriving mid-render replaces the queued one."""
         width = max(240, self.width())
         with self._lock:
-            self._pending = (state, width, self.height_px)
+            self._pending = (state, width, self.height_px, self._generation)
             if self._busy:
                 return
             self._busy = True
@@ -78,7 +82,7 @@ class _BackgroundPlot(QLabel):
                 if job is None:
                     self._busy = False
                     return
-            state, width, height = job
+            state, width, height, generation = job
             try:
                 if self.figure is None:
                     self.figure = _new_figure()
@@ -87,7 +91,7 @@ class _BackgroundPlot(QLabel):
                 self.draw(self.figure, state)
                 self.figure.canvas.draw()
                 buffer = self.figure.canvas.buffer_rgba()
-                image = (bytes(buffer), buffer.shape[1], buffer.shape[0])
+                image = (bytes(buffer), buffer.shape[1], buffer.shape[0], generation)
             except Exception:  # noqa: BLE001 - a plot must never take the widget down
                 import logging
 
@@ -100,8 +104,18 @@ class _BackgroundPlot(QLabel):
                     self._busy, self._pending = False, None
                 return
 
+    def show_message(self, text: str) -> None:
+        """Show ``text`` instead of a figure (no render, so no matplotlib); a render still running is dropped."""
+        with self._lock:
+            self._generation += 1
+            self._pending = None
+        QLabel.clear(self)  # the picture (a subclass may define its own clear())
+        self.setText(text)
+
     def _show(self, image) -> None:
-        data, width, height = image
+        data, width, height, generation = image
+        if generation != self._generation:
+            return  # asked for before a message replaced it
         qimage = QImage(data, width, height, 4 * width, QImage.Format_RGBA8888)
         self.setPixmap(QPixmap.fromImage(qimage.copy()))  # copy: `data` is freed after this slot
         self.renders += 1
@@ -142,12 +156,6 @@ def _legend(ax, handles=None) -> None:
         text.set_color(_FOREGROUND)
 
 
-def _message(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", color=_FOREGROUND, fontsize=8, transform=ax.transAxes)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 class LevelSharePlot(_BackgroundPlot):
     """Bar chart of the share of attention each level receives.
 
@@ -163,7 +171,7 @@ class LevelSharePlot(_BackgroundPlot):
 
     def clear(self) -> None:
         self.levels, self.shares = (), {}
-        self.request(((), {}))
+        self.show_message("attention share per level: click the image")
 
     def set_shares(self, levels, query_share, tile_share=None) -> None:
         """Draw the shares; `levels` (L,) downsample factors, shares (L,) fractions summing to ~1."""
@@ -175,15 +183,15 @@ class LevelSharePlot(_BackgroundPlot):
         if tile_share is not None:
             shares["tile"] = np.asarray(tile_share, dtype=float).reshape(-1)
         self.levels, self.shares = levels, shares
+        if not levels:
+            self.clear()
+            return
         self.request((levels, dict(shares)))
 
     def draw(self, figure: Figure, state) -> None:
         levels, shares = state
         ax = _styled_axes(figure)
         ax.set_title("attention share per level", fontsize=8, color=_FOREGROUND)
-        if not levels:
-            _message(ax, "click the image")
-            return
         x = np.arange(len(levels))
         width = 0.8 / len(shares)
         labels = {"query": "this query", "tile": "tile average"}
@@ -228,6 +236,9 @@ class CurvePlot(_BackgroundPlot):
             self._timer.start()
 
     def redraw(self) -> None:
+        if not self.series:
+            self.show_message("no training yet")
+            return
         snapshot = {name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()}
         self.request(snapshot)
 
@@ -235,9 +246,6 @@ class CurvePlot(_BackgroundPlot):
         has_right = any(name in self.right_axis for name in series)
         ax = _styled_axes(figure, right=0.87 if has_right else 0.97)
         ax.set_xlabel(self.xlabel, fontsize=7)
-        if not series:
-            _message(ax, "no training yet")
-            return
         right = None
         handles = []
         for i, (name, (xs, ys)) in enumerate(series.items()):
@@ -262,19 +270,19 @@ class BarPlot(_BackgroundPlot):
         super().__init__(parent, height_px)
         self.empty = empty
         self.bars: list[tuple[str, float]] = []
-        self.request(((), (), ""))
+        self.show_message(empty)
 
     def set_bars(self, names, values, xlabel: str) -> None:
         self.bars = list(zip(names, values))
+        if not self.bars:
+            self.show_message(self.empty)
+            return
         self.request((tuple(names), tuple(float(v) for v in values), xlabel))
 
     def draw(self, figure: Figure, state) -> None:
         names, values, xlabel = state
         ax = figure.add_axes((0.42, 0.2, 0.55, 0.75))
         _style(ax)
-        if not names:
-            _message(ax, self.empty)
-            return
         ax.barh(range(len(names)), values, color=_COLORS[0])
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
