@@ -78,44 +78,59 @@ def test_overlay_replaces_layers_and_places_them(make_napari_viewer):
     assert [layer.name for layer in viewer.layers] == ["slide"]
 
 
+def _pixel_is(widget, point, color: str) -> bool:
+    """The painted colour at ``point`` is ``color`` (within 4 levels a channel: the display's colour depth)."""
+    from qtpy.QtGui import QColor
+
+    got, want = widget.grab().toImage().pixelColor(int(point.x()), int(point.y())), QColor(color)
+    return all(abs(a - b) <= 4 for a, b in zip(got.getRgb()[:3], want.getRgb()[:3]))
+
+
 def test_level_share_plot_draws_the_given_shares(qtbot):
-    from napari_muvit.widgets.plots import LevelSharePlot
+    from napari_muvit.widgets.plots import _COLORS, LevelSharePlot
 
     plot = LevelSharePlot()
     qtbot.addWidget(plot)
+    plot.resize(320, 190)
     plot.set_shares((1, 4, 16), [0.5, 0.3, 0.2], [0.2, 0.3, 0.5])
-    qtbot.waitUntil(lambda: plot.idle and plot.renders >= 1, timeout=5000)
-    qtbot.wait(20)
-    heights = [p.get_height() for p in plot.figure.axes[0].patches]
-    np.testing.assert_allclose(heights, [0.5, 0.3, 0.2, 0.2, 0.3, 0.5])
-    assert plot.pixmap() is not None and plot.pixmap().width() >= 240
+    plot.grab()  # paints now
+    area, bars = plot.drawn["area"], plot.drawn["bars"]
+    heights = [bar.height() / area.height() for _, _, bar in bars]
+    np.testing.assert_allclose(heights, [0.5, 0.3, 0.2, 0.2, 0.3, 0.5], atol=1e-6)
+    assert [(key, level) for key, level, _ in bars] == [("query", 1), ("query", 4), ("query", 16),
+                                                       ("tile", 1), ("tile", 4), ("tile", 16)]
+    assert _pixel_is(plot, bars[0][2].center(), _COLORS[0]) and _pixel_is(plot, bars[3][2].center(), _COLORS[1])
     with pytest.raises(ValueError, match="3 levels"):
         plot.set_shares((1, 4, 16), [1.0, 0.0])
 
 
-def test_curve_plot_renders_off_the_gui_thread_and_coalesces(qtbot):
+def test_curve_plot_paints_on_the_gui_thread_and_coalesces(qtbot):
     import threading
 
     from napari_muvit.widgets.plots import CurvePlot
 
+    threads_before = threading.active_count()
     plot = CurvePlot(redraw_ms=50, right_axis=("mDSC",))
     qtbot.addWidget(plot)
-    assert plot.text() == "no training yet" and plot.renders == 0 and plot.idle  # empty: text, no render
-    threads = []
-    original = plot.draw
-    plot.draw = lambda fig, state: (threads.append(threading.current_thread().name), original(fig, state))
-    before = plot.renders
+    plot.resize(320, 190)
+    plot.show()
+    qtbot.waitExposed(plot)
+    qtbot.wait(100)  # the paints of being shown
+    assert plot.message == "no training yet"
+    before = plot.paints
     for step in range(200):
         plot.append("loss", step, 1.0 / (step + 1))
         plot.append("mDSC", step, step / 200)
     plot.append("loss", 999, float("nan"))  # non-finite values are dropped
-    qtbot.waitUntil(lambda: plot.renders > before and plot.idle, timeout=5000)
+    qtbot.waitUntil(lambda: plot.paints > before, timeout=5000)
     qtbot.wait(150)
-    assert plot.renders - before == 1 and threads == ["muvit-plot"]  # 400 points, one render, not on the GUI
+    assert plot.paints - before == 1  # 400 points: one repaint
+    assert threading.active_count() == threads_before  # no render thread
     xs, ys = plot.series["loss"]
     assert len(xs) == 200 and ys[-1] == pytest.approx(1 / 200)
-    left, right = plot.figure.axes
-    assert len(left.lines) == 1 and len(right.lines) == 1 and right.get_ylim() == (0, 1)
+    assert plot.message == "" and plot.drawn["series"] == {"loss": ("left", 200), "mDSC": ("right", 200)}
+    lo, hi = plot.drawn["left_range"]
+    assert lo < 1 / 200 and hi > 1.0  # the loss axis covers every loss value
 
 
 def _items(combo) -> list[str]:
@@ -411,27 +426,25 @@ def test_the_status_says_when_a_probe_loads_the_model(make_napari_viewer, slide_
     _wait_probe(qtbot, widget)
 
 
-def test_empty_plots_are_text_and_never_start_a_render(qtbot):
-    """An empty plot shows a line of text: no render thread (importing matplotlib there, while a dock opens,
-    held the interpreter lock the GUI thread needs); a message replaces a render still under way."""
-    import threading
-
-    from napari_muvit.widgets.plots import BarPlot, CurvePlot, LevelSharePlot
+def test_empty_plots_are_text(qtbot):
+    """An empty chart shows a line of text; emptied again, it shows the text again."""
+    from napari_muvit.widgets.plots import _COLORS, BarPlot, CurvePlot, LevelSharePlot
 
     plots = [BarPlot(empty="press Measure"), CurvePlot(), LevelSharePlot()]
     for plot in plots:
         qtbot.addWidget(plot)
-    qtbot.wait(50)
-    assert [p.text() for p in plots] == ["press Measure", "no training yet",
-                                         "attention share per level: click the image"]
-    assert all(p.renders == 0 and p.idle and p.figure is None for p in plots)
-    assert not any(t.name == "muvit-plot" for t in threading.enumerate())
+        plot.grab()
+    assert [p.message for p in plots] == ["press Measure", "no training yet",
+                                          "attention share per level: click the image"]
+    assert all(p.drawn == {} for p in plots)
     bars = plots[0]
-    bars.set_bars(["a", "b"], [1.0, 2.0], "area")
-    bars.set_bars([], [], "area")  # emptied before the render finished: the message stays
-    qtbot.waitUntil(lambda: bars.idle, timeout=5000)
-    qtbot.wait(50)
-    assert bars.text() == "press Measure" and (bars.pixmap() is None or bars.pixmap().isNull())
-    bars.set_bars(["a", "b"], [1.0, 2.0], "area")
-    qtbot.waitUntil(lambda: bars.idle and bars.renders >= 1, timeout=5000)
-    assert bars.pixmap() is not None and not bars.pixmap().isNull()
+    bars.resize(300, 150)
+    bars.set_bars(["tumour", "stroma"], [1.0, 2.0], "area (px²)")
+    bars.grab()
+    (n1, v1, r1), (n2, v2, r2) = bars.drawn["bars"]
+    assert (n1, n2) == ("tumour", "stroma") and r2.width() == pytest.approx(bars.drawn["area"].width())
+    assert r1.width() == pytest.approx(r2.width() / 2) and r1.top() < r2.top()  # in order, top to bottom
+    assert _pixel_is(bars, r2.center(), _COLORS[0])
+    bars.set_bars([], [], "area")
+    bars.grab()
+    assert bars.message == "press Measure" and bars.drawn == {}

@@ -1,167 +1,129 @@
-"""Small matplotlib plots that dock inside napari: attention share per level and live training curves.
+"""Small charts that dock inside napari: attention share per level, live training curves, class areas.
 
-Drawing a matplotlib figure costs 50-200 ms of Python on a busy CPU, too long for the GUI thread while a
-model trains or the user clicks through attention maps. So each plot renders its figure with the Agg
-backend on a background thread and the GUI thread only swaps in the finished picture (a QImage in a
-QLabel). Requests that arrive during a render are coalesced: the next render draws the latest data.
-matplotlib itself is imported by the first render, on that thread: its import takes 0.6-2 s, which
-froze the GUI while a dock with a plot opened. An empty plot is only a line of text (`show_message`), never
-a render: a render thread importing matplotlib while a dock opens holds the interpreter lock, and the
-GUI thread, which needs it for every Qt callback into Python, waited for it (the predict dock opened in
-0.6-0.76 s with its empty chart rendered, 0.11-0.15 s without).
-The plots draw what they are given; they compute nothing.
+Each is a widget painted with QPainter on the GUI thread: a few bars or a few hundred line points take a
+millisecond or two to paint. They used to be matplotlib figures rendered on a background thread, which
+kept the drawing off the GUI thread but not the interpreter lock: importing matplotlib (~0.5 s of CPU) and
+each draw (30-200 ms) held the lock the GUI thread needs for every Qt callback into Python, so the viewer
+stalled when a dock with a chart opened (0.6 s for the predict dock), at the first attention click and
+while training curves updated. An empty chart shows one line of text (`show_message`).
+The charts draw what they are given; they compute nothing. What the last paint drew is kept in
+``drawn`` (name -> rectangles or point counts), for tests and for anyone asking what is on screen.
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import QLabel, QSizePolicy
+from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtWidgets import QSizePolicy, QWidget
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-# napari's default dark theme, so the plot does not flash white inside the viewer
+# napari's default dark theme, so the chart does not flash white inside the viewer
 _BACKGROUND = "#262930"
 _FOREGROUND = "#d6d0ce"
 _COLORS = ("#5ab4ff", "#ffb000", "#7fd17f", "#ff6f6f", "#c08cff", "#9aa0a6")
 
 
-class _Bridge(QObject):
-    rendered = Signal(object)  # (bytes RGBA, width, height), delivered on the GUI thread
+def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
+    """About ``n`` round tick values covering ``[lo, hi]`` (steps of 1, 2 or 5 times a power of ten)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo]
+    raw = (hi - lo) / max(n, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + k * step, 12) for k in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-class _BackgroundPlot(QLabel):
-    """A QLabel showing a figure rendered off the GUI thread. Subclasses implement `draw(figure, state)`.
+def _label(value: float) -> str:
+    return f"{value:.3g}"
 
-    `state` is a plain snapshot of the data taken on the GUI thread; `draw` runs on the render thread and
-    must only read it. `renders` counts finished renders; `idle` is True when nothing is pending.
-    """
+
+class _Chart(QWidget):
+    """Base of the charts: background, message, axes frame and text in the napari theme."""
 
     def __init__(self, parent=None, height_px: int = 190):
         super().__init__(parent)
         self.setMinimumHeight(height_px)
         self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-        self.setAlignment(Qt.AlignCenter)
-        self.setStyleSheet(f"background-color: {_BACKGROUND}; color: {_FOREGROUND};")
         self.height_px = height_px
-        self.figure: Figure | None = None  # made by the first render, on the render thread
-        self.renders = 0
-        self._lock = threading.Lock()
-        self._busy = False
-        self._pending = None
-        self._generation = 0  # bumped by `show_message`: a render asked for before it is not shown
-        self._bridge = _Bridge()
-        self._bridge.rendered.connect(self._show)
-
-    @property
-    def idle(self) -> bool:
-        with self._lock:
-            return not self._busy and self._pending is None
-
-    def request(self, state) -> None:
-        """Render `state` soon (GUI thread); a request arriving mid-render replaces the queued one."""
-        width = max(240, self.width())
-        with self._lock:
-            self._pending = (state, width, self.height_px, self._generation)
-            if self._busy:
-                return
-            self._busy = True
-        threading.Thread(target=self._render_loop, name="muvit-plot", daemon=True).start()
-
-    def _render_loop(self) -> None:
-        while True:
-            with self._lock:
-                job, self._pending = self._pending, None
-                if job is None:
-                    self._busy = False
-                    return
-            state, width, height, generation = job
-            try:
-                if self.figure is None:
-                    self.figure = _new_figure()
-                self.figure.clear()
-                self.figure.set_size_inches(width / 100, height / 100)
-                self.draw(self.figure, state)
-                self.figure.canvas.draw()
-                buffer = self.figure.canvas.buffer_rgba()
-                image = (bytes(buffer), buffer.shape[1], buffer.shape[0], generation)
-            except Exception:  # noqa: BLE001 - a plot must never take the widget down
-                import logging
-
-                logging.getLogger(__name__).exception("plot rendering failed")
-                continue
-            try:
-                self._bridge.rendered.emit(image)
-            except RuntimeError:  # the widget was closed while rendering: nothing to show it on
-                with self._lock:
-                    self._busy, self._pending = False, None
-                return
+        self.message = ""  # shown instead of a chart while there is nothing to draw
+        self.paints = 0
+        self.drawn: dict = {}
 
     def show_message(self, text: str) -> None:
-        """Show ``text`` instead of a figure (no render, so no matplotlib); a render still running is dropped."""
-        with self._lock:
-            self._generation += 1
-            self._pending = None
-        QLabel.clear(self)  # the picture (a subclass may define its own clear())
-        self.setText(text)
+        """Show ``text`` instead of a chart."""
+        self.message = text
+        self.update()
 
-    def _show(self, image) -> None:
-        data, width, height, generation = image
-        if generation != self._generation:
-            return  # asked for before a message replaced it
-        qimage = QImage(data, width, height, 4 * width, QImage.Format_RGBA8888)
-        self.setPixmap(QPixmap.fromImage(qimage.copy()))  # copy: `data` is freed after this slot
-        self.renders += 1
+    def _show_chart(self) -> None:
+        self.message = ""
+        self.update()
 
-    def draw(self, figure: Figure, state) -> None:  # pragma: no cover - abstract
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        try:
+            painter.setRenderHint(QPainter.Antialiasing)
+            painter.fillRect(self.rect(), QColor(_BACKGROUND))
+            font = QFont(painter.font())
+            font.setPointSizeF(7.5)
+            painter.setFont(font)
+            painter.setPen(QColor(_FOREGROUND))
+            self.drawn = {}
+            if self.message:
+                painter.drawText(QRectF(self.rect()), Qt.AlignCenter | Qt.TextWordWrap, self.message)
+            else:
+                self.draw(painter, QRectF(self.rect()))
+        finally:
+            painter.end()
+        self.paints += 1
+
+    def draw(self, painter: QPainter, rect: QRectF) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ---- shared pieces ------------------------------------------------------------------------
+    @staticmethod
+    def _frame(rect: QRectF, left=44.0, right=12.0, top=18.0, bottom=26.0) -> QRectF:
+        return QRectF(rect.left() + left, rect.top() + top, max(rect.width() - left - right, 10.0),
+                      max(rect.height() - top - bottom, 10.0))
 
-def _new_figure() -> Figure:
-    """A figure with the Agg canvas (render thread: matplotlib is imported here, never on the GUI thread)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    @staticmethod
+    def _y_axis(painter: QPainter, area: QRectF, lo: float, hi: float, side: str = "left") -> None:
+        """Ticks and labels of a value axis ``[lo, hi]`` on the ``side`` of ``area``."""
+        x = area.left() if side == "left" else area.right()
+        painter.drawLine(QPointF(x, area.top()), QPointF(x, area.bottom()))
+        for v in nice_ticks(lo, hi):
+            y = area.bottom() - (v - lo) / (hi - lo) * area.height() if hi > lo else area.bottom()
+            if side == "left":
+                painter.drawLine(QPointF(x - 3, y), QPointF(x, y))
+                painter.drawText(QRectF(x - 44, y - 7, 40, 14), Qt.AlignRight | Qt.AlignVCenter, _label(v))
+            else:
+                painter.drawLine(QPointF(x, y), QPointF(x + 3, y))
+                painter.drawText(QRectF(x + 4, y - 7, 40, 14), Qt.AlignLeft | Qt.AlignVCenter, _label(v))
 
-    figure = Figure(dpi=100, facecolor=_BACKGROUND)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _styled_axes(figure: Figure, right: float = 0.97):
-    figure.subplots_adjust(left=0.15, right=right, top=0.87, bottom=0.2)  # fixed: no per-draw layout pass
-    ax = figure.add_subplot(1, 1, 1)
-    _style(ax)
-    return ax
-
-
-def _style(ax) -> None:
-    ax.set_facecolor(_BACKGROUND)
-    ax.tick_params(colors=_FOREGROUND, labelsize=7)
-    for spine in ax.spines.values():
-        spine.set_color(_FOREGROUND)
-    ax.xaxis.label.set_color(_FOREGROUND)
-    ax.yaxis.label.set_color(_FOREGROUND)
-
-
-def _legend(ax, handles=None) -> None:
-    legend = ax.legend(handles=handles, fontsize=7, frameon=False, loc="upper right")
-    for text in legend.get_texts():
-        text.set_color(_FOREGROUND)
+    @staticmethod
+    def _legend(painter: QPainter, area: QRectF, entries: list[tuple[str, str]]) -> None:
+        """Colour boxes and names, top right inside ``area``."""
+        metrics = painter.fontMetrics()
+        width = max((metrics.horizontalAdvance(name) for name, _ in entries), default=0) + 16
+        y = area.top() + 2
+        for name, color in entries:
+            x = area.right() - width - 2
+            painter.fillRect(QRectF(x, y + 3, 8, 8), QColor(color))
+            painter.drawText(QRectF(x + 12, y, width, 14), Qt.AlignLeft | Qt.AlignVCenter, name)
+            y += 14
 
 
-class LevelSharePlot(_BackgroundPlot):
+class LevelSharePlot(_Chart):
     """Bar chart of the share of attention each level receives.
 
     Two bars per level: the clicked query token, and the average over every query token of the tile.
     `shares` holds what is drawn: `{"query": (L,), "tile": (L,)}` fractions in [0, 1].
     """
+
+    LABELS = {"query": "this query", "tile": "tile average"}
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -186,29 +148,37 @@ class LevelSharePlot(_BackgroundPlot):
         if not levels:
             self.clear()
             return
-        self.request((levels, dict(shares)))
+        self._show_chart()
 
-    def draw(self, figure: Figure, state) -> None:
-        levels, shares = state
-        ax = _styled_axes(figure)
-        ax.set_title("attention share per level", fontsize=8, color=_FOREGROUND)
-        x = np.arange(len(levels))
-        width = 0.8 / len(shares)
-        labels = {"query": "this query", "tile": "tile average"}
-        for i, (key, values) in enumerate(shares.items()):
-            ax.bar(x + (i - (len(shares) - 1) / 2) * width, values, width, color=_COLORS[i], label=labels[key])
-        ax.set_xticks(x, [f"x{v}" for v in levels])
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("share", fontsize=7)
-        _legend(ax)
+    def draw(self, painter: QPainter, rect: QRectF) -> None:
+        painter.drawText(QRectF(rect.left(), rect.top() + 2, rect.width(), 14), Qt.AlignHCenter,
+                         "attention share per level")
+        area = self._frame(rect)
+        self._y_axis(painter, area, 0.0, 1.0)
+        painter.drawLine(area.bottomLeft(), area.bottomRight())
+        slot = area.width() / len(self.levels)
+        width = 0.8 * slot / len(self.shares)
+        bars = []
+        for i, (key, values) in enumerate(self.shares.items()):
+            for k, value in enumerate(values):
+                h = float(np.clip(value, 0.0, 1.0)) * area.height()
+                x = area.left() + (k + 0.1) * slot + i * width
+                bar = QRectF(x, area.bottom() - h, width, h)
+                painter.fillRect(bar, QColor(_COLORS[i]))
+                bars.append((key, self.levels[k], bar))
+        for k, level in enumerate(self.levels):
+            painter.drawText(QRectF(area.left() + k * slot, area.bottom() + 2, slot, 14), Qt.AlignHCenter,
+                             f"x{level}")
+        self._legend(painter, area, [(self.LABELS[key], _COLORS[i]) for i, key in enumerate(self.shares)])
+        self.drawn = {"bars": bars, "area": area}
 
 
-class CurvePlot(_BackgroundPlot):
+class CurvePlot(_Chart):
     """Live line plot of training curves (loss, metrics) against step or epoch.
 
-    `append(name, x, y)` adds a point; renders are coalesced to at most one per `redraw_ms`.
+    `append(name, x, y)` adds a point; repaints are coalesced to at most one per `redraw_ms`.
     `series[name]` = `(xs, ys)` lists of what was received. Series named in `right_axis` (metrics in
-    [0, 1]) go on a second y axis.
+    [0, 1]) go on a second y axis from 0 to 1.
     """
 
     def __init__(self, parent=None, xlabel: str = "step", redraw_ms: int = 500, right_axis: tuple[str, ...] = ()):
@@ -238,52 +208,91 @@ class CurvePlot(_BackgroundPlot):
     def redraw(self) -> None:
         if not self.series:
             self.show_message("no training yet")
-            return
-        snapshot = {name: (list(xs), list(ys)) for name, (xs, ys) in self.series.items()}
-        self.request(snapshot)
+        else:
+            self._show_chart()
 
-    def draw(self, figure: Figure, series) -> None:
-        has_right = any(name in self.right_axis for name in series)
-        ax = _styled_axes(figure, right=0.87 if has_right else 0.97)
-        ax.set_xlabel(self.xlabel, fontsize=7)
-        right = None
-        handles = []
-        for i, (name, (xs, ys)) in enumerate(series.items()):
-            target = ax
-            if name in self.right_axis:
-                if right is None:
-                    right = ax.twinx()
-                    right.set_ylim(0, 1)
-                    _style(right)
-                target = right
-            (line,) = target.plot(xs, ys, color=_COLORS[i % len(_COLORS)], lw=1.2,
-                                  marker="." if len(xs) < 30 else None, label=name)
-            handles.append(line)
-        _legend(ax, handles)
+    def draw(self, painter: QPainter, rect: QRectF) -> None:
+        right = [n for n in self.series if n in self.right_axis]
+        left = [n for n in self.series if n not in self.right_axis]
+        area = self._frame(rect, right=40.0 if right else 12.0)
+        all_x = [x for xs, _ in self.series.values() for x in xs]
+        x0, x1 = min(all_x), max(all_x)
+        if x1 <= x0:
+            x0, x1 = x0 - 0.5, x1 + 0.5
+        left_y = [y for n in left for y in self.series[n][1]]
+        lo, hi = (min(left_y), max(left_y)) if left_y else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        pad = 0.05 * (hi - lo)
+        lo, hi = lo - pad, hi + pad
+        if left:
+            self._y_axis(painter, area, lo, hi, "left")
+        if right:
+            self._y_axis(painter, area, 0.0, 1.0, "right")
+        painter.drawLine(area.bottomLeft(), area.bottomRight())
+        for v in nice_ticks(x0, x1):
+            x = area.left() + (v - x0) / (x1 - x0) * area.width()
+            painter.drawText(QRectF(x - 20, area.bottom() + 2, 40, 12), Qt.AlignHCenter, _label(v))
+        painter.drawText(QRectF(area.left(), area.bottom() + 12, area.width(), 12), Qt.AlignHCenter, self.xlabel)
+        drawn, legend = {}, []
+        for i, (name, (xs, ys)) in enumerate(self.series.items()):
+            color = _COLORS[i % len(_COLORS)]
+            ylo, yhi = (0.0, 1.0) if name in self.right_axis else (lo, hi)
+            path = QPainterPath()
+            for k, (x, y) in enumerate(zip(xs, ys)):
+                point = QPointF(area.left() + (x - x0) / (x1 - x0) * area.width(),
+                                area.bottom() - (y - ylo) / (yhi - ylo) * area.height())
+                if k == 0:
+                    path.moveTo(point)
+                else:
+                    path.lineTo(point)
+                if len(xs) < 30:
+                    painter.fillRect(QRectF(point.x() - 1.5, point.y() - 1.5, 3, 3), QColor(color))
+            painter.setPen(QPen(QColor(color), 1.2))
+            painter.drawPath(path)
+            drawn[name] = ("right" if name in self.right_axis else "left", len(xs))
+            legend.append((name, color))
+        painter.setPen(QColor(_FOREGROUND))
+        self._legend(painter, area, legend)
+        self.drawn = {"series": drawn, "area": area, "left_range": (lo, hi)}
 
 
-class BarPlot(_BackgroundPlot):
+class BarPlot(_Chart):
     """Horizontal bars, one per name (e.g. the area of each class). `set_bars(names, values, xlabel)`;
     `bars` = the `(name, value)` pairs drawn, in order (top to bottom)."""
 
     def __init__(self, parent=None, height_px: int = 150, empty: str = "nothing measured yet"):
         super().__init__(parent, height_px)
         self.empty = empty
+        self.xlabel = ""
         self.bars: list[tuple[str, float]] = []
         self.show_message(empty)
 
     def set_bars(self, names, values, xlabel: str) -> None:
-        self.bars = list(zip(names, values))
+        self.bars = [(str(n), float(v)) for n, v in zip(names, values)]
+        self.xlabel = xlabel
         if not self.bars:
             self.show_message(self.empty)
-            return
-        self.request((tuple(names), tuple(float(v) for v in values), xlabel))
+        else:
+            self._show_chart()
 
-    def draw(self, figure: Figure, state) -> None:
-        names, values, xlabel = state
-        ax = figure.add_axes((0.42, 0.2, 0.55, 0.75))
-        _style(ax)
-        ax.barh(range(len(names)), values, color=_COLORS[0])
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel(xlabel, fontsize=7)
+    def draw(self, painter: QPainter, rect: QRectF) -> None:
+        metrics = painter.fontMetrics()
+        name_w = min(max(metrics.horizontalAdvance(n) for n, _ in self.bars) + 8, rect.width() * 0.45)
+        area = self._frame(rect, left=name_w, top=6.0)
+        top = max(max(v for _, v in self.bars), 0.0) or 1.0
+        painter.drawLine(area.topLeft(), area.bottomLeft())
+        row = area.height() / len(self.bars)
+        rects = []
+        for k, (name, value) in enumerate(self.bars):
+            w = max(value, 0.0) / top * area.width()
+            bar = QRectF(area.left(), area.top() + (k + 0.15) * row, w, 0.7 * row)
+            painter.fillRect(bar, QColor(_COLORS[0]))
+            painter.drawText(QRectF(rect.left(), bar.top(), name_w - 4, bar.height()),
+                             Qt.AlignRight | Qt.AlignVCenter, metrics.elidedText(name, Qt.ElideRight, int(name_w - 4)))
+            rects.append((name, value, bar))
+        for v in nice_ticks(0.0, top, 3):
+            x = area.left() + v / top * area.width()
+            painter.drawText(QRectF(x - 24, area.bottom() + 1, 48, 12), Qt.AlignHCenter, _label(v))
+        painter.drawText(QRectF(area.left(), area.bottom() + 12, area.width(), 12), Qt.AlignHCenter, self.xlabel)
+        self.drawn = {"bars": rects, "area": area}
