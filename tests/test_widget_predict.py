@@ -718,3 +718,22 @@ def test_opening_the_dock_on_an_in_memory_image_imports_the_readers_off_the_gui_
     assert "'300 x 200 px" in line, line  # then the image is read
     assert "'dask.array': 'import napari_muvit.data.readers'" in line, line
     assert "'zarr': 'MainThread'" not in line, line
+
+
+def test_a_background_import_that_fails_calls_back_once_and_is_not_retried(qtbot):
+    """The callback comes once the thread has finished even when the import failed; asking again then answers
+    at once (the caller's own import raises the error), instead of starting another thread every time."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_muvit.widgets import background_import as B
+
+    owner = QWidget()
+    qtbot.addWidget(owner)
+    calls = []
+    assert B.when_imported("napari_muvit_no_such_module", lambda: calls.append(1), owner) is False
+    qtbot.waitUntil(lambda: calls == [1], timeout=5000)
+    thread = B._threads["napari_muvit_no_such_module"]
+    assert B.when_imported("napari_muvit_no_such_module", lambda: calls.append(2), owner) is True
+    assert B._threads["napari_muvit_no_such_module"] is thread and calls == [1]
+    assert B.when_imported("json", lambda: calls.append(3), owner) is True  # imported long ago: no thread
+    assert "json" not in B._threads and calls == [1]

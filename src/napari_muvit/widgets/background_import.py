@@ -28,9 +28,12 @@ def _import(module: str) -> None:
 
 
 def imported(module: str) -> bool:
-    """True when ``module`` is imported and no import of it by this helper is still running."""
+    """True when nothing is left to wait for: this helper's import of ``module`` has finished (if it failed,
+    the caller's own import raises the error where it can be reported), or ``module`` was imported before."""
     thread = _threads.get(module)
-    return module in sys.modules and (thread is None or not thread.is_alive())
+    if thread is not None:
+        return not thread.is_alive()
+    return module in sys.modules
 
 
 def when_imported(module: str, then: Callable[[], None], owner: QObject) -> bool:
