@@ -240,12 +240,14 @@ class Pyramid:
             self._note_missing(i, idx)
 
     def _note_missing(self, i: int, idx: tuple[int, ...]) -> None:
-        """Count chunk ``idx`` of stored level ``i`` as absent and read as fill value (strict: refuse it)."""
+        """Count chunk ``idx`` of stored level ``i`` as absent and read as fill value, warning for the first
+        one (strict: refuse it, every time it is read)."""
         key = (i, idx)
-        self._checked_chunks.add(key)
         where = f"chunk {idx} of array {self._array_name(i)}"
         if self.strict:
             raise ValueError(f"{where} is missing from the store; strict mode refuses to read it as fill value.")
+        if key in self.missing_chunks:
+            return
         self.missing_chunks.add(key)
         if len(self.missing_chunks) == 1:
             msg = (f"{where} is missing from the store and is read as the fill value (zeros); further missing "
@@ -326,8 +328,7 @@ class Pyramid:
         except Exception as exc:
             raise self._damaged(i, f"chunk {tuple(idx)}", exc) from exc
         if block is None:
-            if (i, idx) not in self.missing_chunks:
-                self._note_missing(i, idx)
+            self._note_missing(i, idx)
             return np.full(tuple(sl.stop - sl.start for sl in src), direct.fill_value, dtype=self._levels[i].raw.dtype)
         return block
 

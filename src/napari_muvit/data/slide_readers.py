@@ -151,8 +151,8 @@ def open_slide(path: Path, name: str = "image") -> Pyramid:
     check_levels_ascending([lv.factor for lv in levels])
     pixel = tuple(float(m) for m in mpp) if all(m for m in mpp) else None
     pyr = Pyramid(levels, name=name, pixel_size=pixel, unit="micrometer" if pixel else None, rgb=layout == "yxc")
-    with contextlib.suppress(Exception):  # tiffslide's levels are its TIFF series' levels (shapes checked)
-        _read_tiles_directly(pyr, slide.ts_tifffile.series[0], arrays)
+    with contextlib.suppress(AttributeError, IndexError):  # a tiffslide without its TiffFile: read through zarr
+        _read_tiles_directly(pyr, slide.ts_tifffile.series[0], arrays)  # its levels are the series' (shapes checked)
     pyr._file = slide
     return pyr
 
