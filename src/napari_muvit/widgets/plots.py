@@ -48,7 +48,6 @@ class _Chart(QWidget):
         self.setMinimumHeight(height_px)
         self.setMinimumWidth(200)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-        self.height_px = height_px
         self.message = ""  # shown instead of a chart while there is nothing to draw
         self.paints = 0
         self.drawn: dict = {}

@@ -71,7 +71,7 @@ class MeasurePanel(Section):
         self.table.setToolTip("Click a column header to sort. '% of tissue' is the share of predicted pixels "
                               "not of a background class.")
         self.table.setMinimumHeight(140)
-        self.chart = BarPlot(height_px=150, empty="press Measure")  # drawn off the GUI thread
+        self.chart = BarPlot(height_px=150, empty="press Measure")
         self.chart.setToolTip("Area of every tissue class (not background) in the whole prediction.")
 
         self.row("regions", self.regions)
