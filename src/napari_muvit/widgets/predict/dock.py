@@ -3,12 +3,12 @@
 No algorithm lives here: the widget reads its panels into a `Recipe`, checks the inputs with one
 sentence per problem, runs ``engine.predict`` off the GUI thread (`prediction_job`: the engine process for
 slides from files, a worker thread for in-memory layers) and shows the output store as world-aligned
-layers (`results.store_layers`, `preview_view`, `roi_panel`).
+layers (`results_view.ResultsView`, with `results.store_layers`, `preview_view`, `roi_panel`). The region,
+tissue mask and crop preview are `region_controls.RegionControls`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -17,7 +17,6 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QPushButton, QWidget
 
 from napari_muvit.widgets import layer_updates as U
 from napari_muvit.widgets import layers as L
-from napari_muvit.widgets import prediction_job
 from napari_muvit.widgets.background_import import when_imported
 from napari_muvit.widgets.engine_process import warm_when_shown
 from napari_muvit.widgets.form import (
@@ -36,6 +35,7 @@ from napari_muvit.widgets.model_panel import ModelPanel
 from napari_muvit.widgets.predict.legend import ClassLegend
 from napari_muvit.widgets.predict.measure_panel import MeasurePanel
 from napari_muvit.widgets.predict.region_controls import RegionControls
+from napari_muvit.widgets.predict.results_view import ResultsView
 from napari_muvit.widgets.predict.roi_panel import RoiPanel
 from napari_muvit.widgets.predict.run_inputs import (
     ImageInput,
@@ -45,8 +45,7 @@ from napari_muvit.widgets.predict.run_inputs import (
     runs_dir,
 )
 from napari_muvit.widgets.predict.settings import load_settings, save_settings
-from napari_muvit.widgets.prediction_job import load_outputs, make_prediction_job
-from napari_muvit.widgets.preview_view import placeholder_preview, preview_tuples, show_preview
+from napari_muvit.widgets.prediction_job import make_prediction_job
 from napari_muvit.widgets.region import REGION_MODES
 from napari_muvit.widgets.workers import EngineJob
 
@@ -85,7 +84,7 @@ TIPS = {  # control attribute -> plain-words help
 }
 
 
-class PredictWidget(RegionControls, QWidget):
+class PredictWidget(RegionControls, ResultsView, QWidget):
     """Dock widget: run a MuViT model on a region of a slide and show the results as layers."""
 
     preview_ready = Signal(object)  # finished part of the store, read on the worker side
@@ -335,22 +334,6 @@ class PredictWidget(RegionControls, QWidget):
         self.job.start()
         return self.job
 
-    def _placeholders(self, recipe, image, info) -> list[tuple]:
-        """The empty layers added at the Run click, one per event-loop turn: those the results will only swap
-        data into. Results up to `prediction_job.MATERIALIZE_MAX_PX` output pixels come as one array and
-        fill every placeholder; larger ones are a pyramid, which napari cannot swap into a layer made for
-        one array, so their layers are built when the results arrive and only the labels are made early,
-        for the live results (each layer built costs the viewer 0.1-0.5 s on a small machine, a needless
-        one twice that with its removal)."""
-        shape = image.pyramid.shape[-2:]
-        n = recipe.output_level
-        swapped = math.ceil(shape[0] / n) * math.ceil(shape[1] / n) <= prediction_job.MATERIALIZE_MAX_PX
-        if not swapped and not self.live.isChecked():
-            return []
-        region = recipe.region or (0, shape[0], 0, shape[1])
-        empty = placeholder_preview(region, info.class_names, image.pixel_size, image.unit, info.class_colors)
-        return preview_tuples(empty, image.origin_offset, with_probabilities=recipe.prob_dtype != "none" and swapped)
-
     def cancel(self):
         if self.job is not None and self.job.running:
             self.job.cancel()  # the job's progress line says "cancelling…" from now on
@@ -385,65 +368,11 @@ class PredictWidget(RegionControls, QWidget):
         notify_error(sentence)
         self.status.setText(f"stopped: {sentence}")
 
-    # ------------------------------------------------------------------------------------ results
-    def keep_previous_outputs(self, new_store) -> list[str]:
-        """Output layers of earlier runs keep their results under a name with their run's store name
-        (``MuViT labels [run-20260101-120000]``) instead of being replaced by the new run's layers.
-        Returns the new names."""
-        kept = []
-        for layer in list(self.viewer.layers):
-            meta = (layer.metadata or {}).get(L.META_KEY) or {}
-            store = meta.get("store")
-            if not meta.get("output") or not store or Path(store) == Path(new_store) or "[" in layer.name:
-                continue
-            layer.name = f"{layer.name} [{Path(store).stem}]"
-            kept.append(layer.name)
-        return kept
-
-    def _show_preview(self, preview: dict):
-        """Finished tiles so far (numpy from the worker side); replaced by the final layers."""
-        if self.job is not None and self.job.running and self.image is not None and not self.steps.pending:
-            show_preview(self.viewer, preview, self.image.origin_offset, live=True)
-
     def _on_job_ended(self):
         self.cancel_button.setEnabled(False)
         self.status.idle()
         if not self.steps.pending:  # else Run comes back with the last result layer
             self.run_button.setEnabled(True)
-
-    def show_outputs(self, outputs, stepwise: bool = True):
-        """Add (or refresh) the layers of a run (built off the GUI thread) and fill the ROI list.
-
-        ``stepwise``: one layer per turn of the event loop, so the GUI never waits for all of them at once
-        (each layer update costs a repaint, 30-150 ms with software OpenGL); Run is enabled again after
-        the last one."""
-        self.output_layers = []
-        steps = [lambda tup=tup: self.output_layers.append(U.add_or_update(self.viewer, tup))
-                 for tup in outputs.layers]
-        steps.append(lambda: self.output_layers.extend(self.roi_panel.show(outputs.store, outputs.rois)))
-        steps.append(lambda: self._outputs_shown(outputs))
-        self.steps.queue(steps, stepwise)
-
-    def _steps_drained(self):
-        if self.job is None or not self.job.running:
-            self.run_button.setEnabled(True)
-
-    def _outputs_shown(self, outputs):
-        self.measure_panel.set_store(outputs.store if outputs.task == "segmentation" else None)
-        if outputs.roi_error:
-            self.status.setText(self.status.text() + f"\nROIs: {outputs.roi_error}")
-        if self.image is not None and self.image.layer in self.viewer.layers:
-            self.viewer.layers.selection.active = self.image.layer
-
-    def show_results(self, store, complete=None):
-        """Show an existing prediction store (reads it here: for scripts and small stores)."""
-        offset = self.image.origin_offset if self.image else (0.0, 0.0)
-        self.show_outputs(load_outputs(store, None, offset, self.image.pixel_size if self.image else None, complete),
-                          stepwise=False)
-
-    def export_rois(self, fmt: str, path=None):
-        """Export the last run's ranked ROIs (see `RoiPanel.export_rois`)."""
-        return self.roi_panel.export_rois(fmt, path)
 
     def closeEvent(self, event):
         if self.settings() != self._failed_settings:  # a choice that just failed is not kept for next time
