@@ -7,7 +7,9 @@ Same slide, region and model as `benchmarks/pipeline.py`, but without the prefet
 every stage's process CPU time (``time.process_time``, which includes zarr's own threads) is attributed to
 it: ``read`` (crops + normalisation), ``model``, ``scores`` (tile scores), ``stitch`` (band sums),
 ``band_write`` (complete bands -> output values -> chunk writes), ``save`` (state file), ``finish`` (tile
-table and output pyramid), ``setup`` (resolve + store creation). Prints one JSON object (seconds).
+table and output pyramid), ``setup`` (resolve + store creation). Prints one JSON object (seconds; ``page_faults``:
+the minor page faults of each stage, i.e. fresh memory touched). Batches are handled as in the in-process run
+(pooled buffers, probabilities as torch tensors, each grid row's tiles added together).
 
 ``--host-ceiling``: the geometry of `benchmarks/host_ceiling.py` instead (RGB uint8 OME-Zarr of ``--size``^2 px,
 levels 1,8,32, tile 256, overlap 32, batch 16, 4 classes, `ConstantSegmenter`, the whole slide); the JSON then
@@ -17,7 +19,9 @@ also gives every stage in ms of process CPU per tile (``*_ms_per_tile``). ``mode
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -41,6 +45,11 @@ def main(argv=None):
     finish_blocks = getattr(stitch, "finish_blocks", None)
     from napari_muvit.engine.store import BACKGROUND, prepare_output
     from napari_muvit.engine.tileops import read_batch, run_batch
+
+    try:
+        from napari_muvit.engine.tileops import BufferPool
+    except ImportError:  # code before the pool existed (for comparisons)
+        BufferPool = None
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=2048)
@@ -69,11 +78,13 @@ def main(argv=None):
         recipe = Recipe(source=str(slide), region=(r0, r0 + args.region, r0, r0 + args.region), tile=args.tile,
                         overlap=args.overlap, batch_size=args.batch_size, device="cpu", out=str(tmp / "out.zarr"))
     cpu: dict = {}
+    faults: dict = {}
 
-    def timed(name, fn, *a):
-        t0 = time.process_time()
-        out = fn(*a)
+    def timed(name, fn, *a, **kw):
+        t0, f0 = time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        out = fn(*a, **kw)
         cpu[name] = cpu.get(name, 0.0) + time.process_time() - t0
+        faults[name] = faults.get(name, 0) + resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
         return out
 
     wall0 = time.perf_counter()
@@ -95,14 +106,26 @@ def main(argv=None):
                 finish_band(store, ctx.grid, ctx.layout, b, stitcher.pop(b), book.state, BACKGROUND)
             book.band_written(b)
 
+    # as the in-process run: pooled input batches and (on a CPU) pooled probability tensors, the probabilities
+    # left as torch tensors, each grid row's tiles added together after the bands above it are written
+    pool = BufferPool() if BufferPool is not None else None
+    on_device = {"on_device": True} if "on_device" in inspect.signature(run_batch).parameters else {}
+    if pool is not None and "buffers" in inspect.signature(run_batch).parameters:
+        on_device["buffers"] = pool
     for batch in book.pending_batches():
-        x, bbox = timed("read", read_batch, ctx, batch)
-        outputs = timed("model", run_batch, ctx, x, bbox, batch)
+        x, bbox = timed("read", read_batch, ctx, batch, *([pool] if pool is not None else []))
+        outputs = timed("model", run_batch, ctx, x, bbox, batch, **on_device)
         scores = timed("scores", ctx.output.tile_scores, ctx.grid, batch, outputs)
-        for t, s, pred in zip(batch, scores, outputs):
+        for t, s in zip(batch, scores):
             book.mark_predicted(t, s)
-            timed("band_write", flush, t[0])
-            timed("stitch", stitcher.add, *t, pred)
+        start = 0
+        for k in range(1, len(batch) + 1):
+            if k == len(batch) or batch[k][0] != batch[start][0]:
+                timed("band_write", flush, batch[start][0])
+                timed("stitch", stitcher.add_batch, batch[start:k], outputs[start:k])
+                start = k
+        if pool is not None:
+            pool.give((x, outputs))
         timed("save", book.save)
     timed("band_write", flush, float("inf"))
     timed("save", lambda: book.save(force=True))
@@ -110,6 +133,7 @@ def main(argv=None):
     total = sum(cpu.values())
     per_tile = {f"{k}_ms_per_tile": round(1000 * v / book.total, 3) for k, v in cpu.items()} if args.host_ceiling else {}
     print(json.dumps({**{f"{k}_cpu_s": round(v, 3) for k, v in cpu.items()}, "total_cpu_s": round(total, 3), **per_tile,
+                      "page_faults": faults,
                       "model_share": round(cpu["model"] / total, 3), "wall_s": round(time.perf_counter() - wall0, 2),
                       "tiles": book.total, "complete": book.complete, "torch_threads": threads, "model": desc}))
     import shutil

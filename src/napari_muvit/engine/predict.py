@@ -86,15 +86,20 @@ def _run_local(ctx, store, book, progress, cancel) -> bool:
                 cancelled = True
                 break
             wanted = [t for t in batch if book.needs_model(t)]
-            outputs = run_batch(ctx, x, bbox, batch, on_device=blend)  # blend: probabilities stay on the device
+            # blend: probabilities stay on the device (on a CPU in a batch tensor from the pool)
+            outputs = run_batch(ctx, x, bbox, batch, on_device=blend, buffers=pool)
             if blend:
                 keep = [b for b, t in enumerate(batch) if t in set(wanted)]
                 # beside a GPU the input may still be copying (non-blocking) until the batch is stitched
                 async_copy = ctx.device.type == "cuda"
-                writer.submit([batch[b] for b in keep], outputs if len(keep) == len(batch) else outputs[keep],
-                              keepalive=x if async_copy else None)
+                whole = len(keep) == len(batch)
+                # the probabilities' tensor goes back to the pool once the stitcher has added them
+                writer.submit([batch[b] for b in keep], outputs if whole else outputs[keep],
+                              keepalive=(x if async_copy else None, outputs if whole else None))
                 if not async_copy:
                     pool.give(x)  # the model has read it
+                if not whole:
+                    pool.give(outputs)  # copied by the selection above
                 record(writer.collect())
             else:
                 record(("scores", t, s) for t, s in commit_batch(ctx, store, batch, outputs, wanted).items())

@@ -47,6 +47,7 @@ class BandStitcher:
         self.win = torch.from_numpy(grid.window).to(self.device)
         self._spare: list = []  # zeroed column blocks of written bands (`recycle`): reused, not allocated again
         self._spare_lock = threading.Lock()
+        self._pw = None  # `_product`
 
     def bands_of_row(self, i: int) -> range:
         a, b = self.grid.crop_rows(i)
@@ -67,7 +68,13 @@ class BandStitcher:
         """`add` for a batch ``probs (B, K, S, S)`` in row-major order (tile by tile: small temporaries)."""
         probs = as_tensor(probs, self.device)
         for t, p in zip(tiles, probs):
-            self.add_weighted(*t, p * self.win)
+            self.add_weighted(*t, torch.mul(p, self.win, out=self._product(p.shape)))
+
+    def _product(self, shape) -> torch.Tensor:
+        """`add_batch`'s ``p * window`` buffer, reused from tile to tile (the stitcher runs in one thread)."""
+        if self._pw is None or self._pw.shape != tuple(shape):
+            self._pw = torch.empty(shape, dtype=torch.float32, device=self.device)
+        return self._pw
 
     def add_weighted(self, i: int, j: int, pw) -> None:
         """`add` of ``pw = pred * window`` (torch, on ``device``)."""
@@ -183,22 +190,34 @@ def _numpy(a) -> np.ndarray:
 @torch.inference_mode()
 def tile_scores(grid, tiles, probs) -> np.ndarray:
     """``(B, K + 1)`` float32: each tile's mean probability per class and mean entropy (nats) over its owned
-    square, from its own prediction ``probs (B, K, S, S)`` (numpy or torch; computed where it is, tiles with
-    the same owned shape together). The entropy mean is taken on every second pixel of each axis."""
+    square, from its own prediction ``probs (B, K, S, S)`` (numpy or torch; computed where it is). Tile by
+    tile, on views of the batch: a tile's scores are the same bits whichever batch it came in (a reduction
+    over several tiles at once rounds differently with their number), and nothing is gathered or copied. The
+    entropy mean is taken on every second pixel of each axis."""
     p = probs if isinstance(probs, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(probs))
     h = grid.overlap // 2
-    out = torch.zeros((len(tiles), p.shape[1] + 1), dtype=torch.float32, device=p.device)
-    groups: dict = {}
+    out = torch.empty((len(tiles), p.shape[1] + 1), dtype=torch.float32, device=p.device)
     for b, (i, j) in enumerate(tiles):
         a0, a1, b0, b1 = grid.owned(i, j)
-        groups.setdefault((a1 - a0, b1 - b0), []).append(b)
-    for (dh, dw), idx in groups.items():
-        sel = slice(idx[0], idx[-1] + 1) if idx == list(range(idx[0], idx[-1] + 1)) else torch.tensor(idx, device=p.device)
-        own = p[sel, :, h : h + dh, h : h + dw].float()
-        out[sel, :-1] = own.mean(dim=(2, 3))
-        sub = own[:, :, ::2, ::2]  # -p log p (torch.special.entr is 2x slower here: not vectorised on CPU)
-        out[sel, -1] = -sub.clamp(1e-12, 1.0).log_().mul_(sub).sum(dim=1).mean(dim=(1, 2))
+        own = p[b, :, h : h + a1 - a0, h : h + b1 - b0].float()
+        torch.mean(own, dim=(1, 2), out=out[b, :-1])
+        sub = own[:, ::2, ::2]  # -p log p (torch.special.entr is 2x slower here: not vectorised on CPU)
+        ent = torch.clamp(sub, 1e-12, 1.0, out=_scratch(sub.shape, p.device))
+        out[b, -1] = -ent.log_().mul_(sub).sum(dim=0).mean()
     return _numpy(out)
+
+
+_local = threading.local()
+
+
+def _scratch(shape, device) -> torch.Tensor:
+    """A float32 scratch tensor of ``shape`` for this thread, reused between calls (a fresh multi-MB
+    temporary costs as much again in page faults as filling it)."""
+    n = int(np.prod(shape))
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.numel() < n or buf.device != torch.device(device):
+        buf = _local.buf = torch.empty(max(n, 1), dtype=torch.float32, device=device)
+    return buf[:n].view(shape)
 
 
 def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code, lo=0, hi=None) -> np.ndarray | None:
@@ -296,15 +315,21 @@ def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, piec
             # masks as 0/1 bytes (a bool tensor's own bytes): same-dtype arithmetic is vectorised, while masked
             # fills and bool operands take a slow elementwise path on a CPU
             on = pred[:, sl].view(torch.uint8)
-            keep = on.to(torch.float32)
-            safe = wei[:, rel] + (1.0 - keep)  # 1 where nothing is predicted: no division by zero
-            if divide:
-                probs = (tot[:, :, rel] / safe).mul_(keep)
+            everywhere = bool(on.all())  # the usual slab: the masks below would multiply by 1 and add 0
+            if everywhere:
+                safe = wei[:, rel]
+                probs = tot[:, :, rel] / safe if divide else tot[:, :, rel] * torch.reciprocal(safe)
             else:
-                probs = tot[:, :, rel] * torch.reciprocal(safe).mul_(keep)
+                keep = on.to(torch.float32)
+                safe = wei[:, rel] + (1.0 - keep)  # 1 where nothing is predicted: no division by zero
+                if divide:
+                    probs = (tot[:, :, rel] / safe).mul_(keep)
+                else:
+                    probs = tot[:, :, rel] * torch.reciprocal(safe).mul_(keep)
             lab = labels[:, sl]
             argmax_channels(probs, out=lab, base=1)
-            lab.mul_(on if ldtype == torch.uint8 else on.to(ldtype))  # 0 where nothing was predicted
+            if not everywhere:
+                lab.mul_(on if ldtype == torch.uint8 else on.to(ldtype))  # 0 where nothing was predicted
             if not none:
                 encode_probs(probs, layout.prob_dtype, out=values[:, :, sl])
     values, labels = _numpy(values), _numpy(labels)

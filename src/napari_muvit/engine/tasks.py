@@ -63,9 +63,14 @@ class SegmentationOutput(_ClassOutput):
                 "shape": (k, h, w), "chunks": (k, ch, cw), "factor": layout.level, "dtype": layout.prob_dtype}
 
     @torch.inference_mode()
-    def probabilities(self, model, x, bbox) -> torch.Tensor:
-        """``(B, K, S, S)`` float32 class probabilities, left on the model's device (the stitcher runs there)."""
-        return torch.softmax(model(x, bbox).float(), dim=1)
+    def probabilities(self, model, x, bbox, buffers=None) -> torch.Tensor:
+        """``(B, K, S, S)`` float32 class probabilities, left on the model's device (the stitcher runs there).
+        ``buffers`` (a `tileops.BufferPool`, on a CPU): the result is written into a reused tensor from it (the
+        same softmax kernel, so the same values) instead of a fresh one."""
+        logits = model(x, bbox).float()
+        if buffers is not None and logits.device.type == "cpu":
+            return torch.softmax(logits, 1, out=buffers.take_tensor(logits.shape))
+        return torch.softmax(logits, dim=1)
 
     def run(self, model, x, bbox) -> np.ndarray:
         """``(B, K, S, S)`` float32 class probabilities (numpy)."""

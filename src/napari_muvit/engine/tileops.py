@@ -89,12 +89,15 @@ def read_batch(ctx, tiles, pool: BufferPool | None = None) -> tuple[np.ndarray, 
 
 
 class BufferPool:
-    """Input batches to reuse: a fresh 40 MB batch costs as much again as filling it (the kernel zeroes every
-    new page), and page-locked memory beside a GPU is slow to allocate. Thread-safe; keeps at most ``keep``."""
+    """Batches to reuse: input batches (numpy, `take`) and, on a CPU, probability batches (float32 torch
+    tensors, `take_tensor`). A fresh 40 MB batch costs as much again as filling it (the kernel zeroes every
+    new page), and page-locked memory beside a GPU is slow to allocate. Thread-safe; keeps at most ``keep``
+    arrays and ``keep_tensors`` tensors (enough for the batches queued between the model and the stitcher)."""
 
-    def __init__(self, pinned: bool = False, keep: int = 3):
-        self.pinned, self.keep = bool(pinned), int(keep)
+    def __init__(self, pinned: bool = False, keep: int = 3, keep_tensors: int = 6):
+        self.pinned, self.keep, self.keep_tensors = bool(pinned), int(keep), int(keep_tensors)
         self._free: list = []
+        self._tensors: list = []
         self._lock = threading.Lock()
 
     def take(self, shape) -> np.ndarray:
@@ -104,11 +107,26 @@ class BufferPool:
                     return self._free.pop(k)
         return host_buffer(shape, self.pinned)
 
+    def take_tensor(self, shape) -> torch.Tensor:
+        """An uninitialised float32 CPU tensor of ``shape``."""
+        with self._lock:
+            for k, t in enumerate(self._tensors):
+                if t.shape == tuple(shape):
+                    return self._tensors.pop(k)
+        return torch.empty(tuple(shape), dtype=torch.float32)
+
     def give(self, a) -> None:
-        if isinstance(a, np.ndarray):
-            with self._lock:
-                if len(self._free) < self.keep:
-                    self._free.append(a)
+        """Hand back what `take` / `take_tensor` gave (a tuple or list: each item; anything else is ignored)."""
+        if isinstance(a, (tuple, list)):
+            for item in a:
+                self.give(item)
+            return
+        with self._lock:
+            if isinstance(a, np.ndarray) and len(self._free) < self.keep:
+                self._free.append(a)
+            elif (isinstance(a, torch.Tensor) and a.device.type == "cpu" and a.dtype == torch.float32
+                  and a.is_contiguous() and len(self._tensors) < self.keep_tensors):
+                self._tensors.append(a)
 
 
 def host_buffer(shape, pinned: bool = False) -> np.ndarray:
@@ -118,11 +136,12 @@ def host_buffer(shape, pinned: bool = False) -> np.ndarray:
     return np.empty(shape, np.float32)
 
 
-def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles, on_device: bool = False):
+def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles, on_device: bool = False, buffers=None):
     """Model outputs for one batch; an out-of-memory error halves the batch and retries (down to 1).
 
     With ``on_device`` a segmentation batch's probabilities stay a torch tensor on the model's device
-    (`BandWriter` blends, scores and quantises them there); otherwise numpy."""
+    (`BandWriter` blends, scores and quantises them there; on a CPU written into a tensor from ``buffers``, a
+    `BufferPool`, when given); otherwise numpy."""
     try:
         xt, bt = ctx.batch_tensors(x, bbox)
         with autocast(ctx.device, ctx.dtype):
@@ -130,7 +149,7 @@ def run_batch(ctx, x: np.ndarray, bbox: np.ndarray, tiles, on_device: bool = Fal
                 idx = [ctx.grid.tile_index(i, j) for i, j in tiles]
                 return ctx.output.run(ctx.model, xt, bt, idx)
             if on_device and ctx.output.mode == "blend":
-                return ctx.output.probabilities(ctx.model, xt, bt)
+                return ctx.output.probabilities(ctx.model, xt, bt, buffers)
             return ctx.output.run(ctx.model, xt, bt)
     except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled
         if not is_oom(exc) or len(tiles) == 1:
@@ -271,8 +290,9 @@ class BandWriter:
 
     def submit(self, tiles, probs, keepalive=None) -> None:
         """Queue a batch's ``probs (B, K, S, S)`` (numpy or torch on the model's device). ``keepalive`` (the
-        batch's page-locked input) is held until the batch is stitched, after its scores came back from the
-        device, so an asynchronous copy from it has finished before the buffer can be reused."""
+        batch's page-locked input, the pooled tensor holding ``probs``) is held until the batch is stitched,
+        after its scores came back from the device, so an asynchronous copy from it has finished and the
+        stitcher has read it before the buffer can be reused."""
         self._in.put((list(tiles), probs, False, keepalive))
 
     def _release(self, keepalive) -> None:
