@@ -294,27 +294,26 @@ class Pyramid:
     def add_chunk_readers(self, reader_for) -> int:
         """Read the chunks of stored levels with ``reader_for(raw)`` where it returns a reader (an object with
         ``read_chunk(idx)`` and ``fill_value``, e.g. `data.tiff_tiles.TiffTiles`); returns how many levels."""
-        known = self.__dict__.setdefault("_direct", {})
         n = 0
         for i, lv in enumerate(self._levels):
             reader = reader_for(lv.raw) if lv.source is None else None
             if reader is not None:
-                known[i], n = reader, n + 1
+                self._direct[i] = reader
+                n += 1
         return n
 
     def _chunk_reader(self, i: int):
         """What reads stored level ``i``'s chunks without zarr: a reader given by `add_chunk_readers`, the
         chunk files of a zarr v3 array in the simple layout (`data.chunk_files`), else None (through zarr)."""
-        known = self.__dict__.setdefault("_direct", {})
-        if i not in known:
+        if i not in self._direct:
             raw = self._levels[i].raw
             direct = None
             if type(raw).__module__.startswith("zarr"):
                 from .chunk_files import ChunkFiles
 
                 direct = ChunkFiles.for_array(raw, reading=True)
-            known[i] = direct
-        return known[i]
+            self._direct[i] = direct
+        return self._direct[i]
 
     def _read_chunk(self, i: int, src: tuple, idx: tuple[int, ...]) -> np.ndarray:
         direct = self._chunk_reader(i)
