@@ -47,7 +47,6 @@ class BandStitcher:
         self.win = torch.from_numpy(grid.window).to(self.device)
         self._spare: list = []  # zeroed column blocks of written bands (`recycle`): reused, not allocated again
         self._spare_lock = threading.Lock()
-        self._pw = None  # `_product`
 
     def bands_of_row(self, i: int) -> range:
         a, b = self.grid.crop_rows(i)
@@ -67,14 +66,8 @@ class BandStitcher:
     def add_batch(self, tiles, probs) -> None:
         """`add` for a batch ``probs (B, K, S, S)`` in row-major order (tile by tile: small temporaries)."""
         probs = as_tensor(probs, self.device)
-        for t, p in zip(tiles, probs):
-            self.add_weighted(*t, torch.mul(p, self.win, out=self._product(p.shape)))
-
-    def _product(self, shape) -> torch.Tensor:
-        """`add_batch`'s ``p * window`` buffer, reused from tile to tile (the stitcher runs in one thread)."""
-        if self._pw is None or self._pw.shape != tuple(shape):
-            self._pw = torch.empty(shape, dtype=torch.float32, device=self.device)
-        return self._pw
+        for t, p in zip(tiles, probs):  # p * w into this thread's scratch tensor, reused from tile to tile
+            self.add_weighted(*t, torch.mul(p, self.win, out=_scratch(p.shape, self.device)))
 
     def add_weighted(self, i: int, j: int, pw) -> None:
         """`add` of ``pw = pred * window`` (torch, on ``device``)."""
@@ -212,7 +205,8 @@ _local = threading.local()
 
 def _scratch(shape, device) -> torch.Tensor:
     """A float32 scratch tensor of ``shape`` for this thread, reused between calls (a fresh multi-MB
-    temporary costs as much again in page faults as filling it)."""
+    temporary costs as much again in page faults as filling it): `tile_scores`' clamp and `add_batch`'s
+    ``p * w``, each used up before the next call."""
     n = int(np.prod(shape))
     buf = getattr(_local, "buf", None)
     if buf is None or buf.numel() < n or buf.device != torch.device(device):
