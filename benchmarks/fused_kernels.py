@@ -11,7 +11,7 @@ Each stage in ms of process CPU per tile, the project's code against one numba l
   runs on a CPU) against a per-pixel loop with ``math.exp``;
 * ``blend_scores``: `BandStitcher.add_batch` + `stitch.tile_scores` from given probabilities (the band sums
   ``p w`` and ``w``, class means over the owned square, entropy on every second pixel) against one loop;
-* ``conversion``: `stitch.band_output` of a 128 x 8192 band at output level 1 in uint8 (``1 / w``, ``p``,
+* ``conversion``: `band_convert.band_output` of a 128 x 8192 band at output level 1 in uint8 (``1 / w``, ``p``,
   argmax, ``floor(255 p + 0.5)``) against one loop, per 224^2 output px (one tile's owned square).
 
 The kernels are checked against the project's numbers before they are timed. The last stdout line is one JSON
@@ -113,8 +113,9 @@ def main(argv=None) -> dict:
         sys.exit("this measurement needs numba (pip install numba); napari-muvit itself does not use it.")
     import torch
 
+    from napari_muvit.engine.band_convert import band_output
     from napari_muvit.engine.grid import TileGrid
-    from napari_muvit.engine.stitch import BandStitcher, OutputLayout, band_output, tile_scores
+    from napari_muvit.engine.stitch import BandStitcher, OutputLayout, tile_scores
 
     torch.set_num_threads(1)
     k, s, b = 4, 256, 16

@@ -35,14 +35,17 @@ def main(argv=None):
     from pipeline import build_model
 
     from napari_muvit.data.synthetic import write_synthetic_slide
-    from napari_muvit.engine import stitch
     from napari_muvit.engine.context import resolve
     from napari_muvit.engine.device import configure_threads
     from napari_muvit.engine.predict import finish, open_run
     from napari_muvit.engine.recipe import Recipe
-    from napari_muvit.engine.stitch import BandStitcher, finish_band
+    from napari_muvit.engine.stitch import BandStitcher
 
-    finish_blocks = getattr(stitch, "finish_blocks", None)
+    try:
+        from napari_muvit.engine import band_convert as convert
+    except ImportError:  # code before the conversion had its own module (for comparisons)
+        from napari_muvit.engine import stitch as convert
+    finish_band, finish_blocks = convert.finish_band, getattr(convert, "finish_blocks", None)
     from napari_muvit.engine.store import BACKGROUND, prepare_output
     from napari_muvit.engine.tileops import read_batch, run_batch
 

@@ -13,11 +13,12 @@ import torch
 import zarr
 
 from napari_muvit.data import Normalizer, open_pyramid
+from napari_muvit.engine.band_convert import band_output
 from napari_muvit.engine.downsample import downsample_mean, downsample_mean_uint8, downsample_mode
 from napari_muvit.engine.grid import TileGrid
 from napari_muvit.engine.predict import predict
 from napari_muvit.engine.recipe import Recipe
-from napari_muvit.engine.stitch import BandStitcher, OutputLayout, band_output, tile_scores
+from napari_muvit.engine.stitch import BandStitcher, OutputLayout, tile_scores
 from napari_muvit.engine.tasks import SegmentationOutput
 from napari_muvit.engine.testing import PixelSegmenter, random_slide
 
@@ -64,10 +65,10 @@ def _ref_band_output(layout, b, acc, wsum, owner, lo):
 @pytest.mark.parametrize("numpy_on_cpu", [True, False])  # False: the torch operations a GPU runs
 @pytest.mark.parametrize("holes", ["everywhere", "first slab"])  # "first slab": later slabs fully predicted
 def test_band_output_in_torch_equals_the_numpy_reference(level, dtype, numpy_on_cpu, holes, monkeypatch):
-    from napari_muvit.engine import stitch
+    from napari_muvit.engine import band_convert
 
-    monkeypatch.setattr(stitch, "SLAB", 512)  # several column slabs per band
-    monkeypatch.setattr(stitch, "NUMPY_ON_CPU", numpy_on_cpu)
+    monkeypatch.setattr(band_convert, "SLAB", 512)  # several column slabs per band
+    monkeypatch.setattr(band_convert, "NUMPY_ON_CPU", numpy_on_cpu)
     rng = np.random.default_rng(level)
     layout = OutputLayout((4096, 4096), (100, 4000, 37, 4001), level=level, chunk=(64, 1024), prob_dtype=dtype)
     b = 3
@@ -344,7 +345,7 @@ def test_blocks_converted_where_they_lie_equal_the_assembled_band(level):
             a.add(i, j, p)
             b.add(i, j, p)
     sa, sb = _Chunks(), _Chunks()
-    from napari_muvit.engine.stitch import finish_band, finish_blocks
+    from napari_muvit.engine.band_convert import finish_band, finish_blocks
 
     blocks = a.pop_blocks(0)
     assert sorted(blocks) == [0, 2]

@@ -127,7 +127,7 @@ class OutputStore(RunStateFiles):
         [0, 1]. Only level 0 until the run is complete (``complete`` overrides)."""
         arrays = self._levels(self.root, complete)
         if decode and self.meta.get("task") in ("segmentation", "classification") and self.prob_dtype == "uint8":
-            from .stitch import decode_probs
+            from .band_convert import decode_probs
 
             arrays = [decode_probs(a, "uint8") for a in arrays]
         return arrays

@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from .band_convert import finish_band, finish_blocks
 from .device import autocast, free_device_memory, is_oom
-from .stitch import BandStitcher, band_to_host, finish_band, finish_blocks
+from .stitch import BandStitcher, band_to_host
 
 MAX_GAP = 4  # tiles; farther-apart tiles of a row are read in separate windows (bounded memory)
 
