@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .output_layout import OutputLayout
-from .stitch import BLOCK, BandStitcher, _numpy, as_tensor
+from .stitch import BLOCK, BandStitcher, as_tensor, to_numpy
 
 
 def owner_foreground(grid, layout: OutputLayout, b: int, state, background_code, lo=0, hi=None) -> np.ndarray | None:
@@ -130,7 +130,7 @@ def _convert_slabs(layout: OutputLayout, total, weight, pred, divide: bool, piec
                 lab.mul_(on if ldtype == torch.uint8 else on.to(ldtype))  # 0 where nothing was predicted
             if not none:
                 encode_probs(probs, layout.prob_dtype, out=values[:, :, sl])
-    values, labels = _numpy(values), _numpy(labels)
+    values, labels = to_numpy(values), to_numpy(labels)
     if wide:
         labels = labels.astype(np.uint16)
         values = values.astype(np.uint16) if values.dtype == np.int32 else values

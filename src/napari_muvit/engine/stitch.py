@@ -170,10 +170,10 @@ def band_to_host(band) -> list | None:
     if band is None:
         return None
     acc, wsum, lo, hi = band
-    return [_numpy(acc), _numpy(wsum), lo, hi]
+    return [to_numpy(acc), to_numpy(wsum), lo, hi]
 
 
-def _numpy(a) -> np.ndarray:
+def to_numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
@@ -194,7 +194,7 @@ def tile_scores(grid, tiles, probs) -> np.ndarray:
         sub = own[:, ::2, ::2]  # -p log p (torch.special.entr is 2x slower here: not vectorised on CPU)
         ent = torch.clamp(sub, 1e-12, 1.0, out=_scratch(sub.shape, p.device))
         out[b, -1] = -ent.log_().mul_(sub).sum(dim=0).mean()
-    return _numpy(out)
+    return to_numpy(out)
 
 
 _local = threading.local()
